@@ -424,6 +424,9 @@ func (b *Bus) handle(mux *Mux, env *Envelope) {
 	ctx = withEnvelope(ctx, env)
 	b.stats.handled(env.Name)
 	rep, err := b.invoke(ctx, mux, env)
+	if errors.Is(err, ErrNoReply) {
+		return
+	}
 	if env.ReplyTo == "" {
 		if err != nil {
 			b.log.Warn("message without reply-to failed", "msg", env.Name, "msg_id", env.ID, "err", err)
@@ -441,15 +444,13 @@ func (b *Bus) invoke(ctx context.Context, mux *Mux, env *Envelope) (rep json.Raw
 			rep, err = nil, errcode.New(errcode.Internal, "handler of %s panicked: %v", env.Name, r)
 		}
 	}()
-	h, before := mux.lookup(env.Name)
-	if before != nil {
-		if handled, rep, err := before(ctx, env); handled {
-			return rep, err
-		}
-	}
+	h, wrap := mux.lookup(env.Name)
 	if h == nil {
 		b.stats.unknown.Add(1)
 		return nil, errcode.New(errcode.UnknownMessage, "no handler for %q on %s", env.Name, env.Target)
+	}
+	if wrap != nil {
+		return wrap(ctx, env, func(ctx context.Context) (json.RawMessage, error) { return h(ctx, env) })
 	}
 	return h(ctx, env)
 }
@@ -482,6 +483,10 @@ func (b *Bus) baseCtxOrBackground() context.Context {
 	}
 	return b.baseCtx
 }
+
+// ErrNoReply, returned by a handler or interceptor, tells the bus not to
+// reply: someone else will (the node a message was forwarded to).
+var ErrNoReply = errors.New("cloudbus: reply sent by another node")
 
 // ForwardTo re-sends the envelope being handled to another target, keeping
 // its id, reply-to and deadline, so the reply goes straight to the original

@@ -18,8 +18,14 @@ type handlerFunc func(ctx context.Context, env *Envelope) (json.RawMessage, erro
 type Mux struct {
 	mu       sync.RWMutex
 	handlers map[string]handlerFunc
-	before   func(ctx context.Context, env *Envelope) (handled bool, rep json.RawMessage, err error)
+	wrap     Interceptor
 }
+
+// Interceptor runs around every handler of a Mux: it may call next (the
+// handler) or answer by itself. The management node uses one to forward
+// messages for resources the node does not own and to hold a resource while
+// its handler runs.
+type Interceptor func(ctx context.Context, env *Envelope, next func(context.Context) (json.RawMessage, error)) (json.RawMessage, error)
 
 // NewMux returns an empty Mux.
 func NewMux() *Mux { return &Mux{handlers: map[string]handlerFunc{}} }
@@ -48,14 +54,13 @@ func Handle[Req, Rep any](m *Mux, msg Msg[Req, Rep], fn func(ctx context.Context
 	})
 }
 
-// Before installs a hook run before every handler of m. If it reports
-// handled, its reply (or error) is sent and the handler is not called; the
-// management node uses it to forward messages for resources it no longer
-// owns.
-func (m *Mux) Before(fn func(ctx context.Context, env *Envelope) (handled bool, rep json.RawMessage, err error)) {
+// Intercept installs fn around every handler of m (one interceptor per Mux;
+// a second call replaces the first). Messages with no handler are answered
+// with errcode.UnknownMessage before the interceptor runs.
+func (m *Mux) Intercept(fn Interceptor) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.before = fn
+	m.wrap = fn
 }
 
 func (m *Mux) register(name string, h handlerFunc) {
@@ -67,8 +72,8 @@ func (m *Mux) register(name string, h handlerFunc) {
 	m.handlers[name] = h
 }
 
-func (m *Mux) lookup(name string) (handlerFunc, func(context.Context, *Envelope) (bool, json.RawMessage, error)) {
+func (m *Mux) lookup(name string) (handlerFunc, Interceptor) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.handlers[name], m.before
+	return m.handlers[name], m.wrap
 }

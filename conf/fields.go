@@ -1,0 +1,175 @@
+package conf
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// field describes one setting. Its YAML key is the only name written down;
+// the environment variable and the flag are derived from it so the three
+// spellings stay consistent.
+type field struct {
+	key    string
+	usage  string
+	secret bool
+	// ptr returns a pointer into c: *string, *int or *time.Duration.
+	ptr func(c *Config) any
+}
+
+// env returns the environment variable for f, e.g. MPLANE_HEARTBEAT_INTERVAL.
+func (f field) env() string { return "MPLANE_" + strings.ToUpper(f.key) }
+
+// flag returns the command-line flag name for f, e.g. heartbeat-interval.
+func (f field) flag() string { return strings.ReplaceAll(f.key, "_", "-") }
+
+// where tells the user the places f can be set, for error messages.
+func (f field) where() string {
+	return fmt.Sprintf("set %s or %s in the config file (or flag --%s)", f.env(), f.key, f.flag())
+}
+
+// set parses s into f's field of c. The error says which form was expected
+// but not where the value came from; callers add that.
+func (f field) set(c *Config, s string) error {
+	switch p := f.ptr(c).(type) {
+	case *string:
+		*p = s
+	case *int:
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("want a whole number such as 3 (got %q)", s)
+		}
+		*p = n
+	case *time.Duration:
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("want a Go duration such as \"2s\" or \"1m30s\" (got %q)", s)
+		}
+		*p = d
+	default:
+		panic(fmt.Sprintf("conf: field %s has unsupported type %T", f.key, p))
+	}
+	return nil
+}
+
+// display renders f's value in c for logs and messages, with secrets hidden.
+func (f field) display(c *Config) string {
+	var s string
+	switch p := f.ptr(c).(type) {
+	case *string:
+		s = *p
+	case *int:
+		s = strconv.Itoa(*p)
+	case *time.Duration:
+		s = p.String()
+	}
+	switch {
+	case s == "":
+		return ""
+	case f.secret:
+		return "REDACTED"
+	case f.key == "bus_url":
+		return redactURL(s)
+	case f.key == "database_dsn":
+		return redactDSN(s)
+	}
+	return s
+}
+
+const configEnv = "MPLANE_CONFIG"
+const configFlag = "config"
+
+var fields = []field{
+	{key: "data_dir", usage: "directory for the SQLite file and agent state in embedded mode",
+		ptr: func(c *Config) any { return &c.DataDir }},
+	{key: "bus_url", usage: `message bus: "memory://" or "amqp://user:pass@host:port/vhost" (amqps:// for TLS)`,
+		ptr: func(c *Config) any { return &c.BusURL }},
+	{key: "bus_prefix", usage: "prefix for every exchange and queue name ([a-zA-Z0-9_-]+)",
+		ptr: func(c *Config) any { return &c.BusPrefix }},
+	{key: "database_dsn", usage: `database: "sqlite:<path>", "sqlite::memory:" or "mysql://user:pass@tcp(host:3306)/dbname"; empty means sqlite:<data_dir>/mplane.db`,
+		ptr: func(c *Config) any { return &c.DatabaseDSN }},
+	{key: "api_listen", usage: "host:port for the HTTP API",
+		ptr: func(c *Config) any { return &c.APIListen }},
+	{key: "advertise_host", usage: "host other nodes use to reach this one; empty derives it from api_listen or the host name",
+		ptr: func(c *Config) any { return &c.AdvertiseHost }},
+	{key: "admin_listen", usage: "host:port for admin endpoints; empty serves them on the API listener",
+		ptr: func(c *Config) any { return &c.AdminListen }},
+	{key: "heartbeat_interval", usage: "how often a management node writes its heartbeat",
+		ptr: func(c *Config) any { return &c.HeartbeatInterval }},
+	{key: "heartbeat_threshold", usage: "missed heartbeat intervals before a node is considered dead",
+		ptr: func(c *Config) any { return &c.HeartbeatThreshold }},
+	{key: "drain_timeout", usage: "how long a stopping node waits for in-flight work",
+		ptr: func(c *Config) any { return &c.DrainTimeout }},
+	{key: "call_timeout", usage: "deadline for bus calls made without one",
+		ptr: func(c *Config) any { return &c.CallTimeout }},
+	{key: "startup_timeout", usage: "how long a starting node retries the broker and the database",
+		ptr: func(c *Config) any { return &c.StartupTimeout }},
+	{key: "ring_resync_interval", usage: "how often the consistent-hash ring is rebuilt from the database",
+		ptr: func(c *Config) any { return &c.RingResyncInterval }},
+	{key: "log_level", usage: "log level: debug, info, warn or error",
+		ptr: func(c *Config) any { return &c.LogLevel }},
+	{key: "log_format", usage: "log format: text or json",
+		ptr: func(c *Config) any { return &c.LogFormat }},
+	{key: "admin_password", usage: "initial admin password; empty generates one at first start", secret: true,
+		ptr: func(c *Config) any { return &c.AdminPassword }},
+}
+
+func fieldByKey(key string) (field, bool) {
+	for _, f := range fields {
+		if f.key == key {
+			return f, true
+		}
+	}
+	return field{}, false
+}
+
+func fieldByKeyMust(key string) field {
+	f, ok := fieldByKey(key)
+	if !ok {
+		panic("conf: no field " + key)
+	}
+	return f
+}
+
+func knownKeys() string {
+	keys := make([]string, len(fields))
+	for i, f := range fields {
+		keys[i] = f.key
+	}
+	return strings.Join(keys, ", ")
+}
+
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		// Cannot tell where a password would be; show only the scheme.
+		if i := strings.Index(s, "://"); i >= 0 {
+			return s[:i+3] + "..."
+		}
+		return "..."
+	}
+	if u.User == nil {
+		// Nothing to hide; url.URL drops the "//" of an empty host.
+		return s
+	}
+	return u.Redacted()
+}
+
+func redactDSN(s string) string {
+	rest, ok := strings.CutPrefix(s, "mysql://")
+	if !ok {
+		return s
+	}
+	cfg, err := mysql.ParseDSN(rest)
+	if err != nil {
+		return "mysql://..."
+	}
+	if cfg.Passwd != "" {
+		cfg.Passwd = "xxxxx"
+	}
+	return "mysql://" + cfg.FormatDSN()
+}

@@ -1,0 +1,59 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+const (
+	amqpEnv        = "MPLANE_TEST_AMQP_URL"
+	defaultAMQPURL = "amqp://guest:guest@127.0.0.1:5672/"
+	probeTimeout   = 3 * time.Second
+)
+
+var amqpProbe struct {
+	once sync.Once
+	url  string
+	err  error
+}
+
+// AMQPURL returns the URL of the test RabbitMQ broker, after checking once
+// per process that it accepts a connection. If it does not, the test is
+// skipped, or failed under CI=true.
+func AMQPURL(t testing.TB) string {
+	t.Helper()
+	amqpProbe.once.Do(func() {
+		amqpProbe.url = envOr(amqpEnv, defaultAMQPURL)
+		amqpProbe.err = probeAMQP(amqpProbe.url)
+	})
+	if amqpProbe.err != nil {
+		unreachable(t, os.Getenv, "RabbitMQ not reachable at %s (%v); set %s or start rabbitmq-server",
+			redactURL(amqpProbe.url), amqpProbe.err, amqpEnv)
+	}
+	return amqpProbe.url
+}
+
+func probeAMQP(url string) error {
+	conn, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(probeTimeout)})
+	if err != nil {
+		return err
+	}
+	if err := conn.Close(); err != nil {
+		return fmt.Errorf("close probe connection: %w", err)
+	}
+	return nil
+}
+
+func redactURL(s string) string {
+	u, err := amqp.ParseURI(s)
+	if err != nil || u.Password == "" {
+		return s
+	}
+	u.Password = "xxxxx"
+	return u.String()
+}

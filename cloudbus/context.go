@@ -22,7 +22,8 @@ func EnvelopeFrom(ctx context.Context) *Envelope {
 type metaKey struct{}
 
 // Meta is tracing and identity data copied into every envelope sent under a
-// context. Fields left empty are inherited from the envelope being handled.
+// context. Empty APIID and Caller are inherited from the envelope being
+// handled; ResourceUUID is never inherited.
 type Meta struct {
 	APIID        string
 	ResourceUUID string
@@ -35,8 +36,11 @@ func WithMeta(ctx context.Context, m Meta) context.Context {
 }
 
 func fillMeta(ctx context.Context, e *Envelope) {
+	// The API id and caller follow the work; the resource does not: a
+	// message about a host sent while handling one about a VM is routed by
+	// the host, so each message names its resource (WithResource).
 	if parent := EnvelopeFrom(ctx); parent != nil {
-		e.APIID, e.ResourceUUID, e.Caller = parent.APIID, parent.ResourceUUID, parent.Caller
+		e.APIID, e.Caller = parent.APIID, parent.Caller
 	}
 	if m, ok := ctx.Value(metaKey{}).(Meta); ok {
 		if m.APIID != "" {

@@ -216,8 +216,11 @@ func testDeadlineInheritance(t *testing.T, h harness) {
 	if parentDeadline.Sub(got) > time.Second {
 		t.Fatalf("nested call deadline %v lost the parent's %v", got, parentDeadline)
 	}
-	if rep.APIID != "api-1" || rep.ResourceUUID != "vm-1" {
-		t.Fatalf("trace ids not inherited: %+v", rep)
+	if rep.APIID != "api-1" {
+		t.Fatalf("API id not inherited: %+v", rep)
+	}
+	if rep.ResourceUUID != "" {
+		t.Fatalf("resource UUID %q inherited by a nested message; each message names its own", rep.ResourceUUID)
 	}
 }
 

@@ -23,7 +23,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newConfigCmd())
+	root.AddCommand(newVersionCmd(), newConfigCmd(), newServerCmd())
 	return root
 }
 

@@ -4,7 +4,7 @@ BIN      ?= bin/mplane
 PKGS     ?= ./...
 TESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build test vet fmt-check lint bench bench-bus bench-thread run clean tidy
+.PHONY: all build test vet fmt-check lint bench bench-bus bench-thread bench-ring run clean tidy
 
 all: build
 
@@ -27,7 +27,10 @@ fmt-check:
 lint: vet fmt-check
 
 # Micro benchmarks, each against its baseline in the same run.
-bench: bench-bus bench-thread
+bench: bench-bus bench-thread bench-ring
+
+bench-ring:
+	$(GO) test -run '^$$' -bench . -benchmem ./managementnode/
 
 bench-bus:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./cloudbus/
@@ -36,7 +39,7 @@ bench-thread:
 	$(GO) test -run '^$$' -bench . -benchmem ./thread/
 
 run: build
-	./$(BIN) run
+	./$(BIN) server
 
 tidy:
 	$(GO) mod tidy

@@ -246,7 +246,7 @@ func TestClusterMembershipAndFailover(t *testing.T) {
 	r4 := converged(t, 60*time.Second, a, b, d, f)
 	got := partitionsOf(r4, f.uuid)
 	quarter := managementnode.Partitions / 4
-	if got < quarter*7/10 || got > quarter*13/10 {
+	if got < quarter*8/10 || got > quarter*12/10 {
 		t.Fatalf("the 4th node owns %d partitions, want about %d", got, quarter)
 	}
 

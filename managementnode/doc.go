@@ -1,0 +1,39 @@
+// Package managementnode makes a process one node of the mplane cluster:
+// membership, the consistent-hash ring, ownership of resources, failover
+// and graceful stop.
+//
+// Membership lives in the database (management_nodes; the epoch in
+// management_ring is bumped in the same transaction as every change). Each
+// process start is a new node UUID. A node heartbeats every interval with
+// the database's clock; the first survivor that sees a peer's heartbeat
+// older than threshold × interval deletes its row and publishes node.left.
+// A node that finds its own row gone is fenced: it owns nothing from then
+// on and must exit.
+//
+// The ring holds the running nodes. It is built with buraksezer/consistent
+// (xxhash, 271 partitions, bounded load) from the sorted member list, so
+// every node that read the same members computes the same owners, and
+// published as an immutable table behind an atomic pointer: Owner and
+// IsMine take no lock. Events make the nodes converge at once; a periodic
+// resync makes them converge always.
+//
+// Guarantees for resource messages (those with Envelope.ResourceUUID set,
+// on a Mux guarded by Node.Guard):
+//
+//   - They run only on the node that owns the resource under its current
+//     ring. Another node forwards them to the owner (the owner answers the
+//     caller directly), at most Options.MaxHops times; a forwarded message
+//     that is not the receiver's either makes it re-read the ring first.
+//   - Old and new owner never run work for one resource at once: the old
+//     owner stops taking work for partitions it lost as soon as it installs
+//     the new ring, and the new owner holds each gained partition closed
+//     until the old owner reports that it holds no work there
+//     (mn.AwaitRelease), or is gone. See handover.go.
+//   - Calls waiting on a node fail with the retryable NodeUnavailable as
+//     soon as its row is gone (evicted or left), not at their deadline. A
+//     leaving node still answers what it was sent while it drains.
+//
+// Graceful stop (Stop): turn leaving (peers drop the node from the ring at
+// once), forward new work, drain held work and the scheduler up to the
+// drain timeout, delete the row, publish node.left.
+package managementnode

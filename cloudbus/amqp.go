@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -194,24 +195,46 @@ func (t *amqpTransport) startConsumer(conn *amqp.Connection, s consumerSpec, sto
 	return nil
 }
 
-// consumeLoop hands deliveries over in order and acknowledges them in
-// batches (multiple=true) whenever the buffer runs dry or every 64 messages.
+// consumeLoop hands deliveries over in order. Acknowledgements go through
+// a separate acker that acknowledges the latest tag with multiple=true: while
+// it writes one ack frame, later deliveries pile up and are covered by its
+// next one, so under load one frame acknowledges many messages and with
+// light traffic every message is acknowledged at once.
 func (t *amqpTransport) consumeLoop(ch *amqp.Channel, deliveries <-chan amqp.Delivery, s consumerSpec, stop chan struct{}) {
 	defer t.wg.Done()
-	var last uint64
-	unacked := 0
-	ack := func() {
-		if unacked > 0 {
-			if err := ch.Ack(last, true); err != nil {
-				t.log.Debug("ack failed", "queue", s.q.name, "err", err)
+	var latest atomic.Uint64
+	kick := make(chan struct{}, 1)
+	ackerDone := make(chan struct{})
+	if !s.q.noAck {
+		go func() {
+			defer close(ackerDone)
+			var acked uint64
+			for range kick {
+				if tag := latest.Load(); tag > acked {
+					if err := ch.Ack(tag, true); err != nil {
+						t.log.Debug("ack failed", "queue", s.q.name, "err", err)
+					}
+					acked = tag
+				}
 			}
-			unacked = 0
-		}
+		}()
+	} else {
+		close(ackerDone)
 	}
+	defer func() {
+		if !s.q.noAck {
+			// A last kick flushes the final tag before the acker ends.
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+			close(kick)
+		}
+		<-ackerDone
+	}()
 	for {
 		select {
 		case <-stop:
-			ack()
 			return
 		case d, ok := <-deliveries:
 			if !ok {
@@ -221,10 +244,10 @@ func (t *amqpTransport) consumeLoop(ch *amqp.Channel, deliveries <-chan amqp.Del
 			if s.q.noAck {
 				continue
 			}
-			last = d.DeliveryTag
-			unacked++
-			if unacked >= 64 || len(deliveries) == 0 {
-				ack()
+			latest.Store(d.DeliveryTag)
+			select {
+			case kick <- struct{}{}:
+			default:
 			}
 		}
 	}

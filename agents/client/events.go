@@ -1,0 +1,124 @@
+package agentclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"mplane/agents/protocol"
+	"mplane/errcode"
+)
+
+// Event is an unsolicited message from an agent.
+type Event struct {
+	// Path is the commandpath header, e.g. protocol.EventReportVMState.
+	Path string
+	// Body is the event's JSON body as sent.
+	Body []byte
+	// RemoteAddr is the sender's address as seen by this node (ip:port);
+	// RemoteIP is its IP part. A legacy agent's event (no Secret) should be
+	// accepted only from the host's registered address.
+	RemoteAddr string
+	RemoteIP   string
+	// Secret is the protocol.SecretHeader value, "" for a Python agent.
+	Secret string
+	Header http.Header
+}
+
+// EventOptions configures NewEventHandler.
+type EventOptions struct {
+	// Handle receives every event with a known path; required. Its error
+	// sets the answer's status: that of the errcode code in the error's
+	// chain (errcode.CodeOf(err).HTTPStatus(): 401 for Unauthenticated,
+	// 403 for PermissionDenied, 500 for anything else...). It runs on the
+	// request's goroutine: the agent waits for the answer, so hand slow
+	// work off (e.g. to the bus).
+	Handle func(ctx context.Context, ev Event) error
+	// Paths are the known command paths. Default protocol.EventPaths().
+	Paths []string
+	// MaxBodyBytes bounds an event body. Default 16 MiB.
+	MaxBodyBytes int64
+	// Logger receives the handler's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// NewEventHandler returns the handler of the management node's event
+// endpoint (the sendCommandUrl given to agents): 400 without a commandpath
+// header, 404 for an unknown one, otherwise the status of Handle's error,
+// 200 when it returns nil. The answer's body is a result envelope.
+func NewEventHandler(opts EventOptions) http.Handler {
+	if opts.Handle == nil {
+		panic("agentclient: EventOptions.Handle is nil")
+	}
+	if opts.Paths == nil {
+		opts.Paths = protocol.EventPaths()
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 16 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	known := make(map[string]bool, len(opts.Paths))
+	for _, p := range opts.Paths {
+		known[p] = true
+	}
+	return &eventHandler{opts: opts, known: known}
+}
+
+type eventHandler struct {
+	opts  EventOptions
+	known map[string]bool
+}
+
+func (h *eventHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := r.Header.Get(protocol.CommandPathHeader)
+	if path == "" {
+		writeEnvelope(w, http.StatusBadRequest, "commandpath header missing")
+		return
+	}
+	if !h.known[path] {
+		h.opts.Logger.Warn("event with unknown commandpath", "commandpath", path, "remote_addr", r.RemoteAddr)
+		writeEnvelope(w, http.StatusNotFound, "unknown commandpath "+path)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
+	if err != nil {
+		writeEnvelope(w, http.StatusBadRequest, "read event body: "+err.Error())
+		return
+	}
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		ip = r.RemoteAddr
+	}
+	ev := Event{
+		Path:       path,
+		Body:       body,
+		RemoteAddr: r.RemoteAddr,
+		RemoteIP:   ip,
+		Secret:     r.Header.Get(protocol.SecretHeader),
+		Header:     r.Header.Clone(),
+	}
+	if err := h.opts.Handle(r.Context(), ev); err != nil {
+		status := errcode.CodeOf(err).HTTPStatus()
+		var e *errcode.Error
+		if !errors.As(err, &e) {
+			status = http.StatusInternalServerError
+		}
+		h.opts.Logger.Info("event refused", "commandpath", path, "remote_addr", r.RemoteAddr, "err", err)
+		writeEnvelope(w, status, err.Error())
+		return
+	}
+	writeEnvelope(w, http.StatusOK, "")
+}
+
+func writeEnvelope(w http.ResponseWriter, status int, msg string) {
+	body, _ := json.Marshal(protocol.Response{Success: msg == "", Error: msg})
+	w.Header().Set("Content-Type", protocol.JSONContentType)
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

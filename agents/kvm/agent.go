@@ -1,0 +1,256 @@
+package kvm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	agentclient "mplane/agents/client"
+	agentserver "mplane/agents/server"
+)
+
+// Options configures an Agent. The zero value is a usable agent with no
+// state file, no latency and no failures.
+type Options struct {
+	// Listen is the address Run listens on. Default "127.0.0.1:7070".
+	Listen string
+	// StateFile, if set, keeps the VMs and the host secret across restarts
+	// (written atomically on every change). The connection (host UUID,
+	// sendCommandUrl) is not kept: like the Python agent, a restarted agent
+	// answers pings without a host UUID until it is connected again.
+	StateFile string
+	// Latency is added to every command but /host/echo before it acts.
+	Latency time.Duration
+	// FailRate is the fraction of async commands that fail with an
+	// injected error result (state unchanged), in [0, 1].
+	FailRate float64
+	// NoCallbackRate is the fraction of async commands that never send a
+	// result (a crashed handler), in [0, 1]. Drawn before FailRate.
+	NoCallbackRate float64
+	// CPUNum and MemoryBytes are the host's capacity. Defaults 32 and 128 GiB.
+	CPUNum      int
+	MemoryBytes int64
+	// Version is what ping reports. Default "mplane-kvm-simulator".
+	Version string
+	// Seed seeds failure injection; 0 picks a random seed.
+	Seed uint64
+	// ArrivalLog is how many command arrivals are kept for /debug/arrivals.
+	// Default 100000.
+	ArrivalLog int
+	// EventQueue bounds the events waiting to be sent; when full, new
+	// events are dropped and counted. Default 1024.
+	EventQueue int
+	// ShutdownTimeout bounds the graceful part of Run's shutdown. Default 10s.
+	ShutdownTimeout time.Duration
+	// Logger receives the agent's logs. Default: discard.
+	Logger *slog.Logger
+	// Server configures the HTTP framework (callback retries, content
+	// type...). Its Admit and Logger are set by the agent.
+	Server agentserver.Options
+}
+
+// Validate reports what is wrong with the options.
+func (o Options) Validate() error {
+	var errs []error
+	if o.FailRate < 0 || o.FailRate > 1 {
+		errs = append(errs, fmt.Errorf("fail rate %v: must be in [0, 1]", o.FailRate))
+	}
+	if o.NoCallbackRate < 0 || o.NoCallbackRate > 1 {
+		errs = append(errs, fmt.Errorf("no-callback rate %v: must be in [0, 1]", o.NoCallbackRate))
+	}
+	if o.Latency < 0 {
+		errs = append(errs, fmt.Errorf("latency %v: must not be negative", o.Latency))
+	}
+	if o.CPUNum < 0 || o.MemoryBytes < 0 {
+		errs = append(errs, errors.New("cpu and memory must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (o Options) withDefaults() Options {
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:7070"
+	}
+	if o.CPUNum == 0 {
+		o.CPUNum = 32
+	}
+	if o.MemoryBytes == 0 {
+		o.MemoryBytes = 128 << 30
+	}
+	if o.Version == "" {
+		o.Version = "mplane-kvm-simulator"
+	}
+	if o.Seed == 0 {
+		o.Seed = rand.Uint64()
+	}
+	if o.ArrivalLog <= 0 {
+		o.ArrivalLog = 100000
+	}
+	if o.EventQueue <= 0 {
+		o.EventQueue = 1024
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Agent is a simulated KVM host agent. Create it with New, serve it with
+// Serve or Run, stop it with Shutdown.
+//
+// Lock order: persistMu before mu; mu, rngMu, the tracker's and the
+// arrival log's locks are leaves. No lock is held during I/O except
+// persistMu (it serializes state file writes).
+type Agent struct {
+	opts   Options
+	log    *slog.Logger
+	srv    *agentserver.Server
+	client *agentclient.Client // for migrations (sync calls only)
+
+	mu             sync.Mutex
+	hostUUID       string
+	sendCommandURL string
+	secret         string
+	vms            map[string]*VM
+	version        uint64 // bumped by every change to persist
+
+	persistMu sync.Mutex
+	persisted uint64
+
+	rngMu sync.Mutex
+	rng   *rand.Rand
+
+	tracker  tracker
+	arrivals arrivalLog
+	counters counters
+
+	events     chan event
+	eventsCtx  context.Context
+	stopEvents context.CancelFunc
+	drain      chan struct{}
+	eventsDone chan struct{}
+
+	shutdownOnce sync.Once
+
+	// testHookEntered, if set, runs when a VM command has entered its
+	// window (after the overlap accounting, before the latency).
+	testHookEntered func(vmUUID, path string)
+}
+
+// New builds an agent, loading its state file if there is one. It starts
+// the event sender goroutine: call Shutdown to release it, even if the
+// agent never served.
+func New(opts Options) (*Agent, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("kvm agent options: %w", err)
+	}
+	opts = opts.withDefaults()
+	a := &Agent{
+		opts:       opts,
+		log:        opts.Logger.With("component", "kvm-agent"),
+		vms:        map[string]*VM{},
+		rng:        rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
+		tracker:    newTracker(),
+		arrivals:   newArrivalLog(opts.ArrivalLog),
+		events:     make(chan event, opts.EventQueue),
+		drain:      make(chan struct{}),
+		eventsDone: make(chan struct{}),
+	}
+	if err := a.load(); err != nil {
+		return nil, err
+	}
+	so := opts.Server
+	so.Logger = a.log
+	so.Admit = a.admit
+	a.srv = agentserver.New(so)
+	a.client = agentclient.New(agentclient.Options{Logger: a.log})
+	a.register()
+	a.eventsCtx, a.stopEvents = context.WithCancel(context.Background())
+	go a.sendEvents()
+	return a, nil
+}
+
+func (a *Agent) register() {
+	s := a.srv
+	s.HandleRaw(PathEcho, echoHandler{})
+	agentserver.HandleSync(s, PathConnect, a.connect)
+	agentserver.HandleAsync(s, PathPing, a.ping)
+	agentserver.HandleAsync(s, PathCapacity, a.capacity)
+	agentserver.HandleAsync(s, PathStartVM, a.startVM)
+	agentserver.HandleAsync(s, PathStopVM, a.stopVM)
+	agentserver.HandleAsync(s, PathRebootVM, a.rebootVM)
+	agentserver.HandleAsync(s, PathDestroyVM, a.destroyVM)
+	agentserver.HandleAsync(s, PathMigrateVM, a.migrateVM)
+	agentserver.HandleAsync(s, PathListVMs, a.listVMs)
+	agentserver.HandleSync(s, PathIncomingVM, a.incomingVM)
+	s.HandleRaw(PathDebugStats, getOnly(a.serveStats))
+	s.HandleRaw(PathDebugArrivals, getOnly(a.serveArrivals))
+	s.HandleRaw(PathDebugCrashVM, postOnly(a.serveCrash))
+	s.HandleRaw(PathDebugPowerOffVM, postOnly(a.servePowerOff))
+}
+
+// Handler is the agent's HTTP handler, for mounting it in another server
+// (Shutdown still has to be called).
+func (a *Agent) Handler() http.Handler { return a.srv }
+
+// Serve serves the agent on l until Shutdown; it returns nil then.
+func (a *Agent) Serve(l net.Listener) error { return a.srv.Serve(l) }
+
+// Run listens on Options.Listen and serves until ctx ends, then shuts down
+// within Options.ShutdownTimeout.
+func (a *Agent) Run(ctx context.Context) error {
+	l, err := net.Listen("tcp", a.opts.Listen)
+	if err != nil {
+		return fmt.Errorf("kvm agent: %w", err)
+	}
+	a.log.Info("listening", "addr", l.Addr().String())
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(l) }()
+	var serveErr error
+	select {
+	case serveErr = <-served:
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.opts.ShutdownTimeout)
+	defer cancel()
+	err = a.Shutdown(sctx)
+	if serveErr == nil {
+		serveErr = <-served
+	}
+	return errors.Join(serveErr, err)
+}
+
+// Shutdown stops serving, waits for running commands to finish and deliver
+// their results, sends the queued events, and persists the state, all
+// within ctx; then it cancels what is left. It is idempotent.
+func (a *Agent) Shutdown(ctx context.Context) error {
+	err := a.srv.Shutdown(ctx)
+	a.shutdownOnce.Do(func() {
+		close(a.drain)
+		a.client.Close()
+	})
+	select {
+	case <-a.eventsDone:
+	case <-ctx.Done():
+		a.stopEvents()
+		<-a.eventsDone // the sender stops at once once its context ends
+	}
+	a.stopEvents()
+	return errors.Join(err, a.persist())
+}
+
+// rand01 draws a number in [0, 1).
+func (a *Agent) rand01() float64 {
+	a.rngMu.Lock()
+	defer a.rngMu.Unlock()
+	return a.rng.Float64()
+}

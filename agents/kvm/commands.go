@@ -1,0 +1,148 @@
+package kvm
+
+import "mplane/agents/protocol"
+
+// Paths served by the agent. Sync or async as in ZStack's kvmagent.
+const (
+	PathEcho     = "/host/echo"     // sync (raw): 200, empty body; no secret needed
+	PathConnect  = "/host/connect"  // sync: ConnectCmd -> ConnectRsp
+	PathPing     = "/host/ping"     // async: PingCmd -> PingRsp
+	PathCapacity = "/host/capacity" // async: {} -> CapacityRsp
+	PathStartVM  = "/vm/start"      // async: StartVMCmd -> VMRsp
+	PathStopVM   = "/vm/stop"       // async: StopVMCmd -> VMRsp
+	PathRebootVM = "/vm/reboot"     // async: RebootVMCmd -> VMRsp
+	// PathDestroyVM is async: DestroyVMCmd -> VMRsp.
+	PathDestroyVM = "/vm/destroy"
+	// PathMigrateVM is async: MigrateVMCmd -> VMRsp. The source agent hands
+	// the VM to the destination agent at PathIncomingVM.
+	PathMigrateVM = "/vm/migrate"
+	// PathListVMs is async: {} -> ListVMsRsp (for state sync).
+	PathListVMs = "/vm/list"
+	// PathIncomingVM is sync: IncomingVMCmd -> VMRsp. Called by a source
+	// agent during a migration, not by the management node.
+	PathIncomingVM = "/vm/migrate/incoming"
+
+	// Debug endpoints (raw). GET ones need no secret.
+	PathDebugStats    = "/debug/stats"    // GET: Stats
+	PathDebugArrivals = "/debug/arrivals" // GET: []Arrival, oldest first
+	// PathDebugCrashVM and PathDebugPowerOffVM (POST {"vmUuid": ...})
+	// simulate what the management node did not ask for: a crash, and a
+	// shutdown from inside the guest. They emit the matching events.
+	PathDebugCrashVM    = "/debug/vm/crash"
+	PathDebugPowerOffVM = "/debug/vm/poweroff"
+)
+
+// ConnectCmd is the body of /host/connect. Secret is mplane's addition: when
+// set, the agent requires it on every later command (header
+// protocol.SecretHeader) and sends it with its events. When the agent
+// already holds a secret, the connect itself must carry it in the header;
+// a connect without Secret then keeps the current one.
+type ConnectCmd struct {
+	HostUUID       string `json:"hostUuid"`
+	SendCommandURL string `json:"sendCommandUrl"`
+	Version        string `json:"version,omitempty"`
+	Secret         string `json:"secret,omitempty"`
+}
+
+// ConnectRsp answers /host/connect.
+type ConnectRsp struct {
+	protocol.Response
+	LibvirtVersion string `json:"libvirtVersion"`
+	QemuVersion    string `json:"qemuVersion"`
+}
+
+// PingCmd is the body of /host/ping.
+type PingCmd struct {
+	HostUUID string `json:"hostUuid"`
+}
+
+// PingRsp answers /host/ping. HostUUID and SendCommandURL are missing until
+// the agent is connected (after a restart too, as with the Python agent): a
+// management node that sees another host UUID than the one it expects
+// reconnects the host.
+type PingRsp struct {
+	protocol.Response
+	HostUUID       string `json:"hostUuid,omitempty"`
+	SendCommandURL string `json:"sendCommandUrl,omitempty"`
+	Version        string `json:"version"`
+}
+
+// CapacityRsp answers /host/capacity (ZStack's HostCapacityResponse).
+// Memory is in bytes, CPU speed in MHz; Used* sum the running VMs.
+type CapacityRsp struct {
+	protocol.Response
+	CPUNum      int   `json:"cpuNum"`
+	CPUSockets  int   `json:"cpuSockets"`
+	CPUSpeed    int64 `json:"cpuSpeed"`
+	TotalMemory int64 `json:"totalMemory"`
+	UsedCPU     int   `json:"usedCpu"`
+	UsedMemory  int64 `json:"usedMemory"`
+}
+
+// StartVMCmd is the body of /vm/start (a subset of ZStack's StartVmCmd).
+// Memory is in bytes.
+type StartVMCmd struct {
+	VMInstanceUUID string `json:"vmInstanceUuid"`
+	VMName         string `json:"vmName,omitempty"`
+	CPUNum         int    `json:"cpuNum,omitempty"`
+	Memory         int64  `json:"memory,omitempty"`
+}
+
+// StopVMCmd is the body of /vm/stop. Type is "grace" or "cold" (both do the
+// same here); Timeout is in seconds, as in ZStack.
+type StopVMCmd struct {
+	UUID    string `json:"uuid"`
+	Type    string `json:"type,omitempty"`
+	Timeout int64  `json:"timeout,omitempty"`
+}
+
+// RebootVMCmd is the body of /vm/reboot.
+type RebootVMCmd struct {
+	UUID    string `json:"uuid"`
+	Timeout int64  `json:"timeout,omitempty"`
+}
+
+// DestroyVMCmd is the body of /vm/destroy.
+type DestroyVMCmd struct {
+	UUID string `json:"uuid"`
+}
+
+// MigrateVMCmd is the body of /vm/migrate. DestAgentURL is the destination
+// agent's base URL (e.g. http://10.0.0.7:7070); DestSecret is the
+// destination host's secret, if it has one.
+type MigrateVMCmd struct {
+	VMUUID       string `json:"vmUuid"`
+	DestAgentURL string `json:"destAgentUrl"`
+	DestSecret   string `json:"destSecret,omitempty"`
+	DestHostIP   string `json:"destHostIp,omitempty"`
+}
+
+// IncomingVMCmd is the body of /vm/migrate/incoming.
+type IncomingVMCmd struct {
+	VM             VM     `json:"vm"`
+	SourceHostUUID string `json:"sourceHostUuid,omitempty"`
+}
+
+// VMRsp answers the VM commands with the VM's state after the command
+// (protocol.VMStateRunning, VMStateShutdown; empty when the VM is gone).
+type VMRsp struct {
+	protocol.Response
+	VMState string `json:"vmState,omitempty"`
+}
+
+// ListVMsRsp answers /vm/list: every VM the host has, and the same as a
+// uuid -> state map (the shape of ZStack's VmSyncResponse.states).
+type ListVMsRsp struct {
+	protocol.Response
+	VMs    []VM              `json:"vms"`
+	States map[string]string `json:"states"`
+}
+
+// VM is a simulated VM as the agent knows it.
+type VM struct {
+	UUID   string `json:"uuid"`
+	Name   string `json:"name,omitempty"`
+	State  string `json:"state"`
+	CPUNum int    `json:"cpuNum"`
+	Memory int64  `json:"memory"`
+}

@@ -1,0 +1,65 @@
+// Package kvm is a simulated KVM host agent: it speaks the agent protocol
+// like ZStack's kvmagent (through agents/server), keeps VM states in memory
+// and optionally in a state file, and helps test and benchmark the
+// management plane: configurable latency, failure injection, a record of
+// command arrivals and a detector of commands that overlap on one VM.
+//
+// Run it as a process (mplane agent kvm --listen 127.0.0.1:7070) or in
+// process:
+//
+//	a, err := kvm.New(kvm.Options{StateFile: "/var/lib/mplane/kvm-1.json"})
+//	go a.Serve(listener)
+//	defer a.Shutdown(ctx)
+//
+// # Endpoints
+//
+// Sync: /host/echo (empty answer), /host/connect, /vm/migrate/incoming
+// (agent to agent). Async: /host/ping, /host/capacity, /vm/start, /vm/stop,
+// /vm/reboot, /vm/destroy, /vm/migrate, /vm/list. Debug: GET /debug/stats,
+// GET /debug/arrivals, POST /debug/vm/crash and /debug/vm/poweroff. Bodies
+// are the types in commands.go, field names as in ZStack.
+//
+// # Guarantees
+//
+//   - VM commands are idempotent where kvmagent's are: starting a running
+//     VM, stopping a stopped or unknown one, destroying an unknown one
+//     succeed. Rebooting or migrating a VM that is not running fails.
+//   - Every VM state change is persisted (when Options.StateFile is set,
+//     by writing a temporary file and renaming it) before its result and
+//     its events are sent, so a restarted agent has every VM it reported.
+//     The host secret is kept too; the connection (host UUID,
+//     sendCommandUrl) is not, so that the management node's ping sees the
+//     restart (no host UUID) and reconnects, as with the Python agent.
+//   - Events go to the sendCommandUrl of the last connect, in order, one
+//     at a time, retried on connection errors (agents/server's policy):
+//     /kvm/reportvmstate {hostUuid, vmUuid, vmState} on every state change
+//     (start: Running; stop, destroy of a running VM: Shutdown; incoming
+//     migration: Running on the destination; crash: Crashed), plus
+//     /kvm/reportvmreboot {vmUuid} on reboot, /kvm/reportvmcrash and
+//     /kvm/reportvmshutdown for the simulated crash and guest power-off.
+//     The source of a migration sends none. Events may reach the node
+//     before the result of the command that caused them. Before the first
+//     connect there is nowhere to send them: they are counted, not kept.
+//   - Security: a connect carrying "secret" gives the host a secret. From
+//     then on every request but /host/echo and the GET debug endpoints
+//     must carry it in the X-Mplane-Secret header (protocol.SecretHeader),
+//     else 401 and nothing runs; a later connect too, so nobody can take
+//     the host over by reconnecting it. Events carry the header. A connect
+//     without secret on a host that has none keeps the Python behaviour:
+//     no check. To reset a host's secret, remove its state file.
+//   - Latency (Options.Latency) delays every command but echo, in the
+//     handler, before it acts. Failure injection applies to async
+//     commands: with probability NoCallbackRate no result is ever sent
+//     (the node's deadline must fire), else with probability FailRate the
+//     result is {"success":false} and nothing changes.
+//   - Observability: every command's arrival (time, path, task UUID) is
+//     recorded before any check (the last Options.ArrivalLog are kept,
+//     GET /debug/arrivals); a VM command that starts while another one on
+//     the same VM runs is counted as an overlap (the node must serialize
+//     the commands of a VM, so the count must stay 0). GET /debug/stats
+//     shows commands by path, overlaps, injected failures, events,
+//     VM counts by state, arrivals and the framework's counters.
+//   - Shutdown is idempotent: it stops accepting, lets running commands
+//     finish and deliver, sends queued events and persists, within its
+//     context; the event sender is the agent's only goroutine of its own.
+package kvm

@@ -1,0 +1,169 @@
+package kvm
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	agentclient "mplane/agents/client"
+	"mplane/agents/protocol"
+	"mplane/errcode"
+)
+
+// TestClientDrivesAgentOverHTTP runs the agent in process on a loopback
+// port and drives it with agents/client over real HTTP, as a management
+// node does.
+func TestClientDrivesAgentOverHTTP(t *testing.T) {
+	m := newMgmt(t)
+	a := startAgent(t, Options{})
+	silent := startAgent(t, Options{NoCallbackRate: 1})
+
+	t.Run("echo, connect, start", func(t *testing.T) {
+		if err := m.client.CallSync(t.Context(), a.url, PathEcho, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		m.connect(t, a, "h1", "s1")
+		var rsp VMRsp
+		if err := m.client.Call(t.Context(), a.url, PathStartVM, StartVMCmd{VMInstanceUUID: "v1"}, &rsp, agentclient.WithSecret("s1")); err != nil {
+			t.Fatal(err)
+		}
+		if !rsp.Success || rsp.Error != "" || rsp.VMState != "Running" {
+			t.Errorf("result %+v", rsp)
+		}
+	})
+
+	t.Run("agent never calls back: timeout at the deadline, record dropped", func(t *testing.T) {
+		done := make(chan agentclient.Result, 1)
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		err := m.client.Start(ctx, silent.url, PathStartVM, StartVMCmd{VMInstanceUUID: "v9"},
+			func(r agentclient.Result) { done <- r })
+		if err != nil {
+			t.Fatal(err)
+		}
+		// While waiting, the call is a pending record with its deadline.
+		select {
+		case <-done:
+		default:
+			p := m.client.Pending()
+			if len(p) != 1 || p[0].Path != PathStartVM || p[0].Deadline.IsZero() {
+				t.Errorf("Pending() = %+v", p)
+			}
+		}
+		r := <-done
+		if !errcode.Has(r.Err, errcode.Timeout) || errcode.CodeOf(r.Err) != "SYS.1001" {
+			t.Fatalf("err = %v, want Timeout SYS.1001", r.Err)
+		}
+		if n := m.client.PendingCount(); n != 0 {
+			t.Errorf("%d records still pending after the timeout", n)
+		}
+		eventually(t, "the agent to count the swallowed result", func() bool {
+			return silent.Stats().InjectedNoCallbacks == 1
+		})
+	})
+
+	t.Run("duplicate callback ignored", func(t *testing.T) {
+		var rsp VMRsp
+		if err := m.client.Call(t.Context(), a.url, PathStopVM, StopVMCmd{UUID: "v1"}, &rsp, agentclient.WithSecret("s1")); err != nil {
+			t.Fatal(err)
+		}
+		cbs := m.callbacksSoFar()
+		last := cbs[len(cbs)-1]
+		// The agent delivers the same result again (as after a lost answer).
+		if got := repost(t, m.cbURL, last.taskUUID, last.body); got != http.StatusNotFound {
+			t.Errorf("duplicate callback answered %d, want 404 (already completed)", got)
+		}
+		if st := m.client.Stats(); st.DuplicateCallbacks != 1 || st.Pending != 0 {
+			t.Errorf("client stats %+v", st)
+		}
+		if a.vmState("v1") != "Shutdown" || rsp.VMState != "Shutdown" {
+			t.Errorf("state %q, result %+v", a.vmState("v1"), rsp)
+		}
+	})
+
+	t.Run("forged callback is 404", func(t *testing.T) {
+		if got := repost(t, m.cbURL, "00000000000000000000000000000000", []byte(`{"success":true,"error":""}`)); got != http.StatusNotFound {
+			t.Errorf("forged callback answered %d, want 404", got)
+		}
+		if got := repost(t, m.cbURL, "", []byte(`{"success":true}`)); got != http.StatusBadRequest {
+			t.Errorf("callback without taskuuid answered %d, want 400", got)
+		}
+		if st := m.client.Stats(); st.UnknownCallbacks != 1 || st.BadCallbacks != 1 {
+			t.Errorf("client stats %+v", st)
+		}
+	})
+}
+
+func repost(t *testing.T, url, taskUUID string, body []byte) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", protocol.JSONContentType)
+	if taskUUID != "" {
+		req.Header.Set(protocol.TaskUUIDHeader, taskUUID)
+	}
+	rsp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = rsp.Body.Close()
+	return rsp.StatusCode
+}
+
+func TestDebugEndpoints(t *testing.T) {
+	m := newMgmt(t)
+	a := startAgent(t, Options{})
+	m.connect(t, a, "h1", "s1")
+	if err := m.client.Call(t.Context(), a.url, PathStartVM, StartVMCmd{VMInstanceUUID: "v1"}, nil, agentclient.WithSecret("s1")); err != nil {
+		t.Fatal(err)
+	}
+	// The node has the result before the agent counts it delivered.
+	eventually(t, "delivery to be counted", func() bool { return a.Stats().Server.Running == 0 })
+	// GET needs no secret.
+	rsp, err := http.Get(a.url + PathDebugStats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st Stats
+	err = json.NewDecoder(rsp.Body).Decode(&st)
+	_ = rsp.Body.Close()
+	if err != nil || rsp.StatusCode != http.StatusOK {
+		t.Fatalf("GET stats: %d %v", rsp.StatusCode, err)
+	}
+	if st.Commands[PathStartVM] != 1 || st.Commands[PathConnect] != 1 || st.Overlaps != 0 ||
+		st.VMs["Running"] != 1 || st.Arrivals.Count != 2 || st.Server.CallbacksDelivered != 1 {
+		t.Errorf("stats %+v", st)
+	}
+
+	rsp, err = http.Get(a.url + PathDebugArrivals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var arrivals []Arrival
+	_ = json.NewDecoder(rsp.Body).Decode(&arrivals)
+	_ = rsp.Body.Close()
+	if len(arrivals) != 2 || arrivals[0].Path != PathConnect || arrivals[1].Path != PathStartVM ||
+		arrivals[1].TaskUUID == "" || arrivals[1].At.Before(arrivals[0].At) {
+		t.Errorf("arrivals %+v", arrivals)
+	}
+
+	// The mutating debug endpoints need the secret.
+	postDebug(t, a.url+PathDebugCrashVM, `{"vmUuid":"v1"}`, http.StatusUnauthorized)
+	postDebug(t, a.url+PathDebugStats, `{}`, http.StatusMethodNotAllowed)
+}
+
+func TestArrivalLogKeepsTheLast(t *testing.T) {
+	l := newArrivalLog(3)
+	for i := 0; i < 5; i++ {
+		l.add(Arrival{Path: string(rune('a' + i))})
+	}
+	got := l.list()
+	if len(got) != 3 || got[0].Path != "c" || got[2].Path != "e" || l.count != 5 {
+		t.Errorf("arrivals %+v, count %d", got, l.count)
+	}
+}

@@ -1,0 +1,162 @@
+package kvm
+
+import (
+	"context"
+	"crypto/subtle"
+	"net/http"
+	"time"
+
+	"mplane/agents/protocol"
+	agentserver "mplane/agents/server"
+)
+
+// echoHandler answers /host/echo like kvmagent's echo, a sync path that
+// returns an empty string: 200 with an empty body, 500 for a taskuuid.
+type echoHandler struct{}
+
+func (echoHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", protocol.HTMLContentType)
+	if r.Header.Get(protocol.TaskUUIDHeader) != "" {
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte(`{"success":false,"error":"found async task uuid in header of sync path /host/echo"}`))
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// noSecretPaths answer without the host secret: echo is how a node waits
+// for the agent to come up, the GET debug endpoints only read counters.
+var noSecretPaths = map[string]bool{
+	PathEcho:          true,
+	PathDebugStats:    true,
+	PathDebugArrivals: true,
+}
+
+// admit runs before the framework handles a request: it records the
+// arrival of every command and enforces the host secret once there is one.
+func (a *Agent) admit(r *http.Request, route agentserver.Route) error {
+	if route.Kind != agentserver.Raw {
+		a.arrivals.add(Arrival{At: time.Now(), Path: route.Path, TaskUUID: r.Header.Get(protocol.TaskUUIDHeader)})
+		a.counters.countCommand(route.Path)
+	}
+	if noSecretPaths[route.Path] {
+		return nil
+	}
+	a.mu.Lock()
+	secret := a.secret
+	a.mu.Unlock()
+	if !secretOK(secret, r.Header.Get(protocol.SecretHeader)) {
+		a.counters.rejected.Add(1)
+		a.log.Warn("command without the host secret refused", "path", route.Path, "remote_addr", r.RemoteAddr)
+		return &agentserver.StatusError{Status: http.StatusUnauthorized,
+			Msg: "missing or wrong " + protocol.SecretHeader + " header"}
+	}
+	return nil
+}
+
+// secretOK: with no secret held every command passes (the Python agent's
+// behaviour); else the header must match, compared in constant time.
+func secretOK(held, got string) bool {
+	if held == "" {
+		return true
+	}
+	return subtle.ConstantTimeCompare([]byte(held), []byte(got)) == 1
+}
+
+func (a *Agent) connect(ctx context.Context, req *agentserver.Request, cmd ConnectCmd) (ConnectRsp, error) {
+	if err := a.sleep(ctx); err != nil {
+		return ConnectRsp{}, err
+	}
+	a.mu.Lock()
+	// admit checked the header; check again under the lock, in case a
+	// concurrent connect changed the secret in between.
+	if !secretOK(a.secret, req.Header.Get(protocol.SecretHeader)) {
+		a.mu.Unlock()
+		return ConnectRsp{}, errSecretChanged
+	}
+	a.hostUUID = cmd.HostUUID
+	a.sendCommandURL = cmd.SendCommandURL
+	if cmd.Secret != "" && cmd.Secret != a.secret {
+		a.secret = cmd.Secret
+		a.version++
+	}
+	a.mu.Unlock()
+	if err := a.persist(); err != nil {
+		return ConnectRsp{}, err
+	}
+	a.log.Info("connected", "host_uuid", cmd.HostUUID, "send_command_url", cmd.SendCommandURL,
+		"secret", cmd.Secret != "")
+	return ConnectRsp{LibvirtVersion: "simulated", QemuVersion: "simulated"}, nil
+}
+
+func (a *Agent) ping(ctx context.Context, req *agentserver.Request, _ PingCmd) (PingRsp, error) {
+	if err := a.simulate(ctx, req); err != nil {
+		return PingRsp{}, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return PingRsp{HostUUID: a.hostUUID, SendCommandURL: a.sendCommandURL, Version: a.opts.Version}, nil
+}
+
+func (a *Agent) capacity(ctx context.Context, req *agentserver.Request, _ struct{}) (CapacityRsp, error) {
+	if err := a.simulate(ctx, req); err != nil {
+		return CapacityRsp{}, err
+	}
+	a.mu.Lock()
+	usedCPU, usedMem := a.usedLocked()
+	a.mu.Unlock()
+	return CapacityRsp{
+		CPUNum:      a.opts.CPUNum,
+		CPUSockets:  1,
+		CPUSpeed:    2400,
+		TotalMemory: a.opts.MemoryBytes,
+		UsedCPU:     usedCPU,
+		UsedMemory:  usedMem,
+	}, nil
+}
+
+// usedLocked sums the running VMs' CPUs and memory.
+func (a *Agent) usedLocked() (cpu int, mem int64) {
+	for _, vm := range a.vms {
+		if vm.State == protocol.VMStateRunning {
+			cpu += vm.CPUNum
+			mem += vm.Memory
+		}
+	}
+	return cpu, mem
+}
+
+// sleep waits Options.Latency, or until ctx ends.
+func (a *Agent) sleep(ctx context.Context) error {
+	if a.opts.Latency <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(a.opts.Latency)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// simulate is the common part of every async command: the latency, then
+// the injected failures.
+func (a *Agent) simulate(ctx context.Context, req *agentserver.Request) error {
+	if err := a.sleep(ctx); err != nil {
+		return err
+	}
+	if req.TaskUUID == "" {
+		return nil
+	}
+	if a.opts.NoCallbackRate > 0 && a.rand01() < a.opts.NoCallbackRate {
+		a.counters.injectedNoCallbacks.Add(1)
+		return agentserver.ErrNoReply
+	}
+	if a.opts.FailRate > 0 && a.rand01() < a.opts.FailRate {
+		a.counters.injectedFailures.Add(1)
+		return errInjected
+	}
+	return nil
+}

@@ -1,0 +1,165 @@
+package kvm
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"mplane/agents/protocol"
+	agentserver "mplane/agents/server"
+)
+
+// The VM commands are idempotent where kvmagent's are (start of a running
+// VM, stop of a stopped or unknown VM, destroy of an unknown VM succeed),
+// so a command delivered twice does no harm.
+
+func (a *Agent) startVM(ctx context.Context, req *agentserver.Request, cmd StartVMCmd) (VMRsp, error) {
+	id := cmd.VMInstanceUUID
+	if id == "" {
+		return VMRsp{}, fmt.Errorf("vmInstanceUuid is required")
+	}
+	defer a.enterVM(id, req.Path)()
+	if err := a.simulate(ctx, req); err != nil {
+		return VMRsp{}, err
+	}
+	a.mu.Lock()
+	vm := a.vms[id]
+	if vm != nil && vm.State == protocol.VMStateRunning {
+		a.mu.Unlock()
+		return VMRsp{VMState: protocol.VMStateRunning}, nil
+	}
+	_, usedMem := a.usedLocked()
+	if usedMem+cmd.Memory > a.opts.MemoryBytes {
+		a.mu.Unlock()
+		return VMRsp{VMState: protocol.VMStateShutdown}, fmt.Errorf(
+			"not enough memory on host to start vm[uuid:%s]: %d bytes asked, %d free",
+			id, cmd.Memory, a.opts.MemoryBytes-usedMem)
+	}
+	if vm == nil {
+		vm = &VM{UUID: id}
+		a.vms[id] = vm
+	}
+	vm.Name, vm.CPUNum, vm.Memory = cmd.VMName, cmd.CPUNum, cmd.Memory
+	ev := a.setStateLocked(vm, protocol.VMStateRunning)
+	a.mu.Unlock()
+	return VMRsp{VMState: protocol.VMStateRunning}, a.committed(ev)
+}
+
+func (a *Agent) stopVM(ctx context.Context, req *agentserver.Request, cmd StopVMCmd) (VMRsp, error) {
+	if cmd.UUID == "" {
+		return VMRsp{}, fmt.Errorf("uuid is required")
+	}
+	defer a.enterVM(cmd.UUID, req.Path)()
+	if err := a.simulate(ctx, req); err != nil {
+		return VMRsp{}, err
+	}
+	a.mu.Lock()
+	vm := a.vms[cmd.UUID]
+	if vm == nil || vm.State == protocol.VMStateShutdown {
+		a.mu.Unlock()
+		return VMRsp{VMState: protocol.VMStateShutdown}, nil
+	}
+	ev := a.setStateLocked(vm, protocol.VMStateShutdown)
+	a.mu.Unlock()
+	return VMRsp{VMState: protocol.VMStateShutdown}, a.committed(ev)
+}
+
+func (a *Agent) rebootVM(ctx context.Context, req *agentserver.Request, cmd RebootVMCmd) (VMRsp, error) {
+	if cmd.UUID == "" {
+		return VMRsp{}, fmt.Errorf("uuid is required")
+	}
+	defer a.enterVM(cmd.UUID, req.Path)()
+	if err := a.simulate(ctx, req); err != nil {
+		return VMRsp{}, err
+	}
+	a.mu.Lock()
+	vm := a.vms[cmd.UUID]
+	if vm == nil || vm.State != protocol.VMStateRunning {
+		state := ""
+		if vm != nil {
+			state = vm.State
+		}
+		a.mu.Unlock()
+		return VMRsp{VMState: state}, fmt.Errorf("vm[uuid:%s] is not running, cannot reboot it", cmd.UUID)
+	}
+	ev := a.eventLocked(protocol.EventReportVMReboot, protocol.VMEvent{VMUUID: cmd.UUID})
+	a.mu.Unlock()
+	a.emit(ev)
+	return VMRsp{VMState: protocol.VMStateRunning}, nil
+}
+
+func (a *Agent) destroyVM(ctx context.Context, req *agentserver.Request, cmd DestroyVMCmd) (VMRsp, error) {
+	if cmd.UUID == "" {
+		return VMRsp{}, fmt.Errorf("uuid is required")
+	}
+	defer a.enterVM(cmd.UUID, req.Path)()
+	if err := a.simulate(ctx, req); err != nil {
+		return VMRsp{}, err
+	}
+	a.mu.Lock()
+	vm := a.vms[cmd.UUID]
+	if vm == nil {
+		a.mu.Unlock()
+		return VMRsp{}, nil
+	}
+	var ev event
+	if vm.State != protocol.VMStateShutdown {
+		ev = a.setStateLocked(vm, protocol.VMStateShutdown)
+	}
+	delete(a.vms, cmd.UUID)
+	a.version++
+	a.mu.Unlock()
+	return VMRsp{}, a.committed(ev)
+}
+
+func (a *Agent) listVMs(ctx context.Context, req *agentserver.Request, _ struct{}) (ListVMsRsp, error) {
+	if err := a.simulate(ctx, req); err != nil {
+		return ListVMsRsp{}, err
+	}
+	vms := a.VMs()
+	states := make(map[string]string, len(vms))
+	for _, vm := range vms {
+		states[vm.UUID] = vm.State
+	}
+	return ListVMsRsp{VMs: vms, States: states}, nil
+}
+
+// VMs returns the VMs the agent has, sorted by UUID.
+func (a *Agent) VMs() []VM {
+	a.mu.Lock()
+	out := make([]VM, 0, len(a.vms))
+	for _, vm := range a.vms {
+		out = append(out, *vm)
+	}
+	a.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].UUID < out[j].UUID })
+	return out
+}
+
+// setStateLocked changes a VM's state and returns the state event to send
+// once the change is persisted.
+func (a *Agent) setStateLocked(vm *VM, state string) event {
+	vm.State = state
+	a.version++
+	return a.eventLocked(protocol.EventReportVMState,
+		protocol.VMStateEvent{HostUUID: a.hostUUID, VMUUID: vm.UUID, VMState: state})
+}
+
+// committed persists the state and then sends the events of the change.
+func (a *Agent) committed(evs ...event) error {
+	err := a.persist()
+	for _, ev := range evs {
+		a.emit(ev)
+	}
+	return err
+}
+
+// enterVM accounts a command on a VM as running until the returned function
+// is called; a second command on the same VM meanwhile is an overlap.
+func (a *Agent) enterVM(vmUUID, path string) (leave func()) {
+	leave = a.tracker.enter(vmUUID)
+	if a.testHookEntered != nil {
+		a.testHookEntered(vmUUID, path)
+	}
+	return leave
+}

@@ -1,0 +1,18 @@
+// Package protocol holds the wire contract between management nodes and
+// agents (docs: /work/shared/design/AGENT_PROTOCOL.md): header and body field
+// names, the result envelope, event command paths and bodies, and a JSON
+// encoder that never emits null inside an array.
+//
+// It is imported by both sides (agents/server, agents/client, agents/kvm and
+// the management node's host service) so that a name on the wire is spelled
+// in exactly one place.
+//
+// Guarantees:
+//
+//   - Marshal never returns JSON holding null inside an array (the Python
+//     agent cannot parse it): it returns an error naming the offending
+//     element instead. Object fields whose value is null are omitted.
+//   - The constants here are the names used on the wire by ZStack's Python
+//     agent framework; the names mplane adds (SecretHeader, TimeoutField)
+//     are ignored by a Python agent.
+package protocol

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"mplane/agents/kvm"
+)
+
+// newAgentCmd is "mplane agent": the agents mplane ships, each run as its
+// own process (cluster mode) on the host it serves.
+func newAgentCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run an agent (simulated KVM host)",
+		Args:  cobra.NoArgs,
+	}
+	cmd.AddCommand(newAgentKVMCmd())
+	return cmd
+}
+
+func newAgentKVMCmd() *cobra.Command {
+	var (
+		opts     kvm.Options
+		logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "kvm",
+		Short: "Run a simulated KVM host agent",
+		Long: "Runs a simulated KVM agent speaking ZStack's kvmagent protocol: VM states in\n" +
+			"memory (and in --state-file), configurable latency and failure injection,\n" +
+			"GET /debug/stats for command counts and serialization overlaps.\n" +
+			"Prints the listening address, stops cleanly on SIGINT or SIGTERM.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			opts.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			if err := opts.Validate(); err != nil {
+				return err
+			}
+			return runKVMAgent(cmd, opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Listen, "listen", "127.0.0.1:7070", "address to listen on (port 0 picks a free port)")
+	f.StringVar(&opts.StateFile, "state-file", "", "file keeping VM states and the host secret across restarts (none: memory only)")
+	f.DurationVar(&opts.Latency, "latency", 0, "latency added to every command but /host/echo")
+	f.Float64Var(&opts.FailRate, "fail-rate", 0, "fraction of async commands answered with an injected failure, in [0,1]")
+	f.Float64Var(&opts.NoCallbackRate, "no-callback-rate", 0, "fraction of async commands that never send their result, in [0,1]")
+	f.IntVar(&opts.CPUNum, "cpu", 32, "number of CPUs the host reports")
+	f.Int64Var(&opts.MemoryBytes, "memory", 128<<30, "memory the host reports, in bytes")
+	f.Uint64Var(&opts.Seed, "seed", 0, "seed of failure injection (0: random)")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+func runKVMAgent(cmd *cobra.Command, opts kvm.Options) error {
+	a, err := kvm.New(opts)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		_ = a.Shutdown(context.Background())
+		return fmt.Errorf("listen: %w", err)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "mplane kvm agent listening on http://%s\n", l.Addr())
+
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(l) }()
+	var serveErr error
+	select {
+	case serveErr = <-served:
+	case <-ctx.Done():
+		opts.Logger.Info("stopping", "cause", context.Cause(ctx))
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = a.Shutdown(sctx)
+	if serveErr == nil {
+		serveErr = <-served
+	}
+	return errors.Join(serveErr, err)
+}

@@ -138,25 +138,16 @@ var client = &http.Client{Timeout: 60 * time.Second}
 
 // getJSON GETs url into v; it reports the status code.
 func getJSON(ctx context.Context, url string, v any) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if v != nil {
-		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-			return resp.StatusCode, err
-		}
-	}
-	return resp.StatusCode, nil
+	return doJSON(ctx, http.MethodGet, url, v)
 }
 
+// postJSON POSTs (no body) to url and decodes the answer into v.
 func postJSON(ctx context.Context, url string, v any) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+	return doJSON(ctx, http.MethodPost, url, v)
+}
+
+func doJSON(ctx context.Context, method, url string, v any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
 		return 0, err
 	}

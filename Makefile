@@ -4,7 +4,7 @@ BIN      ?= bin/mplane
 PKGS     ?= ./...
 TESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build test vet fmt-check lint bench bench-bus bench-thread bench-ring run clean tidy
+.PHONY: all build test vet fmt-check lint bench bench-bus bench-thread bench-ring bench-agents run clean tidy
 
 all: build
 
@@ -27,7 +27,10 @@ fmt-check:
 lint: vet fmt-check
 
 # Micro benchmarks, each against its baseline in the same run.
-bench: bench-bus bench-thread bench-ring
+bench: bench-bus bench-thread bench-ring bench-agents
+
+bench-agents:
+	$(GO) test -run '^$$' -bench . -benchmem ./agents/client/
 
 bench-ring:
 	$(GO) test -run '^$$' -bench . -benchmem ./managementnode/

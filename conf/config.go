@@ -57,6 +57,14 @@ type Config struct {
 	// LogFormat is text or json.
 	LogFormat string
 
+	// HostPingInterval is how often the owner of a host pings its agent;
+	// after HostPingMaxFailures failed pings in a row the host is
+	// Disconnected and reconnect attempts start.
+	HostPingInterval    time.Duration
+	HostPingMaxFailures int
+	// HostChainLevel is how many commands may run at once on one host.
+	HostChainLevel int
+
 	// AdminPassword is the initial admin password. Empty means one is
 	// generated at first start.
 	AdminPassword string
@@ -67,22 +75,25 @@ type Config struct {
 // ./mplane-data.
 func Default() Config {
 	return Config{
-		DataDir:            "mplane-data",
-		BusURL:             "memory://",
-		BusPrefix:          "mplane",
-		DatabaseDSN:        "",
-		APIListen:          "127.0.0.1:8080",
-		AdvertiseHost:      "",
-		AdminListen:        "",
-		HeartbeatInterval:  2 * time.Second,
-		HeartbeatThreshold: 3,
-		DrainTimeout:       30 * time.Second,
-		CallTimeout:        30 * time.Second,
-		StartupTimeout:     60 * time.Second,
-		RingResyncInterval: 10 * time.Second,
-		LogLevel:           "info",
-		LogFormat:          "text",
-		AdminPassword:      "",
+		DataDir:             "mplane-data",
+		BusURL:              "memory://",
+		BusPrefix:           "mplane",
+		DatabaseDSN:         "",
+		APIListen:           "127.0.0.1:8080",
+		AdvertiseHost:       "",
+		AdminListen:         "",
+		HeartbeatInterval:   2 * time.Second,
+		HeartbeatThreshold:  3,
+		DrainTimeout:        30 * time.Second,
+		CallTimeout:         30 * time.Second,
+		StartupTimeout:      60 * time.Second,
+		RingResyncInterval:  10 * time.Second,
+		HostPingInterval:    5 * time.Second,
+		HostPingMaxFailures: 3,
+		HostChainLevel:      10,
+		LogLevel:            "info",
+		LogFormat:           "text",
+		AdminPassword:       "",
 	}
 }
 

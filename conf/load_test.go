@@ -136,7 +136,8 @@ heartbeat_threshold: 7
 			environ: []string{"MPLANE_DATA_DIR=/var/lib/mplane", "MPLANE_BUS_URL=amqp://u:p@mq:5672/", "MPLANE_DATABASE_DSN=mysql://root:@tcp(db:3306)/mplane", "MPLANE_ADMIN_PASSWORD=s3cret"},
 			args: []string{"--api-listen=0.0.0.0:9000", "--advertise-host=node1", "--admin-listen=127.0.0.1:9100",
 				"--drain-timeout=1m", "--call-timeout=5s", "--startup-timeout=2m", "--ring-resync-interval=1s",
-				"--log-format=json", "--log-level=debug"},
+				"--log-format=json", "--log-level=debug", "--host-ping-interval=750ms", "--host-ping-max-failures=4",
+				"--host-chain-level=2"},
 			check: func(t *testing.T, c Config) {
 				want := Config{
 					DataDir: "/var/lib/mplane", BusURL: "amqp://u:p@mq:5672/", BusPrefix: "mplane",
@@ -145,6 +146,7 @@ heartbeat_threshold: 7
 					HeartbeatInterval: 2 * time.Second, HeartbeatThreshold: 3, DrainTimeout: time.Minute,
 					CallTimeout: 5 * time.Second, StartupTimeout: 2 * time.Minute, RingResyncInterval: time.Second,
 					LogLevel: "debug", LogFormat: "json", AdminPassword: "s3cret",
+					HostPingInterval: 750 * time.Millisecond, HostPingMaxFailures: 4, HostChainLevel: 2,
 				}
 				if c != want {
 					t.Errorf("got  %+v\nwant %+v", c, want)

@@ -72,6 +72,7 @@ func (c Config) Validate() error {
 		{"call_timeout", c.CallTimeout},
 		{"startup_timeout", c.StartupTimeout},
 		{"ring_resync_interval", c.RingResyncInterval},
+		{"host_ping_interval", c.HostPingInterval},
 	}
 	for _, p := range positive {
 		if p.d <= 0 {
@@ -83,6 +84,12 @@ func (c Config) Validate() error {
 	}
 	if c.HeartbeatThreshold < 1 {
 		bad("heartbeat_threshold", "must be >= 1 (got %d)", c.HeartbeatThreshold)
+	}
+	if c.HostPingMaxFailures < 1 {
+		bad("host_ping_max_failures", "must be >= 1 (got %d)", c.HostPingMaxFailures)
+	}
+	if c.HostChainLevel < 1 {
+		bad("host_chain_level", "must be >= 1 (got %d)", c.HostChainLevel)
 	}
 
 	switch strings.ToLower(c.LogLevel) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 
 	"mplane/agents/protocol"
 	"mplane/errcode"
@@ -27,6 +28,10 @@ type Event struct {
 	// Secret is the protocol.SecretHeader value, "" for a Python agent.
 	Secret string
 	Header http.Header
+	// Query is the query of the URL the agent posted to: a node can put
+	// the host's UUID into the sendCommandUrl it gives an agent, so every
+	// event names its host even when its body does not.
+	Query url.Values
 }
 
 // EventOptions configures NewEventHandler.
@@ -102,6 +107,7 @@ func (h *eventHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		RemoteIP:   ip,
 		Secret:     r.Header.Get(protocol.SecretHeader),
 		Header:     r.Header.Clone(),
+		Query:      r.URL.Query(),
 	}
 	if err := h.opts.Handle(r.Context(), ev); err != nil {
 		status := errcode.CodeOf(err).HTTPStatus()

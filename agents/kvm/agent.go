@@ -33,6 +33,9 @@ type Options struct {
 	// NoCallbackRate is the fraction of async commands that never send a
 	// result (a crashed handler), in [0, 1]. Drawn before FailRate.
 	NoCallbackRate float64
+	// FaultPaths limits FailRate and NoCallbackRate to these command paths
+	// (e.g. "/vm/start"); empty means every async command.
+	FaultPaths []string
 	// CPUNum and MemoryBytes are the host's capacity. Defaults 32 and 128 GiB.
 	CPUNum      int
 	MemoryBytes int64

@@ -143,11 +143,24 @@ func (a *Agent) sleep(ctx context.Context) error {
 
 // simulate is the common part of every async command: the latency, then
 // the injected failures.
+// faultable reports whether failure injection applies to path.
+func (a *Agent) faultable(path string) bool {
+	if len(a.opts.FaultPaths) == 0 {
+		return true
+	}
+	for _, p := range a.opts.FaultPaths {
+		if p == path {
+			return true
+		}
+	}
+	return false
+}
+
 func (a *Agent) simulate(ctx context.Context, req *agentserver.Request) error {
 	if err := a.sleep(ctx); err != nil {
 		return err
 	}
-	if req.TaskUUID == "" {
+	if req.TaskUUID == "" || !a.faultable(req.Path) {
 		return nil
 	}
 	if a.opts.NoCallbackRate > 0 && a.rand01() < a.opts.NoCallbackRate {

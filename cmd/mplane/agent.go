@@ -59,6 +59,7 @@ func newAgentKVMCmd() *cobra.Command {
 	f.DurationVar(&opts.Latency, "latency", 0, "latency added to every command but /host/echo")
 	f.Float64Var(&opts.FailRate, "fail-rate", 0, "fraction of async commands answered with an injected failure, in [0,1]")
 	f.Float64Var(&opts.NoCallbackRate, "no-callback-rate", 0, "fraction of async commands that never send their result, in [0,1]")
+	f.StringSliceVar(&opts.FaultPaths, "fault-paths", nil, "limit --fail-rate and --no-callback-rate to these command paths (comma list, e.g. /vm/start)")
 	f.IntVar(&opts.CPUNum, "cpu", 32, "number of CPUs the host reports")
 	f.Int64Var(&opts.MemoryBytes, "memory", 128<<30, "memory the host reports, in bytes")
 	f.Uint64Var(&opts.Seed, "seed", 0, "seed of failure injection (0: random)")

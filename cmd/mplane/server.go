@@ -17,11 +17,14 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
+	agentclient "mplane/agents/client"
+	"mplane/agents/protocol"
 	"mplane/cloudbus"
 	"mplane/conf"
 	"mplane/db"
 	"mplane/errcode"
 	"mplane/managementnode"
+	hostsvc "mplane/services/host"
 	"mplane/thread"
 )
 
@@ -63,11 +66,13 @@ func newServerCmd() *cobra.Command {
 
 // server is one management node process: its parts, built by runServer.
 type server struct {
-	cfg   conf.Config
-	log   *slog.Logger
-	node  *managementnode.Node
-	bus   *cloudbus.Bus
-	sched *thread.Scheduler
+	cfg    conf.Config
+	log    *slog.Logger
+	node   *managementnode.Node
+	bus    *cloudbus.Bus
+	sched  *thread.Scheduler
+	agents *agentclient.Client
+	hosts  *hostsvc.Service
 }
 
 func runServer(ctx context.Context, cfg conf.Config, log *slog.Logger) error {
@@ -108,15 +113,37 @@ func runServer(ctx context.Context, cfg conf.Config, log *slog.Logger) error {
 		ln.Close()
 		return err
 	}
-	if err := node.Start(startCtx); err != nil {
+	base := "http://" + net.JoinHostPort(host, strconv.Itoa(port))
+	agents := agentclient.New(agentclient.Options{CallbackURL: base + protocol.DefaultCallbackPath, Logger: log})
+	defer agents.Close()
+	hosts, err := hostsvc.New(hostsvc.Options{DB: gdb, Bus: bus, Node: node, Scheduler: sched, Agents: agents, Logger: log,
+		EventURL: base + protocol.DefaultEventPath, PingInterval: cfg.HostPingInterval,
+		MaxPingFailures: cfg.HostPingMaxFailures, ChainLevel: cfg.HostChainLevel})
+	if err != nil {
 		ln.Close()
-		return fmt.Errorf("join the cluster: %w", err)
+		return err
 	}
-	s := &server{cfg: cfg, log: log, node: node, bus: bus, sched: sched}
+	s := &server{cfg: cfg, log: log, node: node, bus: bus, sched: sched, agents: agents, hosts: hosts}
+	// Serve HTTP first: connecting hosts needs the agents' callbacks.
 	httpSrv := &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
-	log.Info("management node running", "node_uuid", nodeUUID, "api", "http://"+net.JoinHostPort(host, strconv.Itoa(port)),
+	shutdownHTTP := func() {
+		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = httpSrv.Shutdown(shutCtx)
+	}
+	if err := node.Start(startCtx); err != nil {
+		shutdownHTTP()
+		return fmt.Errorf("join the cluster: %w", err)
+	}
+	if err := hosts.Start(startCtx); err != nil {
+		_ = node.Stop(context.Background())
+		shutdownHTTP()
+		return fmt.Errorf("start the host service: %w", err)
+	}
+	defer hosts.Stop()
+	log.Info("management node running", "node_uuid", nodeUUID, "api", base,
 		"bus_prefix", cfg.BusPrefix, "epoch", node.Ring().Epoch)
 
 	var result error
@@ -135,9 +162,7 @@ func runServer(ctx context.Context, cfg conf.Config, log *slog.Logger) error {
 		_ = node.Stop(context.Background())
 		result = fmt.Errorf("http server: %w", err)
 	}
-	shutCtx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel2()
-	_ = httpSrv.Shutdown(shutCtx)
+	shutdownHTTP()
 	return result
 }
 
@@ -159,6 +184,8 @@ func (s *server) routes() http.Handler {
 	})
 	mux.Handle("GET /admin/", s.node.AdminHandler())
 	mux.HandleFunc("POST /admin/probe", s.probe)
+	mux.Handle(protocol.DefaultCallbackPath, s.agents.CallbackHandler())
+	mux.Handle(protocol.DefaultEventPath, s.hosts.EventHandler())
 	return mux
 }
 

@@ -22,6 +22,7 @@ type clusterEnv struct {
 	prefix   string
 	dsn      string
 	interval time.Duration
+	extraEnv []string
 }
 
 func newClusterEnv(t *testing.T) *clusterEnv {
@@ -37,7 +38,7 @@ type server struct {
 func (e *clusterEnv) startServer(name string) *server {
 	e.t.Helper()
 	port := freePort(e.t)
-	p := startProc(e.t, name, []string{
+	p := startProc(e.t, name, append([]string{
 		"MPLANE_BUS_URL=" + e.amqpURL,
 		"MPLANE_BUS_PREFIX=" + e.prefix,
 		"MPLANE_DATABASE_DSN=" + e.dsn,
@@ -47,7 +48,7 @@ func (e *clusterEnv) startServer(name string) *server {
 		"MPLANE_RING_RESYNC_INTERVAL=2s",
 		"MPLANE_DRAIN_TIMEOUT=20s",
 		"MPLANE_LOG_LEVEL=info",
-	}, "server")
+	}, e.extraEnv...), "server")
 	p.url = fmt.Sprintf("http://127.0.0.1:%d", port)
 	s := &server{proc: p}
 	testenv.Eventually(e.t, 60*time.Second, func() bool {

@@ -1,0 +1,49 @@
+package host
+
+import (
+	"context"
+	"encoding/json"
+
+	agentclient "mplane/agents/client"
+	"mplane/agents/kvm"
+	"mplane/errcode"
+	"mplane/thread"
+)
+
+// syncPaths are answered by the agent at once; every other path is
+// asynchronous (result posted to the callback URL).
+var syncPaths = map[string]bool{kvm.PathEcho: true, kvm.PathConnect: true}
+
+// command runs one agent command in the host's chain (at most ChainLevel at
+// once per host) and answers with the agent's result. The call ends at the
+// message's deadline at the latest (SYS.1001), which frees its slot.
+func (s *Service) command(ctx context.Context, req AgentCommandReq) (AgentCommandRep, error) {
+	if req.Path == "" || req.Path[0] != '/' {
+		return AgentCommandRep{}, errcode.New(errcode.InvalidArgument, "path must be an agent command path such as /vm/start, got %q", req.Path)
+	}
+	h, err := s.load(ctx, req.HostUUID)
+	if err != nil {
+		return AgentCommandRep{}, err
+	}
+	if h.Status != StatusConnected {
+		return AgentCommandRep{}, errcode.New(errcode.InvalidState, "host %s is %s, not Connected: command %s not sent", h.UUID, h.Status, req.Path)
+	}
+	cmd := req.Command
+	if len(cmd) == 0 {
+		cmd = json.RawMessage("{}")
+	}
+	return thread.Sync(ctx, s.sched, thread.Task{Signature: chainOf(h.UUID), Name: req.Path, Level: s.opts.ChainLevel},
+		func(ctx context.Context) (AgentCommandRep, error) {
+			var out json.RawMessage
+			var err error
+			if syncPaths[req.Path] {
+				err = s.agents.CallSync(ctx, agentURL(h), req.Path, cmd, &out, agentclient.WithSecret(h.Secret))
+			} else {
+				err = s.agents.Call(ctx, agentURL(h), req.Path, cmd, &out, agentclient.WithSecret(h.Secret))
+			}
+			if err != nil {
+				return AgentCommandRep{}, err
+			}
+			return AgentCommandRep{Result: out}, nil
+		})
+}

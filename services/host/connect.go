@@ -1,0 +1,94 @@
+package host
+
+import (
+	"context"
+	"time"
+
+	agentclient "mplane/agents/client"
+	"mplane/agents/kvm"
+	"mplane/errcode"
+)
+
+// AgentVersion is what this node reports to agents at connect.
+const AgentVersion = "mplane-1"
+
+// connect brings a host's agent under this node: wait (up to waitUp) for
+// /host/echo, /host/connect with the host's UUID, this node's event URL and
+// the host's secret, then /host/capacity; the host is then Connected with
+// its capacity recorded.
+func (s *Service) connect(ctx context.Context, h *HostVO, waitUp time.Duration) error {
+	url := agentURL(h)
+	if err := s.waitEcho(ctx, url, waitUp); err != nil {
+		return err
+	}
+	secret := agentclient.WithSecret(h.Secret)
+	var crsp kvm.ConnectRsp
+	cmd := kvm.ConnectCmd{HostUUID: h.UUID, SendCommandURL: s.eventURL(h.UUID), Version: AgentVersion, Secret: h.Secret}
+	if err := s.agents.CallSync(ctx, url, kvm.PathConnect, cmd, &crsp, secret); err != nil {
+		return err
+	}
+	var cap kvm.CapacityRsp
+	if err := s.agents.Call(ctx, url, kvm.PathCapacity, struct{}{}, &cap, secret); err != nil {
+		return err
+	}
+	return s.recordConnected(ctx, h.UUID, cap)
+}
+
+func (s *Service) waitEcho(ctx context.Context, url string, waitUp time.Duration) error {
+	deadline := time.Now().Add(waitUp)
+	backoff := 50 * time.Millisecond
+	for {
+		err := s.agents.CallSync(ctx, url, kvm.PathEcho, nil, nil)
+		if err == nil {
+			return nil
+		}
+		if time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return errcode.Wrap(errcode.Timeout, err, "agent at %s did not answer echo", url)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
+// recordConnected stores the capacity reported by the agent. The first
+// connect sets the available capacity to what the agent has free; later
+// connects move it by the change of the total, keeping reservations.
+func (s *Service) recordConnected(ctx context.Context, uuid string, cap kvm.CapacityRsp) error {
+	var h HostVO
+	if err := s.db.WithContext(ctx).First(&h, "uuid = ?", uuid).Error; err != nil {
+		return errcode.Wrap(errcode.Internal, err, "load host %s", uuid)
+	}
+	totalCPU, totalMem := int64(cap.CPUNum), cap.TotalMemory
+	availCPU, availMem := totalCPU-int64(cap.UsedCPU), totalMem-cap.UsedMemory
+	if h.TotalCPUCapacity > 0 || h.TotalMemoryCapacity > 0 {
+		availCPU = h.AvailableCPUCapacity + (totalCPU - h.TotalCPUCapacity)
+		availMem = h.AvailableMemoryCapacity + (totalMem - h.TotalMemoryCapacity)
+	}
+	err := s.db.WithContext(ctx).Model(&HostVO{}).Where("uuid = ?", uuid).Updates(map[string]any{
+		"status": StatusConnected, "cpu_num": cap.CPUNum,
+		"total_cpu": totalCPU, "available_cpu": availCPU,
+		"total_memory": totalMem, "available_memory": availMem,
+		"last_op_date": time.Now().UTC(),
+	}).Error
+	if err != nil {
+		return errcode.Wrap(errcode.Internal, err, "record host %s connected", uuid)
+	}
+	s.log.Info("host connected", "host_uuid", uuid, "cpu", cap.CPUNum, "memory", cap.TotalMemory)
+	return nil
+}
+
+// pingOnce pings a host's agent; mismatch reports whether the agent
+// answered for another host UUID or another event URL (it restarted or was
+// connected by someone else): the host must be reconnected.
+func (s *Service) pingOnce(ctx context.Context, h *HostVO) (mismatch bool, err error) {
+	var rsp kvm.PingRsp
+	if err := s.agents.Call(ctx, agentURL(h), kvm.PathPing, kvm.PingCmd{HostUUID: h.UUID}, &rsp,
+		agentclient.WithSecret(h.Secret), agentclient.WithTimeout(s.opts.PingInterval)); err != nil {
+		return false, err
+	}
+	return rsp.HostUUID != h.UUID || rsp.SendCommandURL != s.eventURL(h.UUID), nil
+}

@@ -1,0 +1,231 @@
+package host
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"gorm.io/gorm"
+
+	agentclient "mplane/agents/client"
+	"mplane/cloudbus"
+	"mplane/errcode"
+	"mplane/managementnode"
+	"mplane/thread"
+)
+
+// DefaultAgentPort is kvmagent's port.
+const DefaultAgentPort = 7070
+
+// Options configure the host service. Zero values take the documented
+// defaults.
+type Options struct {
+	DB        *gorm.DB             // required
+	Bus       *cloudbus.Bus        // required
+	Node      *managementnode.Node // required
+	Scheduler *thread.Scheduler    // required
+	Agents    *agentclient.Client  // required: its callback endpoint is served by this node
+	Logger    *slog.Logger
+	// EventURL is this node's event endpoint, given to agents at connect
+	// as their sendCommandUrl (the host's UUID is added as a query).
+	EventURL string // required
+	// PingInterval (default 5s) and MaxPingFailures (default 3): a host
+	// whose agent fails MaxPingFailures pings in a row is Disconnected.
+	PingInterval    time.Duration
+	MaxPingFailures int
+	// ChainLevel is how many commands may run at once on one host
+	// (default 10, as in ZStack).
+	ChainLevel int
+	// ConnectWait bounds how long adding a host waits for its agent to
+	// answer /host/echo. Default 10s.
+	ConnectWait time.Duration
+	// ReconnectMin and ReconnectMax bound the backoff between reconnect
+	// attempts of a Disconnected host. Defaults PingInterval and 1m.
+	ReconnectMin, ReconnectMax time.Duration
+}
+
+// Service owns the hosts: it adds and connects them, serializes commands to
+// each host in a chain, tracks the hosts this node owns with pings, and
+// authenticates and dispatches their agents' events.
+type Service struct {
+	opts   Options
+	log    *slog.Logger
+	db     *gorm.DB
+	bus    *cloudbus.Bus
+	node   *managementnode.Node
+	sched  *thread.Scheduler
+	agents *agentclient.Client
+
+	tracker tracker
+
+	hooksMu sync.RWMutex
+	hooks   []func(ctx context.Context, ev AgentEvent)
+
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// AgentEvent is an authenticated event from a host's agent, handed to the
+// hooks on the host's owner.
+type AgentEvent struct {
+	HostUUID string
+	Path     string
+	Body     []byte
+}
+
+// New builds the service; Start serves it.
+func New(opts Options) (*Service, error) {
+	if opts.DB == nil || opts.Bus == nil || opts.Node == nil || opts.Scheduler == nil || opts.Agents == nil || opts.EventURL == "" {
+		return nil, errors.New("host: Options.DB, Bus, Node, Scheduler, Agents and EventURL are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.PingInterval <= 0 {
+		opts.PingInterval = 5 * time.Second
+	}
+	if opts.MaxPingFailures <= 0 {
+		opts.MaxPingFailures = 3
+	}
+	if opts.ChainLevel <= 0 {
+		opts.ChainLevel = 10
+	}
+	if opts.ConnectWait <= 0 {
+		opts.ConnectWait = 10 * time.Second
+	}
+	if opts.ReconnectMin <= 0 {
+		opts.ReconnectMin = opts.PingInterval
+	}
+	if opts.ReconnectMax <= 0 {
+		opts.ReconnectMax = time.Minute
+	}
+	s := &Service{opts: opts, db: opts.DB, bus: opts.Bus, node: opts.Node, sched: opts.Scheduler, agents: opts.Agents,
+		log: opts.Logger.With("component", "host")}
+	s.tracker.init(s)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// Migrate creates the host tables.
+func Migrate(ctx context.Context, db *gorm.DB) error {
+	if err := db.WithContext(ctx).AutoMigrate(&HostVO{}); err != nil {
+		return fmt.Errorf("migrate host tables: %w", err)
+	}
+	return nil
+}
+
+// Start serves "host.<node>", hooks ring changes to a rescan and starts
+// the ping tracker.
+func (s *Service) Start(ctx context.Context) error {
+	if err := Migrate(ctx, s.db); err != nil {
+		return err
+	}
+	mux := cloudbus.NewMux()
+	cloudbus.Handle(mux, MsgAddKVMHost, s.add)
+	cloudbus.Handle(mux, MsgReconnectHost, s.reconnectMsg)
+	cloudbus.Handle(mux, MsgDeleteHost, s.delete)
+	cloudbus.Handle(mux, MsgGetHost, s.get)
+	cloudbus.Handle(mux, MsgAgentCommand, s.command)
+	cloudbus.Handle(mux, msgAgentEvent, s.onEvent)
+	mux.Intercept(s.node.Guard(BusService))
+	if err := s.bus.Serve(BusService, mux); err != nil {
+		return fmt.Errorf("serve host queue: %w", err)
+	}
+	s.node.OnRingChange(func(context.Context, *managementnode.Ring) { s.tracker.kick() })
+	if err := s.sched.Every(s.ctx, s.opts.PingInterval, 0.1, "host-ping-tracker", s.tracker.round); err != nil {
+		return fmt.Errorf("start ping tracker: %w", err)
+	}
+	s.tracker.kick()
+	return nil
+}
+
+// Stop ends the ping tracker (the scheduler owns and drains its loop).
+func (s *Service) Stop() { s.cancel() }
+
+// OnAgentEvent registers fn for every authenticated agent event of the
+// hosts this node owns (the VM service uses it for VM state reports).
+func (s *Service) OnAgentEvent(fn func(ctx context.Context, ev AgentEvent)) {
+	s.hooksMu.Lock()
+	s.hooks = append(s.hooks, fn)
+	s.hooksMu.Unlock()
+}
+
+// Send routes a command for a host to its owner's host service (through
+// the bus), which runs it in the host's chain; rsp receives the agent's
+// result.
+func Send(ctx context.Context, bus *cloudbus.Bus, node *managementnode.Node, hostUUID, path string, cmd, rsp any) error {
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return errcode.Wrap(errcode.Internal, err, "encode %s command", path)
+	}
+	target, err := node.TargetFor(BusService, hostUUID)
+	if err != nil {
+		return err
+	}
+	rep, err := cloudbus.Call(ctx, bus, target, MsgAgentCommand, AgentCommandReq{HostUUID: hostUUID, Path: path, Command: body},
+		cloudbus.WithResource(hostUUID))
+	if err != nil {
+		return err
+	}
+	if rsp != nil && len(rep.Result) > 0 {
+		if err := json.Unmarshal(rep.Result, rsp); err != nil {
+			return errcode.Wrap(errcode.MalformedMessage, err, "decode %s result of host %s", path, hostUUID)
+		}
+	}
+	return nil
+}
+
+func (s *Service) load(ctx context.Context, uuid string) (*HostVO, error) {
+	var h HostVO
+	err := s.db.WithContext(ctx).First(&h, "uuid = ?", uuid).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, errcode.New(errcode.ResourceNotFound, "host %s not found", uuid)
+	}
+	if err != nil {
+		return nil, errcode.Wrap(errcode.Internal, err, "load host %s", uuid)
+	}
+	return &h, nil
+}
+
+func (s *Service) get(ctx context.Context, ref HostRef) (HostVO, error) {
+	h, err := s.load(ctx, ref.UUID)
+	if err != nil {
+		return HostVO{}, err
+	}
+	return *h, nil
+}
+
+func agentURL(h *HostVO) string {
+	return "http://" + net.JoinHostPort(h.ManagementIP, strconv.Itoa(h.AgentPort))
+}
+
+func (s *Service) eventURL(hostUUID string) string {
+	sep := "?"
+	if strings.Contains(s.opts.EventURL, "?") {
+		sep = "&"
+	}
+	return s.opts.EventURL + sep + "hostUuid=" + hostUUID
+}
+
+func chainOf(hostUUID string) string { return "host-" + hostUUID }
+
+func newSecret() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// setStatus records a connection status change.
+func (s *Service) setStatus(ctx context.Context, uuid, status string) error {
+	return s.db.WithContext(ctx).Model(&HostVO{}).Where("uuid = ?", uuid).
+		Updates(map[string]any{"status": status, "last_op_date": time.Now().UTC()}).Error
+}

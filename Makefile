@@ -42,7 +42,7 @@ bench-thread:
 	$(GO) test -run '^$$' -bench . -benchmem ./thread/
 
 run: build
-	./$(BIN) server
+	./$(BIN) run
 
 tidy:
 	$(GO) mod tidy

@@ -9,7 +9,11 @@ import (
 
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "mplane:", err)
+		// ctl prints its own errors; everything else is printed here.
+		var rep interface{ Reported() bool }
+		if !errors.As(err, &rep) || !rep.Reported() {
+			fmt.Fprintln(os.Stderr, "mplane:", err)
+		}
 		var ee *exitError
 		if errors.As(err, &ee) {
 			os.Exit(ee.code)

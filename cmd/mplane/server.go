@@ -16,15 +16,22 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
+	"gorm.io/gorm"
 
 	agentclient "mplane/agents/client"
 	"mplane/agents/protocol"
+	"mplane/api/auth"
+	"mplane/api/jobs"
+	"mplane/api/portal"
+	"mplane/api/rest"
 	"mplane/cloudbus"
 	"mplane/conf"
 	"mplane/db"
 	"mplane/errcode"
 	"mplane/managementnode"
 	hostsvc "mplane/services/host"
+	"mplane/services/resource"
+	"mplane/services/vm"
 	"mplane/thread"
 )
 
@@ -64,106 +71,171 @@ func newServerCmd() *cobra.Command {
 	return cmd
 }
 
-// server is one management node process: its parts, built by runServer.
+// server is one management node process: its parts, built by startServer
+// in dependency order and stopped in reverse.
 type server struct {
-	cfg    conf.Config
-	log    *slog.Logger
-	node   *managementnode.Node
-	bus    *cloudbus.Bus
-	sched  *thread.Scheduler
-	agents *agentclient.Client
-	hosts  *hostsvc.Service
+	cfg      conf.Config
+	log      *slog.Logger
+	db       *gorm.DB
+	node     *managementnode.Node
+	bus      *cloudbus.Bus
+	sched    *thread.Scheduler
+	agents   *agentclient.Client
+	hosts    *hostsvc.Service
+	vms      *vm.Service
+	auth     *auth.Service
+	portal   *portal.Portal
+	ipam     networkIPAM
+	base     string // this node's URL
+	httpSrv  *http.Server
+	serveErr chan error
+	closers  []func()
+}
+
+// serverOptions vary between `mplane server` and `mplane run`.
+type serverOptions struct {
+	// broker is the in-process broker of the memory:// bus (run).
+	broker *cloudbus.Broker
 }
 
 func runServer(ctx context.Context, cfg conf.Config, log *slog.Logger) error {
+	s, err := startServer(ctx, cfg, log, serverOptions{})
+	if err != nil {
+		return err
+	}
+	return s.serveUntilDone(ctx)
+}
+
+// startServer builds and starts every part of a node; on error it stops
+// what it started.
+func startServer(ctx context.Context, cfg conf.Config, log *slog.Logger, opts serverOptions) (_ *server, err error) {
 	nodeUUID := strings.ReplaceAll(uuid.NewString(), "-", "")
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
 	defer cancel()
+	s := &server{cfg: cfg, log: log, serveErr: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
 
-	gdb, err := db.Open(startCtx, cfg.DatabaseURL(), db.Options{Logger: log})
-	if err != nil {
-		return err
+	if s.db, err = db.Open(startCtx, cfg.DatabaseURL(), db.Options{Logger: log}); err != nil {
+		return nil, err
 	}
-	defer func() { _ = db.Close(gdb) }()
+	s.closers = append(s.closers, func() { _ = db.Close(s.db) })
+	if err := migrate(startCtx, s.db); err != nil {
+		return nil, err
+	}
+	generated, err := auth.EnsureAdmin(startCtx, s.db, cfg.AdminPassword)
+	if err != nil {
+		return nil, fmt.Errorf("create the admin account: %w", err)
+	}
+	if generated != "" {
+		// Printed once, at the first start, on stdout for the operator.
+		fmt.Printf("admin account created; password: %s (change it, or set admin_password before the first start)\n", generated)
+	}
 
-	bus, err := cloudbus.New(cloudbus.Options{URL: cfg.BusURL, Namespace: cfg.BusPrefix, NodeUUID: nodeUUID,
-		Logger: log, DefaultTimeout: cfg.CallTimeout})
-	if err != nil {
-		return err
+	if s.bus, err = cloudbus.New(cloudbus.Options{URL: cfg.BusURL, Broker: opts.broker, Namespace: cfg.BusPrefix, NodeUUID: nodeUUID,
+		Logger: log, DefaultTimeout: cfg.CallTimeout}); err != nil {
+		return nil, err
 	}
-	if err := bus.Start(startCtx); err != nil {
-		return err
+	if err := s.bus.Start(startCtx); err != nil {
+		return nil, err
 	}
-	defer func() { _ = bus.Close() }()
+	s.closers = append(s.closers, func() { _ = s.bus.Close() })
 
 	ln, err := net.Listen("tcp", cfg.APIListen)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w (set api_listen / --api-listen to a free address)", cfg.APIListen, err)
+		return nil, fmt.Errorf("listen on %s: %w (set api_listen / --api-listen to a free address)", cfg.APIListen, err)
 	}
 	host, _, _ := net.SplitHostPort(cfg.AdvertiseAddr())
 	port := ln.Addr().(*net.TCPAddr).Port
+	s.base = "http://" + net.JoinHostPort(host, strconv.Itoa(port))
 
-	sched := thread.New(thread.Options{Logger: log})
-	node, err := managementnode.New(managementnode.Options{
-		DB: gdb, Bus: bus, Scheduler: sched, Logger: log, Host: host, APIPort: port,
+	s.sched = thread.New(thread.Options{Logger: log})
+	if s.node, err = managementnode.New(managementnode.Options{
+		DB: s.db, Bus: s.bus, Scheduler: s.sched, Logger: log, Host: host, APIPort: port,
 		HeartbeatInterval: cfg.HeartbeatInterval, HeartbeatThreshold: cfg.HeartbeatThreshold,
 		ResyncInterval: cfg.RingResyncInterval, DrainTimeout: cfg.DrainTimeout,
-	})
+	}); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s.agents = agentclient.New(agentclient.Options{CallbackURL: s.base + protocol.DefaultCallbackPath, Logger: log})
+	s.closers = append(s.closers, s.agents.Close)
+	if s.hosts, err = hostsvc.New(hostsvc.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Agents: s.agents, Logger: log,
+		EventURL: s.base + protocol.DefaultEventPath, PingInterval: cfg.HostPingInterval,
+		MaxPingFailures: cfg.HostPingMaxFailures, ChainLevel: cfg.HostChainLevel}); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s.ipam = networkIPAM{db: s.db}
+	if s.vms, err = vm.New(vm.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log, IPAM: s.ipam}); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	resources, err := resource.New(resource.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log, Kinds: kinds})
 	if err != nil {
 		ln.Close()
-		return err
+		return nil, err
 	}
-	base := "http://" + net.JoinHostPort(host, strconv.Itoa(port))
-	agents := agentclient.New(agentclient.Options{CallbackURL: base + protocol.DefaultCallbackPath, Logger: log})
-	defer agents.Close()
-	hosts, err := hostsvc.New(hostsvc.Options{DB: gdb, Bus: bus, Node: node, Scheduler: sched, Agents: agents, Logger: log,
-		EventURL: base + protocol.DefaultEventPath, PingInterval: cfg.HostPingInterval,
-		MaxPingFailures: cfg.HostPingMaxFailures, ChainLevel: cfg.HostChainLevel})
-	if err != nil {
+	s.auth = auth.New(s.db, auth.Options{})
+	jobStore := jobs.NewStore(s.db)
+	if s.portal, err = portal.New(portal.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Jobs: jobStore,
+		IPAM: s.ipam, Logger: log}); err != nil {
 		ln.Close()
-		return err
+		return nil, err
 	}
-	s := &server{cfg: cfg, log: log, node: node, bus: bus, sched: sched, agents: agents, hosts: hosts}
+
 	// Serve HTTP first: connecting hosts needs the agents' callbacks.
-	httpSrv := &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- httpSrv.Serve(ln) }()
-	shutdownHTTP := func() {
+	s.httpSrv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { s.serveErr <- s.httpSrv.Serve(ln) }()
+	s.closers = append(s.closers, func() {
 		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = httpSrv.Shutdown(shutCtx)
+		_ = s.httpSrv.Shutdown(shutCtx)
+	})
+	if err := s.node.Start(startCtx); err != nil {
+		return nil, fmt.Errorf("join the cluster: %w", err)
 	}
-	if err := node.Start(startCtx); err != nil {
-		shutdownHTTP()
-		return fmt.Errorf("join the cluster: %w", err)
+	s.closers = append(s.closers, func() { _ = s.node.Stop(context.Background()) })
+	for _, svc := range []interface{ Start(context.Context) error }{s.hosts, s.vms, resources, s.portal} {
+		if err := svc.Start(startCtx); err != nil {
+			return nil, fmt.Errorf("start %T: %w", svc, err)
+		}
 	}
-	if err := hosts.Start(startCtx); err != nil {
-		_ = node.Stop(context.Background())
-		shutdownHTTP()
-		return fmt.Errorf("start the host service: %w", err)
-	}
-	defer hosts.Stop()
-	log.Info("management node running", "node_uuid", nodeUUID, "api", base,
-		"bus_prefix", cfg.BusPrefix, "epoch", node.Ring().Epoch)
+	s.closers = append(s.closers, s.hosts.Stop)
+	log.Info("management node running", "node_uuid", nodeUUID, "api", s.base,
+		"bus_prefix", cfg.BusPrefix, "epoch", s.node.Ring().Epoch)
+	return s, nil
+}
 
-	var result error
+// close stops what was started, in reverse order.
+func (s *server) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}
+
+// serveUntilDone runs until ctx ends (graceful leave), the node is fenced,
+// or the HTTP server fails.
+func (s *server) serveUntilDone(ctx context.Context) error {
+	defer s.close()
 	select {
 	case <-ctx.Done():
-		log.Info("stop requested; leaving the cluster")
-		stopCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout+10*time.Second)
+		s.log.Info("stop requested; leaving the cluster")
+		stopCtx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout+10*time.Second)
 		defer cancel()
-		if err := node.Stop(stopCtx); err != nil {
-			result = fmt.Errorf("leave the cluster: %w", err)
+		if err := s.node.Stop(stopCtx); err != nil {
+			return fmt.Errorf("leave the cluster: %w", err)
 		}
-	case <-node.Fenced():
-		_ = node.Stop(context.Background())
-		result = &exitError{code: exitFenced, err: errors.New("fenced: a peer deleted this node's membership row after missed heartbeats; restart the process to rejoin")}
-	case err := <-serveErr:
-		_ = node.Stop(context.Background())
-		result = fmt.Errorf("http server: %w", err)
+		return nil
+	case <-s.node.Fenced():
+		return &exitError{code: exitFenced, err: errors.New("fenced: a peer deleted this node's membership row after missed heartbeats; restart the process to rejoin")}
+	case err := <-s.serveErr:
+		return fmt.Errorf("http server: %w", err)
 	}
-	shutdownHTTP()
-	return result
 }
 
 func (s *server) routes() http.Handler {
@@ -186,6 +258,15 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("POST /admin/probe", s.probe)
 	mux.Handle(protocol.DefaultCallbackPath, s.agents.CallbackHandler())
 	mux.Handle(protocol.DefaultEventPath, s.hosts.EventHandler())
+
+	api := http.NewServeMux()
+	rest.Handle(api, "PUT /accounts/login", s.auth.LoginHandler())
+	rest.Handle(api, "DELETE /accounts/sessions/{uuid}", s.auth.LogoutHandler())
+	s.portal.Register(api)
+	guarded := s.auth.Middleware(api, auth.PublicPatterns()...)
+	for _, prefix := range rest.Prefixes() {
+		mux.Handle(prefix+"/", guarded)
+	}
 	return mux
 }
 

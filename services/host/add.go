@@ -14,8 +14,8 @@ import (
 	"mplane/thread"
 )
 
-// validateAdd checks an add request and fills defaults.
-func validateAdd(req *AddKVMHostReq) error {
+// ValidateAdd checks an add request and fills defaults.
+func ValidateAdd(req *AddKVMHostReq) error {
 	var problems []string
 	if req.UUID == "" {
 		problems = append(problems, "uuid is required")
@@ -54,7 +54,7 @@ func quote(s string) string { return "\"" + s + "\"" }
 // agent cannot be connected, the host is removed again: no half-added host
 // is left behind.
 func (s *Service) add(ctx context.Context, req AddKVMHostReq) (HostVO, error) {
-	if err := validateAdd(&req); err != nil {
+	if err := ValidateAdd(&req); err != nil {
 		return HostVO{}, err
 	}
 	now := time.Now().UTC()

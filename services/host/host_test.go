@@ -30,7 +30,7 @@ func TestValidateAdd(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			req := tc.req
-			err := validateAdd(&req)
+			err := ValidateAdd(&req)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)

@@ -117,7 +117,7 @@ func New(opts Options) (*Service, error) {
 
 // Migrate creates the host tables.
 func Migrate(ctx context.Context, db *gorm.DB) error {
-	if err := db.WithContext(ctx).AutoMigrate(&HostVO{}); err != nil {
+	if err := db.WithContext(ctx).AutoMigrate(&HostVO{}, &ReservationVO{}); err != nil {
 		return fmt.Errorf("migrate host tables: %w", err)
 	}
 	return nil

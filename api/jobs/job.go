@@ -1,0 +1,76 @@
+package jobs
+
+import (
+	"encoding/json"
+	"time"
+
+	"mplane/errcode"
+)
+
+// State is the state of an API job.
+type State string
+
+// The job states. A job is created Processing and finishes once, as
+// Succeeded or Failed; it never changes after that.
+const (
+	Processing State = "processing"
+	Succeeded  State = "succeeded"
+	Failed     State = "failed"
+)
+
+// Headers of the job protocol.
+const (
+	// HeaderJobUUID, on a mutating request, chooses the job's UUID: a retry
+	// with the same value gets the same job. On a webhook POST it names the
+	// job.
+	HeaderJobUUID = "X-Job-UUID"
+	// HeaderWebHook, on a mutating request, is the URL to POST the job's
+	// outcome to when it finishes.
+	HeaderWebHook = "X-Web-Hook"
+	// HeaderJobSuccess, on a webhook POST, is "true" or "false".
+	HeaderJobSuccess = "X-Job-Success"
+)
+
+// Job is a row of the api_jobs table: one asynchronous API call.
+type Job struct {
+	UUID    string `gorm:"primaryKey;size:64" json:"uuid"`
+	APIName string `gorm:"size:128;not null" json:"apiName"`
+	// ResourceUUID is the resource the call acts on (or creates).
+	ResourceUUID string `gorm:"size:64;index" json:"resourceUuid,omitempty"`
+	State        State  `gorm:"size:16;not null;index" json:"state"`
+	// Result is the JSON answer of a succeeded job, e.g. {"inventory": {...}}.
+	Result string `json:"result,omitempty"`
+	// Error is the JSON *errcode.Error of a failed job.
+	Error       string    `json:"error,omitempty"`
+	AccountUUID string    `gorm:"size:64;index" json:"accountUuid,omitempty"`
+	WebhookURL  string    `gorm:"size:2048" json:"webhookUrl,omitempty"`
+	CreatedAt   time.Time `json:"createDate"`
+	UpdatedAt   time.Time `json:"lastOpDate"`
+}
+
+// TableName is api_jobs.
+func (Job) TableName() string { return "api_jobs" }
+
+// Finished reports whether the job has succeeded or failed.
+func (j Job) Finished() bool { return j.State == Succeeded || j.State == Failed }
+
+// ResultJSON is the stored result of a succeeded job; {} when it has none.
+func (j Job) ResultJSON() json.RawMessage {
+	if j.Result == "" || j.Result == "null" {
+		return json.RawMessage("{}")
+	}
+	return json.RawMessage(j.Result)
+}
+
+// Err is the error of a failed job, nil for any other state. A stored error
+// that cannot be decoded comes back as an Internal error saying so.
+func (j Job) Err() *errcode.Error {
+	if j.State != Failed {
+		return nil
+	}
+	var e errcode.Error
+	if err := json.Unmarshal([]byte(j.Error), &e); err != nil || e.Code == "" {
+		return errcode.New(errcode.Internal, "job %s failed with an unreadable error: %.200s", j.UUID, j.Error)
+	}
+	return &e
+}

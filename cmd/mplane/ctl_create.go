@@ -1,0 +1,283 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"mplane/errcode"
+)
+
+// ctlParamKind is how a create flag's value is sent.
+type ctlParamKind int
+
+const (
+	ctlParamString ctlParamKind = iota
+	ctlParamInt
+	ctlParamSize // a string flag with a size ("1G"), sent as bytes
+	ctlParamList // a comma list flag, sent as a JSON list
+	ctlParamPath // a string flag that fills the resource path, not a param
+)
+
+// ctlParamFlag maps one flag of a create command to one API param.
+type ctlParamFlag struct {
+	flag     string
+	param    string
+	kind     ctlParamKind
+	required bool
+	def      string // default, sent when the flag is not given
+	usage    string
+}
+
+// ctlCreateSpec is one "ctl create <noun>" command.
+type ctlCreateSpec struct {
+	noun    *ctlNoun
+	short   string
+	example string
+	// path is the create path; for pPath flags, "{flag}" is replaced by
+	// the flag's value.
+	path  string
+	flags []ctlParamFlag
+}
+
+var ctlCreateSpecs = []ctlCreateSpec{
+	{noun: ctlZoneNoun, short: "Create a zone", path: "zones",
+		example: "  mplane ctl create zone --name zone1",
+		flags: []ctlParamFlag{
+			{flag: "name", param: "name", required: true, usage: "zone name"},
+			{flag: "description", param: "description", usage: "description"},
+		}},
+	{noun: ctlClusterNoun, short: "Create a cluster in a zone", path: "clusters",
+		example: "  mplane ctl create cluster --name cluster1 --zone <zone-uuid>",
+		flags: []ctlParamFlag{
+			{flag: "name", param: "name", required: true, usage: "cluster name"},
+			{flag: "zone", param: "zoneUuid", required: true, usage: "UUID of the zone"},
+			{flag: "hypervisor", param: "hypervisorType", def: "KVM", usage: "hypervisor type"},
+			{flag: "description", param: "description", usage: "description"},
+		}},
+	{noun: ctlHostNoun, short: "Add a KVM host to a cluster (same as `ctl add host`)", path: "hosts/kvm",
+		example: "  mplane ctl add host --ip 10.0.0.5 --cluster <cluster-uuid>\n" +
+			"  mplane ctl add host --ip 127.0.0.1 --port 7071 --cluster <cluster-uuid> --name sim1",
+		flags: []ctlParamFlag{
+			{flag: "ip", param: "managementIp", required: true, usage: "management IP of the host (where its agent listens)"},
+			{flag: "port", param: "agentPort", kind: ctlParamInt, usage: "port of the host's agent (server default 7070)"},
+			{flag: "cluster", param: "clusterUuid", required: true, usage: "UUID of the cluster"},
+			{flag: "name", param: "name", usage: "host name (server default: the IP)"},
+			{flag: "description", param: "description", usage: "description"},
+		}},
+	{noun: ctlOfferingNoun, short: "Create an instance offering (CPU and memory of a VM)", path: "instance-offerings",
+		example: "  mplane ctl create offering --name small --cpu 1 --memory 1G",
+		flags: []ctlParamFlag{
+			{flag: "name", param: "name", required: true, usage: "offering name"},
+			{flag: "cpu", param: "cpuNum", kind: ctlParamInt, required: true, usage: "number of vCPUs"},
+			{flag: "memory", param: "memorySize", kind: ctlParamSize, required: true, usage: "memory: bytes or 512M, 1G, 1.5G (1024-based)"},
+			{flag: "description", param: "description", usage: "description"},
+		}},
+	{noun: ctlImageNoun, short: "Register an image", path: "images",
+		example: "  mplane ctl create image --name cirros --image-url http://images.example/cirros.qcow2",
+		flags: []ctlParamFlag{
+			{flag: "name", param: "name", required: true, usage: "image name"},
+			// Not --url: that is the API's URL, a flag of every command.
+			{flag: "image-url", param: "url", required: true, usage: "where the image is downloaded from (http, https or file URL)"},
+			{flag: "format", param: "format", def: "qcow2", usage: "qcow2, raw or iso"},
+			{flag: "media-type", param: "mediaType", usage: "RootVolumeTemplate, DataVolumeTemplate or ISO"},
+			{flag: "platform", param: "platform", usage: "Linux, Windows, Other, ..."},
+			{flag: "size", param: "size", kind: ctlParamSize, usage: "size: bytes or 512M, 1G (1024-based)"},
+			{flag: "description", param: "description", usage: "description"},
+		}},
+	{noun: ctlL3Noun, short: "Create an L3 network in a zone", path: "l3-networks",
+		example: "  mplane ctl create l3 --name public --zone <zone-uuid>",
+		flags: []ctlParamFlag{
+			{flag: "name", param: "name", required: true, usage: "network name"},
+			{flag: "zone", param: "zoneUuid", required: true, usage: "UUID of the zone"},
+			{flag: "description", param: "description", usage: "description"},
+		}},
+	{noun: ctlIPRangeNoun, short: "Add an IP range to an L3 network", path: "l3-networks/{l3}/ip-ranges",
+		example: "  mplane ctl create ip-range --l3 <l3-uuid> --start 10.0.0.10 --end 10.0.0.200 \\\n" +
+			"      --netmask 255.255.255.0 --gateway 10.0.0.1",
+		flags: []ctlParamFlag{
+			{flag: "l3", kind: ctlParamPath, required: true, usage: "UUID of the L3 network"},
+			{flag: "start", param: "startIp", required: true, usage: "first IP of the range"},
+			{flag: "end", param: "endIp", required: true, usage: "last IP of the range"},
+			{flag: "netmask", param: "netmask", required: true, usage: "netmask, e.g. 255.255.255.0"},
+			{flag: "gateway", param: "gateway", required: true, usage: "gateway IP"},
+			{flag: "name", param: "name", usage: "range name (default: <start>-<end>)"},
+		}},
+	{noun: ctlVMNoun, short: "Create and start a VM", path: "vm-instances",
+		example: "  mplane ctl create vm --name web1 --offering <offering-uuid> --image <image-uuid> --l3 <l3-uuid>\n" +
+			"  mplane ctl create vm --name db1 --offering <uuid> --image <uuid> --l3 <uuid>,<uuid> --host <host-uuid>",
+		flags: []ctlParamFlag{
+			{flag: "name", param: "name", required: true, usage: "VM name"},
+			{flag: "offering", param: "instanceOfferingUuid", required: true, usage: "UUID of the instance offering"},
+			{flag: "image", param: "imageUuid", required: true, usage: "UUID of the image"},
+			{flag: "l3", param: "l3NetworkUuids", kind: ctlParamList, required: true, usage: "UUIDs of the L3 networks, comma separated (one NIC each)"},
+			{flag: "default-l3", param: "defaultL3NetworkUuid", usage: "UUID of the default L3 network (default: the first --l3)"},
+			{flag: "host", param: "hostUuid", usage: "UUID of the host to start on (default: chosen by the server)"},
+			{flag: "cluster", param: "clusterUuid", usage: "UUID of the cluster to place the VM in"},
+			{flag: "zone", param: "zoneUuid", usage: "UUID of the zone to place the VM in"},
+			{flag: "description", param: "description", usage: "description"},
+		}},
+}
+
+// ctlFlagValues holds the parsed values of a ctlCreateSpec's flags.
+type ctlFlagValues struct {
+	spec   ctlCreateSpec
+	str    map[string]*string
+	num    map[string]*int
+	list   map[string]*[]string
+	noWait bool
+}
+
+func ctlBindCreateFlags(fs *pflag.FlagSet, spec ctlCreateSpec) *ctlFlagValues {
+	v := &ctlFlagValues{spec: spec, str: map[string]*string{}, num: map[string]*int{}, list: map[string]*[]string{}}
+	for _, p := range spec.flags {
+		usage := p.usage
+		if p.required {
+			usage += " (required)"
+		}
+		switch p.kind {
+		case ctlParamInt:
+			v.num[p.flag] = fs.Int(p.flag, 0, usage)
+		case ctlParamList:
+			v.list[p.flag] = fs.StringSlice(p.flag, nil, usage)
+		default:
+			v.str[p.flag] = fs.String(p.flag, p.def, usage)
+		}
+	}
+	fs.BoolVar(&v.noWait, "no-wait", false, "do not wait for the job: print its location and return")
+	return v
+}
+
+// params builds the create path and the params from the flags: required
+// flags must be given, optional ones are sent only when given (or when
+// they have a default), so the server's strict decoding sees only fields
+// the user meant.
+func (v *ctlFlagValues) params(fs *pflag.FlagSet) (string, map[string]any, error) {
+	path := v.spec.path
+	params := map[string]any{}
+	var missing, problems []string
+	for _, p := range v.spec.flags {
+		changed := fs.Changed(p.flag)
+		if !changed && p.def == "" {
+			if p.required {
+				missing = append(missing, "--"+p.flag)
+			}
+			continue
+		}
+		switch p.kind {
+		case ctlParamInt:
+			params[p.param] = *v.num[p.flag]
+		case ctlParamList:
+			var items []string
+			for _, s := range *v.list[p.flag] {
+				if s = strings.TrimSpace(s); s != "" {
+					items = append(items, s)
+				}
+			}
+			if len(items) == 0 {
+				problems = append(problems, "--"+p.flag+" is empty")
+				continue
+			}
+			params[p.param] = items
+		case ctlParamSize:
+			n, err := ctlParseSize(*v.str[p.flag])
+			if err != nil {
+				problems = append(problems, "--"+p.flag+": "+err.Error())
+				continue
+			}
+			params[p.param] = n
+		case ctlParamPath:
+			val := strings.TrimSpace(*v.str[p.flag])
+			if val == "" || strings.Contains(val, "/") {
+				problems = append(problems, fmt.Sprintf("--%s must be a UUID, got %q", p.flag, val))
+				continue
+			}
+			path = strings.ReplaceAll(path, "{"+p.flag+"}", val)
+		default:
+			val := *v.str[p.flag]
+			if p.required && strings.TrimSpace(val) == "" {
+				problems = append(problems, "--"+p.flag+" is empty")
+				continue
+			}
+			params[p.param] = val
+		}
+	}
+	if len(missing) > 0 {
+		problems = append([]string{"missing required flags: " + strings.Join(missing, ", ")}, problems...)
+	}
+	if len(problems) > 0 {
+		return "", nil, errcode.New(errcode.InvalidArgument, "%s", strings.Join(problems, "; "))
+	}
+	return path, params, nil
+}
+
+func newCtlCreateCmd(g *ctlGlobals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "create <noun> [flags]",
+		Short: "Create a resource and wait for it",
+		Long: "Creates a resource, waits for the job (with a progress line) and prints the new\n" +
+			"resource. Nouns: " + strings.Join(ctlCreateNounNames(), ", ") + ".",
+		Example: "  mplane ctl create zone --name zone1\n" +
+			"  mplane ctl create offering --name small --cpu 1 --memory 1G\n" +
+			"  mplane ctl create vm --name web1 --offering <uuid> --image <uuid> --l3 <uuid>",
+		Args: cobra.ArbitraryArgs,
+		RunE: ctlGroupRunE("noun", ctlCreateNounNames()),
+	}
+	for _, spec := range ctlCreateSpecs {
+		cmd.AddCommand(newCtlCreateNounCmd(g, spec, spec.noun.name, spec.noun.aliases))
+	}
+	return cmd
+}
+
+func ctlCreateNounNames() []string {
+	out := make([]string, len(ctlCreateSpecs))
+	for i, s := range ctlCreateSpecs {
+		out[i] = s.noun.name
+	}
+	return out
+}
+
+// newCtlAddCmd is "ctl add host", the ZStack name of creating a host.
+func newCtlAddCmd(g *ctlGlobals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "add host [flags]",
+		Short: "Add a host",
+		Args:  cobra.ArbitraryArgs,
+		RunE:  ctlGroupRunE("noun", []string{"host"}),
+	}
+	for _, spec := range ctlCreateSpecs {
+		if spec.noun == ctlHostNoun {
+			cmd.AddCommand(newCtlCreateNounCmd(g, spec, "host", []string{"hosts", "kvm-host"}))
+		}
+	}
+	return cmd
+}
+
+func newCtlCreateNounCmd(g *ctlGlobals, spec ctlCreateSpec, name string, aliases []string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     name + " [flags]",
+		Aliases: aliases,
+		Short:   spec.short,
+		Example: spec.example,
+		Args:    ctlArgsNone,
+	}
+	vals := ctlBindCreateFlags(cmd.Flags(), spec)
+	cmd.RunE = ctlRunE(g, func(r *ctlRun, _ []string) error {
+		path, params, err := vals.params(cmd.Flags())
+		if err != nil {
+			return err
+		}
+		job, err := r.c.Create(r.ctx(), path, params)
+		if err != nil {
+			return err
+		}
+		what := "create " + spec.noun.name
+		if n, ok := params["name"].(string); ok {
+			what += " " + n
+		}
+		return r.finishJob(job, what, spec.noun, vals.noWait, "")
+	})
+	return cmd
+}

@@ -1,0 +1,63 @@
+// Package network is the network service's model and IP address management
+// (IPAM): L3 networks, their IPv4 ranges, and the allocation of addresses
+// to VM NICs (or any owner), in ZStack's terms and JSON field names
+// (L3NetworkVO, IpRangeVO, UsedIpVO). The bus messages and REST API that
+// expose it live elsewhere; this package is plain functions over a
+// *gorm.DB, safe to call from any number of goroutines and nodes at once.
+//
+// Tables (Migrate): l3_networks; ip_ranges (foreign key to l3_networks);
+// used_ips (foreign keys to both, and a UNIQUE index on (l3_network_uuid,
+// ip_in_long)). Every foreign key restricts deletes.
+//
+// # Parameters and the resource service
+//
+// L3Params and IPRangeParams are both the Go parameters and, as JSON, the
+// REST API's "params" (ZStack names: name, zoneUuid, startIp, endIp,
+// netmask, gateway, networkCidr ...). Validate checks their shape; Check
+// also reads the database (the zone exists; the range fits with the
+// network's other ranges) so that the API can refuse at once. L3Kind and
+// IPRangeKind serve creates and deletes through the resource service;
+// their creates are idempotent by UUID.
+//
+// # Validation (errcode.InvalidArgument)
+//
+// An IP range follows ZStack's rules: start, end, gateway and netmask are
+// valid IPv4; the netmask is contiguous with a prefix from /1 to /30;
+// start <= end; start, end and gateway are in the gateway's network; the
+// range includes neither the network nor the broadcast address, and the
+// gateway is neither of them; the gateway is outside the range (so it is
+// never allocated). A range's name defaults to "<startIp>-<endIp>". Against the database: a range must not overlap another
+// range of its L3 network, and all ranges of a network share one gateway
+// and netmask. Ranges of one network are added one at a time (the
+// network's row is locked), so concurrent additions cannot overlap.
+//
+// # Allocation guarantees
+//
+//   - No address is ever handed out twice on one L3 network, whatever the
+//     number of nodes: the unique index is the arbiter. AllocateIP picks a
+//     candidate with a query, inserts it, and on a duplicate key (another
+//     node won) picks again from a random point, up to
+//     AllocateOptions.MaxAttempts times (then a retryable Conflict). Every
+//     collision means another allocation succeeded, so retries end when
+//     the network fills.
+//   - Only addresses inside a range are allocated; never the gateway, the
+//     network or the broadcast address.
+//   - Choice: LowestFirst (default) takes the lowest free address;
+//     Random, the first free address at or after a random point, wrapping
+//     around. Either way the used set is never loaded: used addresses are
+//     counted on the unique index in doubling strides (64 up to 4096) and
+//     only the stride holding the first gap is read, so a /16 costs no more
+//     memory than a /29, and a block of n used addresses costs an index
+//     scan of n entries in O(log n) queries.
+//   - A full network is errcode.CapacityExhausted, naming the network.
+//   - ReleaseIP and ReleaseByOwner are idempotent: releasing what is not
+//     allocated succeeds, so flow rollbacks may repeat them. A released
+//     address can be allocated again at once.
+//   - An L3 network or range with used addresses cannot be deleted
+//     (errcode.InvalidState), even racing with an allocation: the foreign
+//     keys refuse, and an allocation into a network deleted meanwhile
+//     fails with ResourceNotFound.
+//   - AllocateIP is not idempotent per owner: a caller retrying after an
+//     unknown outcome should ReleaseByOwner first, or look the owner's
+//     address up.
+package network

@@ -1,0 +1,98 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sort"
+
+	"gorm.io/gorm"
+
+	"mplane/errcode"
+	"mplane/services/host"
+)
+
+// allocSpec is what a VM needs from a host.
+type allocSpec struct {
+	CPU, Memory int64
+	ZoneUUID    string
+	ClusterUUID string
+	HostUUID    string   // required host, if any
+	Prefer      string   // tried first if it qualifies (a stopped VM's last host)
+	Avoid       []string // hosts not to use
+}
+
+// candidates runs the filters (Connected and Enabled, zone and cluster,
+// enough free CPU and memory, avoid-list, a required host) in one query and
+// orders the survivors with the weigher: least used first (the larger
+// share of free memory, then of free CPU), random among equals, the
+// preferred host ahead of all.
+func candidates(ctx context.Context, db *gorm.DB, spec allocSpec) ([]string, error) {
+	q := db.WithContext(ctx).Model(&host.HostVO{}).
+		Where("status = ? AND state = ? AND available_cpu >= ? AND available_memory >= ?",
+			host.StatusConnected, host.StateEnabled, spec.CPU, spec.Memory)
+	if spec.ZoneUUID != "" {
+		q = q.Where("zone_uuid = ?", spec.ZoneUUID)
+	}
+	if spec.ClusterUUID != "" {
+		q = q.Where("cluster_uuid = ?", spec.ClusterUUID)
+	}
+	if spec.HostUUID != "" {
+		q = q.Where("uuid = ?", spec.HostUUID)
+	}
+	if len(spec.Avoid) > 0 {
+		q = q.Where("uuid NOT IN ?", spec.Avoid)
+	}
+	var hosts []host.HostVO
+	if err := q.Find(&hosts).Error; err != nil {
+		return nil, errcode.Wrap(errcode.Internal, err, "list candidate hosts")
+	}
+	type scored struct {
+		uuid  string
+		score float64
+		tie   float64
+	}
+	list := make([]scored, 0, len(hosts))
+	for _, h := range hosts {
+		s := 0.0
+		if h.TotalMemoryCapacity > 0 {
+			s += float64(h.AvailableMemoryCapacity) / float64(h.TotalMemoryCapacity)
+		}
+		if h.TotalCPUCapacity > 0 {
+			s += float64(h.AvailableCPUCapacity) / float64(h.TotalCPUCapacity)
+		}
+		if h.UUID == spec.Prefer {
+			s += 10
+		}
+		list = append(list, scored{h.UUID, s, rand.Float64()})
+	}
+	sort.Slice(list, func(i, j int) bool {
+		// Scores within 5% count as equal: spread concurrent creates over
+		// equally used hosts instead of piling them on the first.
+		if d := list[i].score - list[j].score; d > 0.05 || d < -0.05 {
+			return d > 0
+		}
+		return list[i].tie < list[j].tie
+	})
+	out := make([]string, len(list))
+	for i, s := range list {
+		out[i] = s.uuid
+	}
+	return out, nil
+}
+
+// reserveOn takes the capacity on the first candidate that still has it
+// (another node may have taken it since the query) and returns that host.
+func reserveOn(ctx context.Context, db *gorm.DB, vmUUID string, spec allocSpec, hosts []string) (string, error) {
+	for _, h := range hosts {
+		err := host.Reserve(ctx, db, h, vmUUID, spec.CPU, spec.Memory)
+		if err == nil {
+			return h, nil
+		}
+		if !errors.Is(err, host.ErrNoCapacity) {
+			return "", errcode.Wrap(errcode.Internal, err, "reserve capacity on host %s", h)
+		}
+	}
+	return "", errcode.New(errcode.CapacityExhausted,
+		"no Connected and Enabled host has %d vCPUs and %d bytes of memory free (%d candidates checked)", spec.CPU, spec.Memory, len(hosts))
+}

@@ -1,0 +1,42 @@
+package vm
+
+import "mplane/cloudbus"
+
+// BusService is the bus service name: each node consumes "vm.<node>".
+const BusService = "vm"
+
+// CreateParams are the API parameters of a new VM.
+type CreateParams struct {
+	Name                 string   `json:"name"`
+	Description          string   `json:"description,omitempty"`
+	InstanceOfferingUUID string   `json:"instanceOfferingUuid"`
+	ImageUUID            string   `json:"imageUuid"`
+	L3NetworkUUIDs       []string `json:"l3NetworkUuids"`
+	DefaultL3NetworkUUID string   `json:"defaultL3NetworkUuid,omitempty"`
+	ZoneUUID             string   `json:"zoneUuid,omitempty"`
+	ClusterUUID          string   `json:"clusterUuid,omitempty"`
+	HostUUID             string   `json:"hostUuid,omitempty"`
+}
+
+// CreateReq creates a VM with a caller-chosen UUID.
+type CreateReq struct {
+	UUID   string       `json:"uuid"`
+	Params CreateParams `json:"params"`
+}
+
+// OpReq asks for an operation on a VM. Type is stop's "grace" or "cold".
+type OpReq struct {
+	UUID string `json:"uuid"`
+	Type string `json:"type,omitempty"`
+}
+
+// Messages of the VM service; every one runs on the VM's owner, in the
+// VM's chain.
+var (
+	MsgCreate  = cloudbus.NewMsg[CreateReq, VmInstanceVO]("vm.CreateVmInstance")
+	MsgStart   = cloudbus.NewMsg[OpReq, VmInstanceVO]("vm.StartVmInstance")
+	MsgStop    = cloudbus.NewMsg[OpReq, VmInstanceVO]("vm.StopVmInstance")
+	MsgReboot  = cloudbus.NewMsg[OpReq, VmInstanceVO]("vm.RebootVmInstance")
+	MsgDestroy = cloudbus.NewMsg[OpReq, VmInstanceVO]("vm.DestroyVmInstance")
+	MsgExpunge = cloudbus.NewMsg[OpReq, cloudbus.Empty]("vm.ExpungeVmInstance")
+)

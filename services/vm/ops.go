@@ -1,0 +1,184 @@
+package vm
+
+import (
+	"context"
+	"time"
+
+	"mplane/agents/kvm"
+	"mplane/cloudbus"
+	"mplane/errcode"
+	"mplane/flow"
+	"mplane/services/host"
+)
+
+// begin loads the VM, checks that op may start from its state and shows
+// the operation's transitional state.
+func (s *Service) begin(ctx context.Context, uuid, op string) (*VmInstanceVO, string, error) {
+	v, err := s.load(ctx, uuid)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := checkTransition(uuid, op, v.State); err != nil {
+		return nil, "", err
+	}
+	prev := v.State
+	if err := s.setState(ctx, v, transitional[op], nil); err != nil {
+		return nil, "", err
+	}
+	return v, prev, nil
+}
+
+// fail puts a VM back in the state it had before a failed operation.
+func (s *Service) fail(v *VmInstanceVO, prev string, cause error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.setState(ctx, v, prev, nil); err != nil {
+		s.log.Error("restore VM state after a failed operation", "vm_uuid", v.UUID, "state", prev, "err", err)
+	}
+	return cause
+}
+
+func (s *Service) reply(ctx context.Context, uuid string) (VmInstanceVO, error) {
+	v, err := s.load(ctx, uuid)
+	if err != nil {
+		return VmInstanceVO{}, err
+	}
+	return *v, nil
+}
+
+// startData is shared by the start flow's steps.
+type startData struct {
+	VMUUID   string    `json:"vmUuid"`
+	Name     string    `json:"name"`
+	CPUNum   int       `json:"cpuNum"`
+	Memory   int64     `json:"memory"`
+	Spec     allocSpec `json:"spec"`
+	Hosts    []string  `json:"hosts,omitempty"`
+	HostUUID string    `json:"hostUuid,omitempty"`
+}
+
+// startChain: allocate host (the last one first) -> reserve capacity ->
+// start on the hypervisor.
+func (s *Service) startChain() (*flow.Chain[startData], error) {
+	return flow.New("start-vm", []flow.Step[startData]{
+		{Name: "allocate-host", Run: func(ctx context.Context, d *startData) error {
+			hosts, err := candidates(ctx, s.db, d.Spec)
+			if err != nil {
+				return err
+			}
+			if len(hosts) == 0 {
+				return errcode.New(errcode.CapacityExhausted, "no Connected and Enabled host has %d vCPUs and %d bytes of memory free", d.Spec.CPU, d.Spec.Memory)
+			}
+			d.Hosts = hosts
+			return nil
+		}},
+		{Name: "reserve-capacity", Run: func(ctx context.Context, d *startData) error {
+			h, err := reserveOn(ctx, s.db, d.VMUUID, d.Spec, d.Hosts)
+			d.HostUUID = h
+			return err
+		}, Rollback: func(ctx context.Context, d *startData) error { return host.Release(ctx, s.db, d.VMUUID) }},
+		{Name: "start-on-hypervisor", Run: func(ctx context.Context, d *startData) error {
+			return s.agentCommand(ctx, d.HostUUID, kvm.PathStartVM, kvm.StartVMCmd{VMInstanceUUID: d.VMUUID, VMName: d.Name, CPUNum: d.CPUNum, Memory: d.Memory})
+		}},
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log})
+}
+
+func (s *Service) handleStart(ctx context.Context, req OpReq) (VmInstanceVO, error) {
+	return inChain(ctx, s, req.UUID, "start", func(ctx context.Context) (VmInstanceVO, error) {
+		v, prev, err := s.begin(ctx, req.UUID, "start")
+		if err != nil {
+			return VmInstanceVO{}, err
+		}
+		d := &startData{VMUUID: v.UUID, Name: v.Name, CPUNum: v.CPUNum, Memory: v.MemorySize,
+			Spec: allocSpec{CPU: int64(v.CPUNum), Memory: v.MemorySize, ZoneUUID: v.ZoneUUID, ClusterUUID: v.ClusterUUID, Prefer: v.LastHostUUID}}
+		if err := s.startF.Run(ctx, d, flow.RunOptions{Resource: v.UUID}); err != nil {
+			return VmInstanceVO{}, s.fail(v, prev, err)
+		}
+		if err := s.setState(ctx, v, StateRunning, map[string]any{"host_uuid": d.HostUUID, "last_host_uuid": d.HostUUID}); err != nil {
+			return VmInstanceVO{}, err
+		}
+		return s.reply(ctx, v.UUID)
+	})
+}
+
+func (s *Service) handleStop(ctx context.Context, req OpReq) (VmInstanceVO, error) {
+	if req.Type != "" && req.Type != "grace" && req.Type != "cold" {
+		return VmInstanceVO{}, errcode.New(errcode.InvalidArgument, "stop type must be grace or cold, got %q", req.Type)
+	}
+	return inChain(ctx, s, req.UUID, "stop", func(ctx context.Context) (VmInstanceVO, error) {
+		v, prev, err := s.begin(ctx, req.UUID, "stop")
+		if err != nil {
+			return VmInstanceVO{}, err
+		}
+		if err := s.agentCommand(ctx, v.HostUUID, kvm.PathStopVM, kvm.StopVMCmd{UUID: v.UUID, Type: req.Type}); err != nil {
+			return VmInstanceVO{}, s.fail(v, prev, err)
+		}
+		if err := host.Release(ctx, s.db, v.UUID); err != nil {
+			return VmInstanceVO{}, errcode.Wrap(errcode.Internal, err, "release capacity of VM %s", v.UUID)
+		}
+		if err := s.setState(ctx, v, StateStopped, map[string]any{"host_uuid": "", "last_host_uuid": v.HostUUID}); err != nil {
+			return VmInstanceVO{}, err
+		}
+		return s.reply(ctx, v.UUID)
+	})
+}
+
+func (s *Service) handleReboot(ctx context.Context, req OpReq) (VmInstanceVO, error) {
+	return inChain(ctx, s, req.UUID, "reboot", func(ctx context.Context) (VmInstanceVO, error) {
+		v, prev, err := s.begin(ctx, req.UUID, "reboot")
+		if err != nil {
+			return VmInstanceVO{}, err
+		}
+		if err := s.agentCommand(ctx, v.HostUUID, kvm.PathRebootVM, kvm.RebootVMCmd{UUID: v.UUID}); err != nil {
+			return VmInstanceVO{}, s.fail(v, prev, err)
+		}
+		if err := s.setState(ctx, v, StateRunning, nil); err != nil {
+			return VmInstanceVO{}, err
+		}
+		return s.reply(ctx, v.UUID)
+	})
+}
+
+// handleDestroy stops the VM on its host if it runs, gives back its
+// capacity and IPs, and leaves it Destroyed (expunge removes the row).
+func (s *Service) handleDestroy(ctx context.Context, req OpReq) (VmInstanceVO, error) {
+	return inChain(ctx, s, req.UUID, "destroy", func(ctx context.Context) (VmInstanceVO, error) {
+		v, prev, err := s.begin(ctx, req.UUID, "destroy")
+		if err != nil {
+			return VmInstanceVO{}, err
+		}
+		if v.HostUUID != "" {
+			if err := s.agentCommand(ctx, v.HostUUID, kvm.PathDestroyVM, kvm.DestroyVMCmd{UUID: v.UUID}); err != nil {
+				return VmInstanceVO{}, s.fail(v, prev, err)
+			}
+		}
+		if err := host.Release(ctx, s.db, v.UUID); err != nil {
+			return VmInstanceVO{}, errcode.Wrap(errcode.Internal, err, "release capacity of VM %s", v.UUID)
+		}
+		for _, nic := range v.VMNics {
+			if err := s.opts.IPAM.ReleaseByOwner(ctx, nic.UUID); err != nil {
+				return VmInstanceVO{}, errcode.Wrap(errcode.Internal, err, "release IP %s of VM %s", nic.IP, v.UUID)
+			}
+		}
+		if err := s.db.WithContext(ctx).Delete(&VmNicVO{}, "vm_instance_uuid = ?", v.UUID).Error; err != nil {
+			return VmInstanceVO{}, errcode.Wrap(errcode.Internal, err, "delete NICs of VM %s", v.UUID)
+		}
+		if err := s.setState(ctx, v, StateDestroyed, map[string]any{"host_uuid": ""}); err != nil {
+			return VmInstanceVO{}, err
+		}
+		return s.reply(ctx, v.UUID)
+	})
+}
+
+func (s *Service) handleExpunge(ctx context.Context, req OpReq) (cloudbus.Empty, error) {
+	return inChain(ctx, s, req.UUID, "expunge", func(ctx context.Context) (cloudbus.Empty, error) {
+		v, _, err := s.begin(ctx, req.UUID, "expunge")
+		if err != nil {
+			return cloudbus.Empty{}, err
+		}
+		if err := s.db.WithContext(ctx).Delete(&VmInstanceVO{}, "uuid = ?", v.UUID).Error; err != nil {
+			return cloudbus.Empty{}, errcode.Wrap(errcode.Internal, err, "expunge VM %s", v.UUID)
+		}
+		return cloudbus.Empty{}, nil
+	})
+}

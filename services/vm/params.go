@@ -1,0 +1,106 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"gorm.io/gorm"
+
+	"mplane/errcode"
+	"mplane/services/host"
+	"mplane/services/image"
+	"mplane/services/offering"
+)
+
+// IP is one allocated address.
+type IP struct {
+	IP, Netmask, Gateway string
+	UsedIPUUID           string
+}
+
+// IPAM is what the VM service needs of the network service (declared
+// here, by its consumer).
+type IPAM interface {
+	// Allocate takes a free IP of l3 for owner (a NIC UUID).
+	Allocate(ctx context.Context, l3UUID, ownerUUID string) (IP, error)
+	// ReleaseByOwner gives back owner's IPs; idempotent.
+	ReleaseByOwner(ctx context.Context, ownerUUID string) error
+	// Usable reports an error if l3 does not exist or has no IP range.
+	Usable(ctx context.Context, l3UUID string) error
+}
+
+// Validate checks the parameters' shape.
+func (p *CreateParams) Validate() error {
+	var problems []string
+	if strings.TrimSpace(p.Name) == "" {
+		problems = append(problems, "name is required")
+	}
+	if p.InstanceOfferingUUID == "" {
+		problems = append(problems, "instanceOfferingUuid is required")
+	}
+	if p.ImageUUID == "" {
+		problems = append(problems, "imageUuid is required")
+	}
+	if len(p.L3NetworkUUIDs) == 0 {
+		problems = append(problems, "l3NetworkUuids must name at least one L3 network")
+	}
+	seen := map[string]bool{}
+	for _, l3 := range p.L3NetworkUUIDs {
+		if l3 == "" {
+			problems = append(problems, "l3NetworkUuids must not contain an empty UUID")
+		} else if seen[l3] {
+			problems = append(problems, "l3NetworkUuids lists "+l3+" twice")
+		}
+		seen[l3] = true
+	}
+	if p.DefaultL3NetworkUUID != "" && !seen[p.DefaultL3NetworkUUID] {
+		problems = append(problems, "defaultL3NetworkUuid must be one of l3NetworkUuids")
+	}
+	if len(problems) > 0 {
+		return errcode.New(errcode.InvalidArgument, "%s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Check verifies that everything the parameters name exists: the offering,
+// the image, each L3 network with an IP range, and the host if one is
+// required.
+func (p *CreateParams) Check(ctx context.Context, db *gorm.DB, ipam IPAM) error {
+	if _, _, err := lookupRefs(ctx, db, p); err != nil {
+		return err
+	}
+	for _, l3 := range p.L3NetworkUUIDs {
+		if err := ipam.Usable(ctx, l3); err != nil {
+			return err
+		}
+	}
+	if p.HostUUID != "" {
+		var n int64
+		if err := db.WithContext(ctx).Model(&host.HostVO{}).Where("uuid = ?", p.HostUUID).Count(&n).Error; err != nil {
+			return errcode.Wrap(errcode.Internal, err, "look up host %s", p.HostUUID)
+		}
+		if n == 0 {
+			return errcode.New(errcode.InvalidArgument, "hostUuid %s does not exist", p.HostUUID)
+		}
+	}
+	return nil
+}
+
+func lookupRefs(ctx context.Context, db *gorm.DB, p *CreateParams) (*offering.InstanceOfferingVO, *image.ImageVO, error) {
+	var off offering.InstanceOfferingVO
+	if err := db.WithContext(ctx).First(&off, "uuid = ?", p.InstanceOfferingUUID).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return nil, nil, errcode.New(errcode.InvalidArgument, "instanceOfferingUuid %s does not exist", p.InstanceOfferingUUID)
+		}
+		return nil, nil, errcode.Wrap(errcode.Internal, err, "look up instance offering")
+	}
+	var img image.ImageVO
+	if err := db.WithContext(ctx).First(&img, "uuid = ?", p.ImageUUID).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return nil, nil, errcode.New(errcode.InvalidArgument, "imageUuid %s does not exist", p.ImageUUID)
+		}
+		return nil, nil, errcode.Wrap(errcode.Internal, err, "look up image")
+	}
+	return &off, &img, nil
+}

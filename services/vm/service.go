@@ -1,0 +1,129 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"gorm.io/gorm"
+
+	"mplane/cloudbus"
+	"mplane/errcode"
+	"mplane/flow"
+	"mplane/managementnode"
+	"mplane/thread"
+)
+
+// Options configure the VM service.
+type Options struct {
+	DB        *gorm.DB
+	Bus       *cloudbus.Bus
+	Node      *managementnode.Node
+	Scheduler *thread.Scheduler
+	Logger    *slog.Logger
+	IPAM      IPAM // required
+	// AgentTimeout bounds one agent command of a VM operation. Default 5m.
+	AgentTimeout time.Duration
+}
+
+// Service owns the VMs: every operation on one VM runs on its owner, in the
+// VM's chain ("vm-<uuid>", one at a time), as a flow whose steps roll back
+// on failure.
+type Service struct {
+	opts     Options
+	log      *slog.Logger
+	db       *gorm.DB
+	bus      *cloudbus.Bus
+	node     *managementnode.Node
+	sched    *thread.Scheduler
+	recorder *flow.GormRecorder
+	create   *flow.Chain[createData]
+	startF   *flow.Chain[startData]
+}
+
+// New builds the service.
+func New(opts Options) (*Service, error) {
+	if opts.DB == nil || opts.Bus == nil || opts.Node == nil || opts.Scheduler == nil || opts.IPAM == nil {
+		return nil, errors.New("vm: Options.DB, Bus, Node, Scheduler and IPAM are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.AgentTimeout <= 0 {
+		opts.AgentTimeout = 5 * time.Minute
+	}
+	s := &Service{opts: opts, db: opts.DB, bus: opts.Bus, node: opts.Node, sched: opts.Scheduler,
+		log: opts.Logger.With("component", "vm"), recorder: flow.NewGormRecorder(opts.DB)}
+	var err error
+	if s.create, err = s.createChain(); err != nil {
+		return nil, err
+	}
+	if s.startF, err = s.startChain(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Migrate creates the VM tables.
+func Migrate(ctx context.Context, db *gorm.DB) error {
+	if err := db.WithContext(ctx).AutoMigrate(&VmInstanceVO{}, &VmNicVO{}); err != nil {
+		return fmt.Errorf("migrate vm tables: %w", err)
+	}
+	return flow.Migrate(ctx, db)
+}
+
+// Start serves "vm.<node>".
+func (s *Service) Start(ctx context.Context) error {
+	if err := Migrate(ctx, s.db); err != nil {
+		return err
+	}
+	mux := cloudbus.NewMux()
+	cloudbus.Handle(mux, MsgCreate, s.handleCreate)
+	cloudbus.Handle(mux, MsgStart, s.handleStart)
+	cloudbus.Handle(mux, MsgStop, s.handleStop)
+	cloudbus.Handle(mux, MsgReboot, s.handleReboot)
+	cloudbus.Handle(mux, MsgDestroy, s.handleDestroy)
+	cloudbus.Handle(mux, MsgExpunge, s.handleExpunge)
+	mux.Intercept(s.node.Guard(BusService))
+	return s.bus.Serve(BusService, mux)
+}
+
+func chainOf(uuid string) string { return "vm-" + uuid }
+
+// inChain runs fn in the VM's chain, one operation at a time.
+func inChain[T any](ctx context.Context, s *Service, uuid, op string, fn func(ctx context.Context) (T, error)) (T, error) {
+	return thread.Sync(ctx, s.sched, thread.Task{Signature: chainOf(uuid), Name: op, Level: 1}, fn)
+}
+
+func (s *Service) load(ctx context.Context, uuid string) (*VmInstanceVO, error) {
+	var v VmInstanceVO
+	err := s.db.WithContext(ctx).Preload("VMNics").First(&v, "uuid = ?", uuid).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, errcode.New(errcode.ResourceNotFound, "VM %s not found", uuid)
+	}
+	if err != nil {
+		return nil, errcode.Wrap(errcode.Internal, err, "load VM %s", uuid)
+	}
+	return &v, nil
+}
+
+// setState moves a VM from the state it had at version to state, with the
+// given extra column updates; a concurrent writer makes it fail with
+// Conflict instead of overwriting.
+func (s *Service) setState(ctx context.Context, v *VmInstanceVO, state string, extra map[string]any) error {
+	upd := map[string]any{"state": state, "version": v.Version + 1, "last_op_date": time.Now().UTC()}
+	for k, x := range extra {
+		upd[k] = x
+	}
+	res := s.db.WithContext(ctx).Model(&VmInstanceVO{}).Where("uuid = ? AND version = ?", v.UUID, v.Version).Updates(upd)
+	if res.Error != nil {
+		return errcode.Wrap(errcode.Internal, res.Error, "set VM %s %s", v.UUID, state)
+	}
+	if res.RowsAffected == 0 {
+		return errcode.New(errcode.Conflict, "VM %s changed while it was being set %s", v.UUID, state)
+	}
+	v.State, v.Version = state, v.Version+1
+	return nil
+}

@@ -69,8 +69,9 @@ type submitReq struct {
 	Name         string          `json:"name"`
 	ResourceUUID string          `json:"resourceUuid"`
 	Body         json.RawMessage `json:"body"`
-	// Wrap: "inventory" wraps the result as {"inventory": ...}; "" stores
-	// {} (deletes).
+	// Wrap: "inventory" wraps the result as {"inventory": ...}; "reply"
+	// stores the reply as it is (it has that shape already); "" stores {}
+	// (deletes).
 	Wrap string `json:"wrap,omitempty"`
 }
 
@@ -108,8 +109,11 @@ func (p *Portal) drive(ctx context.Context, req submitReq) (cloudbus.Empty, erro
 		job, err = p.jobs.Fail(rctx, req.JobUUID, errcode.From(err))
 	} else {
 		var result any = struct{}{}
-		if req.Wrap == "inventory" {
+		switch req.Wrap {
+		case "inventory":
 			result = map[string]json.RawMessage{"inventory": rep}
+		case "reply":
+			result = rep
 		}
 		job, err = p.jobs.Succeed(rctx, req.JobUUID, result)
 	}

@@ -102,7 +102,7 @@ func createKind[P any, PP interface {
 		uuid := newUUID()
 		req, _ := json.Marshal(resource.CreateReq{Kind: kind, UUID: uuid, Params: body})
 		p.submit(w, r, "create-"+kind, submitReq{Service: resource.BusService, Name: resource.MsgCreate.Name(),
-			ResourceUUID: uuid, Body: req, Wrap: "inventory"})
+			ResourceUUID: uuid, Body: req, Wrap: "reply"})
 	}
 }
 
@@ -113,12 +113,20 @@ func (p *Portal) createIPRange(w http.ResponseWriter, r *http.Request) {
 		rest.WriteError(w, err)
 		return
 	}
-	var params network.IPRangeParams
-	if _, err := rest.DecodeParams(r, &params); err != nil {
+	// Decoded as a type without methods: the L3 network comes from the
+	// path, and validation must see it.
+	type ipRangeBody network.IPRangeParams
+	var decoded ipRangeBody
+	if _, err := rest.DecodeParams(r, &decoded); err != nil {
 		rest.WriteError(w, err)
 		return
 	}
+	params := network.IPRangeParams(decoded)
 	params.L3NetworkUUID = l3
+	if err := params.Validate(); err != nil {
+		rest.WriteError(w, err)
+		return
+	}
 	if err := params.Check(r.Context(), p.db); err != nil {
 		rest.WriteError(w, err)
 		return
@@ -127,7 +135,7 @@ func (p *Portal) createIPRange(w http.ResponseWriter, r *http.Request) {
 	uuid := newUUID()
 	req, _ := json.Marshal(resource.CreateReq{Kind: network.IPRangeKind.Name, UUID: uuid, Params: body})
 	p.submit(w, r, "add-ip-range", submitReq{Service: resource.BusService, Name: resource.MsgCreate.Name(),
-		ResourceUUID: uuid, Body: req, Wrap: "inventory"})
+		ResourceUUID: uuid, Body: req, Wrap: "reply"})
 }
 
 func (p *Portal) deleteKind(kind string) http.HandlerFunc {

@@ -57,7 +57,7 @@ func newRunCmd() *cobra.Command {
 	}
 	conf.BindFlags(cmd.Flags())
 	cmd.Flags().IntVar(&hosts, "hosts", 3, "number of simulated KVM hosts to run in this process")
-	cmd.Flags().IntVar(&agentPort, "agent-port", 7071, "loopback port of the first simulated host's agent (the next hosts use the following ports)")
+	cmd.Flags().IntVar(&agentPort, "agent-port", 7071, "loopback port of the first simulated host's agent (the next hosts use the following ports; 0: any free ports)")
 	return cmd
 }
 
@@ -81,7 +81,11 @@ func runEmbedded(ctx context.Context, cfg conf.Config, nhosts, agentPort int, ou
 	}()
 	var addrs []string
 	for i := 0; i < nhosts; i++ {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(agentPort+i))
+		port := 0 // --agent-port 0: any free port (hosts then change at every start)
+		if agentPort > 0 {
+			port = agentPort + i
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		a, err := kvm.New(kvm.Options{Listen: addr, StateFile: filepath.Join(cfg.DataDir, "agents", fmt.Sprintf("host%d.json", i+1)),
 			Logger: log.With("agent", addr)})
 		if err != nil {
@@ -94,7 +98,7 @@ func runEmbedded(ctx context.Context, cfg conf.Config, nhosts, agentPort int, ou
 		}
 		agents = append(agents, a)
 		go func() { served <- a.Serve(l) }()
-		addrs = append(addrs, addr)
+		addrs = append(addrs, l.Addr().String())
 	}
 
 	s, err := startServer(ctx, cfg, log, serverOptions{broker: cloudbus.NewBroker()})

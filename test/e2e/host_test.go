@@ -176,7 +176,7 @@ func TestHostsWithRealAgents(t *testing.T) {
 		for _, s := range []*server{a, b} {
 			req, _ := http.NewRequest(http.MethodPost, s.url+"/asyncrest/callback", bytes.NewReader([]byte(`{"success":false,"error":"forged"}`)))
 			req.Header.Set("taskuuid", task)
-			resp, err := client.Do(req)
+			resp, err := httpc.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -187,7 +187,7 @@ func TestHostsWithRealAgents(t *testing.T) {
 		}
 	}
 	// Without taskuuid: 400.
-	resp, err := client.Post(a.url+"/asyncrest/callback", "application/json", bytes.NewReader([]byte(`{}`)))
+	resp, err := httpc.Post(a.url+"/asyncrest/callback", "application/json", bytes.NewReader([]byte(`{}`)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestHostsWithRealAgents(t *testing.T) {
 			if c.secret != "" {
 				req.Header.Set("X-Mplane-Secret", c.secret)
 			}
-			resp, err := client.Do(req)
+			resp, err := httpc.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

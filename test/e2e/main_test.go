@@ -2,10 +2,10 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -51,15 +51,27 @@ func freePort(t *testing.T) int {
 
 // proc is one mplane process started by a test.
 type proc struct {
-	t    *testing.T
-	name string
-	cmd  *exec.Cmd
-	url  string
-	done chan struct{}
-	err  error
-	mu   sync.Mutex
-	logs []string
+	t      *testing.T
+	name   string
+	cmd    *exec.Cmd
+	url    string
+	done   chan struct{}
+	err    error
+	mu     sync.Mutex
+	logs   []string
+	stdout bytes.Buffer
 }
+
+// lockedWriter collects a process's stdout under its lock.
+type lockedWriter struct{ p *proc }
+
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.stdout.Write(b)
+}
+
+func jsonDecode(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }
 
 // startProc runs `mplane args...` with env added, and stops it (SIGKILL if
 // still running) when the test ends.
@@ -71,8 +83,8 @@ func startProc(t *testing.T, name string, env []string, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = io.Discard
 	p := &proc{t: t, name: name, cmd: cmd, done: make(chan struct{})}
+	cmd.Stdout = lockedWriter{p}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +146,7 @@ func (p *proc) logged(substr string) bool {
 	return false
 }
 
-var client = &http.Client{Timeout: 60 * time.Second}
+var httpc = &http.Client{Timeout: 60 * time.Second}
 
 // getJSON GETs url into v; it reports the status code.
 func getJSON(ctx context.Context, url string, v any) (int, error) {
@@ -151,7 +163,7 @@ func doJSON(ctx context.Context, method, url string, v any) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	resp, err := client.Do(req)
+	resp, err := httpc.Do(req)
 	if err != nil {
 		return 0, err
 	}

@@ -132,9 +132,10 @@ type Agent struct {
 	rngMu sync.Mutex
 	rng   *rand.Rand
 
-	tracker  tracker
-	arrivals arrivalLog
-	counters counters
+	tracker    tracker
+	arrivals   arrivalLog
+	vmArrivals arrivalLog
+	counters   counters
 
 	events     chan event
 	eventsCtx  context.Context
@@ -164,6 +165,7 @@ func New(opts Options) (*Agent, error) {
 		rng:        rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
 		tracker:    newTracker(),
 		arrivals:   newArrivalLog(opts.ArrivalLog),
+		vmArrivals: newArrivalLog(opts.ArrivalLog),
 		events:     make(chan event, opts.EventQueue),
 		drain:      make(chan struct{}),
 		eventsDone: make(chan struct{}),
@@ -197,6 +199,7 @@ func (a *Agent) register() {
 	agentserver.HandleSync(s, PathIncomingVM, a.incomingVM)
 	s.HandleRaw(PathDebugStats, getOnly(a.serveStats))
 	s.HandleRaw(PathDebugArrivals, getOnly(a.serveArrivals))
+	s.HandleRaw(PathDebugVMArrivals, getOnly(func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, a.VMArrivals()) }))
 	s.HandleRaw(PathDebugCrashVM, postOnly(a.serveCrash))
 	s.HandleRaw(PathDebugPowerOffVM, postOnly(a.servePowerOff))
 }

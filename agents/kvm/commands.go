@@ -25,6 +25,9 @@ const (
 	// Debug endpoints (raw). GET ones need no secret.
 	PathDebugStats    = "/debug/stats"    // GET: Stats
 	PathDebugArrivals = "/debug/arrivals" // GET: []Arrival, oldest first
+	// PathDebugVMArrivals (GET: []Arrival with VMUUID) tells when each VM
+	// command started being handled.
+	PathDebugVMArrivals = "/debug/vm-arrivals"
 	// PathDebugCrashVM and PathDebugPowerOffVM (POST {"vmUuid": ...})
 	// simulate what the management node did not ask for: a crash, and a
 	// shutdown from inside the guest. They emit the matching events.

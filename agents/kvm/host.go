@@ -27,9 +27,10 @@ func (echoHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // noSecretPaths answer without the host secret: echo is how a node waits
 // for the agent to come up, the GET debug endpoints only read counters.
 var noSecretPaths = map[string]bool{
-	PathEcho:          true,
-	PathDebugStats:    true,
-	PathDebugArrivals: true,
+	PathEcho:            true,
+	PathDebugStats:      true,
+	PathDebugArrivals:   true,
+	PathDebugVMArrivals: true,
 }
 
 // admit runs before the framework handles a request: it records the

@@ -54,6 +54,9 @@ type Arrival struct {
 	At       time.Time `json:"at"`
 	Path     string    `json:"path"`
 	TaskUUID string    `json:"taskUuid,omitempty"`
+	// VMUUID is set in /debug/vm-arrivals: when a command for that VM
+	// started being handled (benchmarks measure API call to agent command).
+	VMUUID string `json:"vmUuid,omitempty"`
 }
 
 // arrivalLog keeps the last n arrivals and counts them all.
@@ -197,3 +200,6 @@ func (a *Agent) Stats() Stats {
 
 // Arrivals returns the kept command arrivals, oldest first.
 func (a *Agent) Arrivals() []Arrival { return a.arrivals.list() }
+
+// VMArrivals lists when the kept VM commands reached their VM, oldest first.
+func (a *Agent) VMArrivals() []Arrival { return a.vmArrivals.list() }

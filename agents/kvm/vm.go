@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	"mplane/agents/protocol"
 	agentserver "mplane/agents/server"
@@ -157,6 +158,7 @@ func (a *Agent) committed(evs ...event) error {
 // enterVM accounts a command on a VM as running until the returned function
 // is called; a second command on the same VM meanwhile is an overlap.
 func (a *Agent) enterVM(vmUUID, path string) (leave func()) {
+	a.vmArrivals.add(Arrival{At: time.Now(), Path: path, VMUUID: vmUUID})
 	leave = a.tracker.enter(vmUUID)
 	if a.testHookEntered != nil {
 		a.testHookEntered(vmUUID, path)

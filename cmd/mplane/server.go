@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -256,6 +257,11 @@ func (s *server) routes() http.Handler {
 	})
 	mux.Handle("GET /admin/", s.node.AdminHandler())
 	mux.HandleFunc("POST /admin/probe", s.probe)
+	mux.HandleFunc("GET /admin/process", serveProcess)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.Handle(protocol.DefaultCallbackPath, s.agents.CallbackHandler())
 	mux.Handle(protocol.DefaultEventPath, s.hosts.EventHandler())
 

@@ -88,7 +88,6 @@ type server struct {
 	portal   *portal.Portal
 	ipam     networkIPAM
 	base     string // this node's URL
-	httpSrv  *http.Server
 	serveErr chan error
 	closers  []func()
 }
@@ -189,13 +188,15 @@ func startServer(ctx context.Context, cfg conf.Config, log *slog.Logger, opts se
 	}
 
 	// Serve HTTP first: connecting hosts needs the agents' callbacks.
-	s.httpSrv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
-	go func() { s.serveErr <- s.httpSrv.Serve(ln) }()
-	s.closers = append(s.closers, func() {
-		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.httpSrv.Shutdown(shutCtx)
-	})
+	apiHandler, adminHandler := s.routes()
+	s.serveHTTP(ln, apiHandler)
+	if cfg.AdminListen != "" {
+		aln, err := net.Listen("tcp", cfg.AdminListen)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w (set admin_listen / --admin-listen to a free address, or empty)", cfg.AdminListen, err)
+		}
+		s.serveHTTP(aln, adminHandler)
+	}
 	if err := s.node.Start(startCtx); err != nil {
 		return nil, fmt.Errorf("join the cluster: %w", err)
 	}
@@ -209,6 +210,24 @@ func startServer(ctx context.Context, cfg conf.Config, log *slog.Logger, opts se
 	log.Info("management node running", "node_uuid", nodeUUID, "api", s.base,
 		"bus_prefix", cfg.BusPrefix, "epoch", s.node.Ring().Epoch)
 	return s, nil
+}
+
+// serveHTTP serves h on ln until close; a failure ends serveUntilDone.
+func (s *server) serveHTTP(ln net.Listener, h http.Handler) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			select {
+			case s.serveErr <- err:
+			default:
+			}
+		}
+	}()
+	s.closers = append(s.closers, func() {
+		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutCtx)
+	})
 }
 
 // close stops what was started, in reverse order.
@@ -239,41 +258,56 @@ func (s *server) serveUntilDone(ctx context.Context) error {
 	}
 }
 
-func (s *server) routes() http.Handler {
+// routes builds the API handler and the admin handler. With admin_listen
+// empty both are served on the API listener; otherwise the admin endpoints
+// (/admin/*, /debug/pprof/*) only on admin_listen. /healthz and /readyz are
+// on both.
+func (s *server) routes() (api, admin http.Handler) {
+	health := func(mux *http.ServeMux) {
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintln(w, `{"status":"ok"}`)
+		})
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			st := s.node.Status()
+			if st.State != managementnode.StateRunning || !s.node.Ring().Has(s.node.UUID()) {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintf(w, `{"status":"not ready","state":%q}`+"\n", st.State)
+				return
+			}
+			fmt.Fprintf(w, `{"status":"ready","epoch":%d}`+"\n", st.Epoch)
+		})
+	}
+	adminMux := http.NewServeMux()
+	health(adminMux)
+	adminRoutes := func(mux *http.ServeMux) {
+		mux.Handle("GET /admin/", s.node.AdminHandler())
+		mux.HandleFunc("POST /admin/probe", s.probe)
+		mux.HandleFunc("GET /admin/process", serveProcess)
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	adminRoutes(adminMux)
+
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintln(w, `{"status":"ok"}`)
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		st := s.node.Status()
-		if st.State != managementnode.StateRunning || !s.node.Ring().Has(s.node.UUID()) {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, `{"status":"not ready","state":%q}`+"\n", st.State)
-			return
-		}
-		fmt.Fprintf(w, `{"status":"ready","epoch":%d}`+"\n", st.Epoch)
-	})
-	mux.Handle("GET /admin/", s.node.AdminHandler())
-	mux.HandleFunc("POST /admin/probe", s.probe)
-	mux.HandleFunc("GET /admin/process", serveProcess)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	health(mux)
+	if s.cfg.AdminListen == "" {
+		adminRoutes(mux)
+	}
 	mux.Handle(protocol.DefaultCallbackPath, s.agents.CallbackHandler())
 	mux.Handle(protocol.DefaultEventPath, s.hosts.EventHandler())
-
-	api := http.NewServeMux()
-	rest.Handle(api, "PUT /accounts/login", s.auth.LoginHandler())
-	rest.Handle(api, "DELETE /accounts/sessions/{uuid}", s.auth.LogoutHandler())
-	s.portal.Register(api)
-	guarded := s.auth.Middleware(api, auth.PublicPatterns()...)
+	v1 := http.NewServeMux()
+	rest.Handle(v1, "PUT /accounts/login", s.auth.LoginHandler())
+	rest.Handle(v1, "DELETE /accounts/sessions/{uuid}", s.auth.LogoutHandler())
+	s.portal.Register(v1)
+	guarded := s.auth.Middleware(v1, auth.PublicPatterns()...)
 	for _, prefix := range rest.Prefixes() {
 		mux.Handle(prefix+"/", guarded)
 	}
-	return mux
+	return mux, adminMux
 }
 
 // probe asks the owner of a resource to identify itself, through this

@@ -206,7 +206,7 @@ func startServer(ctx context.Context, cfg conf.Config, log *slog.Logger, opts se
 			return nil, fmt.Errorf("start %T: %w", svc, err)
 		}
 	}
-	s.closers = append(s.closers, s.hosts.Stop)
+	s.closers = append(s.closers, s.hosts.Stop, s.vms.Stop)
 	log.Info("management node running", "node_uuid", nodeUUID, "api", s.base,
 		"bus_prefix", cfg.BusPrefix, "epoch", s.node.Ring().Epoch)
 	return s, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -41,6 +42,12 @@ type Service struct {
 	recorder *flow.GormRecorder
 	create   *flow.Chain[createData]
 	startF   *flow.Chain[startData]
+	flows    *flow.Registry
+
+	recoverC chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 // New builds the service.
@@ -63,6 +70,11 @@ func New(opts Options) (*Service, error) {
 	if s.startF, err = s.startChain(); err != nil {
 		return nil, err
 	}
+	if s.flows, err = flow.NewRegistry(s.create, s.startF); err != nil {
+		return nil, err
+	}
+	s.recoverC = make(chan struct{}, 1)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
 
@@ -87,7 +99,35 @@ func (s *Service) Start(ctx context.Context) error {
 	cloudbus.Handle(mux, MsgDestroy, s.handleDestroy)
 	cloudbus.Handle(mux, MsgExpunge, s.handleExpunge)
 	mux.Intercept(s.node.Guard(BusService))
-	return s.bus.Serve(BusService, mux)
+	if err := s.bus.Serve(BusService, mux); err != nil {
+		return err
+	}
+	// Takeover: after every ring change, roll back what dead owners left.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-s.recoverC:
+				s.recoverAbandoned(s.ctx)
+			}
+		}
+	}()
+	s.node.OnRingChange(func(context.Context, *managementnode.Ring) {
+		select {
+		case s.recoverC <- struct{}{}:
+		default:
+		}
+	})
+	return s.sched.Every(s.ctx, 10*time.Minute, 0.2, "vm-flow-prune", s.prune)
+}
+
+// Stop ends the takeover loop.
+func (s *Service) Stop() {
+	s.cancel()
+	s.wg.Wait()
 }
 
 func chainOf(uuid string) string { return "vm-" + uuid }

@@ -1,0 +1,93 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"mplane/db"
+	"mplane/internal/testenv"
+)
+
+// TestReserveNeverOvercommits: 4 database handles (4 "nodes") race 200
+// one-vCPU reservations on a host with 100 vCPUs: exactly 100 win, the
+// available capacity ends at 0 and matches the reservations; releases are
+// idempotent and give everything back.
+func TestReserveNeverOvercommits(t *testing.T) {
+	for _, backend := range []struct {
+		name string
+		dsn  func(testing.TB) string
+	}{{"sqlite", testenv.SQLiteDSN}, {"mariadb", testenv.MySQLDSN}} {
+		t.Run(backend.name, func(t *testing.T) {
+			dsn := backend.dsn(t)
+			var handles []*gorm.DB
+			for i := 0; i < 4; i++ {
+				gdb, err := db.Open(context.Background(), dsn, db.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = db.Close(gdb) })
+				handles = append(handles, gdb)
+			}
+			if err := Migrate(context.Background(), handles[0]); err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now().UTC()
+			h := HostVO{UUID: "h1", Name: "h1", ManagementIP: "10.0.0.1", AgentPort: 7070, HypervisorType: HypervisorKVM,
+				State: StateEnabled, Status: StatusConnected, CPUNum: 100, TotalCPUCapacity: 100, AvailableCPUCapacity: 100,
+				TotalMemoryCapacity: 100 << 30, AvailableMemoryCapacity: 100 << 30, CreateDate: now, LastOpDate: now}
+			if err := handles[0].Create(&h).Error; err != nil {
+				t.Fatal(err)
+			}
+			var won, lost atomic.Int64
+			var wg sync.WaitGroup
+			for i := 0; i < 200; i++ {
+				wg.Add(1)
+				go func(i int) {
+					defer wg.Done()
+					err := Reserve(context.Background(), handles[i%4], "h1", fmt.Sprintf("vm-%d", i), 1, 1<<30)
+					switch {
+					case err == nil:
+						won.Add(1)
+					case errors.Is(err, ErrNoCapacity):
+						lost.Add(1)
+					default:
+						t.Errorf("reserve %d: %v", i, err)
+					}
+				}(i)
+			}
+			wg.Wait()
+			var got HostVO
+			handles[0].First(&got, "uuid = ?", "h1")
+			var reservations int64
+			handles[0].Model(&ReservationVO{}).Count(&reservations)
+			if won.Load() != 100 || lost.Load() != 100 || got.AvailableCPUCapacity != 0 || got.AvailableMemoryCapacity != 0 || reservations != 100 {
+				t.Fatalf("won %d lost %d, available %d CPU %d memory, %d reservations; want 100/100, 0, 0, 100",
+					won.Load(), lost.Load(), got.AvailableCPUCapacity, got.AvailableMemoryCapacity, reservations)
+			}
+			// Release everything twice: the second time changes nothing.
+			for round := 0; round < 2; round++ {
+				for i := 0; i < 200; i++ {
+					if err := Release(context.Background(), handles[i%4], fmt.Sprintf("vm-%d", i)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			handles[0].First(&got, "uuid = ?", "h1")
+			if got.AvailableCPUCapacity != 100 || got.AvailableMemoryCapacity != 100<<30 {
+				t.Fatalf("after release: %d CPU %d memory available, want all back", got.AvailableCPUCapacity, got.AvailableMemoryCapacity)
+			}
+			// A Disconnected host takes no reservation.
+			handles[0].Model(&HostVO{}).Where("uuid = ?", "h1").Update("status", StatusDisconnected)
+			if err := Reserve(context.Background(), handles[1], "h1", "vm-x", 1, 1); !errors.Is(err, ErrNoCapacity) {
+				t.Fatalf("reserve on a Disconnected host: %v, want ErrNoCapacity", err)
+			}
+		})
+	}
+}

@@ -177,10 +177,8 @@ func (c *Chain[T]) Run(ctx context.Context, data *T, ro RunOptions) error {
 	}
 
 	var failed *StepError
+	// Data that cannot be recorded fails the run before any step.
 	if err := r.snapshot(data); err != nil {
-		return fail(-1, err)
-	}
-	if err := r.save(ctx); err != nil {
 		return fail(-1, err)
 	}
 	for i, s := range c.steps {
@@ -189,27 +187,32 @@ func (c *Chain[T]) Run(ctx context.Context, data *T, ro RunOptions) error {
 			break
 		}
 		r.progress(i, false)
-		// Record the step as started before it can have any effect, so a
-		// new owner rolls it back if this node dies while it runs.
 		r.rec.Applied, r.rec.Step = i+1, s.Name
-		if err := r.save(ctx); err != nil {
-			r.rec.Applied = i // it did not start
-			failed = fail(i, err)
-			break
+		// A step with a rollback is recorded as started, with the data as
+		// it is now (the outputs of every earlier step included), before it
+		// can have any effect: a new owner then rolls it back if this node
+		// dies while it runs, or right after. Steps without a rollback need
+		// no record of their own; their outputs reach the record with the
+		// next save. One save per step that can be undone, plus Done.
+		if s.Rollback != nil {
+			err := r.snapshot(data)
+			if err == nil {
+				err = r.save(ctx)
+			}
+			if err != nil {
+				r.rec.Applied = i // it did not start
+				failed = fail(i, err)
+				break
+			}
 		}
 		if err := call(ctx, s.Run, data); err != nil {
 			failed = fail(i, err)
 			break
 		}
-		// Its outputs must reach the record before the next step, so that
-		// its rollback can find what it made.
-		err := r.snapshot(data)
-		if err == nil {
-			err = r.save(ctx)
-		}
-		if err != nil {
-			failed = fail(i, err)
-			break
+	}
+	if failed == nil {
+		if err := r.snapshot(data); err != nil {
+			failed = fail(-1, err)
 		}
 	}
 	if failed == nil {

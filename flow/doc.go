@@ -42,14 +42,20 @@
 // # Persistence and abandoned runs
 //
 // With Options.Recorder set, a run saves its Record (run ID, chain name,
-// owner node, resource, state, steps applied, data) before any step, when
-// each step starts, when each step completes (with the data as JSON), at
-// each rollback, and at the end. The states are running, done,
-// rolling-back, rolled-back and failed (rollback finished with errors).
-// The data type T must then be JSON-serializable (exported fields, no
-// channels or funcs) and survive a round trip: a new owner rolls back with
-// the data decoded from the record, as it was after the last completed
-// step. Data that cannot be encoded fails the run before any step starts.
+// owner node, resource, state, steps applied, data as JSON) when each step
+// that has a Rollback starts, before it can have any effect, with the data
+// as it is then (the outputs of every earlier step included); at each
+// rollback; and at the end. Steps without a Rollback are not recorded on
+// their own: their outputs reach the record with the next save. That is one
+// database write per step that can be undone, plus one at the end. The
+// states are running, done, rolling-back, rolled-back and failed (rollback
+// finished with errors). The data type T must then be JSON-serializable
+// (exported fields, no channels or funcs) and survive a round trip: a new
+// owner rolls back with the data decoded from the record, which holds the
+// outputs of the steps before the last recorded one, not necessarily that
+// step's own (hence the rule above: a rollback finds what its step made by
+// keys known before the step ran). Data that cannot be encoded fails the
+// run before any step starts.
 //
 // A run succeeds only once its done state is saved; if a save fails while
 // steps run, the run fails and rolls back (a run that cannot be recorded

@@ -206,11 +206,10 @@ func (s *Service) undoStartOnHost(ctx context.Context, d *createData) error {
 }
 
 func (s *Service) stepSetRunning(ctx context.Context, d *createData) error {
-	v, err := s.load(ctx, d.VM.UUID)
-	if err != nil {
-		return err
-	}
-	return s.setState(ctx, v, StateRunning, map[string]any{"host_uuid": d.HostUUID, "last_host_uuid": d.HostUUID})
+	// The row is as create-record wrote it (version 0): this chain is the
+	// only writer of a VM that is being created.
+	v := d.VM
+	return s.setState(ctx, &v, StateRunning, map[string]any{"host_uuid": d.HostUUID, "last_host_uuid": d.HostUUID})
 }
 
 // agentCommand sends one command to a host's agent through the host's

@@ -4,7 +4,7 @@ BIN      ?= bin/mplane
 PKGS     ?= ./...
 TESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build test vet fmt-check lint bench bench-bus bench-thread bench-ring bench-agents run clean tidy
+.PHONY: all build test vet fmt-check lint bench bench-micro bench-bus bench-thread bench-ring bench-agents run clean tidy
 
 all: build
 
@@ -26,8 +26,15 @@ fmt-check:
 
 lint: vet fmt-check
 
+# Every benchmark on this machine: the micro benchmarks, then the
+# end-to-end scenarios through the REST API (scripts/bench.sh starts and
+# stops every process; results and summary.md in bench-results/latest).
+# BENCH_SCENARIOS="micro a b c d e" picks a subset.
+bench:
+	GO='$(GO)' MAKE='$(MAKE)' BIN='$(BIN)' bash scripts/bench.sh
+
 # Micro benchmarks, each against its baseline in the same run.
-bench: bench-bus bench-thread bench-ring bench-agents
+bench-micro: bench-bus bench-thread bench-ring bench-agents
 
 bench-agents:
 	$(GO) test -run '^$$' -bench . -benchmem ./agents/client/

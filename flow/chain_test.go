@@ -323,9 +323,9 @@ func TestRecordedProgress(t *testing.T) {
 		wantError string // substring of the last save's Error
 	}{
 		{
-			name: "success",
+			name:      "success",
 			wantSaves: []string{"running/1/a", "running/2/b", "done/2/b"},
-			wantData: `{"made":["a","b"]}`,
+			wantData:  `{"made":["a","b"]}`,
 		},
 		{
 			name:    "failure rolls back",

@@ -23,7 +23,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newConfigCmd(), newServerCmd(), newAgentCmd(), newCtlCmd(), newRunCmd(), newBenchCmd())
+	root.AddCommand(newVersionCmd(), newConfigCmd(), newServerCmd(), newAgentCmd(), newCtlCmd(), newRunCmd())
 	return root
 }
 

@@ -49,7 +49,7 @@ func openMySQL(ctx context.Context, raw string, opts Options) (*gorm.DB, error) 
 
 // mysqlConfig parses a go-sql-driver DSN and applies mplane's settings:
 // parseTime always (models and Now scan time.Time), charset utf8mb4 unless
-// given, and a dial timeout unless given. loc is UTC unless the DSN names
+// given, client-side parameter binding, and a dial timeout unless given. loc is UTC unless the DSN names
 // another: that is the driver's own default.
 func mysqlConfig(raw string) (*mysql.Config, error) {
 	cfg, err := mysql.ParseDSN(raw)
@@ -66,6 +66,12 @@ func mysqlConfig(raw string) (*mysql.Config, error) {
 	}
 	if cfg.Loc == nil {
 		cfg.Loc = time.UTC
+	}
+	// Bind parameters in the client: one round trip per statement instead
+	// of three (prepare, execute, close). Safe with utf8mb4, the charset
+	// set above unless the DSN chose another.
+	if cs := cfg.Params["charset"]; cs == "utf8mb4" || cs == "utf8" {
+		cfg.InterpolateParams = true
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = defaultMySQLDialTimeout

@@ -85,6 +85,10 @@ func gormConfig(opts Options) *gorm.Config {
 		// precision so what is read back equals what was written.
 		NowFunc:        func() time.Time { return time.Now().UTC().Truncate(gormTimePrecision) },
 		TranslateError: true,
+		// A single INSERT, UPDATE or DELETE is atomic by itself; GORM's
+		// default wraps each in BEGIN/COMMIT, three round trips for one.
+		// Multi-statement changes use db.Transaction explicitly.
+		SkipDefaultTransaction: true,
 	}
 }
 

@@ -60,6 +60,10 @@ ensure_mariadb() {
 		mariadb -u root -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket; FLUSH PRIVILEGES;"
 	fi
 	mariadb -h 127.0.0.1 -u root -e 'CREATE DATABASE IF NOT EXISTS test' >/dev/null
+	# The test suite runs packages in parallel, each with its own databases
+	# and connection pools (several management nodes per test): the default
+	# of 151 connections is too few.
+	mariadb -h 127.0.0.1 -u root -e 'SET GLOBAL max_connections = 2000' >/dev/null
 }
 
 ensure_rabbitmq

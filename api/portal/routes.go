@@ -243,12 +243,13 @@ func (p *Portal) createVM(w http.ResponseWriter, r *http.Request) {
 		rest.WriteError(w, err)
 		return
 	}
-	if err := params.Check(r.Context(), p.db, p.opts.IPAM); err != nil {
+	sizing, err := params.Check(r.Context(), p.db, p.opts.IPAM)
+	if err != nil {
 		rest.WriteError(w, err)
 		return
 	}
 	uuid := newUUID()
-	body, _ := json.Marshal(vm.CreateReq{UUID: uuid, Params: params})
+	body, _ := json.Marshal(vm.CreateReq{UUID: uuid, Params: params, Sizing: sizing})
 	p.submit(w, r, "create-vm-instance", submitReq{Service: vm.BusService, Name: vm.MsgCreate.Name(), ResourceUUID: uuid, Body: body, Wrap: "inventory"})
 }
 

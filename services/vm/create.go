@@ -64,20 +64,21 @@ func (s *Service) handleCreate(ctx context.Context, req CreateReq) (VmInstanceVO
 		if err := s.create.Run(ctx, d, flow.RunOptions{Resource: req.UUID}); err != nil {
 			return VmInstanceVO{}, err
 		}
-		v, err := s.load(ctx, req.UUID)
-		if err != nil {
-			return VmInstanceVO{}, err
-		}
-		return *v, nil
+		// The flow wrote every column: answer from its data, no re-read.
+		return d.VM, nil
 	})
 }
 
 // prepareCreate resolves the offering and image into the VM's row.
 func (s *Service) prepareCreate(ctx context.Context, req CreateReq) (*createData, error) {
 	p := req.Params
-	off, img, err := lookupRefs(ctx, s.db, &p)
-	if err != nil {
-		return nil, err
+	sz := req.Sizing
+	if sz == nil {
+		off, img, err := lookupRefs(ctx, s.db, &p)
+		if err != nil {
+			return nil, err
+		}
+		sz = &Sizing{CPUNum: off.CPUNum, MemorySize: off.MemorySize, Platform: img.Platform}
 	}
 	now := time.Now().UTC()
 	def := p.DefaultL3NetworkUUID
@@ -86,11 +87,11 @@ func (s *Service) prepareCreate(ctx context.Context, req CreateReq) (*createData
 	}
 	d := &createData{
 		VM: VmInstanceVO{UUID: req.UUID, Name: p.Name, Description: p.Description, ZoneUUID: p.ZoneUUID,
-			ClusterUUID: p.ClusterUUID, InstanceOfferingUUID: off.UUID, ImageUUID: img.UUID, DefaultL3NetworkUUID: def,
-			Type: "UserVm", HypervisorType: "KVM", Platform: img.Platform, CPUNum: off.CPUNum, MemorySize: off.MemorySize,
+			ClusterUUID: p.ClusterUUID, InstanceOfferingUUID: p.InstanceOfferingUUID, ImageUUID: p.ImageUUID, DefaultL3NetworkUUID: def,
+			Type: "UserVm", HypervisorType: "KVM", Platform: sz.Platform, CPUNum: sz.CPUNum, MemorySize: sz.MemorySize,
 			State: StateStarting, CreateDate: now, LastOpDate: now},
 		L3s:  p.L3NetworkUUIDs,
-		Spec: allocSpec{CPU: int64(off.CPUNum), Memory: off.MemorySize, ZoneUUID: p.ZoneUUID, ClusterUUID: p.ClusterUUID, HostUUID: p.HostUUID},
+		Spec: allocSpec{CPU: int64(sz.CPUNum), Memory: sz.MemorySize, ZoneUUID: p.ZoneUUID, ClusterUUID: p.ClusterUUID, HostUUID: p.HostUUID},
 	}
 	for range p.L3NetworkUUIDs {
 		d.NicUUIDs = append(d.NicUUIDs, newUUID())
@@ -100,7 +101,7 @@ func (s *Service) prepareCreate(ctx context.Context, req CreateReq) (*createData
 
 func (s *Service) stepRecord(ctx context.Context, d *createData) error {
 	row := d.VM
-	row.VMNics = nil
+	row.VMNics = nil // written by allocate-ip
 	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
 		return errcode.Wrap(errcode.Internal, err, "write VM %s", d.VM.UUID)
 	}
@@ -169,6 +170,7 @@ func (s *Service) stepAllocateIPs(ctx context.Context, d *createData) error {
 		if err := s.db.WithContext(ctx).Create(&nic).Error; err != nil {
 			return errcode.Wrap(errcode.Internal, err, "write NIC of VM %s", d.VM.UUID)
 		}
+		d.VM.VMNics = append(d.VM.VMNics, nic)
 	}
 	return nil
 }
@@ -209,7 +211,11 @@ func (s *Service) stepSetRunning(ctx context.Context, d *createData) error {
 	// The row is as create-record wrote it (version 0): this chain is the
 	// only writer of a VM that is being created.
 	v := d.VM
-	return s.setState(ctx, &v, StateRunning, map[string]any{"host_uuid": d.HostUUID, "last_host_uuid": d.HostUUID})
+	if err := s.setState(ctx, &v, StateRunning, map[string]any{"host_uuid": d.HostUUID, "last_host_uuid": d.HostUUID}); err != nil {
+		return err
+	}
+	d.VM.State, d.VM.Version, d.VM.HostUUID, d.VM.LastHostUUID, d.VM.LastOpDate = v.State, v.Version, d.HostUUID, d.HostUUID, time.Now().UTC()
+	return nil
 }
 
 // agentCommand sends one command to a host's agent through the host's

@@ -22,6 +22,16 @@ type CreateParams struct {
 type CreateReq struct {
 	UUID   string       `json:"uuid"`
 	Params CreateParams `json:"params"`
+	// Sizing is what the API node read while validating (offering and
+	// image); nil makes the owner read it.
+	Sizing *Sizing `json:"sizing,omitempty"`
+}
+
+// Sizing is what a VM takes from its offering and image.
+type Sizing struct {
+	CPUNum     int    `json:"cpuNum"`
+	MemorySize int64  `json:"memorySize"`
+	Platform   string `json:"platform,omitempty"`
 }
 
 // OpReq asks for an operation on a VM. Type is stop's "grace" or "cold".

@@ -65,26 +65,28 @@ func (p *CreateParams) Validate() error {
 
 // Check verifies that everything the parameters name exists: the offering,
 // the image, each L3 network with an IP range, and the host if one is
-// required.
-func (p *CreateParams) Check(ctx context.Context, db *gorm.DB, ipam IPAM) error {
-	if _, _, err := lookupRefs(ctx, db, p); err != nil {
-		return err
+// required. It returns the sizing the offering and image give.
+func (p *CreateParams) Check(ctx context.Context, db *gorm.DB, ipam IPAM) (*Sizing, error) {
+	off, img, err := lookupRefs(ctx, db, p)
+	if err != nil {
+		return nil, err
 	}
+	sz := &Sizing{CPUNum: off.CPUNum, MemorySize: off.MemorySize, Platform: img.Platform}
 	for _, l3 := range p.L3NetworkUUIDs {
 		if err := ipam.Usable(ctx, l3); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if p.HostUUID != "" {
 		var n int64
 		if err := db.WithContext(ctx).Model(&host.HostVO{}).Where("uuid = ?", p.HostUUID).Count(&n).Error; err != nil {
-			return errcode.Wrap(errcode.Internal, err, "look up host %s", p.HostUUID)
+			return nil, errcode.Wrap(errcode.Internal, err, "look up host %s", p.HostUUID)
 		}
 		if n == 0 {
-			return errcode.New(errcode.InvalidArgument, "hostUuid %s does not exist", p.HostUUID)
+			return nil, errcode.New(errcode.InvalidArgument, "hostUuid %s does not exist", p.HostUUID)
 		}
 	}
-	return nil
+	return sz, nil
 }
 
 func lookupRefs(ctx context.Context, db *gorm.DB, p *CreateParams) (*offering.InstanceOfferingVO, *image.ImageVO, error) {

@@ -23,7 +23,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newConfigCmd(), newServerCmd(), newAgentCmd(), newCtlCmd(), newRunCmd())
+	root.AddCommand(newVersionCmd(), newConfigCmd(), newServerCmd(), newAgentCmd(), newCtlCmd(), newRunCmd(), newBenchCmd())
 	return root
 }
 

@@ -15,13 +15,7 @@ import (
 	"mplane/internal/testenv"
 )
 
-var backends = []struct {
-	name string
-	dsn  func(testing.TB) string
-}{
-	{"sqlite", testenv.SQLiteDSN},
-	{"mysql", testenv.MySQLDSN},
-}
+var backends = testenv.Backends
 
 // openDB opens dsn as one "process" would, with flow_records migrated.
 func openDB(t *testing.T, dsn string) *gorm.DB {
@@ -45,9 +39,9 @@ func openDB(t *testing.T, dsn string) *gorm.DB {
 
 func TestGormRecorder(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
-			r := NewGormRecorder(openDB(t, b.dsn(t)))
+			r := NewGormRecorder(openDB(t, b.DSN(t)))
 
 			rec := Record{ID: "r1", Chain: "create-vm", Owner: "n1", Resource: "vm1", State: Running,
 				Applied: 1, Total: 3, Step: "a", Data: []byte(`{"made":["a"]}`)}
@@ -145,9 +139,9 @@ func recordIDs(recs []Record) map[string]bool {
 
 func TestClaimHasOneWinner(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
-			dsn := b.dsn(t)
+			dsn := b.DSN(t)
 			if err := NewGormRecorder(openDB(t, dsn)).Save(ctx, Record{ID: "r1", Chain: "c", Owner: "dead", State: Running}); err != nil {
 				t.Fatal(err)
 			}
@@ -247,11 +241,11 @@ func TestRollbackAbandonedAfterCrash(t *testing.T) {
 	}
 	names := []string{"s1", "s2", "s3", "s4"}
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			for _, tc := range tests {
 				t.Run(tc.name, func(t *testing.T) {
 					ctx := context.Background()
-					dsn := b.dsn(t)
+					dsn := b.DSN(t)
 					world := &trace{}
 
 					// Process 1, node "n1", dies mid-run.

@@ -21,13 +21,7 @@ import (
 	"mplane/internal/testenv"
 )
 
-var backends = []struct {
-	name string
-	dsn  func(testing.TB) string
-}{
-	{"sqlite", testenv.SQLiteDSN},
-	{"mysql", testenv.MySQLDSN},
-}
+var backends = testenv.Backends
 
 // fakeClock is a clock tests move by hand.
 type fakeClock struct {
@@ -111,8 +105,8 @@ func TestDigest(t *testing.T) {
 
 func TestPasswordStoredAsBcrypt(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			gdb := openDB(t, b.dsn(t))
+		t.Run(b.Name, func(t *testing.T) {
+			gdb := openDB(t, b.DSN(t))
 			const password = "s3cret-Passw0rd"
 			if _, err := EnsureAdmin(context.Background(), gdb, password); err != nil {
 				t.Fatal(err)
@@ -148,8 +142,8 @@ func TestPasswordStoredAsBcrypt(t *testing.T) {
 
 func TestLoginPlainAndDigest(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			gdb := openDB(t, b.dsn(t))
+		t.Run(b.Name, func(t *testing.T) {
+			gdb := openDB(t, b.DSN(t))
 			clock := newFakeClock()
 			s := newService(t, gdb, clock, -1)
 			ctx := context.Background()
@@ -197,8 +191,8 @@ func TestLoginPlainAndDigest(t *testing.T) {
 
 func TestLoginWrongCredentials(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			gdb := openDB(t, b.dsn(t))
+		t.Run(b.Name, func(t *testing.T) {
+			gdb := openDB(t, b.DSN(t))
 			s := newService(t, gdb, newFakeClock(), 0)
 			ctx := context.Background()
 			if _, err := s.CreateAccount(ctx, "alice", "right", Normal); err != nil {
@@ -309,8 +303,8 @@ func TestLogout(t *testing.T) {
 
 func TestEnsureAdmin(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			gdb := openDB(t, b.dsn(t))
+		t.Run(b.Name, func(t *testing.T) {
+			gdb := openDB(t, b.DSN(t))
 			ctx := context.Background()
 			generated, err := ensureAdmin(ctx, gdb, "", bcrypt.MinCost)
 			if err != nil {
@@ -369,8 +363,8 @@ func TestEnsureAdminConfigured(t *testing.T) {
 
 func TestEnsureAdminConcurrentStarts(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			gdb := openDB(t, b.dsn(t))
+		t.Run(b.Name, func(t *testing.T) {
+			gdb := openDB(t, b.DSN(t))
 			const nodes = 4
 			results := make(chan string, nodes)
 			errs := make(chan error, nodes)

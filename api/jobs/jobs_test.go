@@ -21,13 +21,7 @@ import (
 	"mplane/internal/testenv"
 )
 
-var backends = []struct {
-	name string
-	dsn  func(testing.TB) string
-}{
-	{"sqlite", testenv.SQLiteDSN},
-	{"mysql", testenv.MySQLDSN},
-}
+var backends = testenv.Backends
 
 func newStore(t *testing.T, dsn string) (*Store, *gorm.DB) {
 	t.Helper()
@@ -54,8 +48,8 @@ func wantCode(t *testing.T, err error, code errcode.Code, details string) {
 
 func TestCreateIdempotentUnderConcurrency(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			s, gdb := newStore(t, b.dsn(t))
+		t.Run(b.Name, func(t *testing.T) {
+			s, gdb := newStore(t, b.DSN(t))
 			const callers = 20
 			type result struct {
 				job     Job
@@ -144,8 +138,8 @@ func TestCreate(t *testing.T) {
 
 func TestFinishedJobsNeverChange(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			s, _ := newStore(t, b.dsn(t))
+		t.Run(b.Name, func(t *testing.T) {
+			s, _ := newStore(t, b.DSN(t))
 			ctx := context.Background()
 			for _, id := range []string{"ok", "bad"} {
 				if _, _, err := s.Create(ctx, NewJob{UUID: id, APIName: "vm.StartVmInstance"}); err != nil {
@@ -194,8 +188,8 @@ func TestFinishedJobsNeverChange(t *testing.T) {
 // outcome is stored, the others are refused.
 func TestRacingOutcomes(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			s, _ := newStore(t, b.dsn(t))
+		t.Run(b.Name, func(t *testing.T) {
+			s, _ := newStore(t, b.DSN(t))
 			ctx := context.Background()
 			if _, _, err := s.Create(ctx, NewJob{UUID: "race", APIName: "x"}); err != nil {
 				t.Fatal(err)
@@ -526,8 +520,8 @@ func jsonEqual(a, b string) bool {
 
 func TestFailStale(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			s, gdb := newStore(t, b.dsn(t))
+		t.Run(b.Name, func(t *testing.T) {
+			s, gdb := newStore(t, b.DSN(t))
 			ctx := context.Background()
 			for _, id := range []string{"old", "old-done", "new"} {
 				if _, _, err := s.Create(ctx, NewJob{UUID: id, APIName: "x"}); err != nil {

@@ -29,13 +29,7 @@ type testVM struct {
 
 func (testVM) TableName() string { return "test_vms" }
 
-var backends = []struct {
-	name string
-	dsn  func(testing.TB) string
-}{
-	{"sqlite", testenv.SQLiteDSN},
-	{"mysql", testenv.MySQLDSN},
-}
+var backends = testenv.Backends
 
 func ptr(s string) *string { return &s }
 
@@ -121,8 +115,8 @@ func TestFindOnBackends(t *testing.T) {
 		{"replyWithCount filtered", "replyWithCount=true&q=state=Stopped", "vm2 vm5", 2},
 	}
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			gdb := openDB(t, b.dsn(t))
+		t.Run(b.Name, func(t *testing.T) {
+			gdb := openDB(t, b.DSN(t))
 			seed(t, gdb)
 			for _, tc := range tests {
 				t.Run(tc.name, func(t *testing.T) {
@@ -161,8 +155,8 @@ func TestFindOnBackends(t *testing.T) {
 // tenant's filter) are kept and that one base *gorm.DB serves many queries.
 func TestFindKeepsCallerScope(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			gdb := openDB(t, b.dsn(t))
+		t.Run(b.Name, func(t *testing.T) {
+			gdb := openDB(t, b.DSN(t))
 			seed(t, gdb)
 			scoped := gdb.Model(&testVM{}).Where("state = ?", "Running")
 			for range 2 {

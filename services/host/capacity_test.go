@@ -20,12 +20,9 @@ import (
 // available capacity ends at 0 and matches the reservations; releases are
 // idempotent and give everything back.
 func TestReserveNeverOvercommits(t *testing.T) {
-	for _, backend := range []struct {
-		name string
-		dsn  func(testing.TB) string
-	}{{"sqlite", testenv.SQLiteDSN}, {"mariadb", testenv.MySQLDSN}} {
-		t.Run(backend.name, func(t *testing.T) {
-			dsn := backend.dsn(t)
+	for _, backend := range testenv.Backends {
+		t.Run(backend.Name, func(t *testing.T) {
+			dsn := backend.DSN(t)
 			var handles []*gorm.DB
 			for i := 0; i < 4; i++ {
 				gdb, err := db.Open(context.Background(), dsn, db.Options{})

@@ -29,9 +29,9 @@ func TestAllocateConcurrentNodes(t *testing.T) {
 	)
 	for _, b := range backends {
 		for _, strategy := range []Strategy{LowestFirst, Random} {
-			t.Run(b.name+"/"+string(strategy), func(t *testing.T) {
+			t.Run(b.Name+"/"+string(strategy), func(t *testing.T) {
 				ctx := context.Background()
-				dsn := b.dsn(t)
+				dsn := b.DSN(t)
 				l3, r := newL3(t, openDB(t, dsn), "10.0.0.0/24")
 				handles := make([]*gorm.DB, nodes)
 				for i := range handles {
@@ -142,9 +142,9 @@ func TestLowestFreeIP(t *testing.T) {
 			"10.0.0.8", "10.0.0.9", "10.0.0.10", "10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.14"}, ""},
 	}
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
-			gdb := openDB(t, b.dsn(t))
+			gdb := openDB(t, b.DSN(t))
 			for _, tc := range tests {
 				t.Run(tc.name, func(t *testing.T) {
 					l3, _ := newL3(t, gdb, "10.0.0.0/28")
@@ -169,9 +169,9 @@ func TestLowestFreeIP(t *testing.T) {
 
 func TestAllocateAcrossRanges(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
-			gdb := openDB(t, b.dsn(t))
+			gdb := openDB(t, b.DSN(t))
 			l3, err := CreateL3Network(ctx, gdb, L3Params{Name: "n", ZoneUUID: "z"})
 			if err != nil {
 				t.Fatal(err)
@@ -216,9 +216,9 @@ func TestAllocateAcrossRanges(t *testing.T) {
 
 func TestRandomStrategyCoversTheRange(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
-			gdb := openDB(t, b.dsn(t))
+			gdb := openDB(t, b.DSN(t))
 			l3, r := newL3(t, gdb, "10.9.0.0/28") // 13 addresses
 			seen := make(map[string]bool)
 			for i := range r.Size() {
@@ -239,9 +239,9 @@ func TestRandomStrategyCoversTheRange(t *testing.T) {
 
 func TestReleaseMakesIPAllocatableAgain(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
-			gdb := openDB(t, b.dsn(t))
+			gdb := openDB(t, b.DSN(t))
 			l3, _ := newL3(t, gdb, "10.0.0.0/29") // 10.0.0.2 - 10.0.0.6
 			var used []UsedIpVO
 			for i := range 5 {
@@ -289,9 +289,9 @@ func TestReleaseMakesIPAllocatableAgain(t *testing.T) {
 
 func TestCapacityBackToStartAfterAllocateAndRelease(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
-			gdb := openDB(t, b.dsn(t))
+			gdb := openDB(t, b.DSN(t))
 			l3, _ := newL3(t, gdb, "172.16.0.0/24")
 			start := capacity(t, gdb, l3.UUID)
 			if start != (IPCapacity{Total: 253, Used: 0, Available: 253}) {
@@ -332,9 +332,9 @@ func TestCapacityBackToStartAfterAllocateAndRelease(t *testing.T) {
 
 func TestAllocateErrors(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
-			gdb := openDB(t, b.dsn(t))
+			gdb := openDB(t, b.DSN(t))
 			l3, _ := newL3(t, gdb, "10.0.0.0/24")
 			disabled, _ := newL3(t, gdb, "10.0.1.0/24")
 			if err := gdb.Model(&L3NetworkVO{}).Where("uuid = ?", disabled.UUID).Update("state", L3StateDisabled).Error; err != nil {
@@ -399,9 +399,9 @@ func TestAllocateErrors(t *testing.T) {
 func TestAllocateOnLargeNetwork(t *testing.T) {
 	const usedBlock, holeAt = 5000, 3700
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
-			gdb := openDB(t, b.dsn(t))
+			gdb := openDB(t, b.DSN(t))
 			l3, r := newL3(t, gdb, "10.20.0.0/16")
 			fillUsed(t, gdb, r, usedBlock, holeAt)
 			if c := capacity(t, gdb, l3.UUID); c != (IPCapacity{Total: 65533, Used: usedBlock - 1, Available: 65533 - usedBlock + 1}) {
@@ -421,8 +421,8 @@ func TestAllocateOnLargeNetwork(t *testing.T) {
 // used, so each allocation's gap search walks them.
 func BenchmarkAllocateIP(b *testing.B) {
 	for _, be := range backends {
-		b.Run(be.name, func(b *testing.B) {
-			gdb := openDB(b, be.dsn(b))
+		b.Run(be.Name, func(b *testing.B) {
+			gdb := openDB(b, be.DSN(b))
 			l3, r := newL3(b, gdb, "10.20.0.0/16")
 			fillUsed(b, gdb, r, 20000, -1)
 			ctx := context.Background()

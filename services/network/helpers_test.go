@@ -12,13 +12,7 @@ import (
 	"mplane/internal/testenv"
 )
 
-var backends = []struct {
-	name string
-	dsn  func(testing.TB) string
-}{
-	{"sqlite", testenv.SQLiteDSN},
-	{"mysql", testenv.MySQLDSN},
-}
+var backends = testenv.Backends
 
 // openDB opens dsn as one management node would and migrates the tables.
 func openDB(t testing.TB, dsn string) *gorm.DB {

@@ -38,8 +38,8 @@ func openWired(t *testing.T, dsn string) *gorm.DB {
 
 func TestMigrateAfterResourceKinds(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			gdb := openWired(t, b.dsn(t))
+		t.Run(b.Name, func(t *testing.T) {
+			gdb := openWired(t, b.DSN(t))
 			l3, _ := newL3(t, gdb, "10.0.0.0/24")
 			// The foreign key exists: the row cannot go while it has a range.
 			// (SQLite reports a parent-side violation with a code GORM does
@@ -57,9 +57,9 @@ func TestMigrateAfterResourceKinds(t *testing.T) {
 
 func TestParamsCheck(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
-			gdb := openWired(t, b.dsn(t))
+			gdb := openWired(t, b.DSN(t))
 			if err := gdb.Create(&zone.ZoneVO{UUID: strings.Repeat("a", 32), Name: "z", State: "Enabled", Type: "zstack",
 				CreateDate: time.Now().UTC(), LastOpDate: time.Now().UTC()}).Error; err != nil {
 				t.Fatal(err)
@@ -129,9 +129,9 @@ func (p IPRangeParams) checkerOn(ctx context.Context, gdb *gorm.DB, cidr string)
 
 func TestKindsCreateIdempotentAndDelete(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
-			gdb := openWired(t, b.dsn(t))
+			gdb := openWired(t, b.DSN(t))
 			l3UUID, rangeUUID := newUUID(), newUUID()
 			l3Params, _ := json.Marshal(L3Params{Name: "pub", ZoneUUID: "z1"})
 			rangeParams, _ := json.Marshal(IPRangeParams{L3NetworkUUID: l3UUID, StartIP: "10.0.0.10", EndIP: "10.0.0.20",

@@ -11,9 +11,9 @@ import (
 
 func TestCreateL3NetworkAndInventoryJSON(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
-			gdb := openDB(t, b.dsn(t))
+			gdb := openDB(t, b.DSN(t))
 			l3, err := CreateL3Network(ctx, gdb, L3Params{Name: "pub", Description: "public", ZoneUUID: "zone1"})
 			if err != nil {
 				t.Fatal(err)
@@ -65,9 +65,9 @@ func TestCreateL3NetworkAndInventoryJSON(t *testing.T) {
 
 func TestAddIpRangeDatabaseRules(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
-			gdb := openDB(t, b.dsn(t))
+			gdb := openDB(t, b.DSN(t))
 			l3, err := CreateL3Network(ctx, gdb, L3Params{Name: "n", ZoneUUID: "z"})
 			if err != nil {
 				t.Fatal(err)
@@ -146,9 +146,9 @@ func TestAddIpRangeDatabaseRules(t *testing.T) {
 
 func TestDeleteL3NetworkWithUsedIPs(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
-			gdb := openDB(t, b.dsn(t))
+			gdb := openDB(t, b.DSN(t))
 			l3, r := newL3(t, gdb, "10.0.0.0/29")
 			u, err := AllocateIP(ctx, gdb, l3.UUID, "nic1", AllocateOptions{})
 			if err != nil {
@@ -181,9 +181,9 @@ func TestDeleteL3NetworkWithUsedIPs(t *testing.T) {
 
 func TestDeleteIpRange(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
-			gdb := openDB(t, b.dsn(t))
+			gdb := openDB(t, b.DSN(t))
 			l3, r := newL3(t, gdb, "10.0.0.0/29")
 			if err := DeleteIpRange(ctx, gdb, r.UUID); err != nil {
 				t.Fatal(err)

@@ -140,6 +140,18 @@ func (a *pyAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	callback := r.Header.Get("callbackurl")
+	// The framework checks for a running task with this uuid before it
+	// answers, so a duplicate that arrives while the first runs is
+	// ignored whatever the goroutines' order.
+	a.mu.Lock()
+	if a.running[id] {
+		a.mu.Unlock()
+		w.Header().Set("Content-Type", "text/html;charset=utf-8")
+		w.WriteHeader(http.StatusOK) // "ignored duplicated task"
+		return
+	}
+	a.running[id] = true
+	a.mu.Unlock()
 	a.wg.Add(1)
 	go a.run(id, callback, h, body)
 	w.Header().Set("Content-Type", "text/html;charset=utf-8")
@@ -148,13 +160,6 @@ func (a *pyAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (a *pyAgent) run(id, callback string, h func([]byte) (string, bool), body []byte) {
 	defer a.wg.Done()
-	a.mu.Lock()
-	if a.running[id] {
-		a.mu.Unlock()
-		return // "ignored duplicated task"
-	}
-	a.running[id] = true
-	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
 		delete(a.running, id)

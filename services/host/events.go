@@ -63,8 +63,10 @@ func (s *Service) onEvent(ctx context.Context, req agentEventReq) (cloudbus.Empt
 		s.log.Warn("agent event without secret from another address refused", "host_uuid", h.UUID, "path", req.Path, "remote_ip", req.RemoteIP)
 		return cloudbus.Empty{}, errcode.New(errcode.PermissionDenied, "event for host %s without %s must come from %s", h.UUID, protocol.SecretHeader, h.ManagementIP)
 	}
-	if req.Path == protocol.EventReconnectMe {
+	if req.Path == protocol.EventReconnectMe && s.ctx.Err() == nil {
+		s.wg.Add(1)
 		go func() {
+			defer s.wg.Done()
 			rctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 			defer cancel()
 			if err := s.reconnect(rctx, h); err != nil {

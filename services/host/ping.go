@@ -32,21 +32,26 @@ func (t *tracker) init(s *Service) {
 	t.kickC = make(chan struct{}, 1)
 }
 
-// kick asks for a round now (after a ring change or an add).
+// kick asks for a round now (after a ring change or an add); kicks that
+// arrive while one is pending coalesce.
 func (t *tracker) kick() {
 	select {
 	case t.kickC <- struct{}{}:
 	default:
 	}
-	go func() {
-		// A round outside the periodic schedule; the periodic loop is the
-		// owner of steady-state pinging. Errors are logged inside.
+}
+
+// kicked runs the rounds asked for by kick, outside the periodic schedule,
+// until the service stops. The service starts it and waits for it.
+func (t *tracker) kicked(ctx context.Context) {
+	for {
 		select {
+		case <-ctx.Done():
+			return
 		case <-t.kickC:
-			_ = t.round(t.s.ctx)
-		case <-t.s.ctx.Done():
+			_ = t.round(ctx) // errors are logged inside
 		}
-	}()
+	}
 }
 
 func (t *tracker) forget(uuid string) {

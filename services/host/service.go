@@ -72,6 +72,7 @@ type Service struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
+	wg     sync.WaitGroup // the kicked-rounds loop and agent-asked reconnects
 }
 
 // AgentEvent is an authenticated event from a host's agent, handed to the
@@ -140,6 +141,11 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := s.bus.Serve(BusService, mux); err != nil {
 		return fmt.Errorf("serve host queue: %w", err)
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.tracker.kicked(s.ctx)
+	}()
 	s.node.OnRingChange(func(context.Context, *managementnode.Ring) { s.tracker.kick() })
 	if err := s.sched.Every(s.ctx, s.opts.PingInterval, 0.1, "host-ping-tracker", s.tracker.round); err != nil {
 		return fmt.Errorf("start ping tracker: %w", err)
@@ -148,8 +154,12 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop ends the ping tracker (the scheduler owns and drains its loop).
-func (s *Service) Stop() { s.cancel() }
+// Stop ends the ping tracker and waits for the goroutines the service
+// started (the scheduler owns and drains the periodic loop).
+func (s *Service) Stop() {
+	s.cancel()
+	s.wg.Wait()
+}
 
 // OnAgentEvent registers fn for every authenticated agent event of the
 // hosts this node owns (the VM service uses it for VM state reports).

@@ -37,7 +37,7 @@ bench:
 bench-micro: bench-bus bench-thread bench-ring bench-agents
 
 bench-agents:
-	$(GO) test -run '^$$' -bench . -benchmem ./agents/client/
+	$(GO) test -run '^$$' -bench . -benchmem ./agents/agentclient/
 
 bench-ring:
 	$(GO) test -run '^$$' -bench . -benchmem ./managementnode/

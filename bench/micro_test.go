@@ -13,7 +13,7 @@ BenchmarkCall/memory/inflight=1-2         	  143913	     16239 ns/op	     61579 
 BenchmarkCall/rawamqp/inflight=1-2        	    3031	    695944 ns/op	      1437 calls/s	    4938 B/op	     134 allocs/op
 PASS
 ok  	mplane/cloudbus	60.1s
-pkg: mplane/agents/client
+pkg: mplane/agents/agentclient
 BenchmarkAgentRoundTrip/plain-post-echo/inflight=64-2            	   34615	     32056 ns/op	     31195 calls/s	    6444 B/op	      71 allocs/op
 BenchmarkBlockedTasks/pending_on_1_signature-2         	      37	  36844376 ns/op	       515.4 heap-B/task
 BenchmarkBroken-2 	 notanumber	 1 ns/op
@@ -42,7 +42,7 @@ func TestParseMicro(t *testing.T) {
 		t.Error("a metric the line does not have")
 	}
 	post := ms[2]
-	if post.Package != "mplane/agents/client" || post.Name != "BenchmarkAgentRoundTrip/plain-post-echo/inflight=64" {
+	if post.Package != "mplane/agents/agentclient" || post.Name != "BenchmarkAgentRoundTrip/plain-post-echo/inflight=64" {
 		t.Errorf("third benchmark %+v", post)
 	}
 	if v, _ := ms[3].Metric("heap-B/task"); v != 515.4 {

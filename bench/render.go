@@ -217,10 +217,10 @@ var baselines = []struct{ pkg, name, unit, what string }{
 	{"mplane/cloudbus", "BenchmarkCall/rawamqp/inflight=64", "calls/s", "raw amqp091 request/reply, 64 in flight"},
 	{"mplane/cloudbus", "BenchmarkCall/amqp/inflight=64", "calls/s", "mplane bus Call over RabbitMQ, 64 in flight"},
 	{"mplane/cloudbus", "BenchmarkCall/memory/inflight=1", "ns/op", "mplane bus Call in memory, 1 in flight (latency)"},
-	{"mplane/agents/client", "BenchmarkAgentRoundTrip/plain-post-echo/inflight=1", "ns/op", "plain net/http POST, 1 in flight (latency)"},
-	{"mplane/agents/client", "BenchmarkAgentRoundTrip/async-ping-callback/inflight=1", "ns/op", "agent async command + callback, 1 in flight (latency)"},
-	{"mplane/agents/client", "BenchmarkAgentRoundTrip/plain-post-echo/inflight=64", "calls/s", "plain net/http POST, 64 in flight"},
-	{"mplane/agents/client", "BenchmarkAgentRoundTrip/async-ping-callback/inflight=64", "calls/s", "agent async command + callback, 64 in flight"},
+	{"mplane/agents/agentclient", "BenchmarkAgentRoundTrip/plain-post-echo/inflight=1", "ns/op", "plain net/http POST, 1 in flight (latency)"},
+	{"mplane/agents/agentclient", "BenchmarkAgentRoundTrip/async-ping-callback/inflight=1", "ns/op", "agent async command + callback, 1 in flight (latency)"},
+	{"mplane/agents/agentclient", "BenchmarkAgentRoundTrip/plain-post-echo/inflight=64", "calls/s", "plain net/http POST, 64 in flight"},
+	{"mplane/agents/agentclient", "BenchmarkAgentRoundTrip/async-ping-callback/inflight=64", "calls/s", "agent async command + callback, 64 in flight"},
 }
 
 func writeBaselines(ew *errWriter, micro []Micro) {

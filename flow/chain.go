@@ -6,10 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mplane/uid"
 	"runtime/debug"
 	"strings"
-
-	"github.com/google/uuid"
 )
 
 // Step is one named step of a chain. Run does the work on the shared data;
@@ -89,7 +88,7 @@ func New[T any](name string, steps []Step[T], opts Options) (*Chain[T], error) {
 		seen[s.Name] = true
 	}
 	if opts.NewID == nil {
-		opts.NewID = func() string { return strings.ReplaceAll(uuid.NewString(), "-", "") }
+		opts.NewID = uid.New
 	}
 	log := opts.Logger
 	if log == nil {

@@ -3,9 +3,10 @@ package managementnode
 import (
 	"fmt"
 
-	"github.com/buraksezer/consistent"
 	"math"
 	"testing"
+
+	"github.com/buraksezer/consistent"
 )
 
 func nodes(n int) []string {

@@ -11,8 +11,9 @@ import (
 	"sync"
 	"time"
 
-	agentclient "mplane/agents/client"
-	agentserver "mplane/agents/server"
+	"mplane/agents/agentclient"
+	"mplane/agents/agentserver"
+	"mplane/agents/protocol"
 )
 
 // Options configures an Agent. The zero value is a usable agent with no
@@ -123,7 +124,7 @@ type Agent struct {
 	hostUUID       string
 	sendCommandURL string
 	secret         string
-	vms            map[string]*VM
+	vms            map[string]*protocol.VM
 	version        uint64 // bumped by every change to persist
 
 	persistMu sync.Mutex
@@ -161,7 +162,7 @@ func New(opts Options) (*Agent, error) {
 	a := &Agent{
 		opts:       opts,
 		log:        opts.Logger.With("component", "kvm-agent"),
-		vms:        map[string]*VM{},
+		vms:        map[string]*protocol.VM{},
 		rng:        rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
 		tracker:    newTracker(),
 		arrivals:   newArrivalLog(opts.ArrivalLog),
@@ -186,22 +187,22 @@ func New(opts Options) (*Agent, error) {
 
 func (a *Agent) register() {
 	s := a.srv
-	s.HandleRaw(PathEcho, echoHandler{})
-	agentserver.HandleSync(s, PathConnect, a.connect)
-	agentserver.HandleAsync(s, PathPing, a.ping)
-	agentserver.HandleAsync(s, PathCapacity, a.capacity)
-	agentserver.HandleAsync(s, PathStartVM, a.startVM)
-	agentserver.HandleAsync(s, PathStopVM, a.stopVM)
-	agentserver.HandleAsync(s, PathRebootVM, a.rebootVM)
-	agentserver.HandleAsync(s, PathDestroyVM, a.destroyVM)
-	agentserver.HandleAsync(s, PathMigrateVM, a.migrateVM)
-	agentserver.HandleAsync(s, PathListVMs, a.listVMs)
-	agentserver.HandleSync(s, PathIncomingVM, a.incomingVM)
-	s.HandleRaw(PathDebugStats, getOnly(a.serveStats))
-	s.HandleRaw(PathDebugArrivals, getOnly(a.serveArrivals))
-	s.HandleRaw(PathDebugVMArrivals, getOnly(func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, a.VMArrivals()) }))
-	s.HandleRaw(PathDebugCrashVM, postOnly(a.serveCrash))
-	s.HandleRaw(PathDebugPowerOffVM, postOnly(a.servePowerOff))
+	s.HandleRaw(protocol.PathEcho, echoHandler{})
+	agentserver.HandleSync(s, protocol.PathConnect, a.connect)
+	agentserver.HandleAsync(s, protocol.PathPing, a.ping)
+	agentserver.HandleAsync(s, protocol.PathCapacity, a.capacity)
+	agentserver.HandleAsync(s, protocol.PathStartVM, a.startVM)
+	agentserver.HandleAsync(s, protocol.PathStopVM, a.stopVM)
+	agentserver.HandleAsync(s, protocol.PathRebootVM, a.rebootVM)
+	agentserver.HandleAsync(s, protocol.PathDestroyVM, a.destroyVM)
+	agentserver.HandleAsync(s, protocol.PathMigrateVM, a.migrateVM)
+	agentserver.HandleAsync(s, protocol.PathListVMs, a.listVMs)
+	agentserver.HandleSync(s, protocol.PathIncomingVM, a.incomingVM)
+	s.HandleRaw(protocol.PathDebugStats, getOnly(a.serveStats))
+	s.HandleRaw(protocol.PathDebugArrivals, getOnly(a.serveArrivals))
+	s.HandleRaw(protocol.PathDebugVMArrivals, getOnly(func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, a.VMArrivals()) }))
+	s.HandleRaw(protocol.PathDebugCrashVM, postOnly(a.serveCrash))
+	s.HandleRaw(protocol.PathDebugPowerOffVM, postOnly(a.servePowerOff))
 }
 
 // Handler is the agent's HTTP handler, for mounting it in another server

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	agentclient "mplane/agents/client"
+	"mplane/agents/agentclient"
 	"mplane/agents/protocol"
 	"mplane/errcode"
 )
@@ -26,23 +26,23 @@ func TestVMStateMachine(t *testing.T) {
 		wantErr string
 		want    string // the agent's state of v1 afterwards
 	}{
-		{PathRebootVM, RebootVMCmd{UUID: "v1"}, "not running", ""},
-		{PathStopVM, StopVMCmd{UUID: "v1"}, "", ""},
-		{PathStartVM, StartVMCmd{VMInstanceUUID: "v1", CPUNum: 2, Memory: 1 << 30}, "", "Running"},
-		{PathStartVM, StartVMCmd{VMInstanceUUID: "v1", CPUNum: 2, Memory: 1 << 30}, "", "Running"},
-		{PathRebootVM, RebootVMCmd{UUID: "v1"}, "", "Running"},
-		{PathStopVM, StopVMCmd{UUID: "v1", Type: "grace"}, "", "Shutdown"},
-		{PathStopVM, StopVMCmd{UUID: "v1"}, "", "Shutdown"},
-		{PathRebootVM, RebootVMCmd{UUID: "v1"}, "not running", "Shutdown"},
-		{PathMigrateVM, MigrateVMCmd{VMUUID: "v1", DestAgentURL: a.url}, "not running", "Shutdown"},
-		{PathStartVM, StartVMCmd{VMInstanceUUID: "v1", Memory: 1 << 40}, "not enough memory", "Shutdown"},
-		{PathStartVM, StartVMCmd{VMInstanceUUID: "v1"}, "", "Running"},
-		{PathDestroyVM, DestroyVMCmd{UUID: "v1"}, "", ""},
-		{PathDestroyVM, DestroyVMCmd{UUID: "v1"}, "", ""},
-		{PathStartVM, StartVMCmd{}, "vmInstanceUuid is required", ""},
+		{protocol.PathRebootVM, protocol.RebootVMCmd{UUID: "v1"}, "not running", ""},
+		{protocol.PathStopVM, protocol.StopVMCmd{UUID: "v1"}, "", ""},
+		{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", CPUNum: 2, Memory: 1 << 30}, "", "Running"},
+		{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", CPUNum: 2, Memory: 1 << 30}, "", "Running"},
+		{protocol.PathRebootVM, protocol.RebootVMCmd{UUID: "v1"}, "", "Running"},
+		{protocol.PathStopVM, protocol.StopVMCmd{UUID: "v1", Type: "grace"}, "", "Shutdown"},
+		{protocol.PathStopVM, protocol.StopVMCmd{UUID: "v1"}, "", "Shutdown"},
+		{protocol.PathRebootVM, protocol.RebootVMCmd{UUID: "v1"}, "not running", "Shutdown"},
+		{protocol.PathMigrateVM, protocol.MigrateVMCmd{VMUUID: "v1", DestAgentURL: a.url}, "not running", "Shutdown"},
+		{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", Memory: 1 << 40}, "not enough memory", "Shutdown"},
+		{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}, "", "Running"},
+		{protocol.PathDestroyVM, protocol.DestroyVMCmd{UUID: "v1"}, "", ""},
+		{protocol.PathDestroyVM, protocol.DestroyVMCmd{UUID: "v1"}, "", ""},
+		{protocol.PathStartVM, protocol.StartVMCmd{}, "vmInstanceUuid is required", ""},
 	}
 	for i, s := range steps {
-		var rsp VMRsp
+		var rsp protocol.VMRsp
 		err := m.client.Call(t.Context(), a.url, s.path, s.cmd, &rsp)
 		switch {
 		case s.wantErr == "" && err != nil:
@@ -60,15 +60,15 @@ func TestListPingCapacity(t *testing.T) {
 	m := newMgmt(t)
 	a := startAgent(t, Options{CPUNum: 4, MemoryBytes: 8 << 30, Version: "v9"})
 
-	var ping PingRsp
-	if err := m.client.Call(t.Context(), a.url, PathPing, PingCmd{HostUUID: "h1"}, &ping); err != nil {
+	var ping protocol.PingRsp
+	if err := m.client.Call(t.Context(), a.url, protocol.PathPing, protocol.PingCmd{HostUUID: "h1"}, &ping); err != nil {
 		t.Fatal(err)
 	}
 	if ping.HostUUID != "" || ping.Version != "v9" {
 		t.Errorf("ping before connect %+v; want no host UUID", ping)
 	}
 	m.connect(t, a, "h1", "")
-	if err := m.client.Call(t.Context(), a.url, PathPing, PingCmd{HostUUID: "h1"}, &ping); err != nil {
+	if err := m.client.Call(t.Context(), a.url, protocol.PathPing, protocol.PingCmd{HostUUID: "h1"}, &ping); err != nil {
 		t.Fatal(err)
 	}
 	if ping.HostUUID != "h1" || ping.SendCommandURL != m.eventURL {
@@ -76,22 +76,22 @@ func TestListPingCapacity(t *testing.T) {
 	}
 
 	for _, id := range []string{"v2", "v1"} {
-		if err := m.client.Call(t.Context(), a.url, PathStartVM, StartVMCmd{VMInstanceUUID: id, CPUNum: 1, Memory: 1 << 30}, nil); err != nil {
+		if err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: id, CPUNum: 1, Memory: 1 << 30}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := m.client.Call(t.Context(), a.url, PathStopVM, StopVMCmd{UUID: "v2"}, nil); err != nil {
+	if err := m.client.Call(t.Context(), a.url, protocol.PathStopVM, protocol.StopVMCmd{UUID: "v2"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	var capa CapacityRsp
-	if err := m.client.Call(t.Context(), a.url, PathCapacity, struct{}{}, &capa); err != nil {
+	var capa protocol.CapacityRsp
+	if err := m.client.Call(t.Context(), a.url, protocol.PathCapacity, struct{}{}, &capa); err != nil {
 		t.Fatal(err)
 	}
 	if capa.CPUNum != 4 || capa.TotalMemory != 8<<30 || capa.UsedMemory != 1<<30 || capa.UsedCPU != 1 {
 		t.Errorf("capacity %+v", capa)
 	}
-	var list ListVMsRsp
-	if err := m.client.Call(t.Context(), a.url, PathListVMs, struct{}{}, &list); err != nil {
+	var list protocol.ListVMsRsp
+	if err := m.client.Call(t.Context(), a.url, protocol.PathListVMs, struct{}{}, &list); err != nil {
 		t.Fatal(err)
 	}
 	if len(list.VMs) != 2 || list.VMs[0].UUID != "v1" || list.States["v1"] != "Running" || list.States["v2"] != "Shutdown" {
@@ -108,18 +108,18 @@ func TestEventsOnStateChange(t *testing.T) {
 			t.Fatalf("%s: %v", path, err)
 		}
 	}
-	call(PathStartVM, StartVMCmd{VMInstanceUUID: "v0"}) // not connected yet: nowhere to send
+	call(protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v0"}) // not connected yet: nowhere to send
 	m.connect(t, a, "h1", "")
-	call(PathStartVM, StartVMCmd{VMInstanceUUID: "v1"})
-	call(PathStartVM, StartVMCmd{VMInstanceUUID: "v1"}) // no change, no event
-	call(PathRebootVM, RebootVMCmd{UUID: "v1"})
-	call(PathStopVM, StopVMCmd{UUID: "v1"})
-	call(PathStartVM, StartVMCmd{VMInstanceUUID: "v1"})
-	postDebug(t, a.url+PathDebugCrashVM, `{"vmUuid":"v1"}`, http.StatusOK)
-	call(PathDestroyVM, DestroyVMCmd{UUID: "v1"})
-	call(PathStartVM, StartVMCmd{VMInstanceUUID: "v2"})
-	postDebug(t, a.url+PathDebugPowerOffVM, `{"vmUuid":"v2"}`, http.StatusOK)
-	call(PathDestroyVM, DestroyVMCmd{UUID: "v2"}) // already Shutdown: no event
+	call(protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"})
+	call(protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}) // no change, no event
+	call(protocol.PathRebootVM, protocol.RebootVMCmd{UUID: "v1"})
+	call(protocol.PathStopVM, protocol.StopVMCmd{UUID: "v1"})
+	call(protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"})
+	postDebug(t, a.url+protocol.PathDebugCrashVM, `{"vmUuid":"v1"}`, http.StatusOK)
+	call(protocol.PathDestroyVM, protocol.DestroyVMCmd{UUID: "v1"})
+	call(protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v2"})
+	postDebug(t, a.url+protocol.PathDebugPowerOffVM, `{"vmUuid":"v2"}`, http.StatusOK)
+	call(protocol.PathDestroyVM, protocol.DestroyVMCmd{UUID: "v2"}) // already Shutdown: no event
 
 	want := []string{
 		"/kvm/reportvmstate Running",
@@ -175,11 +175,11 @@ func TestStateFileSurvivesRestart(t *testing.T) {
 	ta := &testAgent{Agent: a1, url: url}
 	m.connect(t, ta, "h1", "s1")
 	for _, id := range []string{"v1", "v2"} {
-		if err := m.client.Call(t.Context(), url, PathStartVM, StartVMCmd{VMInstanceUUID: id, CPUNum: 2, Memory: 1 << 20}, nil, sec); err != nil {
+		if err := m.client.Call(t.Context(), url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: id, CPUNum: 2, Memory: 1 << 20}, nil, sec); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := m.client.Call(t.Context(), url, PathStopVM, StopVMCmd{UUID: "v2"}, nil, sec); err != nil {
+	if err := m.client.Call(t.Context(), url, protocol.PathStopVM, protocol.StopVMCmd{UUID: "v2"}, nil, sec); err != nil {
 		t.Fatal(err)
 	}
 	before := a1.VMs()
@@ -201,14 +201,14 @@ func TestStateFileSurvivesRestart(t *testing.T) {
 		t.Fatalf("after restart VMs %+v, want %+v", got, before)
 	}
 	// The secret survived: no command without it.
-	err = m.client.Call(t.Context(), b.url, PathPing, PingCmd{}, nil)
+	err = m.client.Call(t.Context(), b.url, protocol.PathPing, protocol.PingCmd{}, nil)
 	var se *agentclient.StatusError
 	if !errors.As(err, &se) || se.Status != http.StatusUnauthorized {
 		t.Fatalf("ping without secret after restart: %v, want 401", err)
 	}
 	// The connection did not: ping has no host UUID, the node reconnects.
-	var ping PingRsp
-	if err := m.client.Call(t.Context(), b.url, PathPing, PingCmd{HostUUID: "h1"}, &ping, sec); err != nil {
+	var ping protocol.PingRsp
+	if err := m.client.Call(t.Context(), b.url, protocol.PathPing, protocol.PingCmd{HostUUID: "h1"}, &ping, sec); err != nil {
 		t.Fatal(err)
 	}
 	if ping.HostUUID != "" {
@@ -253,7 +253,7 @@ func TestFailureInjection(t *testing.T) {
 	m := newMgmt(t)
 	t.Run("fail rate", func(t *testing.T) {
 		a := startAgent(t, Options{FailRate: 1})
-		err := m.client.Call(t.Context(), a.url, PathStartVM, StartVMCmd{VMInstanceUUID: "v1"}, nil)
+		err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}, nil)
 		if !errcode.Has(err, errcode.AgentError) || !strings.Contains(err.Error(), "injected failure") {
 			t.Fatalf("err = %v, want an injected AgentError", err)
 		}
@@ -270,7 +270,7 @@ func TestFailureInjection(t *testing.T) {
 		a := startAgent(t, Options{NoCallbackRate: 1})
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		defer cancel()
-		err := m.client.Call(ctx, a.url, PathStartVM, StartVMCmd{VMInstanceUUID: "v1"}, nil)
+		err := m.client.Call(ctx, a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}, nil)
 		if !errcode.Has(err, errcode.Timeout) {
 			t.Fatalf("err = %v, want Timeout", err)
 		}
@@ -283,7 +283,7 @@ func TestFailureInjection(t *testing.T) {
 		a := startAgent(t, Options{FailRate: 0.5, Seed: 42})
 		var failed int
 		for i := 0; i < 40; i++ {
-			if err := m.client.Call(t.Context(), a.url, PathPing, PingCmd{}, nil); err != nil {
+			if err := m.client.Call(t.Context(), a.url, protocol.PathPing, protocol.PingCmd{}, nil); err != nil {
 				failed++
 			}
 		}
@@ -316,8 +316,8 @@ func TestOverlapCounterDetectsConcurrentCommandsOnOneVM(t *testing.T) {
 		path string
 		cmd  any
 	}{
-		{PathStartVM, StartVMCmd{VMInstanceUUID: "v1"}},
-		{PathStopVM, StopVMCmd{UUID: "v1"}},
+		{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}},
+		{protocol.PathStopVM, protocol.StopVMCmd{UUID: "v1"}},
 	} {
 		wg.Go(func() {
 			if err := m.client.Call(t.Context(), a.url, cmd.path, cmd.cmd, nil); err != nil {
@@ -350,11 +350,11 @@ func TestOverlapCounterStaysZeroWhenSerialized(t *testing.T) {
 				path string
 				cmd  any
 			}{
-				{PathStartVM, StartVMCmd{VMInstanceUUID: vm}},
-				{PathRebootVM, RebootVMCmd{UUID: vm}},
-				{PathStopVM, StopVMCmd{UUID: vm}},
-				{PathStartVM, StartVMCmd{VMInstanceUUID: vm}},
-				{PathDestroyVM, DestroyVMCmd{UUID: vm}},
+				{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: vm}},
+				{protocol.PathRebootVM, protocol.RebootVMCmd{UUID: vm}},
+				{protocol.PathStopVM, protocol.StopVMCmd{UUID: vm}},
+				{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: vm}},
+				{protocol.PathDestroyVM, protocol.DestroyVMCmd{UUID: vm}},
 			} {
 				if err := m.client.Call(t.Context(), a.url, c.path, c.cmd, nil); err != nil {
 					t.Error(err)
@@ -368,7 +368,7 @@ func TestOverlapCounterStaysZeroWhenSerialized(t *testing.T) {
 	if st.Overlaps != 0 {
 		t.Errorf("Overlaps %d, want 0: %+v", st.Overlaps, st.OverlapsByVM)
 	}
-	if st.Commands[PathStartVM] != 8 || st.Arrivals.Count != 20 {
+	if st.Commands[protocol.PathStartVM] != 8 || st.Arrivals.Count != 20 {
 		t.Errorf("commands %v, arrivals %+v", st.Commands, st.Arrivals)
 	}
 }
@@ -387,11 +387,11 @@ func TestSecretEnforcement(t *testing.T) {
 		return http.StatusOK
 	}
 	ping := func(opts ...agentclient.CallOption) int {
-		return status(m.client.Call(t.Context(), a.url, PathPing, PingCmd{}, nil, opts...))
+		return status(m.client.Call(t.Context(), a.url, protocol.PathPing, protocol.PingCmd{}, nil, opts...))
 	}
 	connect := func(secret string, opts ...agentclient.CallOption) int {
-		return status(m.client.CallSync(t.Context(), a.url, PathConnect,
-			ConnectCmd{HostUUID: "h1", SendCommandURL: m.eventURL, Secret: secret}, nil, opts...))
+		return status(m.client.CallSync(t.Context(), a.url, protocol.PathConnect,
+			protocol.ConnectCmd{HostUUID: "h1", SendCommandURL: m.eventURL, Secret: secret}, nil, opts...))
 	}
 
 	if got := connect(""); got != 200 {
@@ -412,10 +412,10 @@ func TestSecretEnforcement(t *testing.T) {
 	if got := ping(agentclient.WithSecret("s1")); got != 200 {
 		t.Errorf("ping with the secret: %d, want 200", got)
 	}
-	if got := status(m.client.CallSync(t.Context(), a.url, PathEcho, nil, nil)); got != 200 {
+	if got := status(m.client.CallSync(t.Context(), a.url, protocol.PathEcho, nil, nil)); got != 200 {
 		t.Errorf("echo without secret: %d, want 200", got)
 	}
-	if got := status(m.client.Call(t.Context(), a.url, PathEcho, nil, nil)); got != http.StatusInternalServerError {
+	if got := status(m.client.Call(t.Context(), a.url, protocol.PathEcho, nil, nil)); got != http.StatusInternalServerError {
 		t.Errorf("echo with a taskuuid: %d, want 500 (a sync path)", got)
 	}
 	if got := connect("evil"); got != http.StatusUnauthorized {
@@ -428,7 +428,7 @@ func TestSecretEnforcement(t *testing.T) {
 	if got := ping(agentclient.WithSecret("s1")); got != http.StatusUnauthorized {
 		t.Errorf("old secret after rotation: %d, want 401", got)
 	}
-	if err := m.client.Call(t.Context(), a.url, PathStartVM, StartVMCmd{VMInstanceUUID: "v1"}, nil, agentclient.WithSecret("s2")); err != nil {
+	if err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}, nil, agentclient.WithSecret("s2")); err != nil {
 		t.Fatal(err)
 	}
 	if a.vmState("v1") != "Running" {
@@ -450,19 +450,19 @@ func TestMigrateBetweenAgents(t *testing.T) {
 	dst := startAgent(t, Options{MemoryBytes: 4 << 30})
 	m.connect(t, src, "h-src", "")
 	m.connect(t, dst, "h-dst", "dst-secret")
-	if err := m.client.Call(t.Context(), src.url, PathStartVM, StartVMCmd{VMInstanceUUID: "v1", CPUNum: 2, Memory: 2 << 30}, nil); err != nil {
+	if err := m.client.Call(t.Context(), src.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", CPUNum: 2, Memory: 2 << 30}, nil); err != nil {
 		t.Fatal(err)
 	}
 
-	err := m.client.Call(t.Context(), src.url, PathMigrateVM, MigrateVMCmd{VMUUID: "v1", DestAgentURL: dst.url, DestSecret: "wrong"}, nil)
+	err := m.client.Call(t.Context(), src.url, protocol.PathMigrateVM, protocol.MigrateVMCmd{VMUUID: "v1", DestAgentURL: dst.url, DestSecret: "wrong"}, nil)
 	if !errcode.Has(err, errcode.AgentError) || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("migration with a wrong destination secret: %v", err)
 	}
 	if src.vmState("v1") != "Running" || dst.vmState("v1") != "" {
-		t.Fatal("a failed migration moved the VM")
+		t.Fatal("a failed migration moved the protocol.VM")
 	}
 
-	if err := m.client.Call(t.Context(), src.url, PathMigrateVM, MigrateVMCmd{VMUUID: "v1", DestAgentURL: dst.url, DestSecret: "dst-secret"}, nil); err != nil {
+	if err := m.client.Call(t.Context(), src.url, protocol.PathMigrateVM, protocol.MigrateVMCmd{VMUUID: "v1", DestAgentURL: dst.url, DestSecret: "dst-secret"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if src.vmState("v1") != "" || dst.vmState("v1") != "Running" {
@@ -482,10 +482,10 @@ func TestMigrateBetweenAgents(t *testing.T) {
 	})
 
 	// The destination is now full: a second VM cannot come in.
-	if err := m.client.Call(t.Context(), src.url, PathStartVM, StartVMCmd{VMInstanceUUID: "v2", Memory: 3 << 30}, nil); err != nil {
+	if err := m.client.Call(t.Context(), src.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v2", Memory: 3 << 30}, nil); err != nil {
 		t.Fatal(err)
 	}
-	err = m.client.Call(t.Context(), src.url, PathMigrateVM, MigrateVMCmd{VMUUID: "v2", DestAgentURL: dst.url, DestSecret: "dst-secret"}, nil)
+	err = m.client.Call(t.Context(), src.url, protocol.PathMigrateVM, protocol.MigrateVMCmd{VMUUID: "v2", DestAgentURL: dst.url, DestSecret: "dst-secret"}, nil)
 	if !errcode.Has(err, errcode.AgentError) || !strings.Contains(err.Error(), "not enough memory") {
 		t.Fatalf("migration to a full host: %v", err)
 	}
@@ -499,7 +499,7 @@ func TestDeadlineFromCommandAbortsSlowCommand(t *testing.T) {
 	a := startAgent(t, Options{Latency: time.Hour})
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
-	err := m.client.Call(ctx, a.url, PathStartVM, StartVMCmd{VMInstanceUUID: "v1"}, nil)
+	err := m.client.Call(ctx, a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}, nil)
 	if !errcode.Has(err, errcode.Timeout) {
 		t.Fatalf("err = %v, want Timeout", err)
 	}

@@ -1,5 +1,5 @@
 // Package kvm is a simulated KVM host agent: it speaks the agent protocol
-// like ZStack's kvmagent (through agents/server), keeps VM states in memory
+// like ZStack's kvmagent (through agents/agentserver), keeps VM states in memory
 // and optionally in a state file, and helps test and benchmark the
 // management plane: configurable latency, failure injection, a record of
 // command arrivals and a detector of commands that overlap on one VM.
@@ -31,7 +31,7 @@
 //     sendCommandUrl) is not, so that the management node's ping sees the
 //     restart (no host UUID) and reconnects, as with the Python agent.
 //   - Events go to the sendCommandUrl of the last connect, in order, one
-//     at a time, retried on connection errors (agents/server's policy):
+//     at a time, retried on connection errors (agents/agentserver's policy):
 //     /kvm/reportvmstate {hostUuid, vmUuid, vmState} on every state change
 //     (start: Running; stop, destroy of a running VM: Shutdown; incoming
 //     migration: Running on the destination; crash: Crashed), plus

@@ -8,13 +8,13 @@ import (
 	"testing"
 	"time"
 
-	agentclient "mplane/agents/client"
+	"mplane/agents/agentclient"
 	"mplane/agents/protocol"
 	"mplane/errcode"
 )
 
 // TestClientDrivesAgentOverHTTP runs the agent in process on a loopback
-// port and drives it with agents/client over real HTTP, as a management
+// port and drives it with agents/agentclient over real HTTP, as a management
 // node does.
 func TestClientDrivesAgentOverHTTP(t *testing.T) {
 	m := newMgmt(t)
@@ -22,12 +22,12 @@ func TestClientDrivesAgentOverHTTP(t *testing.T) {
 	silent := startAgent(t, Options{NoCallbackRate: 1})
 
 	t.Run("echo, connect, start", func(t *testing.T) {
-		if err := m.client.CallSync(t.Context(), a.url, PathEcho, nil, nil); err != nil {
+		if err := m.client.CallSync(t.Context(), a.url, protocol.PathEcho, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		m.connect(t, a, "h1", "s1")
-		var rsp VMRsp
-		if err := m.client.Call(t.Context(), a.url, PathStartVM, StartVMCmd{VMInstanceUUID: "v1"}, &rsp, agentclient.WithSecret("s1")); err != nil {
+		var rsp protocol.VMRsp
+		if err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}, &rsp, agentclient.WithSecret("s1")); err != nil {
 			t.Fatal(err)
 		}
 		if !rsp.Success || rsp.Error != "" || rsp.VMState != "Running" {
@@ -39,7 +39,7 @@ func TestClientDrivesAgentOverHTTP(t *testing.T) {
 		done := make(chan agentclient.Result, 1)
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		defer cancel()
-		err := m.client.Start(ctx, silent.url, PathStartVM, StartVMCmd{VMInstanceUUID: "v9"},
+		err := m.client.Start(ctx, silent.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v9"},
 			func(r agentclient.Result) { done <- r })
 		if err != nil {
 			t.Fatal(err)
@@ -49,7 +49,7 @@ func TestClientDrivesAgentOverHTTP(t *testing.T) {
 		case <-done:
 		default:
 			p := m.client.Pending()
-			if len(p) != 1 || p[0].Path != PathStartVM || p[0].Deadline.IsZero() {
+			if len(p) != 1 || p[0].Path != protocol.PathStartVM || p[0].Deadline.IsZero() {
 				t.Errorf("Pending() = %+v", p)
 			}
 		}
@@ -66,8 +66,8 @@ func TestClientDrivesAgentOverHTTP(t *testing.T) {
 	})
 
 	t.Run("duplicate callback ignored", func(t *testing.T) {
-		var rsp VMRsp
-		if err := m.client.Call(t.Context(), a.url, PathStopVM, StopVMCmd{UUID: "v1"}, &rsp, agentclient.WithSecret("s1")); err != nil {
+		var rsp protocol.VMRsp
+		if err := m.client.Call(t.Context(), a.url, protocol.PathStopVM, protocol.StopVMCmd{UUID: "v1"}, &rsp, agentclient.WithSecret("s1")); err != nil {
 			t.Fatal(err)
 		}
 		cbs := m.callbacksSoFar()
@@ -119,13 +119,13 @@ func TestDebugEndpoints(t *testing.T) {
 	m := newMgmt(t)
 	a := startAgent(t, Options{})
 	m.connect(t, a, "h1", "s1")
-	if err := m.client.Call(t.Context(), a.url, PathStartVM, StartVMCmd{VMInstanceUUID: "v1"}, nil, agentclient.WithSecret("s1")); err != nil {
+	if err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}, nil, agentclient.WithSecret("s1")); err != nil {
 		t.Fatal(err)
 	}
 	// The node has the result before the agent counts it delivered.
 	eventually(t, "delivery to be counted", func() bool { return a.Stats().Server.Running == 0 })
 	// GET needs no secret.
-	rsp, err := http.Get(a.url + PathDebugStats)
+	rsp, err := http.Get(a.url + protocol.PathDebugStats)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,26 +135,26 @@ func TestDebugEndpoints(t *testing.T) {
 	if err != nil || rsp.StatusCode != http.StatusOK {
 		t.Fatalf("GET stats: %d %v", rsp.StatusCode, err)
 	}
-	if st.Commands[PathStartVM] != 1 || st.Commands[PathConnect] != 1 || st.Overlaps != 0 ||
+	if st.Commands[protocol.PathStartVM] != 1 || st.Commands[protocol.PathConnect] != 1 || st.Overlaps != 0 ||
 		st.VMs["Running"] != 1 || st.Arrivals.Count != 2 || st.Server.CallbacksDelivered != 1 {
 		t.Errorf("stats %+v", st)
 	}
 
-	rsp, err = http.Get(a.url + PathDebugArrivals)
+	rsp, err = http.Get(a.url + protocol.PathDebugArrivals)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var arrivals []Arrival
 	_ = json.NewDecoder(rsp.Body).Decode(&arrivals)
 	_ = rsp.Body.Close()
-	if len(arrivals) != 2 || arrivals[0].Path != PathConnect || arrivals[1].Path != PathStartVM ||
+	if len(arrivals) != 2 || arrivals[0].Path != protocol.PathConnect || arrivals[1].Path != protocol.PathStartVM ||
 		arrivals[1].TaskUUID == "" || arrivals[1].At.Before(arrivals[0].At) {
 		t.Errorf("arrivals %+v", arrivals)
 	}
 
 	// The mutating debug endpoints need the secret.
-	postDebug(t, a.url+PathDebugCrashVM, `{"vmUuid":"v1"}`, http.StatusUnauthorized)
-	postDebug(t, a.url+PathDebugStats, `{}`, http.StatusMethodNotAllowed)
+	postDebug(t, a.url+protocol.PathDebugCrashVM, `{"vmUuid":"v1"}`, http.StatusUnauthorized)
+	postDebug(t, a.url+protocol.PathDebugStats, `{}`, http.StatusMethodNotAllowed)
 }
 
 func TestArrivalLogKeepsTheLast(t *testing.T) {

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	agentclient "mplane/agents/client"
+	"mplane/agents/agentclient"
+	"mplane/agents/agentserver"
 	"mplane/agents/protocol"
-	agentserver "mplane/agents/server"
 )
 
 func eventually(t testing.TB, what string, cond func() bool) {
@@ -159,9 +159,9 @@ func startAgent(t testing.TB, opts Options, setup ...func(*Agent)) *testAgent {
 
 func (m *mgmt) connect(t testing.TB, a *testAgent, hostUUID, secret string, opts ...agentclient.CallOption) {
 	t.Helper()
-	var rsp ConnectRsp
-	err := m.client.CallSync(t.Context(), a.url, PathConnect,
-		ConnectCmd{HostUUID: hostUUID, SendCommandURL: m.eventURL, Version: "test", Secret: secret}, &rsp, opts...)
+	var rsp protocol.ConnectRsp
+	err := m.client.CallSync(t.Context(), a.url, protocol.PathConnect,
+		protocol.ConnectCmd{HostUUID: hostUUID, SendCommandURL: m.eventURL, Version: "test", Secret: secret}, &rsp, opts...)
 	if err != nil {
 		t.Fatalf("connect %s: %v", hostUUID, err)
 	}

@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"mplane/agents/agentserver"
 	"mplane/agents/protocol"
-	agentserver "mplane/agents/server"
 )
 
 // echoHandler answers /host/echo like kvmagent's echo, a sync path that
@@ -27,10 +27,10 @@ func (echoHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // noSecretPaths answer without the host secret: echo is how a node waits
 // for the agent to come up, the GET debug endpoints only read counters.
 var noSecretPaths = map[string]bool{
-	PathEcho:            true,
-	PathDebugStats:      true,
-	PathDebugArrivals:   true,
-	PathDebugVMArrivals: true,
+	protocol.PathEcho:            true,
+	protocol.PathDebugStats:      true,
+	protocol.PathDebugArrivals:   true,
+	protocol.PathDebugVMArrivals: true,
 }
 
 // admit runs before the framework handles a request: it records the
@@ -64,16 +64,16 @@ func secretOK(held, got string) bool {
 	return subtle.ConstantTimeCompare([]byte(held), []byte(got)) == 1
 }
 
-func (a *Agent) connect(ctx context.Context, req *agentserver.Request, cmd ConnectCmd) (ConnectRsp, error) {
+func (a *Agent) connect(ctx context.Context, req *agentserver.Request, cmd protocol.ConnectCmd) (protocol.ConnectRsp, error) {
 	if err := a.sleep(ctx); err != nil {
-		return ConnectRsp{}, err
+		return protocol.ConnectRsp{}, err
 	}
 	a.mu.Lock()
 	// admit checked the header; check again under the lock, in case a
 	// concurrent connect changed the secret in between.
 	if !secretOK(a.secret, req.Header.Get(protocol.SecretHeader)) {
 		a.mu.Unlock()
-		return ConnectRsp{}, errSecretChanged
+		return protocol.ConnectRsp{}, errSecretChanged
 	}
 	a.hostUUID = cmd.HostUUID
 	a.sendCommandURL = cmd.SendCommandURL
@@ -83,30 +83,30 @@ func (a *Agent) connect(ctx context.Context, req *agentserver.Request, cmd Conne
 	}
 	a.mu.Unlock()
 	if err := a.persist(); err != nil {
-		return ConnectRsp{}, err
+		return protocol.ConnectRsp{}, err
 	}
 	a.log.Info("connected", "host_uuid", cmd.HostUUID, "send_command_url", cmd.SendCommandURL,
 		"secret", cmd.Secret != "")
-	return ConnectRsp{LibvirtVersion: "simulated", QemuVersion: "simulated"}, nil
+	return protocol.ConnectRsp{LibvirtVersion: "simulated", QemuVersion: "simulated"}, nil
 }
 
-func (a *Agent) ping(ctx context.Context, req *agentserver.Request, _ PingCmd) (PingRsp, error) {
+func (a *Agent) ping(ctx context.Context, req *agentserver.Request, _ protocol.PingCmd) (protocol.PingRsp, error) {
 	if err := a.simulate(ctx, req); err != nil {
-		return PingRsp{}, err
+		return protocol.PingRsp{}, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return PingRsp{HostUUID: a.hostUUID, SendCommandURL: a.sendCommandURL, Version: a.opts.Version}, nil
+	return protocol.PingRsp{HostUUID: a.hostUUID, SendCommandURL: a.sendCommandURL, Version: a.opts.Version}, nil
 }
 
-func (a *Agent) capacity(ctx context.Context, req *agentserver.Request, _ struct{}) (CapacityRsp, error) {
+func (a *Agent) capacity(ctx context.Context, req *agentserver.Request, _ struct{}) (protocol.CapacityRsp, error) {
 	if err := a.simulate(ctx, req); err != nil {
-		return CapacityRsp{}, err
+		return protocol.CapacityRsp{}, err
 	}
 	a.mu.Lock()
 	usedCPU, usedMem := a.usedLocked()
 	a.mu.Unlock()
-	return CapacityRsp{
+	return protocol.CapacityRsp{
 		CPUNum:      a.opts.CPUNum,
 		CPUSockets:  1,
 		CPUSpeed:    2400,

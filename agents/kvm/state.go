@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"mplane/agents/protocol"
 	"os"
 	"path/filepath"
 	"sort"
@@ -12,9 +13,9 @@ import (
 
 // stateFile is the on-disk form of what survives a restart.
 type stateFile struct {
-	FormatVersion int    `json:"formatVersion"`
-	Secret        string `json:"secret,omitempty"`
-	VMs           []VM   `json:"vms"`
+	FormatVersion int           `json:"formatVersion"`
+	Secret        string        `json:"secret,omitempty"`
+	VMs           []protocol.VM `json:"vms"`
 }
 
 const stateFormatVersion = 1
@@ -59,7 +60,7 @@ func (a *Agent) persist() error {
 	defer a.persistMu.Unlock()
 	a.mu.Lock()
 	ver := a.version
-	st := stateFile{FormatVersion: stateFormatVersion, Secret: a.secret, VMs: make([]VM, 0, len(a.vms))}
+	st := stateFile{FormatVersion: stateFormatVersion, Secret: a.secret, VMs: make([]protocol.VM, 0, len(a.vms))}
 	for _, vm := range a.vms {
 		st.VMs = append(st.VMs, *vm)
 	}

@@ -5,7 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	agentserver "mplane/agents/server"
+	"mplane/agents/agentserver"
 )
 
 // tracker counts the commands running on each VM. The management node

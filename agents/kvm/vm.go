@@ -6,72 +6,72 @@ import (
 	"sort"
 	"time"
 
+	"mplane/agents/agentserver"
 	"mplane/agents/protocol"
-	agentserver "mplane/agents/server"
 )
 
 // The VM commands are idempotent where kvmagent's are (start of a running
 // VM, stop of a stopped or unknown VM, destroy of an unknown VM succeed),
 // so a command delivered twice does no harm.
 
-func (a *Agent) startVM(ctx context.Context, req *agentserver.Request, cmd StartVMCmd) (VMRsp, error) {
+func (a *Agent) startVM(ctx context.Context, req *agentserver.Request, cmd protocol.StartVMCmd) (protocol.VMRsp, error) {
 	id := cmd.VMInstanceUUID
 	if id == "" {
-		return VMRsp{}, fmt.Errorf("vmInstanceUuid is required")
+		return protocol.VMRsp{}, fmt.Errorf("vmInstanceUuid is required")
 	}
 	defer a.enterVM(id, req.Path)()
 	if err := a.simulate(ctx, req); err != nil {
-		return VMRsp{}, err
+		return protocol.VMRsp{}, err
 	}
 	a.mu.Lock()
 	vm := a.vms[id]
 	if vm != nil && vm.State == protocol.VMStateRunning {
 		a.mu.Unlock()
-		return VMRsp{VMState: protocol.VMStateRunning}, nil
+		return protocol.VMRsp{VMState: protocol.VMStateRunning}, nil
 	}
 	_, usedMem := a.usedLocked()
 	if usedMem+cmd.Memory > a.opts.MemoryBytes {
 		a.mu.Unlock()
-		return VMRsp{VMState: protocol.VMStateShutdown}, fmt.Errorf(
+		return protocol.VMRsp{VMState: protocol.VMStateShutdown}, fmt.Errorf(
 			"not enough memory on host to start vm[uuid:%s]: %d bytes asked, %d free",
 			id, cmd.Memory, a.opts.MemoryBytes-usedMem)
 	}
 	if vm == nil {
-		vm = &VM{UUID: id}
+		vm = &protocol.VM{UUID: id}
 		a.vms[id] = vm
 	}
 	vm.Name, vm.CPUNum, vm.Memory = cmd.VMName, cmd.CPUNum, cmd.Memory
 	ev := a.setStateLocked(vm, protocol.VMStateRunning)
 	a.mu.Unlock()
-	return VMRsp{VMState: protocol.VMStateRunning}, a.committed(ev)
+	return protocol.VMRsp{VMState: protocol.VMStateRunning}, a.committed(ev)
 }
 
-func (a *Agent) stopVM(ctx context.Context, req *agentserver.Request, cmd StopVMCmd) (VMRsp, error) {
+func (a *Agent) stopVM(ctx context.Context, req *agentserver.Request, cmd protocol.StopVMCmd) (protocol.VMRsp, error) {
 	if cmd.UUID == "" {
-		return VMRsp{}, fmt.Errorf("uuid is required")
+		return protocol.VMRsp{}, fmt.Errorf("uuid is required")
 	}
 	defer a.enterVM(cmd.UUID, req.Path)()
 	if err := a.simulate(ctx, req); err != nil {
-		return VMRsp{}, err
+		return protocol.VMRsp{}, err
 	}
 	a.mu.Lock()
 	vm := a.vms[cmd.UUID]
 	if vm == nil || vm.State == protocol.VMStateShutdown {
 		a.mu.Unlock()
-		return VMRsp{VMState: protocol.VMStateShutdown}, nil
+		return protocol.VMRsp{VMState: protocol.VMStateShutdown}, nil
 	}
 	ev := a.setStateLocked(vm, protocol.VMStateShutdown)
 	a.mu.Unlock()
-	return VMRsp{VMState: protocol.VMStateShutdown}, a.committed(ev)
+	return protocol.VMRsp{VMState: protocol.VMStateShutdown}, a.committed(ev)
 }
 
-func (a *Agent) rebootVM(ctx context.Context, req *agentserver.Request, cmd RebootVMCmd) (VMRsp, error) {
+func (a *Agent) rebootVM(ctx context.Context, req *agentserver.Request, cmd protocol.RebootVMCmd) (protocol.VMRsp, error) {
 	if cmd.UUID == "" {
-		return VMRsp{}, fmt.Errorf("uuid is required")
+		return protocol.VMRsp{}, fmt.Errorf("uuid is required")
 	}
 	defer a.enterVM(cmd.UUID, req.Path)()
 	if err := a.simulate(ctx, req); err != nil {
-		return VMRsp{}, err
+		return protocol.VMRsp{}, err
 	}
 	a.mu.Lock()
 	vm := a.vms[cmd.UUID]
@@ -81,27 +81,27 @@ func (a *Agent) rebootVM(ctx context.Context, req *agentserver.Request, cmd Rebo
 			state = vm.State
 		}
 		a.mu.Unlock()
-		return VMRsp{VMState: state}, fmt.Errorf("vm[uuid:%s] is not running, cannot reboot it", cmd.UUID)
+		return protocol.VMRsp{VMState: state}, fmt.Errorf("vm[uuid:%s] is not running, cannot reboot it", cmd.UUID)
 	}
 	ev := a.eventLocked(protocol.EventReportVMReboot, protocol.VMEvent{VMUUID: cmd.UUID})
 	a.mu.Unlock()
 	a.emit(ev)
-	return VMRsp{VMState: protocol.VMStateRunning}, nil
+	return protocol.VMRsp{VMState: protocol.VMStateRunning}, nil
 }
 
-func (a *Agent) destroyVM(ctx context.Context, req *agentserver.Request, cmd DestroyVMCmd) (VMRsp, error) {
+func (a *Agent) destroyVM(ctx context.Context, req *agentserver.Request, cmd protocol.DestroyVMCmd) (protocol.VMRsp, error) {
 	if cmd.UUID == "" {
-		return VMRsp{}, fmt.Errorf("uuid is required")
+		return protocol.VMRsp{}, fmt.Errorf("uuid is required")
 	}
 	defer a.enterVM(cmd.UUID, req.Path)()
 	if err := a.simulate(ctx, req); err != nil {
-		return VMRsp{}, err
+		return protocol.VMRsp{}, err
 	}
 	a.mu.Lock()
 	vm := a.vms[cmd.UUID]
 	if vm == nil {
 		a.mu.Unlock()
-		return VMRsp{}, nil
+		return protocol.VMRsp{}, nil
 	}
 	var ev event
 	if vm.State != protocol.VMStateShutdown {
@@ -110,25 +110,25 @@ func (a *Agent) destroyVM(ctx context.Context, req *agentserver.Request, cmd Des
 	delete(a.vms, cmd.UUID)
 	a.version++
 	a.mu.Unlock()
-	return VMRsp{}, a.committed(ev)
+	return protocol.VMRsp{}, a.committed(ev)
 }
 
-func (a *Agent) listVMs(ctx context.Context, req *agentserver.Request, _ struct{}) (ListVMsRsp, error) {
+func (a *Agent) listVMs(ctx context.Context, req *agentserver.Request, _ struct{}) (protocol.ListVMsRsp, error) {
 	if err := a.simulate(ctx, req); err != nil {
-		return ListVMsRsp{}, err
+		return protocol.ListVMsRsp{}, err
 	}
 	vms := a.VMs()
 	states := make(map[string]string, len(vms))
 	for _, vm := range vms {
 		states[vm.UUID] = vm.State
 	}
-	return ListVMsRsp{VMs: vms, States: states}, nil
+	return protocol.ListVMsRsp{VMs: vms, States: states}, nil
 }
 
 // VMs returns the VMs the agent has, sorted by UUID.
-func (a *Agent) VMs() []VM {
+func (a *Agent) VMs() []protocol.VM {
 	a.mu.Lock()
-	out := make([]VM, 0, len(a.vms))
+	out := make([]protocol.VM, 0, len(a.vms))
 	for _, vm := range a.vms {
 		out = append(out, *vm)
 	}
@@ -139,7 +139,7 @@ func (a *Agent) VMs() []VM {
 
 // setStateLocked changes a VM's state and returns the state event to send
 // once the change is persisted.
-func (a *Agent) setStateLocked(vm *VM, state string) event {
+func (a *Agent) setStateLocked(vm *protocol.VM, state string) event {
 	vm.State = state
 	a.version++
 	return a.eventLocked(protocol.EventReportVMState,

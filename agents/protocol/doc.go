@@ -3,7 +3,7 @@
 // names, the result envelope, event command paths and bodies, and a JSON
 // encoder that never emits null inside an array.
 //
-// It is imported by both sides (agents/server, agents/client, agents/kvm and
+// It is imported by both sides (agents/agentserver, agents/agentclient, agents/kvm and
 // the management node's host service) so that a name on the wire is spelled
 // in exactly one place.
 //

@@ -8,11 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
 
 	"mplane/errcode"
+	"mplane/uid"
 )
 
 // AccountType is the type of an account. The values are ZStack's.
@@ -115,7 +115,7 @@ func (s *Service) CreateAccount(ctx context.Context, name, password string, typ 
 	if err != nil {
 		return Account{}, fmt.Errorf("create account %q: hash password: %w", name, err)
 	}
-	a := Account{UUID: newUUID(), Name: name, Type: typ, PasswordHash: hash}
+	a := Account{UUID: uid.New(), Name: name, Type: typ, PasswordHash: hash}
 	err = s.db.WithContext(ctx).Create(&a).Error
 	if errors.Is(err, gorm.ErrDuplicatedKey) {
 		return Account{}, errcode.New(errcode.InvalidArgument, "account name %q is already taken", name)
@@ -127,6 +127,3 @@ func (s *Service) CreateAccount(ctx context.Context, name, password string, typ 
 }
 
 // newUUID returns a ZStack-style UUID: 32 lowercase hex digits.
-func newUUID() string {
-	return strings.ReplaceAll(uuid.NewString(), "-", "")
-}

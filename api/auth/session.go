@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm"
 
 	"mplane/errcode"
+	"mplane/uid"
 )
 
 // Defaults of Options.
@@ -122,7 +123,7 @@ func (s *Service) Login(ctx context.Context, accountName, password string) (Sess
 		return Session{}, wrongCredentials()
 	}
 	now := s.clock()
-	sess := Session{UUID: newUUID(), AccountUUID: a.UUID, ExpiredDate: now.Add(s.ttl), CreateDate: now}
+	sess := Session{UUID: uid.New(), AccountUUID: a.UUID, ExpiredDate: now.Add(s.ttl), CreateDate: now}
 	if err := s.db.WithContext(ctx).Create(&sess).Error; err != nil {
 		return Session{}, fmt.Errorf("log in %q: create session: %w", accountName, err)
 	}
@@ -131,7 +132,7 @@ func (s *Service) Login(ctx context.Context, accountName, password string) (Sess
 
 func (s *Service) dummy() string {
 	s.dummyOnce.Do(func() {
-		s.dummyHash, _ = hashPassword(newUUID(), s.cost)
+		s.dummyHash, _ = hashPassword(uid.New(), s.cost)
 	})
 	return s.dummyHash
 }

@@ -3,12 +3,11 @@ package client
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"mplane/uid"
 	"net"
 	"net/http"
 	"net/url"
@@ -342,12 +341,6 @@ func marshalBody(op string, v any) ([]byte, error) {
 	return data, nil
 }
 
-// NewJobUUID returns 32 random hex digits with the version-4 bits set: a
-// ZStack UUID, the form X-Job-UUID must have.
-func NewJobUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return hex.EncodeToString(b[:])
-}
+// NewJobUUID returns a new job UUID (32 hex digits), the form X-Job-UUID
+// must have.
+func NewJobUUID() string { return uid.New() }

@@ -7,14 +7,13 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"gorm.io/gorm"
 
 	"mplane/errcode"
+	"mplane/uid"
 )
 
 // MaxWebhookURLLen is the longest X-Web-Hook URL accepted.
@@ -73,7 +72,7 @@ func (s *Store) Create(ctx context.Context, n NewJob) (job Job, created bool, er
 		return Job{}, false, errors.New("create api job: APIName is required")
 	}
 	if n.UUID == "" {
-		n.UUID = newUUID()
+		n.UUID = uid.New()
 	} else if !validJobUUID.MatchString(n.UUID) {
 		return Job{}, false, errcode.New(errcode.InvalidArgument,
 			"%s must be 1 to 64 letters, digits, '-' or '_', got %q", HeaderJobUUID, truncate(n.UUID, 100))
@@ -259,10 +258,6 @@ func (c *waitCounter) get() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n
-}
-
-func newUUID() string {
-	return strings.ReplaceAll(uuid.NewString(), "-", "")
 }
 
 func truncate(s string, n int) string {

@@ -2,8 +2,6 @@ package portal
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -23,6 +21,7 @@ import (
 	"mplane/services/resource"
 	"mplane/services/vm"
 	"mplane/services/zone"
+	"mplane/uid"
 )
 
 // Register mounts every route of the API on mux (under /v1 and /zstack/v1).
@@ -99,7 +98,7 @@ func createKind[P any, PP interface {
 			rest.WriteError(w, errcode.Wrap(errcode.Internal, err, "encode params"))
 			return
 		}
-		uuid := newUUID()
+		uuid := uid.New()
 		req, _ := json.Marshal(resource.CreateReq{Kind: kind, UUID: uuid, Params: body})
 		p.submit(w, r, "create-"+kind, submitReq{Service: resource.BusService, Name: resource.MsgCreate.Name(),
 			ResourceUUID: uuid, Body: req, Wrap: "reply"})
@@ -132,7 +131,7 @@ func (p *Portal) createIPRange(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, _ := json.Marshal(params)
-	uuid := newUUID()
+	uuid := uid.New()
 	req, _ := json.Marshal(resource.CreateReq{Kind: network.IPRangeKind.Name, UUID: uuid, Params: body})
 	p.submit(w, r, "add-ip-range", submitReq{Service: resource.BusService, Name: resource.MsgCreate.Name(),
 		ResourceUUID: uuid, Body: req, Wrap: "reply"})
@@ -188,7 +187,7 @@ func (p *Portal) addHost(w http.ResponseWriter, r *http.Request) {
 		rest.WriteError(w, notFoundAsInvalid(err, "clusterUuid", params.ClusterUUID))
 		return
 	}
-	uuid := newUUID()
+	uuid := uid.New()
 	req := host.AddKVMHostReq{UUID: uuid, Name: params.Name, Description: params.Description, ManagementIP: params.ManagementIP,
 		AgentPort: params.AgentPort, ZoneUUID: c.ZoneUUID, ClusterUUID: c.UUID}
 	if err := host.ValidateAdd(&req); err != nil {
@@ -248,7 +247,7 @@ func (p *Portal) createVM(w http.ResponseWriter, r *http.Request) {
 		rest.WriteError(w, err)
 		return
 	}
-	uuid := newUUID()
+	uuid := uid.New()
 	body, _ := json.Marshal(vm.CreateReq{UUID: uuid, Params: params, Sizing: sizing})
 	p.submit(w, r, "create-vm-instance", submitReq{Service: vm.BusService, Name: vm.MsgCreate.Name(), ResourceUUID: uuid, Body: body, Wrap: "inventory"})
 }
@@ -367,10 +366,4 @@ func accountOf(r *http.Request) string {
 		return id.AccountUUID
 	}
 	return ""
-}
-
-func newUUID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

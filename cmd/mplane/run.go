@@ -27,6 +27,7 @@ import (
 	"mplane/services/offering"
 	"mplane/services/resource"
 	"mplane/services/zone"
+	"mplane/uid"
 )
 
 func newRunCmd() *cobra.Command {
@@ -168,7 +169,7 @@ func (s *server) bootstrap(ctx context.Context, agentAddrs []string) error {
 		if n > 0 {
 			continue // known: the ping tracker reconnects it
 		}
-		id := newResourceUUID()
+		id := uid.New()
 		target, err := s.node.TargetFor(hostsvc.BusService, id)
 		if err != nil {
 			return err
@@ -201,7 +202,7 @@ func (s *server) createKind(ctx context.Context, kind string, params any) (strin
 	if err != nil {
 		return "", err
 	}
-	id := newResourceUUID()
+	id := uid.New()
 	target, err := s.node.TargetFor(resource.BusService, id)
 	if err != nil {
 		return "", err

@@ -11,15 +11,13 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 	"gorm.io/gorm"
 
-	agentclient "mplane/agents/client"
+	"mplane/agents/agentclient"
 	"mplane/agents/protocol"
 	"mplane/api/auth"
 	"mplane/api/jobs"
@@ -34,6 +32,7 @@ import (
 	"mplane/services/resource"
 	"mplane/services/vm"
 	"mplane/thread"
+	"mplane/uid"
 )
 
 // exitError carries a process exit code through cobra.
@@ -109,7 +108,7 @@ func runServer(ctx context.Context, cfg conf.Config, log *slog.Logger) error {
 // startServer builds and starts every part of a node; on error it stops
 // what it started.
 func startServer(ctx context.Context, cfg conf.Config, log *slog.Logger, opts serverOptions) (_ *server, err error) {
-	nodeUUID := strings.ReplaceAll(uuid.NewString(), "-", "")
+	nodeUUID := uid.New()
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
 	defer cancel()
 	s := &server{cfg: cfg, log: log, serveErr: make(chan error, 1)}

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
-
-	"github.com/google/uuid"
 
 	"gorm.io/gorm"
 
@@ -78,5 +75,3 @@ func (n networkIPAM) Usable(ctx context.Context, l3UUID string) error {
 	}
 	return nil
 }
-
-func newResourceUUID() string { return strings.ReplaceAll(uuid.NewString(), "-", "") }

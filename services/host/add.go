@@ -12,6 +12,7 @@ import (
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/thread"
+	"mplane/uid"
 )
 
 // ValidateAdd checks an add request and fills defaults.
@@ -62,7 +63,7 @@ func (s *Service) add(ctx context.Context, req AddKVMHostReq) (HostVO, error) {
 		UUID: req.UUID, Name: req.Name, Description: req.Description, ManagementIP: req.ManagementIP,
 		AgentPort: req.AgentPort, ZoneUUID: req.ZoneUUID, ClusterUUID: req.ClusterUUID,
 		HypervisorType: HypervisorKVM, State: StateEnabled, Status: StatusConnecting,
-		Secret: newSecret(), CreateDate: now, LastOpDate: now,
+		Secret: uid.New(), CreateDate: now, LastOpDate: now,
 	}
 	if err := s.db.WithContext(ctx).Create(&h).Error; err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {

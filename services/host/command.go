@@ -4,15 +4,11 @@ import (
 	"context"
 	"encoding/json"
 
-	agentclient "mplane/agents/client"
-	"mplane/agents/kvm"
+	"mplane/agents/agentclient"
+	"mplane/agents/protocol"
 	"mplane/errcode"
 	"mplane/thread"
 )
-
-// syncPaths are answered by the agent at once; every other path is
-// asynchronous (result posted to the callback URL).
-var syncPaths = map[string]bool{kvm.PathEcho: true, kvm.PathConnect: true}
 
 // command runs one agent command in the host's chain (at most ChainLevel at
 // once per host) and answers with the agent's result. The call ends at the
@@ -36,7 +32,7 @@ func (s *Service) command(ctx context.Context, req AgentCommandReq) (AgentComman
 		func(ctx context.Context) (AgentCommandRep, error) {
 			var out json.RawMessage
 			var err error
-			if syncPaths[req.Path] {
+			if protocol.IsSync(req.Path) {
 				err = s.agents.CallSync(ctx, agentURL(h), req.Path, cmd, &out, agentclient.WithSecret(h.Secret))
 			} else {
 				err = s.agents.Call(ctx, agentURL(h), req.Path, cmd, &out, agentclient.WithSecret(h.Secret))

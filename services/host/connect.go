@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
-	agentclient "mplane/agents/client"
-	"mplane/agents/kvm"
+	"mplane/agents/agentclient"
+	"mplane/agents/protocol"
 	"mplane/errcode"
 )
 
@@ -22,13 +22,13 @@ func (s *Service) connect(ctx context.Context, h *HostVO, waitUp time.Duration) 
 		return err
 	}
 	secret := agentclient.WithSecret(h.Secret)
-	var crsp kvm.ConnectRsp
-	cmd := kvm.ConnectCmd{HostUUID: h.UUID, SendCommandURL: s.eventURL(h.UUID), Version: AgentVersion, Secret: h.Secret}
-	if err := s.agents.CallSync(ctx, url, kvm.PathConnect, cmd, &crsp, secret); err != nil {
+	var crsp protocol.ConnectRsp
+	cmd := protocol.ConnectCmd{HostUUID: h.UUID, SendCommandURL: s.eventURL(h.UUID), Version: AgentVersion, Secret: h.Secret}
+	if err := s.agents.CallSync(ctx, url, protocol.PathConnect, cmd, &crsp, secret); err != nil {
 		return err
 	}
-	var cap kvm.CapacityRsp
-	if err := s.agents.Call(ctx, url, kvm.PathCapacity, struct{}{}, &cap, secret); err != nil {
+	var cap protocol.CapacityRsp
+	if err := s.agents.Call(ctx, url, protocol.PathCapacity, struct{}{}, &cap, secret); err != nil {
 		return err
 	}
 	return s.recordConnected(ctx, h.UUID, cap)
@@ -38,7 +38,7 @@ func (s *Service) waitEcho(ctx context.Context, url string, waitUp time.Duration
 	deadline := time.Now().Add(waitUp)
 	backoff := 50 * time.Millisecond
 	for {
-		err := s.agents.CallSync(ctx, url, kvm.PathEcho, nil, nil)
+		err := s.agents.CallSync(ctx, url, protocol.PathEcho, nil, nil)
 		if err == nil {
 			return nil
 		}
@@ -57,7 +57,7 @@ func (s *Service) waitEcho(ctx context.Context, url string, waitUp time.Duration
 // recordConnected stores the capacity reported by the agent. The first
 // connect sets the available capacity to what the agent has free; later
 // connects move it by the change of the total, keeping reservations.
-func (s *Service) recordConnected(ctx context.Context, uuid string, cap kvm.CapacityRsp) error {
+func (s *Service) recordConnected(ctx context.Context, uuid string, cap protocol.CapacityRsp) error {
 	var h HostVO
 	if err := s.db.WithContext(ctx).First(&h, "uuid = ?", uuid).Error; err != nil {
 		return errcode.Wrap(errcode.Internal, err, "load host %s", uuid)
@@ -85,8 +85,8 @@ func (s *Service) recordConnected(ctx context.Context, uuid string, cap kvm.Capa
 // answered for another host UUID or another event URL (it restarted or was
 // connected by someone else): the host must be reconnected.
 func (s *Service) pingOnce(ctx context.Context, h *HostVO) (mismatch bool, err error) {
-	var rsp kvm.PingRsp
-	if err := s.agents.Call(ctx, agentURL(h), kvm.PathPing, kvm.PingCmd{HostUUID: h.UUID}, &rsp,
+	var rsp protocol.PingRsp
+	if err := s.agents.Call(ctx, agentURL(h), protocol.PathPing, protocol.PingCmd{HostUUID: h.UUID}, &rsp,
 		agentclient.WithSecret(h.Secret), agentclient.WithTimeout(s.opts.PingInterval)); err != nil {
 		return false, err
 	}

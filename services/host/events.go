@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"time"
 
-	agentclient "mplane/agents/client"
+	"mplane/agents/agentclient"
 	"mplane/agents/protocol"
 	"mplane/cloudbus"
 	"mplane/errcode"

@@ -2,8 +2,6 @@ package host
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +14,7 @@ import (
 
 	"gorm.io/gorm"
 
-	agentclient "mplane/agents/client"
+	"mplane/agents/agentclient"
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/managementnode"
@@ -227,12 +225,6 @@ func (s *Service) eventURL(hostUUID string) string {
 }
 
 func chainOf(hostUUID string) string { return "host-" + hostUUID }
-
-func newSecret() string {
-	b := make([]byte, 24)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 // setStatus records a connection status change.
 func (s *Service) setStatus(ctx context.Context, uuid, status string) error {

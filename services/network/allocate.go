@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm"
 
 	"mplane/errcode"
+	"mplane/uid"
 )
 
 // Strategy is how AllocateIP picks among the free addresses.
@@ -320,7 +321,7 @@ func firstFree(gdb *gorm.DB, l3UUID string, lo, hi int64) (ip int64, ok bool, er
 // as is (see isCollision); a vanished network or range is ResourceNotFound.
 func insertUsedIP(gdb *gorm.DB, r *IpRangeVO, ip int64, ownerUUID string) (UsedIpVO, error) {
 	u := UsedIpVO{
-		UUID: newUUID(), L3NetworkUUID: r.L3NetworkUUID, IPRangeUUID: r.UUID,
+		UUID: uid.New(), L3NetworkUUID: r.L3NetworkUUID, IPRangeUUID: r.UUID,
 		IP: formatIPv4(uint32(ip)), IPInLong: ip, Netmask: r.Netmask, Gateway: r.Gateway,
 		IPVersion: IPv4, VMNicUUID: ownerUUID,
 	}

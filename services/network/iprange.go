@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"mplane/errcode"
+	"mplane/uid"
 )
 
 // IPRangeParams are the parameters of an IP range, named as in ZStack's
@@ -195,7 +196,7 @@ func AddIpRange(ctx context.Context, gdb *gorm.DB, p IPRangeParams) (IpRangeVO, 
 		return IpRangeVO{}, err
 	}
 	if r.UUID == "" {
-		r.UUID = newUUID()
+		r.UUID = uid.New()
 	}
 	err = gdb.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if _, err := lockL3(tx, p.L3NetworkUUID); err != nil {

@@ -14,6 +14,7 @@ import (
 	"mplane/errcode"
 	"mplane/services/resource"
 	"mplane/services/zone"
+	"mplane/uid"
 )
 
 // openWired opens dsn and migrates as cmd/mplane does: the resource kinds
@@ -132,7 +133,7 @@ func TestKindsCreateIdempotentAndDelete(t *testing.T) {
 		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
 			gdb := openWired(t, b.DSN(t))
-			l3UUID, rangeUUID := newUUID(), newUUID()
+			l3UUID, rangeUUID := uid.New(), uid.New()
 			l3Params, _ := json.Marshal(L3Params{Name: "pub", ZoneUUID: "z1"})
 			rangeParams, _ := json.Marshal(IPRangeParams{L3NetworkUUID: l3UUID, StartIP: "10.0.0.10", EndIP: "10.0.0.20",
 				Netmask: "255.255.255.0", Gateway: "10.0.0.1"})
@@ -161,7 +162,7 @@ func TestKindsCreateIdempotentAndDelete(t *testing.T) {
 					t.Errorf("redelivered create made new rows: %v %v, first %v", l3.CreateDate, r.CreateDate, first)
 				}
 			}
-			if _, err := IPRangeKind.Create(ctx, gdb, newUUID(), []byte(`{"l3NetworkUuid":`)); !errcode.Has(err, errcode.InvalidArgument) {
+			if _, err := IPRangeKind.Create(ctx, gdb, uid.New(), []byte(`{"l3NetworkUuid":`)); !errcode.Has(err, errcode.InvalidArgument) {
 				t.Errorf("malformed params: %v, want InvalidArgument", err)
 			}
 			if c := capacity(t, gdb, l3UUID); c.Total != 11 {

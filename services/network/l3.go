@@ -14,6 +14,7 @@ import (
 	"mplane/errcode"
 	"mplane/services/resource"
 	"mplane/services/zone"
+	"mplane/uid"
 )
 
 const (
@@ -82,7 +83,7 @@ func CreateL3Network(ctx context.Context, gdb *gorm.DB, p L3Params) (L3NetworkVO
 		Type: L3BasicNetwork, State: L3StateEnabled,
 	}
 	if l3.UUID == "" {
-		l3.UUID = newUUID()
+		l3.UUID = uid.New()
 	}
 	err := gdb.WithContext(ctx).Create(&l3).Error
 	if errors.Is(err, gorm.ErrDuplicatedKey) {

@@ -3,10 +3,8 @@ package network
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"gorm.io/gorm"
 )
 
@@ -113,5 +111,3 @@ func Migrate(ctx context.Context, gdb *gorm.DB) error {
 	}
 	return nil
 }
-
-func newUUID() string { return strings.ReplaceAll(uuid.NewString(), "-", "") }

@@ -3,15 +3,15 @@ package vm
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
 
-	"mplane/agents/kvm"
+	"mplane/agents/protocol"
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/services/host"
+	"mplane/uid"
 )
 
 // createData is what the create flow's steps share; it is recorded at
@@ -23,12 +23,6 @@ type createData struct {
 	Spec     allocSpec    `json:"spec"`
 	Hosts    []string     `json:"hosts,omitempty"` // candidates, best first
 	HostUUID string       `json:"hostUuid,omitempty"`
-}
-
-func newUUID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 func newMAC() string {
@@ -94,7 +88,7 @@ func (s *Service) prepareCreate(ctx context.Context, req CreateReq) (*createData
 		Spec: allocSpec{CPU: int64(sz.CPUNum), Memory: sz.MemorySize, ZoneUUID: p.ZoneUUID, ClusterUUID: p.ClusterUUID, HostUUID: p.HostUUID},
 	}
 	for range p.L3NetworkUUIDs {
-		d.NicUUIDs = append(d.NicUUIDs, newUUID())
+		d.NicUUIDs = append(d.NicUUIDs, uid.New())
 	}
 	return d, nil
 }
@@ -189,7 +183,7 @@ func (s *Service) undoIPs(ctx context.Context, d *createData) error {
 }
 
 func (s *Service) stepStartOnHost(ctx context.Context, d *createData) error {
-	return s.agentCommand(ctx, d.HostUUID, kvm.PathStartVM, kvm.StartVMCmd{VMInstanceUUID: d.VM.UUID, VMName: d.VM.Name,
+	return s.agentCommand(ctx, d.HostUUID, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: d.VM.UUID, VMName: d.VM.Name,
 		CPUNum: d.VM.CPUNum, Memory: d.VM.MemorySize})
 }
 
@@ -200,7 +194,7 @@ func (s *Service) undoStartOnHost(ctx context.Context, d *createData) error {
 	// Best effort: the agent may never have started it.
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	err := s.agentCommand(ctx, d.HostUUID, kvm.PathDestroyVM, kvm.DestroyVMCmd{UUID: d.VM.UUID})
+	err := s.agentCommand(ctx, d.HostUUID, protocol.PathDestroyVM, protocol.DestroyVMCmd{UUID: d.VM.UUID})
 	if err != nil {
 		s.log.Warn("rollback: destroy VM on its host", "vm_uuid", d.VM.UUID, "host_uuid", d.HostUUID, "err", err)
 	}
@@ -223,7 +217,7 @@ func (s *Service) stepSetRunning(ctx context.Context, d *createData) error {
 func (s *Service) agentCommand(ctx context.Context, hostUUID, path string, cmd any) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.AgentTimeout)
 	defer cancel()
-	var rsp kvm.VMRsp
+	var rsp protocol.VMRsp
 	if err := host.Send(ctx, s.bus, s.node, hostUUID, path, cmd, &rsp); err != nil {
 		return fmt.Errorf("%s on host %s: %w", path, hostUUID, err)
 	}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"mplane/agents/kvm"
+	"mplane/agents/protocol"
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/flow"
@@ -78,7 +78,7 @@ func (s *Service) startChain() (*flow.Chain[startData], error) {
 			return err
 		}, Rollback: func(ctx context.Context, d *startData) error { return host.Release(ctx, s.db, d.VMUUID) }},
 		{Name: "start-on-hypervisor", Run: func(ctx context.Context, d *startData) error {
-			return s.agentCommand(ctx, d.HostUUID, kvm.PathStartVM, kvm.StartVMCmd{VMInstanceUUID: d.VMUUID, VMName: d.Name, CPUNum: d.CPUNum, Memory: d.Memory})
+			return s.agentCommand(ctx, d.HostUUID, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: d.VMUUID, VMName: d.Name, CPUNum: d.CPUNum, Memory: d.Memory})
 		}},
 	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log})
 }
@@ -110,7 +110,7 @@ func (s *Service) handleStop(ctx context.Context, req OpReq) (VmInstanceVO, erro
 		if err != nil {
 			return VmInstanceVO{}, err
 		}
-		if err := s.agentCommand(ctx, v.HostUUID, kvm.PathStopVM, kvm.StopVMCmd{UUID: v.UUID, Type: req.Type}); err != nil {
+		if err := s.agentCommand(ctx, v.HostUUID, protocol.PathStopVM, protocol.StopVMCmd{UUID: v.UUID, Type: req.Type}); err != nil {
 			return VmInstanceVO{}, s.fail(v, prev, err)
 		}
 		if err := host.Release(ctx, s.db, v.UUID); err != nil {
@@ -129,7 +129,7 @@ func (s *Service) handleReboot(ctx context.Context, req OpReq) (VmInstanceVO, er
 		if err != nil {
 			return VmInstanceVO{}, err
 		}
-		if err := s.agentCommand(ctx, v.HostUUID, kvm.PathRebootVM, kvm.RebootVMCmd{UUID: v.UUID}); err != nil {
+		if err := s.agentCommand(ctx, v.HostUUID, protocol.PathRebootVM, protocol.RebootVMCmd{UUID: v.UUID}); err != nil {
 			return VmInstanceVO{}, s.fail(v, prev, err)
 		}
 		if err := s.setState(ctx, v, StateRunning, nil); err != nil {
@@ -148,7 +148,7 @@ func (s *Service) handleDestroy(ctx context.Context, req OpReq) (VmInstanceVO, e
 			return VmInstanceVO{}, err
 		}
 		if v.HostUUID != "" {
-			if err := s.agentCommand(ctx, v.HostUUID, kvm.PathDestroyVM, kvm.DestroyVMCmd{UUID: v.UUID}); err != nil {
+			if err := s.agentCommand(ctx, v.HostUUID, protocol.PathDestroyVM, protocol.DestroyVMCmd{UUID: v.UUID}); err != nil {
 				return VmInstanceVO{}, s.fail(v, prev, err)
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"mplane/agents/kvm"
+	"mplane/agents/protocol"
 	"mplane/api/client"
 	"mplane/db"
 	"mplane/flow"
@@ -136,7 +137,7 @@ func TestClusterCreates200VMs(t *testing.T) {
 	}
 	for _, ag := range agents {
 		var st kvm.Stats
-		if _, err := getJSON(context.Background(), ag.url+kvm.PathDebugStats, &st); err != nil {
+		if _, err := getJSON(context.Background(), ag.url+protocol.PathDebugStats, &st); err != nil {
 			t.Fatal(err)
 		}
 		if st.Overlaps != 0 {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"mplane/agents/kvm"
+	"mplane/agents/protocol"
 	"mplane/api/client"
 	"mplane/errcode"
 	"mplane/internal/testenv"
@@ -158,7 +158,7 @@ func TestAgentStartFailureLeaksNothing(t *testing.T) {
 	p, password := startEmbedded(t)
 	c := login(t, p.url, password)
 	ag := startAgent(t, "failing-agent", freePort(t), filepath.Join(t.TempDir(), "a.json"),
-		"--fail-rate", "1", "--fault-paths", kvm.PathStartVM)
+		"--fail-rate", "1", "--fault-paths", protocol.PathStartVM)
 	cl := cloud{offering: firstUUID(t, c, "instance-offerings"), image: firstUUID(t, c, "images"), l3: firstUUID(t, c, "l3-networks"),
 		cluster: firstUUID(t, c, "clusters")}
 	h := addHost(t, c, cl, "failing", ag.port)

@@ -10,13 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"mplane/agents/kvm"
+	"mplane/agents/protocol"
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/internal/testenv"
 	hostsvc "mplane/services/host"
+	"mplane/uid"
 )
 
 type agentProc struct {
@@ -35,7 +35,7 @@ func startAgent(t *testing.T, name string, port int, stateFile string, extra ...
 		if p.exited() {
 			t.Fatalf("agent %s exited during start-up", name)
 		}
-		code, err := postJSON(context.Background(), p.url+kvm.PathEcho, nil)
+		code, err := postJSON(context.Background(), p.url+protocol.PathEcho, nil)
 		return err == nil && code == 200
 	}, "agent %s up", name)
 	return &agentProc{proc: p, port: port, stateFile: stateFile, args: extra}
@@ -76,14 +76,14 @@ func TestHostsWithRealAgents(t *testing.T) {
 		startAgent(t, "agent1", freePort(t), filepath.Join(dir, "agent1.json")),
 		startAgent(t, "agent2", freePort(t), filepath.Join(dir, "agent2.json")),
 		// agent3 never answers /vm/reboot: a crashed handler.
-		startAgent(t, "agent3", freePort(t), filepath.Join(dir, "agent3.json"), "--no-callback-rate", "1", "--fault-paths", kvm.PathRebootVM),
+		startAgent(t, "agent3", freePort(t), filepath.Join(dir, "agent3.json"), "--no-callback-rate", "1", "--fault-paths", protocol.PathRebootVM),
 	}
 
 	// 1. Add three hosts through node A; each lands on its owner and ends
 	// Connected.
 	var hosts []hostsvc.HostVO
 	for i, ag := range agents {
-		id := strings.ReplaceAll(uuid.NewString(), "-", "")
+		id := uid.New()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		h, err := cloudbus.Call(ctx, bus, bus.Target(hostsvc.BusService, a.uuid), hostsvc.MsgAddKVMHost,
 			hostsvc.AddKVMHostReq{UUID: id, Name: fmt.Sprintf("host%d", i+1), ManagementIP: "127.0.0.1", AgentPort: ag.port},
@@ -99,7 +99,7 @@ func TestHostsWithRealAgents(t *testing.T) {
 	}
 	// A second add of the same address is refused with a clear error.
 	{
-		id := strings.ReplaceAll(uuid.NewString(), "-", "")
+		id := uid.New()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		_, err := cloudbus.Call(ctx, bus, bus.Target(hostsvc.BusService, b.uuid), hostsvc.MsgAddKVMHost,
 			hostsvc.AddKVMHostReq{UUID: id, ManagementIP: "127.0.0.1", AgentPort: agents[0].port}, cloudbus.WithResource(id))
@@ -124,7 +124,7 @@ func TestHostsWithRealAgents(t *testing.T) {
 		h := hosts[2]
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		_, err := cloudbus.Call(ctx, bus, bus.Target(hostsvc.BusService, a.uuid), hostsvc.MsgAgentCommand,
-			hostsvc.AgentCommandReq{HostUUID: h.UUID, Path: kvm.PathRebootVM, Command: []byte(`{"uuid":"vm-x"}`)},
+			hostsvc.AgentCommandReq{HostUUID: h.UUID, Path: protocol.PathRebootVM, Command: []byte(`{"uuid":"vm-x"}`)},
 			cloudbus.WithResource(h.UUID), cloudbus.WithTimeout(1500*time.Millisecond))
 		cancel()
 		if errcode.CodeOf(err) != errcode.Timeout {
@@ -150,7 +150,7 @@ func TestHostsWithRealAgents(t *testing.T) {
 		}, "host chain slot freed")
 		ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
 		_, err = cloudbus.Call(ctx, bus, bus.Target(hostsvc.BusService, b.uuid), hostsvc.MsgAgentCommand,
-			hostsvc.AgentCommandReq{HostUUID: h.UUID, Path: kvm.PathListVMs}, cloudbus.WithResource(h.UUID))
+			hostsvc.AgentCommandReq{HostUUID: h.UUID, Path: protocol.PathListVMs}, cloudbus.WithResource(h.UUID))
 		cancel()
 		if err != nil {
 			t.Fatalf("next command on the host: %v", err)
@@ -160,19 +160,19 @@ func TestHostsWithRealAgents(t *testing.T) {
 	// 4. A duplicate callback (a task already completed) and a forged one
 	// (unknown task) both get 404 and change nothing.
 	var arrivals []kvm.Arrival
-	if _, err := getJSON(context.Background(), agents[1].url+kvm.PathDebugArrivals, &arrivals); err != nil {
+	if _, err := getJSON(context.Background(), agents[1].url+protocol.PathDebugArrivals, &arrivals); err != nil {
 		t.Fatal(err)
 	}
 	done := ""
 	for _, ar := range arrivals {
-		if ar.Path == kvm.PathCapacity && ar.TaskUUID != "" {
+		if ar.Path == protocol.PathCapacity && ar.TaskUUID != "" {
 			done = ar.TaskUUID
 		}
 	}
 	if done == "" {
 		t.Fatal("no completed async task found in agent2's arrivals")
 	}
-	for _, task := range []string{done, strings.ReplaceAll(uuid.NewString(), "-", "")} {
+	for _, task := range []string{done, uid.New()} {
 		for _, s := range []*server{a, b} {
 			req, _ := http.NewRequest(http.MethodPost, s.url+"/asyncrest/callback", bytes.NewReader([]byte(`{"success":false,"error":"forged"}`)))
 			req.Header.Set("taskuuid", task)
@@ -231,7 +231,7 @@ func TestHostsWithRealAgents(t *testing.T) {
 	// No agent saw two commands on one VM at once.
 	for _, ag := range agents {
 		var st kvm.Stats
-		if _, err := getJSON(context.Background(), ag.url+kvm.PathDebugStats, &st); err != nil {
+		if _, err := getJSON(context.Background(), ag.url+protocol.PathDebugStats, &st); err != nil {
 			t.Fatal(err)
 		}
 		if st.Overlaps != 0 {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"mplane/errcode"
+	"mplane/uid"
 )
 
 // collections are the query paths of the resources.
@@ -228,7 +229,7 @@ func (s *Server) create(rel string, body []byte) (any, *errcode.Error) {
 		return nil, err
 	}
 	now := s.nowLocked()
-	inv := map[string]any{"uuid": newUUID(), "createDate": now, "lastOpDate": now}
+	inv := map[string]any{"uuid": uid.New(), "createDate": now, "lastOpDate": now}
 	for k, v := range p {
 		inv[k] = v
 	}
@@ -318,7 +319,7 @@ func (s *Server) placeVMLocked(inv map[string]any) *errcode.Error {
 	delete(inv, "l3NetworkUuids")
 	var nics []any
 	for i, l3UUID := range l3s {
-		nic := map[string]any{"uuid": newUUID(), "l3NetworkUuid": l3UUID, "deviceId": i, "vmInstanceUuid": inv["uuid"]}
+		nic := map[string]any{"uuid": uid.New(), "l3NetworkUuid": l3UUID, "deviceId": i, "vmInstanceUuid": inv["uuid"]}
 		if ranges, _ := s.store["l3-networks"].byUUID[str(l3UUID)]["ipRanges"].([]any); len(ranges) > 0 {
 			r := ranges[0].(map[string]any)
 			ip := net.ParseIP(str(r["startIp"])).To4()

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	agentclient "mplane/agents/client"
+	"mplane/agents/agentclient"
 	"mplane/agents/protocol"
 	"mplane/errcode"
 )

@@ -1,8 +1,6 @@
 package agentclient
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -109,13 +107,4 @@ func (c *Client) Close() {
 	if c.ownTr != nil {
 		c.ownTr.CloseIdleConnections()
 	}
-}
-
-// newTaskUUID returns 128 random bits as 32 hex digits, the form of a
-// ZStack UUID. Task UUIDs are the only credential of a callback, so they
-// must not be guessable.
-func newTaskUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

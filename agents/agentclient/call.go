@@ -14,6 +14,7 @@ import (
 
 	"mplane/agents/protocol"
 	"mplane/errcode"
+	"mplane/uid"
 )
 
 // Result is the outcome of an async call.
@@ -141,7 +142,7 @@ func (c *Client) Start(ctx context.Context, agentURL, path string, cmd any, done
 	}
 	id := o.taskUUID
 	if id == "" {
-		id = newTaskUUID()
+		id = uid.New()
 	}
 	cl := &call{taskUUID: id, agentURL: agentURL, path: path, started: now, deadline: deadline, done: done}
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	agentclient "mplane/agents/client"
+	"mplane/agents/agentclient"
 	"mplane/agents/protocol"
 	"mplane/errcode"
 )

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"mplane/agents/kvm"
+	"mplane/agents/protocol"
 )
 
 // BenchmarkAgentRoundTrip measures, in one run and against the same
@@ -50,14 +51,14 @@ func BenchmarkAgentRoundTrip(b *testing.B) {
 		op   func() error
 	}{
 		{"async-ping-callback", func() error {
-			var rsp kvm.PingRsp
-			return n.client.Call(context.Background(), url, kvm.PathPing, kvm.PingCmd{HostUUID: "h1"}, &rsp)
+			var rsp protocol.PingRsp
+			return n.client.Call(context.Background(), url, protocol.PathPing, protocol.PingCmd{HostUUID: "h1"}, &rsp)
 		}},
 		{"sync-echo-callsync", func() error {
-			return n.client.CallSync(context.Background(), url, kvm.PathEcho, nil, nil)
+			return n.client.CallSync(context.Background(), url, protocol.PathEcho, nil, nil)
 		}},
 		{"plain-post-echo", func() error {
-			rsp, err := plain.Post(url+kvm.PathEcho, "application/json", bytes.NewReader(nil))
+			rsp, err := plain.Post(url+protocol.PathEcho, "application/json", bytes.NewReader(nil))
 			if err != nil {
 				return err
 			}

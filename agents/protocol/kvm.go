@@ -1,6 +1,4 @@
-package kvm
-
-import "mplane/agents/protocol"
+package protocol
 
 // Paths served by the agent. Sync or async as in ZStack's kvmagent.
 const (
@@ -49,7 +47,7 @@ type ConnectCmd struct {
 
 // ConnectRsp answers /host/connect.
 type ConnectRsp struct {
-	protocol.Response
+	Response
 	LibvirtVersion string `json:"libvirtVersion"`
 	QemuVersion    string `json:"qemuVersion"`
 }
@@ -64,7 +62,7 @@ type PingCmd struct {
 // management node that sees another host UUID than the one it expects
 // reconnects the host.
 type PingRsp struct {
-	protocol.Response
+	Response
 	HostUUID       string `json:"hostUuid,omitempty"`
 	SendCommandURL string `json:"sendCommandUrl,omitempty"`
 	Version        string `json:"version"`
@@ -73,7 +71,7 @@ type PingRsp struct {
 // CapacityRsp answers /host/capacity (ZStack's HostCapacityResponse).
 // Memory is in bytes, CPU speed in MHz; Used* sum the running VMs.
 type CapacityRsp struct {
-	protocol.Response
+	Response
 	CPUNum      int   `json:"cpuNum"`
 	CPUSockets  int   `json:"cpuSockets"`
 	CPUSpeed    int64 `json:"cpuSpeed"`
@@ -129,14 +127,14 @@ type IncomingVMCmd struct {
 // VMRsp answers the VM commands with the VM's state after the command
 // (protocol.VMStateRunning, VMStateShutdown; empty when the VM is gone).
 type VMRsp struct {
-	protocol.Response
+	Response
 	VMState string `json:"vmState,omitempty"`
 }
 
 // ListVMsRsp answers /vm/list: every VM the host has, and the same as a
 // uuid -> state map (the shape of ZStack's VmSyncResponse.states).
 type ListVMsRsp struct {
-	protocol.Response
+	Response
 	VMs    []VM              `json:"vms"`
 	States map[string]string `json:"states"`
 }
@@ -149,3 +147,12 @@ type VM struct {
 	CPUNum int    `json:"cpuNum"`
 	Memory int64  `json:"memory"`
 }
+
+// syncPaths are the management node's commands that the agent answers in
+// its HTTP response; every other command path is asynchronous (the result
+// is posted to the callback URL).
+var syncPaths = map[string]bool{PathEcho: true, PathConnect: true, PathIncomingVM: true}
+
+// IsSync reports whether the agent answers path at once rather than through
+// the callback.
+func IsSync(path string) bool { return syncPaths[path] }

@@ -4,17 +4,23 @@ BIN      ?= bin/mplane
 PKGS     ?= ./...
 TESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build test vet fmt-check lint bench bench-micro bench-bus bench-thread bench-ring bench-agents run clean tidy
+# staticcheck, pinned: v0.8.2 (release 2026.2.2) is built for Go 1.26,
+# go.mod's Go. Bump it with the Go version.
+STATICCHECK_VERSION ?= v0.8.2
+STATICCHECK_BIN     ?= $(or $(shell $(GO) env GOBIN),$(firstword $(subst :, ,$(shell $(GO) env GOPATH)))/bin)/staticcheck
+
+.PHONY: all build test vet fmt-check staticcheck lint bench bench-micro bench-bus bench-thread bench-ring bench-agents run clean tidy
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/mplane
 
-# The test command: vet, gofmt check, then every test with the race
-# detector, RabbitMQ and MariaDB integration tests included (they read
-# MPLANE_TEST_AMQP_URL and MPLANE_TEST_MYSQL_DSN, loopback defaults).
-test: vet fmt-check
+# The test command: lint (vet, gofmt check, staticcheck), then every test
+# with the race detector, RabbitMQ and MariaDB integration tests included
+# (they read MPLANE_TEST_AMQP_URL and MPLANE_TEST_MYSQL_DSN, loopback
+# defaults).
+test: lint
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
 vet:
@@ -24,7 +30,21 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-lint: vet fmt-check
+# staticcheck $(STATICCHECK_VERSION): STATICCHECK_BIN (GOBIN, else GOPATH/bin),
+# else the one on PATH, if it is that version; otherwise go install puts
+# it at STATICCHECK_BIN first.
+staticcheck:
+	@want='($(STATICCHECK_VERSION:v%=%))'; sc='$(STATICCHECK_BIN)'; ok=; \
+	for c in "$$sc" "$$(command -v staticcheck)"; do \
+		if [ -n "$$c" ] && "$$c" -version 2>/dev/null | grep -qF "$$want"; then sc=$$c; ok=1; break; fi; \
+	done; \
+	if [ -z "$$ok" ]; then \
+		echo "$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)"; \
+		GOBIN="$$(dirname "$$sc")" $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) || exit 1; \
+	fi; \
+	"$$sc" $(PKGS)
+
+lint: vet fmt-check staticcheck
 
 # Every benchmark on this machine: the micro benchmarks, then the
 # end-to-end scenarios through the REST API (scripts/bench.sh starts and

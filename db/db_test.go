@@ -277,7 +277,7 @@ func TestOpenBadDSN(t *testing.T) {
 		{"postgres://u:p@h/db", `open database: unsupported DSN scheme "postgres"; use sqlite:<path> or mysql://<dsn>`},
 		{"/var/lib/mplane.db", `open database: unsupported DSN scheme ""; use sqlite:<path> or mysql://<dsn>`},
 		{"", `open database: unsupported DSN scheme ""; use sqlite:<path> or mysql://<dsn>`},
-		{"sqlite:", `open database: sqlite DSN needs a path, e.g. sqlite:/var/lib/mplane/mplane.db or sqlite::memory:`},
+		{"sqlite:", `open database: sqlite DSN needs a path, e.g. sqlite:/var/lib/mplane/mplane.db or sqlite::memory: (got "sqlite:")`},
 		{"mysql://root:pw@127.0.0.1/db", `open database: parse mysql DSN: default addr for network '127.0.0.1' unknown`},
 	}
 	for _, tt := range tests {

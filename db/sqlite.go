@@ -24,7 +24,7 @@ var sqlitePragmas = []struct{ name, value string }{
 func openSQLite(ctx context.Context, path string, opts Options) (*gorm.DB, error) {
 	file, query, _ := strings.Cut(path, "?")
 	if strings.TrimSpace(file) == "" {
-		return nil, fmt.Errorf("open database: sqlite DSN needs a path, e.g. sqlite:/var/lib/mplane/mplane.db or sqlite::memory:")
+		return nil, fmt.Errorf("open database: sqlite DSN needs a path, e.g. sqlite:/var/lib/mplane/mplane.db or sqlite::memory: (got %q)", sqliteScheme+path)
 	}
 	memory := file == sqliteMemoryPath
 	if !memory && !strings.HasPrefix(file, "file:") {

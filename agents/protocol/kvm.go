@@ -156,3 +156,22 @@ var syncPaths = map[string]bool{PathEcho: true, PathConnect: true, PathIncomingV
 // IsSync reports whether the agent answers path at once rather than through
 // the callback.
 func IsSync(path string) bool { return syncPaths[path] }
+
+// Command is an agent command: its path and the Go types of its body and of
+// the agent's response, so a caller names the command once and gets the
+// response typed (services/host.Run).
+type Command[Cmd, Rsp any] struct{ Path string }
+
+// The KVM agent's commands, as the management node sends them.
+var (
+	Connect  = Command[ConnectCmd, ConnectRsp]{PathConnect}
+	Ping     = Command[PingCmd, PingRsp]{PathPing}
+	Capacity = Command[struct{}, CapacityRsp]{PathCapacity}
+	StartVM  = Command[StartVMCmd, VMRsp]{PathStartVM}
+	StopVM   = Command[StopVMCmd, VMRsp]{PathStopVM}
+	RebootVM = Command[RebootVMCmd, VMRsp]{PathRebootVM}
+	// DestroyVM removes a VM from its host.
+	DestroyVM = Command[DestroyVMCmd, VMRsp]{PathDestroyVM}
+	MigrateVM = Command[MigrateVMCmd, VMRsp]{PathMigrateVM}
+	ListVMs   = Command[struct{}, ListVMsRsp]{PathListVMs}
+)

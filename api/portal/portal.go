@@ -4,18 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"gorm.io/gorm"
 
 	"mplane/api/jobs"
-	"mplane/api/rest"
+	"mplane/api/route"
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/managementnode"
-	"mplane/services/vm"
 	"mplane/thread"
 )
 
@@ -29,8 +28,9 @@ type Options struct {
 	Node      *managementnode.Node
 	Scheduler *thread.Scheduler
 	Jobs      *jobs.Store
-	IPAM      vm.IPAM
 	Logger    *slog.Logger
+	// Resources are what the services declare; the portal mounts them.
+	Resources []route.Resource
 	// JobTimeout bounds one API call from submission to result. Default
 	// 30m.
 	JobTimeout time.Duration
@@ -45,12 +45,17 @@ type Portal struct {
 	node    *managementnode.Node
 	jobs    *jobs.Store
 	webhook jobs.Webhook
+	// ops is the registry of typed calls, keyed by Op.Key (their message's
+	// name): the driving node finds the call it was handed here.
+	ops    map[string]route.Op
+	cancel context.CancelFunc
 }
 
-// New builds the portal.
+// New builds the portal. Two resources on one path, or two calls with one
+// message, are a programming error reported here.
 func New(opts Options) (*Portal, error) {
-	if opts.DB == nil || opts.Bus == nil || opts.Node == nil || opts.Jobs == nil || opts.IPAM == nil || opts.Scheduler == nil {
-		return nil, errors.New("portal: Options.DB, Bus, Node, Scheduler, Jobs and IPAM are required")
+	if opts.DB == nil || opts.Bus == nil || opts.Node == nil || opts.Jobs == nil || opts.Scheduler == nil {
+		return nil, errors.New("portal: Options.DB, Bus, Node, Scheduler and Jobs are required")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -58,24 +63,41 @@ func New(opts Options) (*Portal, error) {
 	if opts.JobTimeout <= 0 {
 		opts.JobTimeout = 30 * time.Minute
 	}
-	return &Portal{opts: opts, log: opts.Logger.With("component", "portal"), db: opts.DB, bus: opts.Bus, node: opts.Node, jobs: opts.Jobs}, nil
+	p := &Portal{opts: opts, log: opts.Logger.With("component", "portal"), db: opts.DB, bus: opts.Bus, node: opts.Node,
+		jobs: opts.Jobs, ops: map[string]route.Op{}}
+	paths := map[string]bool{}
+	for _, res := range opts.Resources {
+		if res.Path == "" || paths[res.Path] {
+			return nil, fmt.Errorf("portal: resource path %q empty or declared twice", res.Path)
+		}
+		paths[res.Path] = true
+		actions := map[string]bool{}
+		for _, op := range res.Ops() {
+			if _, dup := p.ops[op.Key()]; dup {
+				return nil, fmt.Errorf("portal: call %s declared twice", op.Key())
+			}
+			if a := op.ActionName(); a != "" {
+				if actions[a] {
+					return nil, fmt.Errorf("portal: action %s declared twice on %s", a, res.Path)
+				}
+				actions[a] = true
+			}
+			p.ops[op.Key()] = op
+		}
+	}
+	return p, nil
 }
 
-// submitReq carries one API call from the node that accepted it to the
-// portal node that drives it.
-type submitReq struct {
-	JobUUID      string          `json:"jobUuid"`
-	Service      string          `json:"service"`
-	Name         string          `json:"name"`
-	ResourceUUID string          `json:"resourceUuid"`
-	Body         json.RawMessage `json:"body"`
-	// Wrap: "inventory" wraps the result as {"inventory": ...}; "reply"
-	// stores the reply as it is (it has that shape already); "" stores {}
-	// (deletes).
-	Wrap string `json:"wrap,omitempty"`
+// submission carries one API call from the node that accepted it to the
+// portal node that drives it: the job, the call (its registry key) and the
+// message's request.
+type submission struct {
+	JobUUID string          `json:"jobUuid"`
+	Op      string          `json:"op"`
+	Body    json.RawMessage `json:"body"`
 }
 
-var msgSubmit = cloudbus.NewMsg[submitReq, cloudbus.Empty]("api.Submit")
+var msgSubmit = cloudbus.NewMsg[submission, cloudbus.Empty]("api.Submit")
 
 // Start consumes the shared api.portal queue and sweeps stale jobs.
 func (p *Portal) Start(ctx context.Context) error {
@@ -84,7 +106,9 @@ func (p *Portal) Start(ctx context.Context) error {
 	if err := p.bus.ServeShared(SharedQueue, mux); err != nil {
 		return err
 	}
-	return p.opts.Scheduler.Every(ctx, time.Minute, 0.2, "api-job-sweeper", func(ctx context.Context) error {
+	sctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	return p.opts.Scheduler.Every(sctx, time.Minute, 0.2, "api-job-sweeper", func(ctx context.Context) error {
 		n, err := p.jobs.FailStale(ctx, p.opts.JobTimeout+time.Minute)
 		if n > 0 {
 			p.log.Warn("failed API jobs left processing by a node that went away", "jobs", n)
@@ -93,35 +117,37 @@ func (p *Portal) Start(ctx context.Context) error {
 	})
 }
 
-// drive calls the owning service and records the outcome in the job.
-func (p *Portal) drive(ctx context.Context, req submitReq) (cloudbus.Empty, error) {
-	target, err := p.node.TargetFor(req.Service, req.ResourceUUID)
-	var rep json.RawMessage
-	if err == nil {
-		msg := cloudbus.NewMsg[json.RawMessage, json.RawMessage](req.Name)
-		rep, err = cloudbus.Call(ctx, p.bus, target, msg, req.Body, cloudbus.WithResource(req.ResourceUUID))
+// Stop ends the job sweeper. Idempotent.
+func (p *Portal) Stop(context.Context) error {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	return nil
+}
+
+// drive calls the owner through the typed call and records the outcome in
+// the job.
+func (p *Portal) drive(ctx context.Context, sub submission) (cloudbus.Empty, error) {
+	var result any
+	op, ok := p.ops[sub.Op]
+	var err error = errcode.New(errcode.UnknownMessage, "no API call %s on this node (mixed versions?)", sub.Op)
+	if ok {
+		result, err = op.Drive(ctx, p.node, sub.Body)
 	}
 	// Record with a context of its own: the call may have used up ctx.
 	rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var job jobs.Job
 	if err != nil {
-		job, err = p.jobs.Fail(rctx, req.JobUUID, errcode.From(err))
+		job, err = p.jobs.Fail(rctx, sub.JobUUID, errcode.From(err))
 	} else {
-		var result any = struct{}{}
-		switch req.Wrap {
-		case "inventory":
-			result = map[string]json.RawMessage{"inventory": rep}
-		case "reply":
-			result = rep
-		}
-		job, err = p.jobs.Succeed(rctx, req.JobUUID, result)
+		job, err = p.jobs.Succeed(rctx, sub.JobUUID, result)
 	}
 	switch {
 	case errcode.Has(err, errcode.InvalidState):
 		return cloudbus.Empty{}, nil // finished already: a redelivered call
 	case err != nil:
-		p.log.Error("record job outcome", "job_uuid", req.JobUUID, "err", err)
+		p.log.Error("record job outcome", "job_uuid", sub.JobUUID, "err", err)
 		return cloudbus.Empty{}, nil
 	}
 	if job.WebhookURL != "" {
@@ -132,23 +158,4 @@ func (p *Portal) drive(ctx context.Context, req submitReq) (cloudbus.Empty, erro
 		}
 	}
 	return cloudbus.Empty{}, nil
-}
-
-// submit starts an API call: the job row, then the message to api.portal,
-// then 202 with the job's location. A retried request (same X-Job-UUID)
-// gets the existing job and starts nothing.
-func (p *Portal) submit(w http.ResponseWriter, r *http.Request, apiName string, req submitReq) {
-	job, created, err := p.jobs.Create(r.Context(), jobs.FromRequest(r, apiName, req.ResourceUUID))
-	if err != nil {
-		rest.WriteError(w, err)
-		return
-	}
-	req.JobUUID = job.UUID
-	if created {
-		ctx := cloudbus.WithMeta(r.Context(), cloudbus.Meta{APIID: job.UUID})
-		if err := cloudbus.Send(ctx, p.bus, p.bus.SharedTarget(SharedQueue), msgSubmit, req, cloudbus.WithTimeout(p.opts.JobTimeout)); err != nil {
-			_, _ = p.jobs.Fail(context.Background(), job.UUID, errcode.From(err))
-		}
-	}
-	jobs.Accepted(w, r, "", job)
 }

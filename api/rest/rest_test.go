@@ -29,7 +29,8 @@ type createVM struct {
 	Start       bool              `json:"start"`
 	When        time.Time         `json:"when"`
 	Extra       any               `json:"extra"`
-	ignored     int
+	//lint:ignore U1000 an unexported field, which the decoder must skip
+	ignored int
 }
 
 func (c *createVM) Validate() error {

@@ -15,8 +15,8 @@ import (
 
 	"mplane/agents/kvm"
 	"mplane/bench"
-	"mplane/cloudbus"
 	"mplane/conf"
+	"mplane/server"
 )
 
 // runBench executes "mplane bench <args>" and returns stdout, stderr and
@@ -147,18 +147,18 @@ func TestBenchAgainstEmbeddedCloud(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := startServer(ctx, cfg, slog.New(slog.DiscardHandler), serverOptions{broker: cloudbus.NewBroker()})
+	s, err := server.Start(ctx, server.Options{Config: cfg})
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- s.serveUntilDone(ctx) }()
+	go func() { done <- serveUntilDone(ctx, s, slog.New(slog.DiscardHandler)) }()
 	t.Cleanup(func() { cancel(); <-done })
 	t.Setenv(envBenchPassword, "bench-test")
 
 	profiles := filepath.Join(dir, "profiles")
-	stdout, stderr, err := runBench(t, "--url", s.base, "--agents", strings.Join(agents, ","), "--setup", "--vms", "6",
+	stdout, stderr, err := runBench(t, "--url", s.URL(), "--agents", strings.Join(agents, ","), "--setup", "--vms", "6",
 		"--concurrency", "3", "-o", "json", "--profile-seconds", "1", "--profile-dir", profiles, "--label", "t")
 	if err != nil {
 		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, stderr, stdout)
@@ -201,7 +201,7 @@ func TestBenchAgainstEmbeddedCloud(t *testing.T) {
 
 	// Again on the same cloud (no --setup needed), every job submitted at
 	// once and results by polling, with the table.
-	stdout, stderr, err = runBench(t, "--url", s.base, "--agents", strings.Join(agents, ","), "--vms", "4",
+	stdout, stderr, err = runBench(t, "--url", s.URL(), "--agents", strings.Join(agents, ","), "--vms", "4",
 		"--concurrency", "2", "--submit-all", "--wait", "poll", "--ops", "create,destroy")
 	if err != nil {
 		t.Fatalf("bench --submit-all: %v\nstderr:\n%s\nstdout:\n%s", err, stderr, stdout)

@@ -4,9 +4,7 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
-	"time"
 
 	"gorm.io/gorm"
 
@@ -17,15 +15,11 @@ import (
 
 // ClusterVO is a row of clusters and, as JSON, the cluster inventory.
 type ClusterVO struct {
-	UUID           string    `gorm:"column:uuid;primaryKey;size:32" json:"uuid"`
-	Name           string    `gorm:"column:name;size:255;not null" json:"name"`
-	Description    string    `gorm:"column:description;size:2048" json:"description,omitempty"`
-	ZoneUUID       string    `gorm:"column:zone_uuid;size:32;not null;index" json:"zoneUuid"`
-	HypervisorType string    `gorm:"column:hypervisor_type;size:32;not null" json:"hypervisorType"`
-	State          string    `gorm:"column:state;size:32;not null" json:"state"`
-	Type           string    `gorm:"column:type;size:32;not null" json:"type"`
-	CreateDate     time.Time `gorm:"column:create_date;not null" json:"createDate"`
-	LastOpDate     time.Time `gorm:"column:last_op_date;not null" json:"lastOpDate"`
+	resource.Base
+	ZoneUUID       string `gorm:"column:zone_uuid;size:32;not null;index" json:"zoneUuid"`
+	HypervisorType string `gorm:"column:hypervisor_type;size:32;not null" json:"hypervisorType"`
+	State          string `gorm:"column:state;size:32;not null" json:"state"`
+	Type           string `gorm:"column:type;size:32;not null" json:"type"`
 }
 
 // TableName is clusters.
@@ -42,8 +36,8 @@ type CreateParams struct {
 // Validate checks the parameters' shape; hypervisorType defaults to KVM.
 func (p *CreateParams) Validate() error {
 	var problems []string
-	if strings.TrimSpace(p.Name) == "" {
-		problems = append(problems, "name is required")
+	if err := resource.ValidateName(p.Name); err != nil {
+		problems = append(problems, err.Error())
 	}
 	if p.ZoneUUID == "" {
 		problems = append(problems, "zoneUuid is required")
@@ -60,30 +54,16 @@ func (p *CreateParams) Validate() error {
 	return nil
 }
 
-// Check verifies the references: the zone must exist.
-func (p *CreateParams) Check(ctx context.Context, db *gorm.DB) error {
-	return resource.Exists(ctx, db, &zone.ZoneVO{}, "zoneUuid", p.ZoneUUID)
-}
-
-// Kind is the cluster's resource kind.
-var Kind = resource.Kind{Name: "cluster", Model: &ClusterVO{}, Create: create, Delete: remove}
-
-func create(ctx context.Context, db *gorm.DB, uuid string, raw json.RawMessage) (any, error) {
-	var p CreateParams
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, errcode.Wrap(errcode.InvalidArgument, err, "cluster params")
-	}
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
-	now := time.Now().UTC()
-	return resource.Insert(ctx, db, uuid, &ClusterVO{UUID: uuid, Name: p.Name, Description: p.Description, ZoneUUID: p.ZoneUUID,
-		HypervisorType: p.HypervisorType, State: "Enabled", Type: "zstack", CreateDate: now, LastOpDate: now})
-}
-
-func remove(ctx context.Context, db *gorm.DB, uuid string) error {
-	if err := resource.RefuseIfUsed(ctx, db, "cluster", uuid, "hosts", "cluster_uuid", "hosts"); err != nil {
-		return err
-	}
-	return db.WithContext(ctx).Delete(&ClusterVO{}, "uuid = ?", uuid).Error
-}
+// Kind is the cluster's simple kind: POST/GET/DELETE /v1/clusters,
+// updateCluster.
+var Kind = resource.NewKind(resource.Spec[ClusterVO, CreateParams]{
+	Name: "cluster", Noun: "Cluster", Path: "clusters",
+	Check: func(ctx context.Context, db *gorm.DB, p *CreateParams) error {
+		return resource.MustExist(ctx, db, &zone.ZoneVO{}, "zoneUuid", p.ZoneUUID)
+	},
+	New: func(b resource.Base, p CreateParams) ClusterVO {
+		b.Name, b.Description = p.Name, p.Description
+		return ClusterVO{Base: b, ZoneUUID: p.ZoneUUID, HypervisorType: p.HypervisorType, State: "Enabled", Type: "zstack"}
+	},
+	Dependents: []resource.Dependent{{Table: "hosts", Column: "cluster_uuid", What: "hosts"}},
+})

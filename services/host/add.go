@@ -15,32 +15,48 @@ import (
 	"mplane/uid"
 )
 
-// ValidateAdd checks an add request and fills defaults.
-func ValidateAdd(req *AddKVMHostReq) error {
+// AddKVMHostParams are the API parameters of POST /v1/hosts/kvm.
+type AddKVMHostParams struct {
+	Name         string `json:"name,omitempty"`
+	Description  string `json:"description,omitempty"`
+	ManagementIP string `json:"managementIp"`
+	AgentPort    int    `json:"agentPort,omitempty"`
+	ClusterUUID  string `json:"clusterUuid"`
+	// Username, Password and SSHPort are ZStack's (it deploys the agent
+	// over SSH); mplane's agents run already, so they are accepted and
+	// unused.
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+	SSHPort  int    `json:"sshPort,omitempty"`
+}
+
+// Validate checks the parameters and fills defaults: agentPort 7070, the
+// name from managementIp.
+func (p *AddKVMHostParams) Validate() error {
 	var problems []string
-	if req.UUID == "" {
-		problems = append(problems, "uuid is required")
+	if p.ClusterUUID == "" {
+		problems = append(problems, "clusterUuid is required")
 	}
-	ip := net.ParseIP(req.ManagementIP)
+	ip := net.ParseIP(p.ManagementIP)
 	switch {
-	case req.ManagementIP == "":
+	case p.ManagementIP == "":
 		problems = append(problems, "managementIp is required (the IPv4 or IPv6 address of the host's agent)")
 	case ip == nil:
-		problems = append(problems, "managementIp must be an IP address, got "+quote(req.ManagementIP))
+		problems = append(problems, "managementIp must be an IP address, got "+quote(p.ManagementIP))
 	case ip.IsUnspecified() || ip.IsMulticast():
-		problems = append(problems, "managementIp must be a unicast address, got "+quote(req.ManagementIP))
+		problems = append(problems, "managementIp must be a unicast address, got "+quote(p.ManagementIP))
 	}
-	if req.AgentPort == 0 {
-		req.AgentPort = DefaultAgentPort
+	if p.AgentPort == 0 {
+		p.AgentPort = DefaultAgentPort
 	}
-	if req.AgentPort < 1 || req.AgentPort > 65535 {
+	if p.AgentPort < 1 || p.AgentPort > 65535 {
 		problems = append(problems, "agentPort must be between 1 and 65535")
 	}
-	if len(req.Name) > 255 {
+	if len(p.Name) > 255 {
 		problems = append(problems, "name must be at most 255 characters")
 	}
-	if req.Name == "" {
-		req.Name = req.ManagementIP
+	if p.Name == "" {
+		p.Name = p.ManagementIP
 	}
 	if len(problems) > 0 {
 		return errcode.New(errcode.InvalidArgument, "add KVM host: %s", strings.Join(problems, "; "))
@@ -55,9 +71,6 @@ func quote(s string) string { return "\"" + s + "\"" }
 // agent cannot be connected, the host is removed again: no half-added host
 // is left behind.
 func (s *Service) add(ctx context.Context, req AddKVMHostReq) (HostVO, error) {
-	if err := ValidateAdd(&req); err != nil {
-		return HostVO{}, err
-	}
 	now := time.Now().UTC()
 	h := HostVO{
 		UUID: req.UUID, Name: req.Name, Description: req.Description, ManagementIP: req.ManagementIP,
@@ -133,6 +146,11 @@ func (s *Service) reconnect(ctx context.Context, h *HostVO) error {
 func (s *Service) delete(ctx context.Context, ref HostRef) (cloudbus.Empty, error) {
 	_, err := thread.Sync(ctx, s.sched, thread.Task{Signature: chainOf(ref.UUID), Name: "delete", Level: 1},
 		func(ctx context.Context) (struct{}, error) {
+			// Checked again here: a VM may have been placed on the host
+			// since the API node checked.
+			if err := refuseIfRunsVMs(ctx, s.db, ref.UUID); err != nil {
+				return struct{}{}, err
+			}
 			res := s.db.WithContext(ctx).Delete(&HostVO{}, "uuid = ?", ref.UUID)
 			if res.Error != nil {
 				return struct{}{}, errcode.Wrap(errcode.Internal, res.Error, "delete host %s", ref.UUID)

@@ -11,6 +11,7 @@ import (
 	"mplane/agents/protocol"
 	"mplane/cloudbus"
 	"mplane/errcode"
+	"mplane/managementnode"
 )
 
 // EventHandler is this node's event endpoint (the sendCommandUrl agents
@@ -33,15 +34,10 @@ func (s *Service) routeEvent(ctx context.Context, ev agentclient.Event) error {
 	if hostUUID == "" {
 		return errcode.New(errcode.InvalidArgument, "event %s names no host: no hostUuid in the URL or the body", ev.Path)
 	}
-	target, err := s.node.TargetFor(BusService, hostUUID)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err = cloudbus.Call(ctx, s.bus, target, msgAgentEvent,
-		agentEventReq{HostUUID: hostUUID, Path: ev.Path, Body: ev.Body, Secret: ev.Secret, RemoteIP: ev.RemoteIP},
-		cloudbus.WithResource(hostUUID))
+	_, err := managementnode.CallOwner(ctx, s.node, msgAgentEvent,
+		agentEventReq{HostUUID: hostUUID, Path: ev.Path, Body: ev.Body, Secret: ev.Secret, RemoteIP: ev.RemoteIP})
 	return err
 }
 

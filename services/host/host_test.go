@@ -14,23 +14,23 @@ import (
 	"mplane/internal/testenv"
 )
 
-func TestValidateAdd(t *testing.T) {
+func TestAddParamsValidate(t *testing.T) {
 	tests := []struct {
 		name string
-		req  AddKVMHostReq
+		req  AddKVMHostParams
 		want string // substring of the error; "" means valid
 	}{
-		{"ok", AddKVMHostReq{UUID: "h1", ManagementIP: "10.0.0.5"}, ""},
-		{"no uuid", AddKVMHostReq{ManagementIP: "10.0.0.5"}, "uuid is required"},
-		{"no ip", AddKVMHostReq{UUID: "h1"}, "managementIp is required"},
-		{"hostname", AddKVMHostReq{UUID: "h1", ManagementIP: "kvm-1.example"}, `managementIp must be an IP address, got "kvm-1.example"`},
-		{"unspecified", AddKVMHostReq{UUID: "h1", ManagementIP: "0.0.0.0"}, "unicast"},
-		{"port", AddKVMHostReq{UUID: "h1", ManagementIP: "10.0.0.5", AgentPort: 70000}, "agentPort must be between 1 and 65535"},
+		{"ok", AddKVMHostParams{ClusterUUID: "c1", ManagementIP: "10.0.0.5"}, ""},
+		{"no cluster", AddKVMHostParams{ManagementIP: "10.0.0.5"}, "clusterUuid is required"},
+		{"no ip", AddKVMHostParams{ClusterUUID: "c1"}, "managementIp is required"},
+		{"hostname", AddKVMHostParams{ClusterUUID: "c1", ManagementIP: "kvm-1.example"}, `managementIp must be an IP address, got "kvm-1.example"`},
+		{"unspecified", AddKVMHostParams{ClusterUUID: "c1", ManagementIP: "0.0.0.0"}, "unicast"},
+		{"port", AddKVMHostParams{ClusterUUID: "c1", ManagementIP: "10.0.0.5", AgentPort: 70000}, "agentPort must be between 1 and 65535"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			req := tc.req
-			err := ValidateAdd(&req)
+			err := req.Validate()
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)

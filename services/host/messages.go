@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 
 	"mplane/cloudbus"
+	"mplane/managementnode"
 )
 
 // BusService is the bus service name: each node consumes "host.<nodeUUID>".
@@ -21,10 +22,16 @@ type AddKVMHostReq struct {
 	ClusterUUID  string `json:"clusterUuid,omitempty"`
 }
 
+// ResourceUUID is the host being added.
+func (r AddKVMHostReq) ResourceUUID() string { return r.UUID }
+
 // HostRef names a host.
 type HostRef struct {
 	UUID string `json:"uuid"`
 }
+
+// ResourceUUID is the host.
+func (r HostRef) ResourceUUID() string { return r.UUID }
 
 // AgentCommandReq sends one command to a host's agent, in the host's chain.
 // Sync paths (/host/echo, /host/connect) are answered by the agent at once;
@@ -34,6 +41,9 @@ type AgentCommandReq struct {
 	Path     string          `json:"path"`
 	Command  json.RawMessage `json:"command,omitempty"`
 }
+
+// ResourceUUID is the host whose agent runs the command.
+func (r AgentCommandReq) ResourceUUID() string { return r.HostUUID }
 
 // AgentCommandRep is the agent's result body.
 type AgentCommandRep struct {
@@ -50,12 +60,15 @@ type agentEventReq struct {
 	RemoteIP string          `json:"remoteIp"`
 }
 
-// Messages of the host service.
+// ResourceUUID is the host the event is about.
+func (r agentEventReq) ResourceUUID() string { return r.HostUUID }
+
+// Messages of the host service; each runs on the host's owner.
 var (
-	MsgAddKVMHost    = cloudbus.NewMsg[AddKVMHostReq, HostVO]("host.AddKVMHost")
-	MsgReconnectHost = cloudbus.NewMsg[HostRef, HostVO]("host.ReconnectHost")
-	MsgDeleteHost    = cloudbus.NewMsg[HostRef, cloudbus.Empty]("host.DeleteHost")
-	MsgGetHost       = cloudbus.NewMsg[HostRef, HostVO]("host.GetHost")
-	MsgAgentCommand  = cloudbus.NewMsg[AgentCommandReq, AgentCommandRep]("host.AgentCommand")
-	msgAgentEvent    = cloudbus.NewMsg[agentEventReq, cloudbus.Empty]("host.AgentEvent")
+	MsgAddKVMHost    = managementnode.NewOwnedMsg[AddKVMHostReq, HostVO](BusService, "host.AddKVMHost")
+	MsgReconnectHost = managementnode.NewOwnedMsg[HostRef, HostVO](BusService, "host.ReconnectHost")
+	MsgDeleteHost    = managementnode.NewOwnedMsg[HostRef, cloudbus.Empty](BusService, "host.DeleteHost")
+	MsgGetHost       = managementnode.NewOwnedMsg[HostRef, HostVO](BusService, "host.GetHost")
+	MsgAgentCommand  = managementnode.NewOwnedMsg[AgentCommandReq, AgentCommandRep](BusService, "host.AgentCommand")
+	msgAgentEvent    = managementnode.NewOwnedMsg[agentEventReq, cloudbus.Empty](BusService, "host.AgentEvent")
 )

@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm"
 
 	"mplane/agents/agentclient"
+	"mplane/agents/protocol"
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/managementnode"
@@ -129,12 +130,12 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	mux := cloudbus.NewMux()
-	cloudbus.Handle(mux, MsgAddKVMHost, s.add)
-	cloudbus.Handle(mux, MsgReconnectHost, s.reconnectMsg)
-	cloudbus.Handle(mux, MsgDeleteHost, s.delete)
-	cloudbus.Handle(mux, MsgGetHost, s.get)
-	cloudbus.Handle(mux, MsgAgentCommand, s.command)
-	cloudbus.Handle(mux, msgAgentEvent, s.onEvent)
+	managementnode.Handle(mux, MsgAddKVMHost, s.add)
+	managementnode.Handle(mux, MsgReconnectHost, s.reconnectMsg)
+	managementnode.Handle(mux, MsgDeleteHost, s.delete)
+	managementnode.Handle(mux, MsgGetHost, s.get)
+	managementnode.Handle(mux, MsgAgentCommand, s.command)
+	managementnode.Handle(mux, msgAgentEvent, s.onEvent)
 	mux.Intercept(s.node.Guard(BusService))
 	if err := s.bus.Serve(BusService, mux); err != nil {
 		return fmt.Errorf("serve host queue: %w", err)
@@ -152,11 +153,12 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop ends the ping tracker and waits for the goroutines the service
+// Stop (idempotent) ends the ping tracker and waits for the goroutines the service
 // started (the scheduler owns and drains the periodic loop).
-func (s *Service) Stop() {
+func (s *Service) Stop(context.Context) error {
 	s.cancel()
 	s.wg.Wait()
+	return nil
 }
 
 // OnAgentEvent registers fn for every authenticated agent event of the
@@ -167,29 +169,24 @@ func (s *Service) OnAgentEvent(fn func(ctx context.Context, ev AgentEvent)) {
 	s.hooksMu.Unlock()
 }
 
-// Send routes a command for a host to its owner's host service (through
-// the bus), which runs it in the host's chain; rsp receives the agent's
-// result.
-func Send(ctx context.Context, bus *cloudbus.Bus, node *managementnode.Node, hostUUID, path string, cmd, rsp any) error {
+// Run sends one agent command to a host through the host's owner, which
+// runs it in the host's chain, and answers the agent's typed response.
+func Run[Cmd, Rsp any](ctx context.Context, node *managementnode.Node, hostUUID string, c protocol.Command[Cmd, Rsp], cmd Cmd) (Rsp, error) {
+	var rsp Rsp
 	body, err := json.Marshal(cmd)
 	if err != nil {
-		return errcode.Wrap(errcode.Internal, err, "encode %s command", path)
+		return rsp, errcode.Wrap(errcode.Internal, err, "encode %s command", c.Path)
 	}
-	target, err := node.TargetFor(BusService, hostUUID)
+	rep, err := managementnode.CallOwner(ctx, node, MsgAgentCommand, AgentCommandReq{HostUUID: hostUUID, Path: c.Path, Command: body})
 	if err != nil {
-		return err
+		return rsp, err
 	}
-	rep, err := cloudbus.Call(ctx, bus, target, MsgAgentCommand, AgentCommandReq{HostUUID: hostUUID, Path: path, Command: body},
-		cloudbus.WithResource(hostUUID))
-	if err != nil {
-		return err
-	}
-	if rsp != nil && len(rep.Result) > 0 {
-		if err := json.Unmarshal(rep.Result, rsp); err != nil {
-			return errcode.Wrap(errcode.MalformedMessage, err, "decode %s result of host %s", path, hostUUID)
+	if len(rep.Result) > 0 {
+		if err := json.Unmarshal(rep.Result, &rsp); err != nil {
+			return rsp, errcode.Wrap(errcode.MalformedMessage, err, "decode %s result of host %s", c.Path, hostUUID)
 		}
 	}
-	return nil
+	return rsp, nil
 }
 
 func (s *Service) load(ctx context.Context, uuid string) (*HostVO, error) {

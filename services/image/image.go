@@ -3,13 +3,8 @@
 package image
 
 import (
-	"context"
-	"encoding/json"
 	"net/url"
 	"strings"
-	"time"
-
-	"gorm.io/gorm"
 
 	"mplane/errcode"
 	"mplane/services/resource"
@@ -17,18 +12,14 @@ import (
 
 // ImageVO is a row of images and, as JSON, the image inventory.
 type ImageVO struct {
-	UUID        string    `gorm:"column:uuid;primaryKey;size:32" json:"uuid"`
-	Name        string    `gorm:"column:name;size:255;not null" json:"name"`
-	Description string    `gorm:"column:description;size:2048" json:"description,omitempty"`
-	URL         string    `gorm:"column:url;size:2048;not null" json:"url"`
-	Format      string    `gorm:"column:format;size:32;not null" json:"format"`
-	MediaType   string    `gorm:"column:media_type;size:32;not null" json:"mediaType"`
-	Platform    string    `gorm:"column:platform;size:32;not null" json:"platform"`
-	Size        int64     `gorm:"column:size;not null" json:"size"`
-	State       string    `gorm:"column:state;size:32;not null" json:"state"`
-	Status      string    `gorm:"column:status;size:32;not null" json:"status"`
-	CreateDate  time.Time `gorm:"column:create_date;not null" json:"createDate"`
-	LastOpDate  time.Time `gorm:"column:last_op_date;not null" json:"lastOpDate"`
+	resource.Base
+	URL       string `gorm:"column:url;size:2048;not null" json:"url"`
+	Format    string `gorm:"column:format;size:32;not null" json:"format"`
+	MediaType string `gorm:"column:media_type;size:32;not null" json:"mediaType"`
+	Platform  string `gorm:"column:platform;size:32;not null" json:"platform"`
+	Size      int64  `gorm:"column:size;not null" json:"size"`
+	State     string `gorm:"column:state;size:32;not null" json:"state"`
+	Status    string `gorm:"column:status;size:32;not null" json:"status"`
 }
 
 // TableName is images.
@@ -55,8 +46,8 @@ var (
 // RootVolumeTemplate, Linux).
 func (p *CreateParams) Validate() error {
 	var problems []string
-	if strings.TrimSpace(p.Name) == "" {
-		problems = append(problems, "name is required")
+	if err := resource.ValidateName(p.Name); err != nil {
+		problems = append(problems, err.Error())
 	}
 	if u, err := url.Parse(p.URL); p.URL == "" || err != nil || u.Scheme == "" {
 		problems = append(problems, "url is required and must be an absolute URL such as http://server/image.qcow2")
@@ -88,23 +79,12 @@ func (p *CreateParams) Validate() error {
 	return nil
 }
 
-// Kind is the image's resource kind.
-var Kind = resource.Kind{Name: "image", Model: &ImageVO{}, Create: create, Delete: remove}
-
-func create(ctx context.Context, db *gorm.DB, uuid string, raw json.RawMessage) (any, error) {
-	var p CreateParams
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, errcode.Wrap(errcode.InvalidArgument, err, "image params")
-	}
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
-	now := time.Now().UTC()
-	return resource.Insert(ctx, db, uuid, &ImageVO{UUID: uuid, Name: p.Name, Description: p.Description, URL: p.URL,
-		Format: p.Format, MediaType: p.MediaType, Platform: p.Platform, Size: p.Size,
-		State: "Enabled", Status: "Ready", CreateDate: now, LastOpDate: now})
-}
-
-func remove(ctx context.Context, db *gorm.DB, uuid string) error {
-	return db.WithContext(ctx).Delete(&ImageVO{}, "uuid = ?", uuid).Error
-}
+// Kind is the image's simple kind: POST/GET/DELETE /v1/images, updateImage.
+var Kind = resource.NewKind(resource.Spec[ImageVO, CreateParams]{
+	Name: "image", Noun: "Image", Path: "images",
+	New: func(b resource.Base, p CreateParams) ImageVO {
+		b.Name, b.Description = p.Name, p.Description
+		return ImageVO{Base: b, URL: p.URL, Format: p.Format, MediaType: p.MediaType, Platform: p.Platform, Size: p.Size,
+			State: "Enabled", Status: "Ready"}
+	},
+})

@@ -68,12 +68,3 @@ func capacity(t *testing.T, gdb *gorm.DB, l3UUID string) IPCapacity {
 	}
 	return c
 }
-
-func ipNum(t *testing.T, s string) int64 {
-	t.Helper()
-	v, err := parseIPv4("ip", s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return int64(v)
-}

@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"mplane/errcode"
+	"mplane/services/resource"
 	"mplane/uid"
 )
 
@@ -155,7 +156,7 @@ func (p IPRangeParams) row() (IpRangeVO, error) {
 		return IpRangeVO{}, err
 	}
 	r := IpRangeVO{
-		UUID: p.UUID, L3NetworkUUID: p.L3NetworkUUID, Name: p.Name, Description: p.Description,
+		Base: resource.NewBase(p.UUID, p.Name, p.Description), L3NetworkUUID: p.L3NetworkUUID,
 		StartIP: formatIPv4(s.start), EndIP: formatIPv4(s.end),
 		Netmask: formatIPv4(maskOf(s.prefixLen)), Gateway: formatIPv4(s.gateway),
 		NetworkCIDR: cidrString(s.network, s.prefixLen), PrefixLen: s.prefixLen, IPVersion: IPv4,

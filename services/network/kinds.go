@@ -2,52 +2,35 @@ package network
 
 import (
 	"context"
-	"encoding/json"
 
 	"gorm.io/gorm"
 
-	"mplane/errcode"
 	"mplane/services/resource"
 )
 
-// L3Kind serves L3 networks through the resource service: create from
-// L3Params, delete by DeleteL3Network.
-var L3Kind = resource.Kind{Name: "l3-network", Model: &L3NetworkVO{}, Create: createL3Kind, Delete: DeleteL3Network}
+// L3Kind is the L3 network's simple kind: POST/GET/DELETE /v1/l3-networks
+// and updateL3Network. A delete refuses while an IP of the network is used.
+var L3Kind = resource.NewKind(resource.Spec[L3NetworkVO, L3Params]{
+	Name: "l3-network", Noun: "L3Network", Path: "l3-networks", What: "l3 network",
+	Check:  func(ctx context.Context, db *gorm.DB, p *L3Params) error { return p.Check(ctx, db) },
+	New:    l3Row,
+	Delete: DeleteL3Network,
+})
 
-// IPRangeKind serves IP ranges through the resource service: create from
-// IPRangeParams (l3NetworkUuid set), delete by DeleteIpRange. Its model
-// carries the foreign key to l3_networks, so L3Kind migrates first.
-var IPRangeKind = resource.Kind{Name: "ip-range", Model: &ipRangeSchema{}, Create: createIPRangeKind, Delete: DeleteIpRange}
-
-// createL3Kind creates the network uuid. A redelivered create (the resource
-// service runs creates of one UUID one at a time) answers with the row made
-// the first time.
-func createL3Kind(ctx context.Context, gdb *gorm.DB, uuid string, raw json.RawMessage) (any, error) {
-	if l3, err := GetL3Network(ctx, gdb, uuid); err == nil {
-		return l3, nil
-	}
-	var p L3Params
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, errcode.Wrap(errcode.InvalidArgument, err, "l3 network params")
-	}
-	p.UUID = uuid
-	return CreateL3Network(ctx, gdb, p)
-}
-
-// createIPRangeKind adds the range uuid; idempotent like createL3Kind (a
-// range would otherwise overlap itself).
-func createIPRangeKind(ctx context.Context, gdb *gorm.DB, uuid string, raw json.RawMessage) (any, error) {
-	var existing []IpRangeVO
-	if err := gdb.WithContext(ctx).Where("uuid = ?", uuid).Limit(1).Find(&existing).Error; err != nil {
-		return nil, errcode.Wrap(errcode.Internal, err, "look up ip range %s", uuid)
-	}
-	if len(existing) == 1 {
-		return existing[0], nil
-	}
-	var p IPRangeParams
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, errcode.Wrap(errcode.InvalidArgument, err, "ip range params")
-	}
-	p.UUID = uuid
-	return AddIpRange(ctx, gdb, p)
-}
+// IPRangeKind is the IP range's simple kind: POST
+// /v1/l3-networks/{uuid}/ip-ranges, GET and DELETE /v1/l3-networks/ip-ranges,
+// updateIpRange. Its model carries the foreign key to l3_networks, so
+// L3Kind migrates first.
+var IPRangeKind = resource.NewKind(resource.Spec[IpRangeVO, IPRangeParams]{
+	Name: "ip-range", Noun: "IpRange", Path: "l3-networks/ip-ranges", What: "ip range",
+	CreateAt: "l3-networks/{uuid}/ip-ranges",
+	Parent:   func(p *IPRangeParams) *string { return &p.L3NetworkUUID },
+	Check:    func(ctx context.Context, db *gorm.DB, p *IPRangeParams) error { return p.Check(ctx, db) },
+	New:      func(resource.Base, IPRangeParams) IpRangeVO { return IpRangeVO{} }, // unused: Create adds the range
+	Create: func(ctx context.Context, db *gorm.DB, uuid string, p IPRangeParams) (IpRangeVO, error) {
+		p.UUID = uuid
+		return AddIpRange(ctx, db, p)
+	},
+	Delete: DeleteIpRange,
+	Models: []any{&ipRangeSchema{}},
+})

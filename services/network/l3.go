@@ -62,13 +62,10 @@ func (p L3Params) Validate() error {
 	return nil
 }
 
-// Check validates p and verifies its references: the zone must exist
-// (InvalidArgument otherwise, as for a malformed parameter).
+// Check verifies p's references: the zone must exist (InvalidArgument
+// otherwise, as for a malformed parameter). Validate checks the rest.
 func (p L3Params) Check(ctx context.Context, gdb *gorm.DB) error {
-	if err := p.Validate(); err != nil {
-		return err
-	}
-	return resource.Exists(ctx, gdb, &zone.ZoneVO{}, "zoneUuid", p.ZoneUUID)
+	return resource.MustExist(ctx, gdb, &zone.ZoneVO{}, "zoneUuid", p.ZoneUUID)
 }
 
 // CreateL3Network validates p and creates an Enabled L3 network without IP
@@ -78,13 +75,10 @@ func CreateL3Network(ctx context.Context, gdb *gorm.DB, p L3Params) (L3NetworkVO
 	if err := p.Validate(); err != nil {
 		return L3NetworkVO{}, err
 	}
-	l3 := L3NetworkVO{
-		UUID: p.UUID, Name: p.Name, Description: p.Description, ZoneUUID: p.ZoneUUID,
-		Type: L3BasicNetwork, State: L3StateEnabled,
+	if p.UUID == "" {
+		p.UUID = uid.New()
 	}
-	if l3.UUID == "" {
-		l3.UUID = uid.New()
-	}
+	l3 := l3Row(resource.NewBase(p.UUID, "", ""), p)
 	err := gdb.WithContext(ctx).Create(&l3).Error
 	if errors.Is(err, gorm.ErrDuplicatedKey) {
 		return L3NetworkVO{}, errcode.New(errcode.InvalidArgument, "an L3 network with uuid %s already exists", l3.UUID)
@@ -93,6 +87,11 @@ func CreateL3Network(ctx context.Context, gdb *gorm.DB, p L3Params) (L3NetworkVO
 		return L3NetworkVO{}, fmt.Errorf("create l3 network %q: %w", p.Name, err)
 	}
 	return l3, nil
+}
+
+func l3Row(b resource.Base, p L3Params) L3NetworkVO {
+	b.Name, b.Description = p.Name, p.Description
+	return L3NetworkVO{Base: b, ZoneUUID: p.ZoneUUID, Type: L3BasicNetwork, State: L3StateEnabled}
 }
 
 // GetL3Network reads an L3 network; a missing one is ResourceNotFound.

@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"fmt"
+	"mplane/services/resource"
 	"time"
 
 	"gorm.io/gorm"
@@ -22,14 +23,10 @@ const (
 // L3NetworkVO is a row of l3_networks. Its JSON form is ZStack's
 // L3NetworkInventory (the fields mplane has).
 type L3NetworkVO struct {
-	UUID        string    `gorm:"column:uuid;primaryKey;size:32" json:"uuid"`
-	Name        string    `gorm:"column:name;size:255;not null" json:"name"`
-	Description string    `gorm:"column:description;size:2048;not null" json:"description"`
-	ZoneUUID    string    `gorm:"column:zone_uuid;size:64;not null;index" json:"zoneUuid"`
-	Type        string    `gorm:"column:type;size:64;not null" json:"type"`
-	State       string    `gorm:"column:state;size:16;not null" json:"state"`
-	CreateDate  time.Time `gorm:"column:create_date;not null;autoCreateTime" json:"createDate"`
-	LastOpDate  time.Time `gorm:"column:last_op_date;not null;autoUpdateTime" json:"lastOpDate"`
+	resource.Base
+	ZoneUUID string `gorm:"column:zone_uuid;size:64;not null;index" json:"zoneUuid"`
+	Type     string `gorm:"column:type;size:64;not null" json:"type"`
+	State    string `gorm:"column:state;size:16;not null" json:"state"`
 }
 
 // TableName is l3_networks.
@@ -38,10 +35,8 @@ func (L3NetworkVO) TableName() string { return "l3_networks" }
 // IpRangeVO is a row of ip_ranges: one IPv4 range of allocatable addresses
 // of an L3 network. Its JSON form is ZStack's IpRangeInventory.
 type IpRangeVO struct {
-	UUID          string `gorm:"column:uuid;primaryKey;size:32" json:"uuid"`
+	resource.Base
 	L3NetworkUUID string `gorm:"column:l3_network_uuid;size:32;not null;index" json:"l3NetworkUuid"`
-	Name          string `gorm:"column:name;size:255;not null" json:"name"`
-	Description   string `gorm:"column:description;size:2048;not null" json:"description"`
 	StartIP       string `gorm:"column:start_ip;size:64;not null" json:"startIp"`
 	EndIP         string `gorm:"column:end_ip;size:64;not null" json:"endIp"`
 	Netmask       string `gorm:"column:netmask;size:64;not null" json:"netmask"`
@@ -51,10 +46,8 @@ type IpRangeVO struct {
 	IPVersion     int    `gorm:"column:ip_version;not null" json:"ipVersion"`
 	// StartIPLong and EndIPLong are StartIP and EndIP as numbers, for
 	// range queries.
-	StartIPLong int64     `gorm:"column:start_ip_long;not null" json:"-"`
-	EndIPLong   int64     `gorm:"column:end_ip_long;not null" json:"-"`
-	CreateDate  time.Time `gorm:"column:create_date;not null;autoCreateTime" json:"createDate"`
-	LastOpDate  time.Time `gorm:"column:last_op_date;not null;autoUpdateTime" json:"lastOpDate"`
+	StartIPLong int64 `gorm:"column:start_ip_long;not null" json:"-"`
+	EndIPLong   int64 `gorm:"column:end_ip_long;not null" json:"-"`
 }
 
 // TableName is ip_ranges.

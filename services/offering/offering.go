@@ -3,15 +3,11 @@
 package offering
 
 import (
-	"context"
-	"encoding/json"
 	"strings"
-	"time"
 
-	"gorm.io/gorm"
+	"mplane/services/resource"
 
 	"mplane/errcode"
-	"mplane/services/resource"
 )
 
 // Limits of an offering.
@@ -23,16 +19,12 @@ const (
 // InstanceOfferingVO is a row of instance_offerings and, as JSON, the
 // instance offering inventory. MemorySize is in bytes.
 type InstanceOfferingVO struct {
-	UUID        string    `gorm:"column:uuid;primaryKey;size:32" json:"uuid"`
-	Name        string    `gorm:"column:name;size:255;not null" json:"name"`
-	Description string    `gorm:"column:description;size:2048" json:"description,omitempty"`
-	CPUNum      int       `gorm:"column:cpu_num;not null" json:"cpuNum"`
-	CPUSpeed    int64     `gorm:"column:cpu_speed;not null" json:"cpuSpeed"`
-	MemorySize  int64     `gorm:"column:memory_size;not null" json:"memorySize"`
-	State       string    `gorm:"column:state;size:32;not null" json:"state"`
-	Type        string    `gorm:"column:type;size:32;not null" json:"type"`
-	CreateDate  time.Time `gorm:"column:create_date;not null" json:"createDate"`
-	LastOpDate  time.Time `gorm:"column:last_op_date;not null" json:"lastOpDate"`
+	resource.Base
+	CPUNum     int    `gorm:"column:cpu_num;not null" json:"cpuNum"`
+	CPUSpeed   int64  `gorm:"column:cpu_speed;not null" json:"cpuSpeed"`
+	MemorySize int64  `gorm:"column:memory_size;not null" json:"memorySize"`
+	State      string `gorm:"column:state;size:32;not null" json:"state"`
+	Type       string `gorm:"column:type;size:32;not null" json:"type"`
 }
 
 // TableName is instance_offerings.
@@ -50,8 +42,8 @@ type CreateParams struct {
 // Validate checks the parameters.
 func (p *CreateParams) Validate() error {
 	var problems []string
-	if strings.TrimSpace(p.Name) == "" {
-		problems = append(problems, "name is required")
+	if err := resource.ValidateName(p.Name); err != nil {
+		problems = append(problems, err.Error())
 	}
 	if p.CPUNum < 1 || p.CPUNum > MaxCPUNum {
 		problems = append(problems, "cpuNum must be between 1 and 1024")
@@ -68,20 +60,12 @@ func (p *CreateParams) Validate() error {
 	return nil
 }
 
-// Kind is the offering's resource kind.
-var Kind = resource.Kind{Name: "instance-offering", Model: &InstanceOfferingVO{}, Create: create, Delete: remove}
-
-func create(ctx context.Context, db *gorm.DB, uuid string, raw json.RawMessage) (any, error) {
-	var p CreateParams
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, errcode.Wrap(errcode.InvalidArgument, err, "instance offering params")
-	}
-	now := time.Now().UTC()
-	return resource.Insert(ctx, db, uuid, &InstanceOfferingVO{UUID: uuid, Name: p.Name, Description: p.Description,
-		CPUNum: p.CPUNum, CPUSpeed: p.CPUSpeed, MemorySize: p.MemorySize, State: "Enabled", Type: "UserVm",
-		CreateDate: now, LastOpDate: now})
-}
-
-func remove(ctx context.Context, db *gorm.DB, uuid string) error {
-	return db.WithContext(ctx).Delete(&InstanceOfferingVO{}, "uuid = ?", uuid).Error
-}
+// Kind is the offering's simple kind: POST/GET/DELETE
+// /v1/instance-offerings, updateInstanceOffering.
+var Kind = resource.NewKind(resource.Spec[InstanceOfferingVO, CreateParams]{
+	Name: "instance-offering", Noun: "InstanceOffering", Path: "instance-offerings", What: "instance offering",
+	New: func(b resource.Base, p CreateParams) InstanceOfferingVO {
+		b.Name, b.Description = p.Name, p.Description
+		return InstanceOfferingVO{Base: b, CPUNum: p.CPUNum, CPUSpeed: p.CPUSpeed, MemorySize: p.MemorySize, State: "Enabled", Type: "UserVm"}
+	},
+})

@@ -183,7 +183,7 @@ func (s *Service) undoIPs(ctx context.Context, d *createData) error {
 }
 
 func (s *Service) stepStartOnHost(ctx context.Context, d *createData) error {
-	return s.agentCommand(ctx, d.HostUUID, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: d.VM.UUID, VMName: d.VM.Name,
+	return agentCommand(ctx, s, d.HostUUID, protocol.StartVM, protocol.StartVMCmd{VMInstanceUUID: d.VM.UUID, VMName: d.VM.Name,
 		CPUNum: d.VM.CPUNum, Memory: d.VM.MemorySize})
 }
 
@@ -194,7 +194,7 @@ func (s *Service) undoStartOnHost(ctx context.Context, d *createData) error {
 	// Best effort: the agent may never have started it.
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	err := s.agentCommand(ctx, d.HostUUID, protocol.PathDestroyVM, protocol.DestroyVMCmd{UUID: d.VM.UUID})
+	err := agentCommand(ctx, s, d.HostUUID, protocol.DestroyVM, protocol.DestroyVMCmd{UUID: d.VM.UUID})
 	if err != nil {
 		s.log.Warn("rollback: destroy VM on its host", "vm_uuid", d.VM.UUID, "host_uuid", d.HostUUID, "err", err)
 	}
@@ -212,14 +212,13 @@ func (s *Service) stepSetRunning(ctx context.Context, d *createData) error {
 	return nil
 }
 
-// agentCommand sends one command to a host's agent through the host's
+// agentCommand sends one VM command to a host's agent through the host's
 // owner, bounded by AgentTimeout.
-func (s *Service) agentCommand(ctx context.Context, hostUUID, path string, cmd any) error {
+func agentCommand[Cmd any](ctx context.Context, s *Service, hostUUID string, c protocol.Command[Cmd, protocol.VMRsp], cmd Cmd) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.AgentTimeout)
 	defer cancel()
-	var rsp protocol.VMRsp
-	if err := host.Send(ctx, s.bus, s.node, hostUUID, path, cmd, &rsp); err != nil {
-		return fmt.Errorf("%s on host %s: %w", path, hostUUID, err)
+	if _, err := host.Run(ctx, s.node, hostUUID, c, cmd); err != nil {
+		return fmt.Errorf("%s on host %s: %w", c.Path, hostUUID, err)
 	}
 	return nil
 }

@@ -1,6 +1,9 @@
 package vm
 
-import "mplane/cloudbus"
+import (
+	"mplane/cloudbus"
+	"mplane/managementnode"
+)
 
 // BusService is the bus service name: each node consumes "vm.<node>".
 const BusService = "vm"
@@ -27,6 +30,9 @@ type CreateReq struct {
 	Sizing *Sizing `json:"sizing,omitempty"`
 }
 
+// ResourceUUID is the VM being created.
+func (r CreateReq) ResourceUUID() string { return r.UUID }
+
 // Sizing is what a VM takes from its offering and image.
 type Sizing struct {
 	CPUNum     int    `json:"cpuNum"`
@@ -40,13 +46,16 @@ type OpReq struct {
 	Type string `json:"type,omitempty"`
 }
 
+// ResourceUUID is the VM.
+func (r OpReq) ResourceUUID() string { return r.UUID }
+
 // Messages of the VM service; every one runs on the VM's owner, in the
 // VM's chain.
 var (
-	MsgCreate  = cloudbus.NewMsg[CreateReq, VmInstanceVO]("vm.CreateVmInstance")
-	MsgStart   = cloudbus.NewMsg[OpReq, VmInstanceVO]("vm.StartVmInstance")
-	MsgStop    = cloudbus.NewMsg[OpReq, VmInstanceVO]("vm.StopVmInstance")
-	MsgReboot  = cloudbus.NewMsg[OpReq, VmInstanceVO]("vm.RebootVmInstance")
-	MsgDestroy = cloudbus.NewMsg[OpReq, VmInstanceVO]("vm.DestroyVmInstance")
-	MsgExpunge = cloudbus.NewMsg[OpReq, cloudbus.Empty]("vm.ExpungeVmInstance")
+	MsgCreate  = managementnode.NewOwnedMsg[CreateReq, VmInstanceVO](BusService, "vm.CreateVmInstance")
+	MsgStart   = managementnode.NewOwnedMsg[OpReq, VmInstanceVO](BusService, "vm.StartVmInstance")
+	MsgStop    = managementnode.NewOwnedMsg[OpReq, VmInstanceVO](BusService, "vm.StopVmInstance")
+	MsgReboot  = managementnode.NewOwnedMsg[OpReq, VmInstanceVO](BusService, "vm.RebootVmInstance")
+	MsgDestroy = managementnode.NewOwnedMsg[OpReq, VmInstanceVO](BusService, "vm.DestroyVmInstance")
+	MsgExpunge = managementnode.NewOwnedMsg[OpReq, cloudbus.Empty](BusService, "vm.ExpungeVmInstance")
 )

@@ -78,7 +78,7 @@ func (s *Service) startChain() (*flow.Chain[startData], error) {
 			return err
 		}, Rollback: func(ctx context.Context, d *startData) error { return host.Release(ctx, s.db, d.VMUUID) }},
 		{Name: "start-on-hypervisor", Run: func(ctx context.Context, d *startData) error {
-			return s.agentCommand(ctx, d.HostUUID, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: d.VMUUID, VMName: d.Name, CPUNum: d.CPUNum, Memory: d.Memory})
+			return agentCommand(ctx, s, d.HostUUID, protocol.StartVM, protocol.StartVMCmd{VMInstanceUUID: d.VMUUID, VMName: d.Name, CPUNum: d.CPUNum, Memory: d.Memory})
 		}},
 	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log})
 }
@@ -102,15 +102,12 @@ func (s *Service) handleStart(ctx context.Context, req OpReq) (VmInstanceVO, err
 }
 
 func (s *Service) handleStop(ctx context.Context, req OpReq) (VmInstanceVO, error) {
-	if req.Type != "" && req.Type != "grace" && req.Type != "cold" {
-		return VmInstanceVO{}, errcode.New(errcode.InvalidArgument, "stop type must be grace or cold, got %q", req.Type)
-	}
 	return inChain(ctx, s, req.UUID, "stop", func(ctx context.Context) (VmInstanceVO, error) {
 		v, prev, err := s.begin(ctx, req.UUID, "stop")
 		if err != nil {
 			return VmInstanceVO{}, err
 		}
-		if err := s.agentCommand(ctx, v.HostUUID, protocol.PathStopVM, protocol.StopVMCmd{UUID: v.UUID, Type: req.Type}); err != nil {
+		if err := agentCommand(ctx, s, v.HostUUID, protocol.StopVM, protocol.StopVMCmd{UUID: v.UUID, Type: req.Type}); err != nil {
 			return VmInstanceVO{}, s.fail(v, prev, err)
 		}
 		if err := host.Release(ctx, s.db, v.UUID); err != nil {
@@ -129,7 +126,7 @@ func (s *Service) handleReboot(ctx context.Context, req OpReq) (VmInstanceVO, er
 		if err != nil {
 			return VmInstanceVO{}, err
 		}
-		if err := s.agentCommand(ctx, v.HostUUID, protocol.PathRebootVM, protocol.RebootVMCmd{UUID: v.UUID}); err != nil {
+		if err := agentCommand(ctx, s, v.HostUUID, protocol.RebootVM, protocol.RebootVMCmd{UUID: v.UUID}); err != nil {
 			return VmInstanceVO{}, s.fail(v, prev, err)
 		}
 		if err := s.setState(ctx, v, StateRunning, nil); err != nil {
@@ -148,7 +145,7 @@ func (s *Service) handleDestroy(ctx context.Context, req OpReq) (VmInstanceVO, e
 			return VmInstanceVO{}, err
 		}
 		if v.HostUUID != "" {
-			if err := s.agentCommand(ctx, v.HostUUID, protocol.PathDestroyVM, protocol.DestroyVMCmd{UUID: v.UUID}); err != nil {
+			if err := agentCommand(ctx, s, v.HostUUID, protocol.DestroyVM, protocol.DestroyVMCmd{UUID: v.UUID}); err != nil {
 				return VmInstanceVO{}, s.fail(v, prev, err)
 			}
 		}

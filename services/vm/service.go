@@ -92,12 +92,12 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	mux := cloudbus.NewMux()
-	cloudbus.Handle(mux, MsgCreate, s.handleCreate)
-	cloudbus.Handle(mux, MsgStart, s.handleStart)
-	cloudbus.Handle(mux, MsgStop, s.handleStop)
-	cloudbus.Handle(mux, MsgReboot, s.handleReboot)
-	cloudbus.Handle(mux, MsgDestroy, s.handleDestroy)
-	cloudbus.Handle(mux, MsgExpunge, s.handleExpunge)
+	managementnode.Handle(mux, MsgCreate, s.handleCreate)
+	managementnode.Handle(mux, MsgStart, s.handleStart)
+	managementnode.Handle(mux, MsgStop, s.handleStop)
+	managementnode.Handle(mux, MsgReboot, s.handleReboot)
+	managementnode.Handle(mux, MsgDestroy, s.handleDestroy)
+	managementnode.Handle(mux, MsgExpunge, s.handleExpunge)
 	mux.Intercept(s.node.Guard(BusService))
 	if err := s.bus.Serve(BusService, mux); err != nil {
 		return err
@@ -124,10 +124,11 @@ func (s *Service) Start(ctx context.Context) error {
 	return s.sched.Every(s.ctx, 10*time.Minute, 0.2, "vm-flow-prune", s.prune)
 }
 
-// Stop ends the takeover loop.
-func (s *Service) Stop() {
+// Stop (idempotent) ends the takeover loop.
+func (s *Service) Stop(context.Context) error {
 	s.cancel()
 	s.wg.Wait()
+	return nil
 }
 
 func chainOf(uuid string) string { return "vm-" + uuid }

@@ -45,7 +45,7 @@ func getHost(t *testing.T, b *cloudbus.Bus, via *server, hostUUID string) hostsv
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	h, err := cloudbus.Call(ctx, b, b.Target(hostsvc.BusService, via.uuid), hostsvc.MsgGetHost, hostsvc.HostRef{UUID: hostUUID},
+	h, err := cloudbus.Call(ctx, b, b.Target(hostsvc.BusService, via.uuid), hostsvc.MsgGetHost.Msg, hostsvc.HostRef{UUID: hostUUID},
 		cloudbus.WithResource(hostUUID))
 	if err != nil {
 		t.Fatalf("get host %s: %v", hostUUID, err)
@@ -85,7 +85,7 @@ func TestHostsWithRealAgents(t *testing.T) {
 	for i, ag := range agents {
 		id := uid.New()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		h, err := cloudbus.Call(ctx, bus, bus.Target(hostsvc.BusService, a.uuid), hostsvc.MsgAddKVMHost,
+		h, err := cloudbus.Call(ctx, bus, bus.Target(hostsvc.BusService, a.uuid), hostsvc.MsgAddKVMHost.Msg,
 			hostsvc.AddKVMHostReq{UUID: id, Name: fmt.Sprintf("host%d", i+1), ManagementIP: "127.0.0.1", AgentPort: ag.port},
 			cloudbus.WithResource(id))
 		cancel()
@@ -101,7 +101,7 @@ func TestHostsWithRealAgents(t *testing.T) {
 	{
 		id := uid.New()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_, err := cloudbus.Call(ctx, bus, bus.Target(hostsvc.BusService, b.uuid), hostsvc.MsgAddKVMHost,
+		_, err := cloudbus.Call(ctx, bus, bus.Target(hostsvc.BusService, b.uuid), hostsvc.MsgAddKVMHost.Msg,
 			hostsvc.AddKVMHostReq{UUID: id, ManagementIP: "127.0.0.1", AgentPort: agents[0].port}, cloudbus.WithResource(id))
 		cancel()
 		if errcode.CodeOf(err) != errcode.InvalidArgument || !strings.Contains(err.Error(), "already exists") {
@@ -123,7 +123,7 @@ func TestHostsWithRealAgents(t *testing.T) {
 	{
 		h := hosts[2]
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_, err := cloudbus.Call(ctx, bus, bus.Target(hostsvc.BusService, a.uuid), hostsvc.MsgAgentCommand,
+		_, err := cloudbus.Call(ctx, bus, bus.Target(hostsvc.BusService, a.uuid), hostsvc.MsgAgentCommand.Msg,
 			hostsvc.AgentCommandReq{HostUUID: h.UUID, Path: protocol.PathRebootVM, Command: []byte(`{"uuid":"vm-x"}`)},
 			cloudbus.WithResource(h.UUID), cloudbus.WithTimeout(1500*time.Millisecond))
 		cancel()
@@ -149,7 +149,7 @@ func TestHostsWithRealAgents(t *testing.T) {
 			return true
 		}, "host chain slot freed")
 		ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
-		_, err = cloudbus.Call(ctx, bus, bus.Target(hostsvc.BusService, b.uuid), hostsvc.MsgAgentCommand,
+		_, err = cloudbus.Call(ctx, bus, bus.Target(hostsvc.BusService, b.uuid), hostsvc.MsgAgentCommand.Msg,
 			hostsvc.AgentCommandReq{HostUUID: h.UUID, Path: protocol.PathListVMs}, cloudbus.WithResource(h.UUID))
 		cancel()
 		if err != nil {

@@ -1,47 +1,15 @@
-package main
+package server
 
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"gorm.io/gorm"
 
-	"mplane/api/auth"
-	"mplane/api/jobs"
 	"mplane/errcode"
-	"mplane/managementnode"
-	"mplane/services/cluster"
-	hostsvc "mplane/services/host"
-	"mplane/services/image"
 	"mplane/services/network"
-	"mplane/services/offering"
-	"mplane/services/resource"
 	"mplane/services/vm"
-	"mplane/services/zone"
 )
-
-// kinds are the simple resources served by the resource service.
-var kinds = []resource.Kind{zone.Kind, cluster.Kind, offering.Kind, image.Kind, network.L3Kind, network.IPRangeKind}
-
-// migrate creates every table, in dependency order.
-func migrate(ctx context.Context, db *gorm.DB) error {
-	steps := []func(context.Context, *gorm.DB) error{
-		managementnode.Migrate,
-		func(ctx context.Context, db *gorm.DB) error { return resource.Migrate(ctx, db, kinds) },
-		network.Migrate,
-		hostsvc.Migrate,
-		vm.Migrate,
-		auth.Migrate,
-		jobs.Migrate,
-	}
-	for _, m := range steps {
-		if err := m(ctx, db); err != nil {
-			return fmt.Errorf("create tables: %w", err)
-		}
-	}
-	return nil
-}
 
 // networkIPAM gives the VM service the network service's IP allocation.
 type networkIPAM struct{ db *gorm.DB }

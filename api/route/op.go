@@ -1,0 +1,281 @@
+package route
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"gorm.io/gorm"
+
+	"mplane/api/rest"
+	"mplane/errcode"
+	"mplane/managementnode"
+)
+
+// In is what Build gets: the validated params and where they came from.
+type In[P any] struct {
+	Params P
+	// UUID is the resource the call is about: the path's {uuid}, or the new
+	// resource's UUID for a create.
+	UUID string
+	// Parent is the {uuid} of the path of a create under a parent resource
+	// (POST /l3-networks/{uuid}/ip-ranges).
+	Parent string
+	// Query is the request's URL query.
+	Query url.Values
+	// DB is for reading what the params reference.
+	DB *gorm.DB
+}
+
+// Build turns validated params into the message's request.
+type Build[P, Req any] func(ctx context.Context, in In[P]) (Req, error)
+
+type kind int
+
+const (
+	kindCreate kind = iota + 1
+	kindAction
+	kindDelete
+)
+
+// Op is one mutating call of a Resource. Make it with Create, Action or
+// Delete.
+type Op struct {
+	kind      kind
+	path      string // a create's own path, if not the resource's
+	action    string // an action's ZStack name
+	mustExist bool
+	impl      op
+}
+
+type op interface {
+	name() string
+	accept(ctx context.Context, src source) (json.RawMessage, string, error)
+	drive(ctx context.Context, n *managementnode.Node, body json.RawMessage) (any, error)
+}
+
+// source is where an op's params come from.
+type source struct {
+	r      *http.Request
+	action *rest.Action
+	uuid   string
+	parent string
+	db     *gorm.DB
+}
+
+// Name is the message's name: the portal's registry key and the job's API
+// name.
+func (o Op) Name() string { return o.impl.name() }
+
+// Key identifies o in the portal's registry: its message's name, and for
+// an action or a delete what it is, since one message may serve both
+// (destroyVmInstance and DELETE /vm-instances/{uuid}) with different
+// results.
+func (o Op) Key() string {
+	switch o.kind {
+	case kindAction:
+		return o.impl.name() + "#" + o.action
+	case kindDelete:
+		return o.impl.name() + "#delete"
+	}
+	return o.impl.name()
+}
+
+// ActionName is an action's ZStack name ("startVmInstance").
+func (o Op) ActionName() string { return o.action }
+
+// Path is a create's own path relative to the API prefix ("hosts/kvm"), or
+// "" for the resource's path.
+func (o Op) Path() string { return o.path }
+
+// MustExist reports whether the resource in the path must exist (404
+// otherwise) before the call is accepted.
+func (o Op) MustExist() bool { return o.mustExist }
+
+// At gives a create its own path: "hosts/kvm", or a path under a parent,
+// "l3-networks/{uuid}/ip-ranges", whose {uuid} becomes In.Parent.
+func (o Op) At(path string) Op { o.path = path; return o }
+
+// Existing makes a delete refuse (404) a resource that does not exist; by
+// default a delete of a missing resource succeeds, as ZStack's do.
+func (o Op) Existing() Op { o.mustExist = true; return o }
+
+// Accept decodes and validates a request for o and builds the message's
+// request: the body to carry to the driving node and the resource's UUID.
+// uuid is the path's {uuid} (actions, deletes) or the new resource's UUID
+// (creates); parent the path's {uuid} of a create under a parent; action the
+// decoded action body of an action.
+func (o Op) Accept(ctx context.Context, r *http.Request, db *gorm.DB, uuid, parent string, action *rest.Action) (body json.RawMessage, resource string, err error) {
+	return o.impl.accept(ctx, source{r: r, action: action, uuid: uuid, parent: parent, db: db})
+}
+
+// Drive decodes body into the message's request, calls the owner of its
+// resource and returns the job's result.
+func (o Op) Drive(ctx context.Context, n *managementnode.Node, body json.RawMessage) (any, error) {
+	return o.impl.drive(ctx, n, body)
+}
+
+// Result shapes a reply into a job result.
+type Result[Rep any] func(Rep) any
+
+// Inventory is the default Result: {"inventory": rep}.
+func Inventory[Rep any](rep Rep) any { return map[string]any{"inventory": rep} }
+
+// Nothing is the Result of calls that answer no inventory (deletes): {}.
+func Nothing[Rep any](Rep) any { return struct{}{} }
+
+type typed[P any, Req managementnode.Owned, Rep any] struct {
+	kind   kind
+	msg    managementnode.OwnedMsg[Req, Rep]
+	build  Build[P, Req]
+	result Result[Rep]
+	// parentField fills P from the path's parent UUID (creates At a path
+	// with {uuid}).
+	parentField func(*P) *string
+}
+
+// Create declares POST /<path> with body {"params": P}. The new resource's
+// UUID is chosen by the portal (In.UUID).
+func Create[P any, Req managementnode.Owned, Rep any](msg managementnode.OwnedMsg[Req, Rep], build Build[P, Req]) Op {
+	return Op{kind: kindCreate, impl: &typed[P, Req, Rep]{kind: kindCreate, msg: msg, build: build, result: Inventory[Rep]}}
+}
+
+// CreateUnder declares POST /<parent path>/{uuid}/<sub> (give the path with
+// At): the parent's UUID from the path is put into the params field that
+// field returns before they are validated; a body that names another parent
+// is refused.
+func CreateUnder[P any, Req managementnode.Owned, Rep any](msg managementnode.OwnedMsg[Req, Rep], field func(*P) *string, build Build[P, Req]) Op {
+	return Op{kind: kindCreate, impl: &typed[P, Req, Rep]{kind: kindCreate, msg: msg, build: build, result: Inventory[Rep], parentField: field}}
+}
+
+// Action declares the action name (ZStack's, e.g. "startVmInstance") of
+// PUT /<path>/{uuid}/actions with body {"<name>": P}. The resource must
+// exist (404 otherwise).
+func Action[P any, Req managementnode.Owned, Rep any](name string, msg managementnode.OwnedMsg[Req, Rep], build Build[P, Req]) Op {
+	return Op{kind: kindAction, action: name, mustExist: true, impl: &typed[P, Req, Rep]{kind: kindAction, msg: msg, build: build, result: Inventory[Rep]}}
+}
+
+// ActionNoResult is Action for an action whose job answers {}.
+func ActionNoResult[P any, Req managementnode.Owned, Rep any](name string, msg managementnode.OwnedMsg[Req, Rep], build Build[P, Req]) Op {
+	return Op{kind: kindAction, action: name, mustExist: true, impl: &typed[P, Req, Rep]{kind: kindAction, msg: msg, build: build, result: Nothing[Rep]}}
+}
+
+// DeleteParams are a delete's params, from the query: deleteMode is
+// Permissive (the default) or Enforcing.
+type DeleteParams struct {
+	Mode string
+}
+
+// Delete declares DELETE /<path>/{uuid}[?deleteMode=Permissive|Enforcing];
+// its job answers {}.
+func Delete[Req managementnode.Owned, Rep any](msg managementnode.OwnedMsg[Req, Rep], build Build[DeleteParams, Req]) Op {
+	return Op{kind: kindDelete, impl: &typed[DeleteParams, Req, Rep]{kind: kindDelete, msg: msg, build: build, result: Nothing[Rep]}}
+}
+
+func (t *typed[P, Req, Rep]) name() string { return t.msg.Name() }
+
+func (t *typed[P, Req, Rep]) accept(ctx context.Context, src source) (json.RawMessage, string, error) {
+	var p P
+	switch t.kind {
+	case kindCreate:
+		var field *string
+		if t.parentField != nil {
+			field = t.parentField(&p)
+			*field = src.parent
+		}
+		if _, err := rest.DecodeParams(src.r, &p); err != nil {
+			return nil, "", err
+		}
+		if field != nil && *field != src.parent {
+			return nil, "", errcode.New(errcode.InvalidArgument, "the body names parent %s but the path names %s; leave it out of the body", *field, src.parent)
+		}
+	case kindAction:
+		if err := src.action.Decode(&p); err != nil {
+			return nil, "", err
+		}
+	case kindDelete:
+		mode := src.r.URL.Query().Get("deleteMode")
+		switch mode {
+		case "", "Permissive", "Enforcing":
+		default:
+			return nil, "", errcode.New(errcode.InvalidArgument, "deleteMode must be Permissive or Enforcing, got %q", mode)
+		}
+		if mode == "" {
+			mode = "Permissive"
+		}
+		p = any(DeleteParams{Mode: mode}).(P)
+	}
+	req, err := t.build(ctx, In[P]{Params: p, UUID: src.uuid, Parent: src.parent, Query: src.r.URL.Query(), DB: src.db.WithContext(ctx)})
+	if err != nil {
+		return nil, "", err
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, "", errcode.Wrap(errcode.Internal, err, "encode %s", t.msg.Name())
+	}
+	return body, req.ResourceUUID(), nil
+}
+
+func (t *typed[P, Req, Rep]) drive(ctx context.Context, n *managementnode.Node, body json.RawMessage) (any, error) {
+	var req Req
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, errcode.Wrap(errcode.MalformedMessage, err, "decode %s", t.msg.Name())
+	}
+	rep, err := managementnode.CallOwner(ctx, n, t.msg, req)
+	if err != nil {
+		return nil, err
+	}
+	return t.result(rep), nil
+}
+
+// Resource is one REST resource as a service declares it.
+type Resource struct {
+	// Path is the resource's path under /v1: GET /<path>, GET /<path>/{uuid},
+	// PUT /<path>/{uuid}/actions, DELETE /<path>/{uuid}, and POST /<path>
+	// unless the create says otherwise (Op.At).
+	Path string
+	// Name is what errors call one of them ("VM", "host").
+	Name string
+	// Query serves GET; it also decides whether a path's {uuid} exists.
+	Query Query
+	// Create, Actions and Delete are the mutating calls; nil and empty for
+	// none.
+	Create  *Op
+	Actions []Op
+	Delete  *Op
+}
+
+// Ops lists r's mutating calls.
+func (r Resource) Ops() []Op {
+	var ops []Op
+	if r.Create != nil {
+		ops = append(ops, *r.Create)
+	}
+	ops = append(ops, r.Actions...)
+	if r.Delete != nil {
+		ops = append(ops, *r.Delete)
+	}
+	return ops
+}
+
+// ActionNames lists r's action names, in declaration order.
+func (r Resource) ActionNames() []string {
+	names := make([]string, len(r.Actions))
+	for i, a := range r.Actions {
+		names[i] = a.action
+	}
+	return names
+}
+
+// CreatePath is the path of r's create relative to the API prefix.
+func (r Resource) CreatePath() string {
+	if r.Create != nil && r.Create.path != "" {
+		return strings.TrimPrefix(r.Create.path, "/")
+	}
+	return r.Path
+}
+
+// Ptr returns a pointer to o, for Resource.Create and Resource.Delete.
+func Ptr(o Op) *Op { return &o }

@@ -1,0 +1,77 @@
+package route
+
+import (
+	"context"
+
+	"gorm.io/gorm"
+
+	"mplane/api/query"
+	"mplane/errcode"
+)
+
+// Query serves a resource's GET routes: a schema derived from the model T
+// (query.SchemaOf) and how to read T's rows.
+type Query struct {
+	schema *query.Schema
+	model  any
+	find   func(ctx context.Context, db *gorm.DB, q *query.Query, uuid string) (any, int64, int, error)
+}
+
+// QueryOption adjusts a Query.
+type QueryOption func(*queryOpts)
+
+type queryOpts struct{ preload []string }
+
+// Preload loads an association of every row (a VM's "VMNics").
+func Preload(association string) QueryOption {
+	return func(o *queryOpts) { o.preload = append(o.preload, association) }
+}
+
+// QueryOf declares the query of the GORM model T, whose JSON form is the
+// inventory.
+func QueryOf[T any](opts ...QueryOption) Query {
+	var o queryOpts
+	for _, fn := range opts {
+		fn(&o)
+	}
+	return Query{
+		schema: query.SchemaOf[T](),
+		model:  new(T),
+		find: func(ctx context.Context, db *gorm.DB, q *query.Query, uuid string) (any, int64, int, error) {
+			db = db.Model(new(T))
+			for _, a := range o.preload {
+				db = db.Preload(a)
+			}
+			if uuid != "" {
+				db = db.Where("uuid = ?", uuid)
+			}
+			rows, total, err := query.Find[T](ctx, db, q)
+			return rows, total, len(rows), err
+		},
+	}
+}
+
+// Schema is the query's whitelist of fields.
+func (q Query) Schema() *query.Schema { return q.schema }
+
+// Declared reports whether q was made by QueryOf.
+func (q Query) Declared() bool { return q.find != nil }
+
+// Find runs parsed query pq (restricted to uuid unless empty) and returns
+// the inventories, the total if asked and the number of rows returned.
+func (q Query) Find(ctx context.Context, db *gorm.DB, pq *query.Query, uuid string) (rows any, total int64, n int, err error) {
+	return q.find(ctx, db, pq, uuid)
+}
+
+// Exists answers ResourceNotFound, naming what, if no row of q's model has
+// uuid.
+func (q Query) Exists(ctx context.Context, db *gorm.DB, what, uuid string) error {
+	var n int64
+	if err := db.WithContext(ctx).Model(q.model).Where("uuid = ?", uuid).Count(&n).Error; err != nil {
+		return errcode.Wrap(errcode.Internal, err, "look up %s %s", what, uuid)
+	}
+	if n == 0 {
+		return errcode.New(errcode.ResourceNotFound, "%s %s not found", what, uuid)
+	}
+	return nil
+}

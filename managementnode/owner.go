@@ -1,0 +1,51 @@
+package managementnode
+
+import (
+	"context"
+
+	"mplane/cloudbus"
+)
+
+// Owned is the request of a message about one resource. Its ResourceUUID is
+// the one place the resource is named: CallOwner routes the message by it
+// and copies it into the envelope's routing header (which Guard reads
+// before decoding), so the route and the body can never disagree.
+type Owned interface{ ResourceUUID() string }
+
+// OwnedMsg is a message that runs on the owner of the resource its request
+// names, on the owner's queue of Service ("<service>.<owner node>"), inside
+// Guard. Services declare theirs as package variables:
+//
+//	var MsgStart = managementnode.NewOwnedMsg[OpReq, VmInstanceVO]("vm", "vm.StartVmInstance")
+type OwnedMsg[Req Owned, Rep any] struct {
+	// Service is the bus service whose queues serve the message.
+	Service string
+	cloudbus.Msg[Req, Rep]
+}
+
+// NewOwnedMsg defines a message named name served by service.
+func NewOwnedMsg[Req Owned, Rep any](service, name string) OwnedMsg[Req, Rep] {
+	if service == "" {
+		panic("managementnode: an owned message needs a service")
+	}
+	return OwnedMsg[Req, Rep]{Service: service, Msg: cloudbus.NewMsg[Req, Rep](name)}
+}
+
+// CallOwner sends req to the owner of the resource it names, as this node's
+// ring sees it, and waits for the reply. A stale ring is harmless: the
+// receiving node's Guard forwards the message to the real owner.
+func CallOwner[Req Owned, Rep any](ctx context.Context, n *Node, m OwnedMsg[Req, Rep], req Req, opts ...cloudbus.CallOption) (Rep, error) {
+	uuid := req.ResourceUUID()
+	target, err := n.TargetFor(m.Service, uuid)
+	if err != nil {
+		var zero Rep
+		return zero, err
+	}
+	return cloudbus.Call(ctx, n.bus, target, m.Msg, req, append(opts, cloudbus.WithResource(uuid))...)
+}
+
+// Handle registers fn as m's handler on mux (the Mux of m.Service, served
+// with Guard).
+func Handle[Req Owned, Rep any](mux *cloudbus.Mux, m OwnedMsg[Req, Rep], fn func(ctx context.Context, req Req) (Rep, error)) {
+	cloudbus.Handle(mux, m.Msg, fn)
+}

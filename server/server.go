@@ -1,0 +1,282 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"gorm.io/gorm"
+
+	"mplane/agents/agentclient"
+	"mplane/agents/protocol"
+	"mplane/api/auth"
+	"mplane/api/jobs"
+	"mplane/api/portal"
+	"mplane/api/route"
+	"mplane/cloudbus"
+	"mplane/conf"
+	"mplane/db"
+	"mplane/managementnode"
+	"mplane/services/cluster"
+	hostsvc "mplane/services/host"
+	"mplane/services/image"
+	"mplane/services/network"
+	"mplane/services/offering"
+	"mplane/services/resource"
+	"mplane/services/vm"
+	"mplane/services/zone"
+	"mplane/thread"
+	"mplane/uid"
+)
+
+// Kinds are the simple kinds every node serves, in migration order (an IP
+// range's table refers to its L3 network's). Adding a simple resource is
+// one line here.
+var Kinds = []resource.Kind{zone.Kind, cluster.Kind, offering.Kind, image.Kind, network.L3Kind, network.IPRangeKind}
+
+// Options vary between `mplane server`, `mplane run` and tests.
+type Options struct {
+	Config conf.Config
+	Logger *slog.Logger
+	// Broker is the in-process broker of a memory:// bus (embedded mode);
+	// nil makes one.
+	Broker *cloudbus.Broker
+	// ExtraKinds are served after Kinds (a test's toy resource).
+	ExtraKinds []resource.Kind
+}
+
+// component is the one lifecycle shape of the node's parts: Start, then
+// Stop (idempotent), both bounded by their context.
+type component interface {
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+}
+
+// Server is one management node: its parts, started by Start in
+// dependency order and stopped by Stop in reverse.
+type Server struct {
+	cfg    conf.Config
+	log    *slog.Logger
+	db     *gorm.DB
+	node   *managementnode.Node
+	bus    *cloudbus.Bus
+	sched  *thread.Scheduler
+	agents *agentclient.Client
+	hosts  *hostsvc.Service
+	vms    *vm.Service
+	res    *resource.Service
+	auth   *auth.Service
+	portal *portal.Portal
+	url    string
+
+	serveErr chan error
+	// stops run in reverse order at Stop: each part registers its stop
+	// once it has started.
+	stops []func(ctx context.Context) error
+}
+
+// Start builds and starts every part of a node; on error it stops what it
+// started.
+func Start(ctx context.Context, opts Options) (_ *Server, err error) {
+	cfg, log := opts.Config, opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	broker := opts.Broker
+	if broker == nil && cfg.BusURL == "memory://" {
+		broker = cloudbus.NewBroker()
+	}
+	kinds := append(append([]resource.Kind(nil), Kinds...), opts.ExtraKinds...)
+	nodeUUID := uid.New()
+	startCtx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
+	defer cancel()
+	s := &Server{cfg: cfg, log: log, serveErr: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			_ = s.stop(context.Background())
+		}
+	}()
+
+	if s.db, err = db.Open(startCtx, cfg.DatabaseURL(), db.Options{Logger: log}); err != nil {
+		return nil, err
+	}
+	s.onStop(func(context.Context) error { return db.Close(s.db) })
+	if err := migrate(startCtx, s.db, kinds); err != nil {
+		return nil, err
+	}
+	generated, err := auth.EnsureAdmin(startCtx, s.db, cfg.AdminPassword)
+	if err != nil {
+		return nil, fmt.Errorf("create the admin account: %w", err)
+	}
+	if generated != "" {
+		// Printed once, at the first start, on stdout for the operator.
+		fmt.Printf("admin account created; password: %s (change it, or set admin_password before the first start)\n", generated)
+	}
+
+	if s.bus, err = cloudbus.New(cloudbus.Options{URL: cfg.BusURL, Broker: broker, Namespace: cfg.BusPrefix, NodeUUID: nodeUUID,
+		Logger: log, DefaultTimeout: cfg.CallTimeout}); err != nil {
+		return nil, err
+	}
+	if err := s.bus.Start(startCtx); err != nil {
+		return nil, err
+	}
+	s.onStop(func(context.Context) error { return s.bus.Close() })
+
+	ln, err := net.Listen("tcp", cfg.APIListen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w (set api_listen / --api-listen to a free address)", cfg.APIListen, err)
+	}
+	host, _, _ := net.SplitHostPort(cfg.AdvertiseAddr())
+	port := ln.Addr().(*net.TCPAddr).Port
+	s.url = "http://" + net.JoinHostPort(host, strconv.Itoa(port))
+
+	s.sched = thread.New(thread.Options{Logger: log})
+	s.onStop(func(context.Context) error { s.sched.Stop(); return nil })
+	if s.node, err = managementnode.New(managementnode.Options{
+		DB: s.db, Bus: s.bus, Scheduler: s.sched, Logger: log, Host: host, APIPort: port,
+		HeartbeatInterval: cfg.HeartbeatInterval, HeartbeatThreshold: cfg.HeartbeatThreshold,
+		ResyncInterval: cfg.RingResyncInterval, DrainTimeout: cfg.DrainTimeout,
+	}); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s.agents = agentclient.New(agentclient.Options{CallbackURL: s.url + protocol.DefaultCallbackPath, Logger: log})
+	s.onStop(func(context.Context) error { s.agents.Close(); return nil })
+	if s.hosts, err = hostsvc.New(hostsvc.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Agents: s.agents, Logger: log,
+		EventURL: s.url + protocol.DefaultEventPath, PingInterval: cfg.HostPingInterval,
+		MaxPingFailures: cfg.HostPingMaxFailures, ChainLevel: cfg.HostChainLevel}); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if s.vms, err = vm.New(vm.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log, IPAM: networkIPAM{db: s.db}}); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if s.res, err = resource.New(resource.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log, Kinds: kinds}); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s.auth = auth.New(s.db, auth.Options{})
+	// What the API serves: every service's declared resources.
+	var resources []route.Resource
+	resources = append(resources, s.res.API()...)
+	resources = append(resources, s.hosts.API()...)
+	resources = append(resources, s.vms.API()...)
+	if s.portal, err = portal.New(portal.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Jobs: jobs.NewStore(s.db),
+		Logger: log, Resources: resources}); err != nil {
+		ln.Close()
+		return nil, err
+	}
+
+	// Serve HTTP first: connecting hosts needs the agents' callbacks.
+	apiHandler, adminHandler := s.routes()
+	s.serveHTTP(ln, apiHandler)
+	if cfg.AdminListen != "" {
+		aln, err := net.Listen("tcp", cfg.AdminListen)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w (set admin_listen / --admin-listen to a free address, or empty)", cfg.AdminListen, err)
+		}
+		s.serveHTTP(aln, adminHandler)
+	}
+	for _, c := range []component{s.node, s.hosts, s.vms, s.res, s.portal} {
+		if err := c.Start(startCtx); err != nil {
+			return nil, fmt.Errorf("start %T: %w", c, err)
+		}
+		s.onStop(c.Stop)
+	}
+	log.Info("management node running", "node_uuid", nodeUUID, "api", s.url,
+		"bus_prefix", cfg.BusPrefix, "epoch", s.node.Ring().Epoch)
+	return s, nil
+}
+
+// migrate creates every table, in dependency order.
+func migrate(ctx context.Context, gdb *gorm.DB, kinds []resource.Kind) error {
+	steps := []func(context.Context, *gorm.DB) error{
+		managementnode.Migrate,
+		func(ctx context.Context, gdb *gorm.DB) error { return resource.Migrate(ctx, gdb, kinds) },
+		network.Migrate,
+		hostsvc.Migrate,
+		vm.Migrate,
+		auth.Migrate,
+		jobs.Migrate,
+	}
+	for _, m := range steps {
+		if err := m(ctx, gdb); err != nil {
+			return fmt.Errorf("create tables: %w", err)
+		}
+	}
+	return nil
+}
+
+// URL is this node's API base URL (http://host:port).
+func (s *Server) URL() string { return s.url }
+
+// DB is the node's database handle.
+func (s *Server) DB() *gorm.DB { return s.db }
+
+// Node is the node's membership.
+func (s *Server) Node() *managementnode.Node { return s.node }
+
+// Bus is the node's message bus.
+func (s *Server) Bus() *cloudbus.Bus { return s.bus }
+
+// Fenced is closed when a peer fenced this node: it must exit.
+func (s *Server) Fenced() <-chan struct{} { return s.node.Fenced() }
+
+// Failed receives an error if an HTTP listener stops serving.
+func (s *Server) Failed() <-chan error { return s.serveErr }
+
+func (s *Server) onStop(fn func(ctx context.Context) error) { s.stops = append(s.stops, fn) }
+
+// Stop leaves the cluster gracefully (the node drains, bounded by the drain
+// timeout) and stops every part, in reverse order. It is idempotent.
+func (s *Server) Stop(ctx context.Context) error {
+	var err error
+	if s.node != nil {
+		stopCtx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout+10*time.Second)
+		err = s.node.Stop(stopCtx)
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("leave the cluster: %w", err)
+		}
+	}
+	return errors.Join(err, s.stop(ctx))
+}
+
+func (s *Server) stop(ctx context.Context) error {
+	var errs []error
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		if err := s.stops[i](ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.stops = nil
+	return errors.Join(errs...)
+}
+
+// serveHTTP serves h on ln until Stop; a failure is reported on Failed.
+func (s *Server) serveHTTP(ln net.Listener, h http.Handler) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			select {
+			case s.serveErr <- err:
+			default:
+			}
+		}
+	}()
+	s.onStop(func(ctx context.Context) error {
+		shutCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		err := srv.Shutdown(shutCtx)
+		<-done
+		return err
+	})
+}

@@ -1,0 +1,353 @@
+package resource
+
+import (
+	"context"
+	"time"
+
+	"gorm.io/gorm"
+
+	"mplane/api/route"
+	"mplane/cloudbus"
+	"mplane/errcode"
+	"mplane/managementnode"
+	"mplane/thread"
+)
+
+// BusService is the bus service of the simple kinds: each node consumes
+// "resource.<node>", and every kind's messages are handled there.
+const BusService = "resource"
+
+// Spec declares a simple kind. Name, Noun, Path and New are required.
+type Spec[VO any, P any] struct {
+	// Name is the kind's name: chains are "<name>-<uuid>", messages
+	// "<name>.Create<Noun>" and so on.
+	Name string
+	// Noun is ZStack's name of the kind in API names ("Zone": CreateZone,
+	// DeleteZone, updateZone).
+	Noun string
+	// Path is the REST path ("zones").
+	Path string
+	// What is what errors call one ("zone"); default Name.
+	What string
+	// New makes the row of a new resource from validated params.
+	New func(base Base, p P) VO
+	// Check verifies what the params reference (a cluster's zone exists).
+	// It runs at the edge, and again on the owner before the row is
+	// written, since a reference may have gone in between.
+	Check func(ctx context.Context, db *gorm.DB, p *P) error
+	// Create, if set, writes the new resource instead of inserting New's
+	// row; it must answer a redelivered create with the existing row.
+	Create func(ctx context.Context, db *gorm.DB, uuid string, p P) (VO, error)
+	// CreateAt and Parent put the create under a parent resource:
+	// "l3-networks/{uuid}/ip-ranges", and the params field the path's
+	// {uuid} fills.
+	CreateAt string
+	Parent   func(*P) *string
+	// Dependents keep a resource from being deleted while they refer to it.
+	Dependents []Dependent
+	// Delete, if set, deletes instead of RefuseIfUsed(Dependents) and a
+	// plain delete of the row; deleting a missing resource must succeed.
+	Delete func(ctx context.Context, db *gorm.DB, uuid string) error
+	// Models are migrated for the kind; default the model VO.
+	Models []any
+	// Actions are the kind's actions besides update<Noun>.
+	Actions []Action[VO]
+}
+
+// CreateReq creates a resource with the UUID the API layer chose.
+type CreateReq[P any] struct {
+	UUID   string `json:"uuid"`
+	Params P      `json:"params"`
+}
+
+// ResourceUUID is the resource being created.
+func (r CreateReq[P]) ResourceUUID() string { return r.UUID }
+
+// DeleteReq deletes a resource.
+type DeleteReq struct {
+	UUID string `json:"uuid"`
+	Mode string `json:"mode,omitempty"`
+}
+
+// ResourceUUID is the resource being deleted.
+func (r DeleteReq) ResourceUUID() string { return r.UUID }
+
+// ActionReq runs an action with its params on a resource.
+type ActionReq[AP any] struct {
+	UUID   string `json:"uuid"`
+	Params AP     `json:"params"`
+}
+
+// ResourceUUID is the resource acted on.
+func (r ActionReq[AP]) ResourceUUID() string { return r.UUID }
+
+// UpdateParams are the params of update<Noun>: the fields given change.
+type UpdateParams struct {
+	Name        *string `json:"name,omitempty"`
+	Description *string `json:"description,omitempty"`
+}
+
+// Validate checks the new name and description.
+func (p *UpdateParams) Validate() error {
+	if p.Name != nil {
+		if err := ValidateName(*p.Name); err != nil {
+			return err
+		}
+	}
+	if p.Description != nil && len(*p.Description) > MaxDescriptionLen {
+		return errcode.New(errcode.InvalidArgument, "description must be at most %d characters", MaxDescriptionLen)
+	}
+	return nil
+}
+
+// Limits of the Base columns.
+const (
+	MaxNameLen        = 255
+	MaxDescriptionLen = 2048
+)
+
+// ValidateName checks a resource name: not blank, at most MaxNameLen
+// characters.
+func ValidateName(name string) error {
+	if len(trimSpace(name)) == 0 {
+		return errcode.New(errcode.InvalidArgument, "name is required")
+	}
+	if len([]rune(name)) > MaxNameLen {
+		return errcode.New(errcode.InvalidArgument, "name must be at most %d characters", MaxNameLen)
+	}
+	return nil
+}
+
+func trimSpace(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t' || s[0] == '\n' || s[0] == '\r') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t' || s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// Kind is a simple kind, made by NewKind, served by the resource Service.
+type Kind interface {
+	kindName() string
+	models() []any
+	register(mux *cloudbus.Mux, s *Service)
+	resource() route.Resource
+}
+
+// KindOf is a simple kind of model VO and create params P: its messages
+// are fields, so callers and readers reach them by name.
+type KindOf[VO any, P any] struct {
+	spec      Spec[VO, P]
+	MsgCreate managementnode.OwnedMsg[CreateReq[P], VO]
+	MsgUpdate managementnode.OwnedMsg[ActionReq[UpdateParams], VO]
+	MsgDelete managementnode.OwnedMsg[DeleteReq, cloudbus.Empty]
+	actions   []boundAction
+	setBase   func(*VO) *Base
+}
+
+type boundAction struct {
+	op       route.Op
+	register func(mux *cloudbus.Mux, s *Service)
+}
+
+// NewKind declares a simple kind from its spec. A spec missing what it
+// needs is a programming error: NewKind panics.
+func NewKind[VO any, P any, PVO interface {
+	*VO
+	Row
+}](spec Spec[VO, P]) *KindOf[VO, P] {
+	if spec.Name == "" || spec.Noun == "" || spec.Path == "" || spec.New == nil {
+		panic("resource.NewKind: Name, Noun, Path and New are required")
+	}
+	if spec.What == "" {
+		spec.What = spec.Name
+	}
+	if len(spec.Models) == 0 {
+		spec.Models = []any{new(VO)}
+	}
+	k := &KindOf[VO, P]{
+		spec:      spec,
+		MsgCreate: managementnode.NewOwnedMsg[CreateReq[P], VO](BusService, spec.Name+".Create"+spec.Noun),
+		MsgUpdate: managementnode.NewOwnedMsg[ActionReq[UpdateParams], VO](BusService, spec.Name+".Update"+spec.Noun),
+		MsgDelete: managementnode.NewOwnedMsg[DeleteReq, cloudbus.Empty](BusService, spec.Name+".Delete"+spec.Noun),
+		setBase:   func(v *VO) *Base { return PVO(v).BaseOf() },
+	}
+	update := NewAction("update"+spec.Noun, func(_ context.Context, _ *gorm.DB, row *VO, p UpdateParams) error {
+		b := PVO(row).BaseOf()
+		if p.Name != nil {
+			b.Name = *p.Name
+		}
+		if p.Description != nil {
+			b.Description = *p.Description
+		}
+		return nil
+	})
+	k.actions = append(k.actions, update.(*action[VO, UpdateParams]).bindWith(k.core(), k.MsgUpdate))
+	for _, a := range spec.Actions {
+		k.actions = append(k.actions, a.bind(k.core()))
+	}
+	return k
+}
+
+func (k *KindOf[VO, P]) kindName() string { return k.spec.Name }
+func (k *KindOf[VO, P]) models() []any    { return k.spec.Models }
+
+// core is what an action needs of its kind.
+func (k *KindOf[VO, P]) core() kindCore[VO] {
+	return kindCore[VO]{name: k.spec.Name, what: k.spec.What, base: k.setBase}
+}
+
+type kindCore[VO any] struct {
+	name, what string
+	base       func(*VO) *Base
+}
+
+func (c kindCore[VO]) chain(uuid string) string { return c.name + "-" + uuid }
+
+// inChain runs fn in the resource's chain, one operation at a time.
+func inChain[T any](ctx context.Context, s *Service, chain, op string, fn func(ctx context.Context) (T, error)) (T, error) {
+	return thread.Sync(ctx, s.opts.Scheduler, thread.Task{Signature: chain, Name: op, Level: 1}, fn)
+}
+
+func (k *KindOf[VO, P]) register(mux *cloudbus.Mux, s *Service) {
+	managementnode.Handle(mux, k.MsgCreate, func(ctx context.Context, req CreateReq[P]) (VO, error) {
+		return inChain(ctx, s, k.core().chain(req.UUID), "create", func(ctx context.Context) (VO, error) {
+			return k.create(ctx, s.opts.DB.WithContext(ctx), req)
+		})
+	})
+	managementnode.Handle(mux, k.MsgDelete, func(ctx context.Context, req DeleteReq) (cloudbus.Empty, error) {
+		return inChain(ctx, s, k.core().chain(req.UUID), "delete", func(ctx context.Context) (cloudbus.Empty, error) {
+			return cloudbus.Empty{}, k.delete(ctx, s.opts.DB.WithContext(ctx), req.UUID)
+		})
+	})
+	for _, a := range k.actions {
+		a.register(mux, s)
+	}
+}
+
+func (k *KindOf[VO, P]) create(ctx context.Context, db *gorm.DB, req CreateReq[P]) (VO, error) {
+	var zero VO
+	if row, err := Load[VO](ctx, db, k.spec.What, req.UUID); err == nil {
+		return *row, nil // a redelivered create: answer with what exists
+	}
+	if k.spec.Check != nil {
+		if err := k.spec.Check(ctx, db, &req.Params); err != nil {
+			return zero, err
+		}
+	}
+	if k.spec.Create != nil {
+		return k.spec.Create(ctx, db, req.UUID, req.Params)
+	}
+	row := k.spec.New(NewBase(req.UUID, "", ""), req.Params)
+	b := k.setBase(&row)
+	b.UUID = req.UUID
+	if b.CreateDate.IsZero() {
+		now := time.Now().UTC()
+		b.CreateDate, b.LastOpDate = now, now
+	}
+	out, err := Insert(ctx, db, req.UUID, &row)
+	if err != nil {
+		return zero, err
+	}
+	return *out, nil
+}
+
+func (k *KindOf[VO, P]) delete(ctx context.Context, db *gorm.DB, uuid string) error {
+	if k.spec.Delete != nil {
+		return k.spec.Delete(ctx, db, uuid)
+	}
+	if err := RefuseIfUsed(ctx, db, k.spec.What, uuid, k.spec.Dependents...); err != nil {
+		return err
+	}
+	if err := db.Delete(new(VO), "uuid = ?", uuid).Error; err != nil {
+		return errcode.Wrap(errcode.Internal, err, "delete %s %s", k.spec.What, uuid)
+	}
+	return nil
+}
+
+func (k *KindOf[VO, P]) resource() route.Resource {
+	build := func(ctx context.Context, in route.In[P]) (CreateReq[P], error) {
+		if k.spec.Check != nil {
+			if err := k.spec.Check(ctx, in.DB, &in.Params); err != nil {
+				return CreateReq[P]{}, err
+			}
+		}
+		return CreateReq[P]{UUID: in.UUID, Params: in.Params}, nil
+	}
+	create := route.Create(k.MsgCreate, build)
+	if k.spec.Parent != nil {
+		create = route.CreateUnder(k.MsgCreate, k.spec.Parent, build)
+	}
+	if k.spec.CreateAt != "" {
+		create = create.At(k.spec.CreateAt)
+	}
+	res := route.Resource{
+		Path:   k.spec.Path,
+		Name:   k.spec.What,
+		Query:  route.QueryOf[VO](),
+		Create: route.Ptr(create),
+		Delete: route.Ptr(route.Delete(k.MsgDelete, func(_ context.Context, in route.In[route.DeleteParams]) (DeleteReq, error) {
+			return DeleteReq{UUID: in.UUID, Mode: in.Params.Mode}, nil
+		})),
+	}
+	for _, a := range k.actions {
+		res.Actions = append(res.Actions, a.op)
+	}
+	return res
+}
+
+// Action is an action of a simple kind of model VO: it changes the row.
+// Make it with NewAction.
+type Action[VO any] interface {
+	bind(k kindCore[VO]) boundAction
+}
+
+type action[VO any, AP any] struct {
+	name  string
+	apply func(ctx context.Context, tx *gorm.DB, row *VO, p AP) error
+}
+
+// NewAction declares the action name (ZStack's: "changeZoneState") with
+// params AP (validated at the edge if AP has Validate). It runs on the
+// resource's owner, in its chain, in one transaction: apply changes the
+// loaded row (it may also read or refuse with tx), and the row is saved
+// with a new lastOpDate. The job answers the row.
+func NewAction[VO any, AP any](name string, apply func(ctx context.Context, tx *gorm.DB, row *VO, p AP) error) Action[VO] {
+	return &action[VO, AP]{name: name, apply: apply}
+}
+
+func (a *action[VO, AP]) bind(k kindCore[VO]) boundAction {
+	return a.bindWith(k, managementnode.NewOwnedMsg[ActionReq[AP], VO](BusService, k.name+"."+a.name))
+}
+
+func (a *action[VO, AP]) bindWith(k kindCore[VO], msg managementnode.OwnedMsg[ActionReq[AP], VO]) boundAction {
+	op := route.Action(a.name, msg, func(_ context.Context, in route.In[AP]) (ActionReq[AP], error) {
+		return ActionReq[AP]{UUID: in.UUID, Params: in.Params}, nil
+	})
+	register := func(mux *cloudbus.Mux, s *Service) {
+		managementnode.Handle(mux, msg, func(ctx context.Context, req ActionReq[AP]) (VO, error) {
+			return inChain(ctx, s, k.chain(req.UUID), a.name, func(ctx context.Context) (VO, error) {
+				var out VO
+				err := s.opts.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+					row, err := Load[VO](ctx, tx, k.what, req.UUID)
+					if err != nil {
+						return err
+					}
+					if err := a.apply(ctx, tx, row, req.Params); err != nil {
+						return err
+					}
+					k.base(row).LastOpDate = time.Now().UTC()
+					if err := tx.Save(row).Error; err != nil {
+						return errcode.Wrap(errcode.Internal, err, "%s %s %s", a.name, k.what, req.UUID)
+					}
+					out = *row
+					return nil
+				})
+				return out, err
+			})
+		})
+	}
+	return boundAction{op: op, register: register}
+}

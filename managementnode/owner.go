@@ -2,6 +2,7 @@ package managementnode
 
 import (
 	"context"
+	"fmt"
 
 	"mplane/cloudbus"
 )
@@ -48,4 +49,17 @@ func CallOwner[Req Owned, Rep any](ctx context.Context, n *Node, m OwnedMsg[Req,
 // with Guard).
 func Handle[Req Owned, Rep any](mux *cloudbus.Mux, m OwnedMsg[Req, Rep], fn func(ctx context.Context, req Req) (Rep, error)) {
 	cloudbus.Handle(mux, m.Msg, fn)
+}
+
+// ServeOwned serves this node's queue of service ("<service>.<node>") with
+// the handlers register adds to its Mux, behind Guard: each message runs on
+// the owner of the resource it names.
+func (n *Node) ServeOwned(service string, register func(mux *cloudbus.Mux)) error {
+	mux := cloudbus.NewMux()
+	register(mux)
+	mux.Intercept(n.Guard(service))
+	if err := n.bus.Serve(service, mux); err != nil {
+		return fmt.Errorf("serve the %s queue: %w", service, err)
+	}
+	return nil
 }

@@ -128,21 +128,21 @@ const (
 
 func (e *Embedded) bootstrap(ctx context.Context) error {
 	s := e.Server
-	zoneUUID, err := ensure(ctx, s, zone.Kind, DefaultZone, zone.CreateParams{Name: DefaultZone})
+	zoneUUID, err := ensure(ctx, s, zone.Kind, DefaultZone, zone.CreateParams{Params: resource.Params{Name: DefaultZone}})
 	if err != nil {
 		return err
 	}
 	clusterUUID, err := ensure(ctx, s, cluster.Kind, DefaultCluster,
-		cluster.CreateParams{Name: DefaultCluster, ZoneUUID: zoneUUID, HypervisorType: "KVM"})
+		cluster.CreateParams{Params: resource.Params{Name: DefaultCluster}, ZoneUUID: zoneUUID, HypervisorType: "KVM"})
 	if err != nil {
 		return err
 	}
 	if _, err := ensure(ctx, s, offering.Kind, DefaultOffering,
-		offering.CreateParams{Name: DefaultOffering, CPUNum: 1, MemorySize: 1 << 30}); err != nil {
+		offering.CreateParams{Params: resource.Params{Name: DefaultOffering}, CPUNum: 1, MemorySize: 1 << 30}); err != nil {
 		return err
 	}
 	if _, err := ensure(ctx, s, image.Kind, DefaultImage,
-		image.CreateParams{Name: DefaultImage, URL: "http://download.cirros-cloud.net/0.6.2/cirros-0.6.2-x86_64-disk.img",
+		image.CreateParams{Params: resource.Params{Name: DefaultImage}, URL: "http://download.cirros-cloud.net/0.6.2/cirros-0.6.2-x86_64-disk.img",
 			Format: "qcow2", MediaType: "RootVolumeTemplate", Platform: "Linux", Size: 21430272}); err != nil {
 		return err
 	}

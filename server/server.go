@@ -280,3 +280,6 @@ func (s *Server) serveHTTP(ln net.Listener, h http.Handler) {
 		return err
 	})
 }
+
+// Endpoints lists the REST routes this node serves from declared resources.
+func (s *Server) Endpoints() []portal.Endpoint { return s.portal.Endpoints() }

@@ -8,7 +8,7 @@ import (
 )
 
 // CallbackHandler returns the handler agents post results to; mount it at
-// the path of Options.CallbackURL. Its answers (AGENT_PROTOCOL.md):
+// the path of Options.CallbackURL. Its answers (docs/agent-protocol.md):
 //
 //   - 400 without a taskuuid header;
 //   - 404 for a task UUID that is not pending: never issued (forged), or

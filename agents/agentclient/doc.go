@@ -1,5 +1,5 @@
 // Package agentclient is the management node's side of the agent protocol
-// (AGENT_PROTOCOL.md): it sends commands to agents (Python kvmagent or
+// (docs/agent-protocol.md): it sends commands to agents (Python kvmagent or
 // mplane's Go agents alike), completes async calls when their results are
 // posted back, and receives agents' events.
 //

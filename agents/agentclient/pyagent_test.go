@@ -16,7 +16,7 @@ import (
 // pyAgent is the reference for the conformance tests: a Go copy of what
 // ZStack's Python agent framework (zstacklib/utils/http.py under CherryPy,
 // handlers wrapped in kvmagent's @replyerror) does on the wire, as
-// AGENT_PROTOCOL.md describes it. It deliberately shares no code with
+// docs/agent-protocol.md describes it. It deliberately shares no code with
 // agents/server.
 //
 //   - Every answer is Content-Type "text/html;charset=utf-8", JSON or not.

@@ -1,5 +1,5 @@
 // Package agentserver is the agent side of the agent protocol
-// (AGENT_PROTOCOL.md): an HTTP framework that behaves on the wire like
+// (docs/agent-protocol.md): an HTTP framework that behaves on the wire like
 // ZStack's Python agent framework (zstacklib.utils.http, served by
 // CherryPy), so that a management node cannot tell a Go agent from a Python
 // one.

@@ -1,5 +1,5 @@
 // Package protocol holds the wire contract between management nodes and
-// agents (docs: /work/shared/design/AGENT_PROTOCOL.md): header and body field
+// agents (docs/agent-protocol.md): header and body field
 // names, the result envelope, event command paths and bodies, and a JSON
 // encoder that never emits null inside an array.
 //

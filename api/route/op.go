@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 
 	"gorm.io/gorm"
@@ -52,6 +53,7 @@ type Op struct {
 
 type op interface {
 	name() string
+	params() reflect.Type
 	accept(ctx context.Context, src source) (json.RawMessage, string, error)
 	drive(ctx context.Context, n *managementnode.Node, body json.RawMessage) (any, error)
 }
@@ -81,6 +83,37 @@ func (o Op) Key() string {
 		return o.impl.name() + "#delete"
 	}
 	return o.impl.name()
+}
+
+// Params lists the JSON names of o's params, as the body carries them (a
+// delete's come from the query: deleteMode).
+func (o Op) Params() []string {
+	if o.kind == kindDelete {
+		return []string{"deleteMode"}
+	}
+	var names []string
+	collectJSON(o.impl.params(), &names)
+	return names
+}
+
+func collectJSON(t reflect.Type, out *[]string) {
+	if t.Kind() != reflect.Struct {
+		return
+	}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case name == "-":
+		case f.Anonymous && name == "":
+			collectJSON(f.Type, out)
+		case f.IsExported():
+			if name == "" {
+				name = f.Name
+			}
+			*out = append(*out, name)
+		}
+	}
 }
 
 // ActionName is an action's ZStack name ("startVmInstance").
@@ -175,6 +208,8 @@ func Delete[Req managementnode.Owned, Rep any](msg managementnode.OwnedMsg[Req, 
 }
 
 func (t *typed[P, Req, Rep]) name() string { return t.msg.Name() }
+
+func (t *typed[P, Req, Rep]) params() reflect.Type { return reflect.TypeFor[P]() }
 
 func (t *typed[P, Req, Rep]) accept(ctx context.Context, src source) (json.RawMessage, string, error) {
 	var p P

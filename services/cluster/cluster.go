@@ -4,11 +4,9 @@ package cluster
 
 import (
 	"context"
-	"strings"
 
 	"gorm.io/gorm"
 
-	"mplane/errcode"
 	"mplane/services/resource"
 	"mplane/services/zone"
 )
@@ -27,18 +25,14 @@ func (ClusterVO) TableName() string { return "clusters" }
 
 // CreateParams are the API parameters of a cluster.
 type CreateParams struct {
-	Name           string `json:"name"`
-	Description    string `json:"description,omitempty"`
+	resource.Params
 	ZoneUUID       string `json:"zoneUuid"`
 	HypervisorType string `json:"hypervisorType,omitempty"`
 }
 
 // Validate checks the parameters' shape; hypervisorType defaults to KVM.
 func (p *CreateParams) Validate() error {
-	var problems []string
-	if err := resource.ValidateName(p.Name); err != nil {
-		problems = append(problems, err.Error())
-	}
+	problems := p.Problems()
 	if p.ZoneUUID == "" {
 		problems = append(problems, "zoneUuid is required")
 	}
@@ -48,10 +42,7 @@ func (p *CreateParams) Validate() error {
 	if p.HypervisorType != "KVM" {
 		problems = append(problems, "hypervisorType must be KVM, got \""+p.HypervisorType+"\"")
 	}
-	if len(problems) > 0 {
-		return errcode.New(errcode.InvalidArgument, "%s", strings.Join(problems, "; "))
-	}
-	return nil
+	return resource.Invalid(problems)
 }
 
 // Kind is the cluster's simple kind: POST/GET/DELETE /v1/clusters,
@@ -62,7 +53,6 @@ var Kind = resource.NewKind(resource.Spec[ClusterVO, CreateParams]{
 		return resource.MustExist(ctx, db, &zone.ZoneVO{}, "zoneUuid", p.ZoneUUID)
 	},
 	New: func(b resource.Base, p CreateParams) ClusterVO {
-		b.Name, b.Description = p.Name, p.Description
 		return ClusterVO{Base: b, ZoneUUID: p.ZoneUUID, HypervisorType: p.HypervisorType, State: "Enabled", Type: "zstack"}
 	},
 	Dependents: []resource.Dependent{{Table: "hosts", Column: "cluster_uuid", What: "hosts"}},

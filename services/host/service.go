@@ -124,21 +124,18 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 }
 
 // Start serves "host.<node>", hooks ring changes to a rescan and starts
-// the ping tracker.
+// the ping tracker. The tables exist (Migrate).
 func (s *Service) Start(ctx context.Context) error {
-	if err := Migrate(ctx, s.db); err != nil {
+	err := s.node.ServeOwned(BusService, func(mux *cloudbus.Mux) {
+		managementnode.Handle(mux, MsgAddKVMHost, s.add)
+		managementnode.Handle(mux, MsgReconnectHost, s.reconnectMsg)
+		managementnode.Handle(mux, MsgDeleteHost, s.delete)
+		managementnode.Handle(mux, MsgGetHost, s.get)
+		managementnode.Handle(mux, MsgAgentCommand, s.command)
+		managementnode.Handle(mux, msgAgentEvent, s.onEvent)
+	})
+	if err != nil {
 		return err
-	}
-	mux := cloudbus.NewMux()
-	managementnode.Handle(mux, MsgAddKVMHost, s.add)
-	managementnode.Handle(mux, MsgReconnectHost, s.reconnectMsg)
-	managementnode.Handle(mux, MsgDeleteHost, s.delete)
-	managementnode.Handle(mux, MsgGetHost, s.get)
-	managementnode.Handle(mux, MsgAgentCommand, s.command)
-	managementnode.Handle(mux, msgAgentEvent, s.onEvent)
-	mux.Intercept(s.node.Guard(BusService))
-	if err := s.bus.Serve(BusService, mux); err != nil {
-		return fmt.Errorf("serve host queue: %w", err)
 	}
 	s.wg.Add(1)
 	go func() {

@@ -4,9 +4,7 @@ package image
 
 import (
 	"net/url"
-	"strings"
 
-	"mplane/errcode"
 	"mplane/services/resource"
 )
 
@@ -27,13 +25,12 @@ func (ImageVO) TableName() string { return "images" }
 
 // CreateParams are the API parameters of an image.
 type CreateParams struct {
-	Name        string `json:"name"`
-	Description string `json:"description,omitempty"`
-	URL         string `json:"url"`
-	Format      string `json:"format,omitempty"`
-	MediaType   string `json:"mediaType,omitempty"`
-	Platform    string `json:"platform,omitempty"`
-	Size        int64  `json:"size,omitempty"`
+	resource.Params
+	URL       string `json:"url"`
+	Format    string `json:"format,omitempty"`
+	MediaType string `json:"mediaType,omitempty"`
+	Platform  string `json:"platform,omitempty"`
+	Size      int64  `json:"size,omitempty"`
 }
 
 var (
@@ -45,10 +42,7 @@ var (
 // Validate checks the parameters and fills defaults (qcow2,
 // RootVolumeTemplate, Linux).
 func (p *CreateParams) Validate() error {
-	var problems []string
-	if err := resource.ValidateName(p.Name); err != nil {
-		problems = append(problems, err.Error())
-	}
+	problems := p.Problems()
 	if u, err := url.Parse(p.URL); p.URL == "" || err != nil || u.Scheme == "" {
 		problems = append(problems, "url is required and must be an absolute URL such as http://server/image.qcow2")
 	}
@@ -73,17 +67,13 @@ func (p *CreateParams) Validate() error {
 	if p.Size < 0 {
 		problems = append(problems, "size must not be negative")
 	}
-	if len(problems) > 0 {
-		return errcode.New(errcode.InvalidArgument, "%s", strings.Join(problems, "; "))
-	}
-	return nil
+	return resource.Invalid(problems)
 }
 
 // Kind is the image's simple kind: POST/GET/DELETE /v1/images, updateImage.
 var Kind = resource.NewKind(resource.Spec[ImageVO, CreateParams]{
 	Name: "image", Noun: "Image", Path: "images",
 	New: func(b resource.Base, p CreateParams) ImageVO {
-		b.Name, b.Description = p.Name, p.Description
 		return ImageVO{Base: b, URL: p.URL, Format: p.Format, MediaType: p.MediaType, Platform: p.Platform, Size: p.Size,
 			State: "Enabled", Status: "Ready"}
 	},

@@ -3,11 +3,7 @@
 package offering
 
 import (
-	"strings"
-
 	"mplane/services/resource"
-
-	"mplane/errcode"
 )
 
 // Limits of an offering.
@@ -32,19 +28,15 @@ func (InstanceOfferingVO) TableName() string { return "instance_offerings" }
 
 // CreateParams are the API parameters of an offering.
 type CreateParams struct {
-	Name        string `json:"name"`
-	Description string `json:"description,omitempty"`
-	CPUNum      int    `json:"cpuNum"`
-	CPUSpeed    int64  `json:"cpuSpeed,omitempty"`
-	MemorySize  int64  `json:"memorySize"`
+	resource.Params
+	CPUNum     int   `json:"cpuNum"`
+	CPUSpeed   int64 `json:"cpuSpeed,omitempty"`
+	MemorySize int64 `json:"memorySize"`
 }
 
 // Validate checks the parameters.
 func (p *CreateParams) Validate() error {
-	var problems []string
-	if err := resource.ValidateName(p.Name); err != nil {
-		problems = append(problems, err.Error())
-	}
+	problems := p.Problems()
 	if p.CPUNum < 1 || p.CPUNum > MaxCPUNum {
 		problems = append(problems, "cpuNum must be between 1 and 1024")
 	}
@@ -54,10 +46,7 @@ func (p *CreateParams) Validate() error {
 	if p.CPUSpeed < 0 {
 		problems = append(problems, "cpuSpeed must not be negative")
 	}
-	if len(problems) > 0 {
-		return errcode.New(errcode.InvalidArgument, "%s", strings.Join(problems, "; "))
-	}
-	return nil
+	return resource.Invalid(problems)
 }
 
 // Kind is the offering's simple kind: POST/GET/DELETE
@@ -65,7 +54,6 @@ func (p *CreateParams) Validate() error {
 var Kind = resource.NewKind(resource.Spec[InstanceOfferingVO, CreateParams]{
 	Name: "instance-offering", Noun: "InstanceOffering", Path: "instance-offerings", What: "instance offering",
 	New: func(b resource.Base, p CreateParams) InstanceOfferingVO {
-		b.Name, b.Description = p.Name, p.Description
 		return InstanceOfferingVO{Base: b, CPUNum: p.CPUNum, CPUSpeed: p.CPUSpeed, MemorySize: p.MemorySize, State: "Enabled", Type: "UserVm"}
 	},
 })

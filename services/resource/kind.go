@@ -2,6 +2,8 @@ package resource
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -19,17 +21,18 @@ const BusService = "resource"
 
 // Spec declares a simple kind. Name, Noun, Path and New are required.
 type Spec[VO any, P any] struct {
-	// Name is the kind's name: chains are "<name>-<uuid>", messages
-	// "<name>.Create<Noun>" and so on.
+	// Name is the kind's name: chains are "<name>-<uuid>".
 	Name string
-	// Noun is ZStack's name of the kind in API names ("Zone": CreateZone,
-	// DeleteZone, updateZone).
+	// Noun is ZStack's name of the kind in API names: the messages are
+	// resource.CreateZone, resource.UpdateZone (action updateZone) and
+	// resource.DeleteZone; an action polishToy is resource.PolishToy.
 	Noun string
 	// Path is the REST path ("zones").
 	Path string
 	// What is what errors call one ("zone"); default Name.
 	What string
-	// New makes the row of a new resource from validated params.
+	// New makes the row of a new resource from validated params; base has
+	// its UUID, dates and, if P embeds Params, its name and description.
 	New func(base Base, p P) VO
 	// Check verifies what the params reference (a cluster's zone exists).
 	// It runs at the edge, and again on the owner before the row is
@@ -98,6 +101,38 @@ func (p *UpdateParams) Validate() error {
 		return errcode.New(errcode.InvalidArgument, "description must be at most %d characters", MaxDescriptionLen)
 	}
 	return nil
+}
+
+// Params are the create params every resource has; embed them in a kind's
+// create params, and NewKind fills the new row's Base from them.
+type Params struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+}
+
+// BaseParams returns p: it makes the create params that embed Params name
+// the new row.
+func (p Params) BaseParams() Params { return p }
+
+// Problems lists what is wrong with the name and description, for a
+// Validate to add its own to (see Invalid).
+func (p Params) Problems() []string {
+	var problems []string
+	if err := ValidateName(p.Name); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if len([]rune(p.Description)) > MaxDescriptionLen {
+		problems = append(problems, fmt.Sprintf("description must be at most %d characters", MaxDescriptionLen))
+	}
+	return problems
+}
+
+// Invalid is nil without problems, else an InvalidArgument listing them.
+func Invalid(problems []string) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	return errcode.New(errcode.InvalidArgument, "%s", strings.Join(problems, "; "))
 }
 
 // Limits of the Base columns.
@@ -169,9 +204,9 @@ func NewKind[VO any, P any, PVO interface {
 	}
 	k := &KindOf[VO, P]{
 		spec:      spec,
-		MsgCreate: managementnode.NewOwnedMsg[CreateReq[P], VO](BusService, spec.Name+".Create"+spec.Noun),
-		MsgUpdate: managementnode.NewOwnedMsg[ActionReq[UpdateParams], VO](BusService, spec.Name+".Update"+spec.Noun),
-		MsgDelete: managementnode.NewOwnedMsg[DeleteReq, cloudbus.Empty](BusService, spec.Name+".Delete"+spec.Noun),
+		MsgCreate: managementnode.NewOwnedMsg[CreateReq[P], VO](BusService, BusService+".Create"+spec.Noun),
+		MsgUpdate: managementnode.NewOwnedMsg[ActionReq[UpdateParams], VO](BusService, BusService+".Update"+spec.Noun),
+		MsgDelete: managementnode.NewOwnedMsg[DeleteReq, cloudbus.Empty](BusService, BusService+".Delete"+spec.Noun),
 		setBase:   func(v *VO) *Base { return PVO(v).BaseOf() },
 	}
 	update := NewAction("update"+spec.Noun, func(_ context.Context, _ *gorm.DB, row *VO, p UpdateParams) error {
@@ -240,7 +275,11 @@ func (k *KindOf[VO, P]) create(ctx context.Context, db *gorm.DB, req CreateReq[P
 	if k.spec.Create != nil {
 		return k.spec.Create(ctx, db, req.UUID, req.Params)
 	}
-	row := k.spec.New(NewBase(req.UUID, "", ""), req.Params)
+	base := NewBase(req.UUID, "", "")
+	if named, ok := any(req.Params).(interface{ BaseParams() Params }); ok {
+		base.Name, base.Description = named.BaseParams().Name, named.BaseParams().Description
+	}
+	row := k.spec.New(base, req.Params)
 	b := k.setBase(&row)
 	b.UUID = req.UUID
 	if b.CreateDate.IsZero() {
@@ -319,7 +358,7 @@ func NewAction[VO any, AP any](name string, apply func(ctx context.Context, tx *
 }
 
 func (a *action[VO, AP]) bind(k kindCore[VO]) boundAction {
-	return a.bindWith(k, managementnode.NewOwnedMsg[ActionReq[AP], VO](BusService, k.name+"."+a.name))
+	return a.bindWith(k, managementnode.NewOwnedMsg[ActionReq[AP], VO](BusService, BusService+"."+strings.ToUpper(a.name[:1])+a.name[1:]))
 }
 
 func (a *action[VO, AP]) bindWith(k kindCore[VO], msg managementnode.OwnedMsg[ActionReq[AP], VO]) boundAction {

@@ -70,12 +70,11 @@ func (s *Service) API() []route.Resource {
 
 // Start serves "resource.<node>" (the tables exist: see Migrate).
 func (s *Service) Start(context.Context) error {
-	mux := cloudbus.NewMux()
-	for _, k := range s.opts.Kinds {
-		k.register(mux, s)
-	}
-	mux.Intercept(s.opts.Node.Guard(BusService))
-	return s.opts.Bus.Serve(BusService, mux)
+	return s.opts.Node.ServeOwned(BusService, func(mux *cloudbus.Mux) {
+		for _, k := range s.opts.Kinds {
+			k.register(mux, s)
+		}
+	})
 }
 
 // Stop does nothing: the bus stops consuming, the scheduler drains the

@@ -2,6 +2,7 @@ package resource_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -31,19 +32,17 @@ type ToyVO struct {
 func (ToyVO) TableName() string { return "toys" }
 
 type CreateToyParams struct {
-	Name     string `json:"name"`
+	resource.Params
 	Color    string `json:"color"`
 	ZoneUUID string `json:"zoneUuid,omitempty"`
 }
 
 func (p *CreateToyParams) Validate() error {
-	if err := resource.ValidateName(p.Name); err != nil {
-		return err
-	}
+	problems := p.Problems()
 	if p.Color != "red" && p.Color != "blue" {
-		return errcode.New(errcode.InvalidArgument, "color must be red or blue, got %q", p.Color)
+		problems = append(problems, fmt.Sprintf("color must be red or blue, got %q", p.Color))
 	}
-	return nil
+	return resource.Invalid(problems)
 }
 
 type PolishParams struct {
@@ -70,7 +69,6 @@ var toyKind = resource.NewKind(resource.Spec[ToyVO, CreateToyParams]{
 		return resource.MustExist(ctx, db, &zoneRow{}, "zoneUuid", p.ZoneUUID)
 	},
 	New: func(b resource.Base, p CreateToyParams) ToyVO {
-		b.Name = p.Name
 		return ToyVO{Base: b, Color: p.Color, ZoneID: p.ZoneUUID}
 	},
 	Actions: []resource.Action[ToyVO]{

@@ -86,20 +86,17 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 	return flow.Migrate(ctx, db)
 }
 
-// Start serves "vm.<node>".
+// Start serves "vm.<node>" (the tables exist: Migrate).
 func (s *Service) Start(ctx context.Context) error {
-	if err := Migrate(ctx, s.db); err != nil {
-		return err
-	}
-	mux := cloudbus.NewMux()
-	managementnode.Handle(mux, MsgCreate, s.handleCreate)
-	managementnode.Handle(mux, MsgStart, s.handleStart)
-	managementnode.Handle(mux, MsgStop, s.handleStop)
-	managementnode.Handle(mux, MsgReboot, s.handleReboot)
-	managementnode.Handle(mux, MsgDestroy, s.handleDestroy)
-	managementnode.Handle(mux, MsgExpunge, s.handleExpunge)
-	mux.Intercept(s.node.Guard(BusService))
-	if err := s.bus.Serve(BusService, mux); err != nil {
+	err := s.node.ServeOwned(BusService, func(mux *cloudbus.Mux) {
+		managementnode.Handle(mux, MsgCreate, s.handleCreate)
+		managementnode.Handle(mux, MsgStart, s.handleStart)
+		managementnode.Handle(mux, MsgStop, s.handleStop)
+		managementnode.Handle(mux, MsgReboot, s.handleReboot)
+		managementnode.Handle(mux, MsgDestroy, s.handleDestroy)
+		managementnode.Handle(mux, MsgExpunge, s.handleExpunge)
+	})
+	if err != nil {
 		return err
 	}
 	// Takeover: after every ring change, roll back what dead owners left.

@@ -33,7 +33,19 @@
 //     soon as its row is gone (evicted or left), not at their deadline. A
 //     leaving node still answers what it was sent while it drains.
 //
+// Ring hooks (Node.OnRingChange) are how services rescan what they own.
+// Installing a ring only offers it to the node's hook goroutine; the hooks
+// run there, one at a time, outside every lock of the node, with the
+// newest ring: rings reach them in epoch order, changes during a round
+// coalesce into one more round, and every change is followed by a round
+// with that ring or a newer one. A round for ring r starts after r is
+// installed, its lost partitions forwarded and its gained partitions held
+// for their handover. Start starts the goroutine; Stop cancels the hooks'
+// context and waits for the round in progress.
+//
 // Graceful stop (Stop): turn leaving (peers drop the node from the ring at
 // once), forward new work, drain held work and the scheduler up to the
 // drain timeout, delete the row, publish node.left.
+//
+// Locks, what they guard and their order: docs/locking.md.
 package managementnode

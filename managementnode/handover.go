@@ -54,7 +54,8 @@ func (h *handover) open(p int, w *partWait) {
 	}
 }
 
-// onRingChange runs under the node's rebuild lock.
+// onRingChange is called by installLocked, with rebuildMu held; it takes
+// h.mu (lock order: docs/locking.md) and never blocks.
 func (h *handover) onRingChange(n *Node, old, r *Ring, present map[string]bool) {
 	prev := old
 	if old.Epoch == 0 && len(old.Members) == 0 {

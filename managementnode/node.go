@@ -54,14 +54,14 @@ type Node struct {
 	bus  *cloudbus.Bus
 	uuid string
 
+	// Locks and what they guard: docs/locking.md.
 	ring      atomic.Pointer[Ring]
-	rebuildMu sync.Mutex // serializes ring rebuilds (events, ticks, forced)
+	rebuildMu sync.Mutex // serializes ring rebuilds: builder, present, installs
 	builder   ringBuilder
 	present   map[string]bool // nodes with a row at the last rebuild
 	state     atomic.Value    // string
 	resyncCh  chan struct{}
-	hooksMu   sync.Mutex
-	hooks     []func(ctx context.Context, r *Ring)
+	hooks     ringHooks
 
 	// inflight counts held resource work per partition; waking is
 	// signalled on idle whenever a count drops to zero.
@@ -116,6 +116,7 @@ func New(opts Options) (*Node, error) {
 	empty, _ := BuildRing(0, nil)
 	n.ring.Store(empty)
 	n.handover.init()
+	n.hooks.init()
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	return n, nil
 }
@@ -145,13 +146,36 @@ func (n *Node) TargetFor(service, uuid string) (string, error) {
 	return n.bus.Target(service, o), nil
 }
 
-// OnRingChange registers fn to run after every ring change (and once at
-// start), for services to rescan what they now own. Hooks run one at a
-// time on the node's resync goroutine; a panic is logged.
+// OnRingChange registers fn to run after ring changes, for services to
+// rescan what they now own. Hooks are level-triggered rescans:
+//
+//   - They run on one goroutine of the node (started by Start, waited for
+//     by Stop), never on the goroutine that changed the ring (the resync
+//     loop, a bus handler that forced a resync, Start, Stop) and never
+//     under a lock of the node. A hook may therefore call any method of
+//     the node, including ones that rebuild the ring, except Stop.
+//   - One at a time: a hook never runs concurrently with itself or with
+//     another hook. A round calls every hook registered so far, in
+//     registration order, with the same ring.
+//   - Rings reach the hooks in epoch order: a round never gets a ring
+//     older than the previous round's. Changes made while a round runs
+//     coalesce into one more round with the newest ring: intermediate
+//     rings may be skipped, the newest never is.
+//   - fn is called after every ring change that follows its registration,
+//     with that ring or a newer one. Hooks registered before Start are
+//     called once with the node's first ring (after Start installed it,
+//     perhaps after Start returned); a hook registered later may get one
+//     call for a ring installed just before.
+//   - When a round runs with ring r, r or a newer ring is installed: the
+//     node already forwards work for partitions it lost and holds each
+//     partition it gained until the previous owner released it, so work a
+//     hook sends through the Guard runs only when it is safe.
+//   - ctx is cancelled when the node stops. Stop waits for the round in
+//     progress and drops rounds not started; a hook must return promptly
+//     once ctx is done, and a slow hook delays the later rounds. A panic is
+//     logged and the round goes on with the next hook.
 func (n *Node) OnRingChange(fn func(ctx context.Context, r *Ring)) {
-	n.hooksMu.Lock()
-	n.hooks = append(n.hooks, fn)
-	n.hooksMu.Unlock()
+	n.hooks.add(fn)
 }
 
 // Fenced is closed when this node found its membership row deleted by a
@@ -174,7 +198,7 @@ func Migrate(ctx context.Context, gdb *gorm.DB) error {
 
 // Start joins the cluster: it writes the node's row (joining), serves the
 // node's own bus queue, subscribes to membership events, then turns running,
-// builds the ring and starts the heartbeat and resync loops.
+// builds the ring and starts the heartbeat, resync and hook goroutines.
 func (n *Node) Start(ctx context.Context) error {
 	if err := Migrate(ctx, n.db); err != nil {
 		return err
@@ -211,9 +235,10 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.publish(ctx, EvNodeJoined, epoch)
 	n.log.Info("joined the cluster", "epoch", n.Ring().Epoch, "members", len(n.Ring().Members))
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.heartbeatLoop()
 	go n.resyncLoop()
+	go n.hookLoop() // runs the round of the first ring, offered above
 	return nil
 }
 
@@ -318,13 +343,15 @@ func (n *Node) resync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.installLocked(ctx, old, r, present)
+	n.installLocked(old, r, present)
 	return nil
 }
 
 // installLocked swaps in a new ring, fails calls to members that left,
-// starts handovers for partitions gained, and runs the takeover hooks.
-func (n *Node) installLocked(ctx context.Context, old, r *Ring, present map[string]bool) {
+// starts handovers for partitions gained, and offers the ring to the hook
+// goroutine (the hooks run later, outside rebuildMu). The caller holds
+// rebuildMu.
+func (n *Node) installLocked(old, r *Ring, present map[string]bool) {
 	n.ring.Store(r)
 	// Calls to a node fail once its row is gone (evicted, or left after
 	// draining); a leaving node still answers what it was sent.
@@ -341,19 +368,7 @@ func (n *Node) installLocked(ctx context.Context, old, r *Ring, present map[stri
 	n.present = present
 	n.handover.onRingChange(n, old, r, present)
 	n.log.Info("ring changed", "epoch", r.Epoch, "members", len(r.Members), "partitions_owned", r.PartitionsOf()[n.uuid])
-	n.hooksMu.Lock()
-	hooks := append([]func(context.Context, *Ring){}, n.hooks...)
-	n.hooksMu.Unlock()
-	for _, h := range hooks {
-		func() {
-			defer func() {
-				if p := recover(); p != nil {
-					n.log.Error("ring change hook panicked", "panic", fmt.Sprint(p))
-				}
-			}()
-			h(ctx, r)
-		}()
-	}
+	n.hooks.offer(r)
 }
 
 // forceResync re-reads the ring now, at most every 100ms; used when a

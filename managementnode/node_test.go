@@ -76,6 +76,14 @@ func (c *cluster) newBus(name string) *cloudbus.Bus {
 
 func (c *cluster) add(name string) *Node {
 	c.t.Helper()
+	n := c.newNode(name)
+	c.start(n)
+	return n
+}
+
+// newNode builds a node on a bus of its own, not started.
+func (c *cluster) newNode(name string) *Node {
+	c.t.Helper()
 	b := c.newBus(name)
 	n, err := New(Options{DB: c.db, Bus: b, Logger: quiet(), Host: "127.0.0.1", APIPort: 8080,
 		HeartbeatInterval: time.Hour, ResyncInterval: time.Hour, DrainTimeout: 10 * time.Second,
@@ -86,13 +94,25 @@ func (c *cluster) add(name string) *Node {
 	// Heartbeat ticks are driven by the test: the interval used for
 	// staleness is testInterval.
 	n.opts.HeartbeatInterval = testInterval
+	c.nodes = append(c.nodes, n)
+	c.buses = append(c.buses, b)
+	return n
+}
+
+func (c *cluster) start(n *Node) {
+	c.t.Helper()
 	if err := n.Start(context.Background()); err != nil {
 		c.t.Fatal(err)
 	}
 	c.t.Cleanup(func() { _ = n.Stop(context.Background()) })
-	c.nodes = append(c.nodes, n)
-	c.buses = append(c.buses, b)
-	return n
+}
+
+// bump changes the ring epoch in the database, as a membership change
+// does, and returns the new epoch. Nodes install it on their next resync.
+func (c *cluster) bump() (int64, error) {
+	var epoch int64
+	err := c.db.Transaction(func(tx *gorm.DB) error { return bumpEpoch(tx, &epoch) })
+	return epoch, err
 }
 
 // converged waits until every listed node runs the same ring of want

@@ -10,9 +10,11 @@ import (
 // Stop leaves the cluster gracefully: the node turns leaving (peers drop it
 // from the ring at once and stop routing to it), forwards new resource
 // work to the new owners, waits up to DrainTimeout for the work it holds
-// and for the scheduler's tasks, then deletes its row and tells the peers.
-// The caller closes the bus afterwards. Stop is idempotent; on a fenced
-// node it only stops the loops.
+// and for the scheduler's tasks, stops the node's goroutines (heartbeat,
+// resync, hooks, handovers) and waits for them, a hook round in progress
+// included, then deletes its row and tells the peers. The caller closes
+// the bus afterwards. Stop is idempotent; on a fenced node it only stops
+// and waits for the goroutines. A ring hook must not call Stop.
 func (n *Node) Stop(ctx context.Context) error {
 	if !n.stopped.CompareAndSwap(false, true) {
 		return nil

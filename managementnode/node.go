@@ -223,13 +223,19 @@ func (n *Node) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	// Running in memory first: a resync forced by a bus message between the
+	// row's update and this store would otherwise build the new epoch
+	// without this node, and Start's own resync below would then find the
+	// epoch current and leave this node owning nothing. Before the row says
+	// running, a resync leaves this node out for the row's sake.
+	n.state.Store(StateRunning)
 	var epoch int64
 	if err := n.changeMembership(ctx, func(tx *gorm.DB) error {
 		return tx.Model(&NodeVO{}).Where("uuid = ?", n.uuid).Update("state", StateRunning).Error
 	}, &epoch); err != nil {
+		n.state.Store(StateJoining)
 		return fmt.Errorf("turn running: %w", err)
 	}
-	n.state.Store(StateRunning)
 	if err := n.resync(ctx); err != nil {
 		return fmt.Errorf("build ring: %w", err)
 	}

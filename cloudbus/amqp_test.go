@@ -72,7 +72,7 @@ func TestAMQPStartWaitsForBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = bus.Close() })
+	t.Cleanup(func() { _ = bus.Stop(context.Background()) })
 
 	started := make(chan error, 1)
 	go func() {

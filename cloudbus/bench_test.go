@@ -71,7 +71,7 @@ func benchBuses(b *testing.B, url string) (*Bus, *Bus) {
 			b.Fatal(err)
 		}
 		cancel()
-		b.Cleanup(func() { _ = bus.Close() })
+		b.Cleanup(func() { _ = bus.Stop(context.Background()) })
 		if err := bus.Serve("svc", testMux(bus)); err != nil {
 			b.Fatal(err)
 		}

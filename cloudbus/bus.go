@@ -166,10 +166,11 @@ func (b *Bus) ServeShared(queue string, mux *Mux) error {
 	return b.tr.consume(queueSpec{name: b.name(queue), kind: queueShared}, func(body []byte) { b.dispatch(mux, body) })
 }
 
-// Close stops consuming, lets running handlers see their context cancelled
-// and waits for them, fails calls still waiting for a reply, and closes the
-// connection. It is idempotent.
-func (b *Bus) Close() error {
+// Stop stops consuming, lets running handlers see their context cancelled
+// and waits for them (they return promptly: their context is done, so ctx
+// bounds nothing more), fails calls still waiting for a reply, and closes
+// the connection. It is idempotent.
+func (b *Bus) Stop(context.Context) error {
 	if !b.closed.CompareAndSwap(false, true) {
 		return nil
 	}

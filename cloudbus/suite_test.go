@@ -95,7 +95,7 @@ func startBuses(t *testing.T, n int, opts func(i int) Options) []*Bus {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = b.Close() })
+		t.Cleanup(func() { _ = b.Stop(context.Background()) })
 		mux := testMux(b)
 		if err := b.Serve("svc", mux); err != nil {
 			t.Fatal(err)
@@ -274,7 +274,7 @@ func testDeadNode(t *testing.T, h harness) {
 	if _, err := Call(ctxT(t, 10*time.Second), bs[0], target, msgEcho, echoReq{Text: "alive"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := dead.Close(); err != nil {
+	if err := dead.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	_, err := Call(ctxT(t, 30*time.Second), bs[0], target, msgEcho, echoReq{Text: "anyone?"}, WithTimeout(20*time.Second))

@@ -70,7 +70,7 @@ func (c *cluster) newBus(name string) *cloudbus.Bus {
 	if err := b.Start(context.Background()); err != nil {
 		c.t.Fatal(err)
 	}
-	c.t.Cleanup(func() { _ = b.Close() })
+	c.t.Cleanup(func() { _ = b.Stop(context.Background()) })
 	return b
 }
 

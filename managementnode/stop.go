@@ -47,8 +47,7 @@ func (n *Node) Stop(ctx context.Context) error {
 		n.log.Warn("leave: drain timeout; abandoning held work", "held", n.Inflight(), "err", err)
 	}
 	if s := n.opts.Scheduler; s != nil {
-		s.Stop()
-		if err := s.Drain(drainCtx); err != nil {
+		if err := s.Stop(drainCtx); err != nil {
 			n.log.Warn("leave: scheduler drain", "err", err)
 		}
 	}

@@ -125,7 +125,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err := s.bus.Start(startCtx); err != nil {
 		return nil, err
 	}
-	s.onStop(func(context.Context) error { return s.bus.Close() })
+	s.onStop(s.bus.Stop)
 
 	ln, err := net.Listen("tcp", cfg.APIListen)
 	if err != nil {
@@ -136,7 +136,11 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	s.url = "http://" + net.JoinHostPort(host, strconv.Itoa(port))
 
 	s.sched = thread.New(thread.Options{Logger: log})
-	s.onStop(func(context.Context) error { s.sched.Stop(); return nil })
+	s.onStop(func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return s.sched.Stop(ctx)
+	})
 	if s.node, err = managementnode.New(managementnode.Options{
 		DB: s.db, Bus: s.bus, Scheduler: s.sched, Logger: log, Host: host, APIPort: port,
 		HeartbeatInterval: cfg.HeartbeatInterval, HeartbeatThreshold: cfg.HeartbeatThreshold,

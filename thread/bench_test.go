@@ -11,7 +11,7 @@ import (
 
 func drainB(b *testing.B, s *Scheduler) {
 	b.Helper()
-	s.Stop()
+	stopNow(s)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := s.Drain(ctx); err != nil {

@@ -81,12 +81,18 @@ func blocker(started chan<- string, name string, gate <-chan struct{}) func(cont
 // drain stops s and waits for it, so that a test leaves no goroutine.
 func drain(t testing.TB, s *Scheduler) {
 	t.Helper()
-	s.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	if err := s.Drain(ctx); err != nil {
-		t.Fatalf("drain: %v", err)
+	if err := s.Stop(ctx); err != nil {
+		t.Fatalf("stop: %v", err)
 	}
+}
+
+// stopNow stops s without waiting for its running tasks.
+func stopNow(s *Scheduler) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = s.Stop(ctx)
 }
 
 // fakeClock is a Clock that moves only when told to. Advance runs the due

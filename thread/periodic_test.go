@@ -14,7 +14,7 @@ func TestEvery(t *testing.T) {
 		stop func(s *Scheduler, cancel context.CancelFunc)
 	}{
 		{"context cancelled", func(_ *Scheduler, cancel context.CancelFunc) { cancel() }},
-		{"scheduler stopped", func(s *Scheduler, _ context.CancelFunc) { s.Stop() }},
+		{"scheduler stopped", func(s *Scheduler, _ context.CancelFunc) { stopNow(s) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

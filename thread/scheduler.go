@@ -82,11 +82,22 @@ func New(opts Options) *Scheduler {
 	return s
 }
 
+// Start does nothing: a scheduler runs from New. It is there so that every
+// component of a node has one lifecycle, Start then Stop.
+func (s *Scheduler) Start(context.Context) error { return nil }
+
 // Stop makes the scheduler refuse new tasks and periodic tasks with
 // ErrStopped, completes every pending task with ErrStopped (none of them
-// will run), and cancels the periodic tasks. Running tasks are left to
-// finish; wait for them with Drain. Stop is idempotent and does not block.
-func (s *Scheduler) Stop() {
+// will run), cancels the periodic tasks, then waits as Drain does for the
+// running tasks to finish, until ctx ends (an error wrapping ctx.Err()).
+// The refusal takes effect before Stop returns whatever ctx is, so a done
+// ctx stops the scheduler without waiting. Stop is idempotent.
+func (s *Scheduler) Stop(ctx context.Context) error {
+	s.stop()
+	return s.Drain(ctx)
+}
+
+func (s *Scheduler) stop() {
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
@@ -111,8 +122,8 @@ func (s *Scheduler) Stop() {
 // the scheduler started has returned, including those the watchdog
 // abandoned; after Stop it also waits for every periodic task to return.
 // It returns nil once that holds, or an error wrapping ctx.Err() when ctx
-// ends first. Drain does not stop the scheduler: call Stop first for a
-// shutdown, or Drain alone to wait for the scheduler to go idle.
+// ends first. Drain does not stop the scheduler: Stop does, then drains;
+// Drain alone waits for the scheduler to go idle.
 func (s *Scheduler) Drain(ctx context.Context) error {
 	for {
 		s.mu.Lock()

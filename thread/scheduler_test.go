@@ -22,8 +22,8 @@ func TestStopAndDrain(t *testing.T) {
 		return "", nil
 	})
 
-	s.Stop()
-	s.Stop() // idempotent
+	stopNow(s)
+	stopNow(s) // idempotent
 
 	if _, err := result(t, pending); !errors.Is(err, ErrStopped) {
 		t.Fatalf("pending task: %v, want ErrStopped", err)
@@ -175,7 +175,7 @@ func TestIdleSignaturesAreRemoved(t *testing.T) {
 			gate := make(chan struct{})
 			head := submit(t, s, Task{Signature: "a"}, blocker(nil, "", gate))
 			next := submit(t, s, Task{Signature: "a"}, blocker(nil, "", gate))
-			s.Stop()
+			stopNow(s)
 			close(gate)
 			result(t, head)
 			result(t, next)

@@ -137,7 +137,7 @@ func clientBus(t *testing.T, e *clusterEnv) *cloudbus.Bus {
 	if err := b.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = b.Close() })
+	t.Cleanup(func() { _ = b.Stop(context.Background()) })
 	return b
 }
 

@@ -56,24 +56,21 @@ func (s *Service) waitEcho(ctx context.Context, url string, waitUp time.Duration
 
 // recordConnected stores the capacity reported by the agent. The first
 // connect sets the available capacity to what the agent has free; later
-// connects move it by the change of the total, keeping reservations.
+// connects move it by the change of the total, keeping reservations. It is
+// one UPDATE relative to the row's current values, so a Reserve or Release
+// running meanwhile is never overwritten with a stale available capacity.
+// The available columns are assigned before the totals: MySQL evaluates
+// the assignments left to right, so they read the old totals there too.
 func (s *Service) recordConnected(ctx context.Context, uuid string, cap protocol.CapacityRsp) error {
-	var h HostVO
-	if err := s.db.WithContext(ctx).First(&h, "uuid = ?", uuid).Error; err != nil {
-		return errcode.Wrap(errcode.Internal, err, "load host %s", uuid)
-	}
 	totalCPU, totalMem := int64(cap.CPUNum), cap.TotalMemory
-	availCPU, availMem := totalCPU-int64(cap.UsedCPU), totalMem-cap.UsedMemory
-	if h.TotalCPUCapacity > 0 || h.TotalMemoryCapacity > 0 {
-		availCPU = h.AvailableCPUCapacity + (totalCPU - h.TotalCPUCapacity)
-		availMem = h.AvailableMemoryCapacity + (totalMem - h.TotalMemoryCapacity)
-	}
-	err := s.db.WithContext(ctx).Model(&HostVO{}).Where("uuid = ?", uuid).Updates(map[string]any{
-		"status": StatusConnected, "cpu_num": cap.CPUNum,
-		"total_cpu": totalCPU, "available_cpu": availCPU,
-		"total_memory": totalMem, "available_memory": availMem,
-		"last_op_date": time.Now().UTC(),
-	}).Error
+	freeCPU, freeMem := totalCPU-int64(cap.UsedCPU), totalMem-cap.UsedMemory
+	err := s.db.WithContext(ctx).Exec(`UPDATE hosts SET
+		available_cpu = CASE WHEN total_cpu > 0 OR total_memory > 0 THEN available_cpu + (? - total_cpu) ELSE ? END,
+		available_memory = CASE WHEN total_cpu > 0 OR total_memory > 0 THEN available_memory + (? - total_memory) ELSE ? END,
+		total_cpu = ?, total_memory = ?, cpu_num = ?, status = ?, last_op_date = ?
+		WHERE uuid = ?`,
+		totalCPU, freeCPU, totalMem, freeMem,
+		totalCPU, totalMem, cap.CPUNum, StatusConnected, time.Now().UTC(), uuid).Error
 	if err != nil {
 		return errcode.Wrap(errcode.Internal, err, "record host %s connected", uuid)
 	}

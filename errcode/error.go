@@ -142,8 +142,12 @@ func Has(err error, code Code) bool {
 	return false
 }
 
-// CodeOf is the code of the outermost *Error in err's chain, or Internal.
+// CodeOf is the code of the outermost *Error in err's chain, or Internal;
+// "" for a nil err.
 func CodeOf(err error) Code {
+	if err == nil {
+		return ""
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Code

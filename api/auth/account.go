@@ -72,6 +72,16 @@ func EnsureAdmin(ctx context.Context, db *gorm.DB, password string) (generated s
 	return ensureAdmin(ctx, db, password, bcrypt.DefaultCost)
 }
 
+// EnsureAdminCost is EnsureAdmin hashing at a bcrypt cost of its own
+// (bcrypt.MinCost makes the test stacks start fast); 0 is the default
+// cost.
+func EnsureAdminCost(ctx context.Context, db *gorm.DB, password string, cost int) (generated string, err error) {
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
+	}
+	return ensureAdmin(ctx, db, password, cost)
+}
+
 // ensureAdmin is EnsureAdmin with a bcrypt cost, so tests can go fast.
 func ensureAdmin(ctx context.Context, db *gorm.DB, password string, cost int) (generated string, err error) {
 	db = db.WithContext(ctx)

@@ -61,7 +61,7 @@ func TestCreateParamsValidate(t *testing.T) {
 			}
 			continue
 		}
-		if errcode.CodeOf(err) != errcode.InvalidArgument || !strings.Contains(err.Error(), tc.want) {
+		if err == nil || errcode.CodeOf(err) != errcode.InvalidArgument || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want SYS.1007 with %q", tc.p, err, tc.want)
 		}
 	}

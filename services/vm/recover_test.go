@@ -1,0 +1,190 @@
+package vm_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"mplane/agents/kvm"
+	"mplane/agents/protocol"
+	"mplane/conf"
+	"mplane/flow"
+	"mplane/managementnode"
+	"mplane/server/servertest"
+	"mplane/services/host"
+	"mplane/services/network"
+	"mplane/services/vm"
+	"mplane/uid"
+)
+
+// The flows a dead node can leave, as the VM service records them: the
+// chain names and the JSON of their data are what a node taking over reads
+// from flow_records, so they are part of the records' format.
+const (
+	createChain = "create-vm"
+	startChain  = "start-vm"
+)
+
+// saveRecord writes a flow record as a node running the flow would have.
+func (c *cloud) saveRecord(owner, chain, resource string, state flow.State, applied, total int, step string, data any) string {
+	c.t.Helper()
+	b, err := json.Marshal(data)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	id := uid.New()
+	rec := flow.Record{ID: id, Chain: chain, Owner: owner, Resource: resource, State: state, Applied: applied, Total: total, Step: step, Data: b}
+	if err := flow.NewGormRecorder(c.DB()).Save(c.ctx, rec); err != nil {
+		c.t.Fatal(err)
+	}
+	return id
+}
+
+func (c *cloud) record(id string) flow.Record {
+	c.t.Helper()
+	rec, err := flow.NewGormRecorder(c.DB()).Get(c.ctx, id)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return rec
+}
+
+// halfCreated does what a node creating a VM does up to starting it on the
+// host, as if it died right after: the VM row (Starting), its capacity on
+// the host, an IP and its NIC, the VM running on the agent. It returns the
+// VM and the create flow's data at that point.
+func (c *cloud) halfCreated(hostUUID string) (vm.VmInstanceVO, map[string]any) {
+	c.t.Helper()
+	db := c.DB()
+	now := time.Now().UTC()
+	v := vm.VmInstanceVO{UUID: uid.New(), Name: "half-made", InstanceOfferingUUID: c.Defaults["offering"], ImageUUID: c.Defaults["image"],
+		DefaultL3NetworkUUID: c.Defaults["l3"], Type: "UserVm", HypervisorType: "KVM", CPUNum: 1, MemorySize: 1 << 30,
+		State: vm.StateStarting, CreateDate: now, LastOpDate: now}
+	if err := db.Create(&v).Error; err != nil {
+		c.t.Fatal(err)
+	}
+	if err := host.Reserve(c.ctx, db, hostUUID, v.UUID, int64(v.CPUNum), v.MemorySize); err != nil {
+		c.t.Fatal(err)
+	}
+	nicUUID := uid.New()
+	ip, err := network.AllocateIP(c.ctx, db, c.Defaults["l3"], nicUUID, network.AllocateOptions{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	nic := vm.VmNicVO{UUID: nicUUID, VMInstanceUUID: v.UUID, L3NetworkUUID: c.Defaults["l3"], IP: ip.IP, Netmask: ip.Netmask,
+		Gateway: ip.Gateway, Mac: "fa:00:00:00:00:01", UsedIPUUID: ip.UUID, CreateDate: now}
+	if err := db.Create(&nic).Error; err != nil {
+		c.t.Fatal(err)
+	}
+	if _, err := host.Run(c.ctx, c.Node(), hostUUID, protocol.StartVM,
+		protocol.StartVMCmd{VMInstanceUUID: v.UUID, VMName: v.Name, CPUNum: v.CPUNum, Memory: v.MemorySize}); err != nil {
+		c.t.Fatal(err)
+	}
+	v.VMNics = []vm.VmNicVO{nic}
+	return v, map[string]any{"vm": v, "l3s": []string{c.Defaults["l3"]}, "nicUuids": []string{nicUUID},
+		"hosts": []string{hostUUID}, "hostUuid": hostUUID}
+}
+
+// TestRecoverAbandonedFlows: a node dies in the middle of a create and of
+// a start. Once it is evicted (its heartbeat is old), the ring changes and
+// the node that now owns the VMs rolls both flows back: the half-created
+// VM leaves no row, NIC, IP, capacity or VM on the agent behind; the VM
+// that was starting gives its capacity back and is Stopped, and can be
+// started again. A flow of a node that is alive is left alone.
+func TestRecoverAbandonedFlows(t *testing.T) {
+	t.Parallel()
+	c := newCloud(t, servertest.Options{Configure: func(cfg *conf.Config) {
+		cfg.HeartbeatInterval = 100 * time.Millisecond // evict the dead node soon
+	}}).in(t, kvm.Options{})
+	hostUUID := c.mine[0]
+	empty := c.snapshot()
+	dead := uid.New()
+
+	// A create that died after starting the VM on the host (5 of its 6
+	// steps begun).
+	half, createData := c.halfCreated(hostUUID)
+	if st := c.agentVM(hostUUID, half.UUID); st != protocol.VMStateRunning {
+		t.Fatalf("the half-created VM is %q on the agent", st)
+	}
+	createRec := c.saveRecord(dead, createChain, half.UUID, flow.Running, 5, 6, "start-on-hypervisor", createData)
+
+	// A start that died after reserving the capacity (2 of 3 steps).
+	starting := c.mustCreate("was-starting", nil)
+	c.mustAct(starting.UUID, "stopVmInstance", nil)
+	if err := c.DB().Model(&vm.VmInstanceVO{}).Where("uuid = ?", starting.UUID).
+		Updates(map[string]any{"state": vm.StateStarting, "version": 1000}).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Reserve(c.ctx, c.DB(), hostUUID, starting.UUID, int64(starting.CPUNum), starting.MemorySize); err != nil {
+		t.Fatal(err)
+	}
+	startRec := c.saveRecord(dead, startChain, starting.UUID, flow.Running, 2, 3, "reserve-capacity", map[string]any{
+		"vmUuid": starting.UUID, "name": starting.Name, "cpuNum": starting.CPUNum, "memory": starting.MemorySize,
+		"hosts": []string{hostUUID}, "hostUuid": hostUUID})
+
+	// A create this live node is running: not abandoned.
+	busy := c.mustCreate("busy", nil)
+	liveRec := c.saveRecord(c.Node().UUID(), createChain, busy.UUID, flow.Running, 1, 6, "create-record",
+		map[string]any{"vm": busy, "l3s": []string{c.Defaults["l3"]}})
+
+	if got := c.snapshot(); got.VMs != empty.VMs+3 || got.Reservations != empty.Reservations+3 {
+		t.Fatalf("setup: %+v", got)
+	}
+
+	// The dead node's last heartbeat is long gone: the live node evicts it.
+	old := time.Now().Add(-time.Hour).UTC()
+	if err := c.DB().Create(&managementnode.NodeVO{UUID: dead, Host: "192.0.2.1", APIPort: 8080, State: managementnode.StateRunning,
+		HeartbeatAt: old, JoinedAt: old}).Error; err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{createRec, startRec} {
+		eventually(t, func() bool { return c.record(id).State == flow.RolledBack }, "flow record %s rolled back", id)
+		if rec := c.record(id); rec.Owner != c.Node().UUID() || rec.Applied != 0 {
+			t.Errorf("record %s: owner %s, %d steps applied; want taken over by %s and fully undone", id, rec.Owner, rec.Applied, c.Node().UUID())
+		}
+	}
+
+	// The half-created VM is gone without a trace.
+	if _, err := c.get(half.UUID); err == nil {
+		t.Error("the half-created VM still exists")
+	}
+	if _, ok := c.reservation(half.UUID); ok {
+		t.Error("the half-created VM still holds capacity")
+	}
+	if n := c.usedIPsOwnedBy(half.VMNics[0].UUID); n != 0 {
+		t.Errorf("the half-created VM's NIC still holds %d IPs", n)
+	}
+	var nics int64
+	if err := c.DB().Model(&vm.VmNicVO{}).Where("vm_instance_uuid = ?", half.UUID).Count(&nics).Error; err != nil || nics != 0 {
+		t.Errorf("%d NICs of the half-created VM left (%v)", nics, err)
+	}
+	if hs := c.agentHas(half.UUID); len(hs) != 0 {
+		t.Errorf("hosts %v still have the half-created VM", hs)
+	}
+
+	// The VM that was starting is Stopped without capacity (its state is
+	// set once its flow is rolled back).
+	eventually(t, func() bool { return c.mustGet(starting.UUID).State != vm.StateStarting }, "the VM that was starting no longer Starting")
+	got := c.mustGet(starting.UUID)
+	if got.State != vm.StateStopped || got.HostUUID != "" {
+		t.Errorf("the VM that was starting is %s on %q, want Stopped without host", got.State, got.HostUUID)
+	}
+	if _, ok := c.reservation(starting.UUID); ok {
+		t.Error("the VM that was starting still holds capacity")
+	}
+
+	// The live node's flow is untouched.
+	if rec := c.record(liveRec); rec.Owner != c.Node().UUID() || rec.State != flow.Running || rec.Applied != 1 {
+		t.Errorf("the live node's record is now %+v", rec)
+	}
+	if got := c.mustGet(busy.UUID); got.State != vm.StateRunning {
+		t.Errorf("the busy VM is %s", got.State)
+	}
+	// Only the busy VM holds capacity now.
+	c.requireCapacity(empty, hostUUID, int64(busy.CPUNum), busy.MemorySize)
+
+	// The recovered VM works.
+	if s := c.mustAct(starting.UUID, "startVmInstance", nil); s.State != vm.StateRunning || s.HostUUID != hostUUID {
+		t.Errorf("start after recovery: %s on %q", s.State, s.HostUUID)
+	}
+}

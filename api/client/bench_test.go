@@ -1,21 +1,21 @@
 package client_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
 	"mplane/api/client"
-	"mplane/api/client/clienttest"
+	"mplane/server/servertest"
 )
 
 // BenchmarkCreateAndWait measures one create round trip through the
-// client (POST, 202, one poll, decode) against the in-memory fake: the
-// client's own overhead, not the server's. The first poll waits the
-// minimum poll interval (50 ms by default), so it is set tiny here.
+// client against the real embedded cloud: POST, 202, polls until the job
+// is done on its owner, decode. The first poll waits the minimum poll
+// interval (50 ms by default), so it is set tiny here.
 func BenchmarkCreateAndWait(b *testing.B) {
-	srv := clienttest.NewServer(clienttest.Options{PendingPolls: -1})
-	defer srv.Close()
-	c, err := client.New(srv.URL, client.WithSession(srv.NewSession()), client.WithPollInterval(time.Microsecond, time.Millisecond))
+	st := servertest.Start(b, servertest.Options{Hosts: -1})
+	c, err := client.New(st.URL, client.WithSession(st.Client.Session()), client.WithPollInterval(time.Microsecond, time.Millisecond))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -29,20 +29,18 @@ func BenchmarkCreateAndWait(b *testing.B) {
 	}
 }
 
-// BenchmarkQuery measures one query of 100 inventories, decoded into maps.
+// BenchmarkQuery measures one query of 100 inventories, decoded into maps,
+// answered by the real embedded cloud from its database.
 func BenchmarkQuery(b *testing.B) {
-	srv := clienttest.NewServer(clienttest.Options{})
-	defer srv.Close()
-	for i := range 100 {
-		srv.Put("zones", map[string]any{"uuid": client.NewJobUUID(), "name": "zone", "state": "Enabled", "n": i})
-	}
-	c, err := client.New(srv.URL, client.WithSession(srv.NewSession()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	st := servertest.Start(b, servertest.Options{Hosts: -1})
+	c := st.Client
 	ctx := b.Context()
-	q := client.Query{Q: []string{"state=Enabled"}, Limit: 100}
+	for i := range 100 {
+		if _, err := client.CreateAndWait[map[string]any](ctx, c, "zones", map[string]any{"name": fmt.Sprint("zone-", i), "description": "bench"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	q := client.Query{Q: []string{"description=bench"}, Limit: 100}
 	b.ReportAllocs()
 	for b.Loop() {
 		zones, _, err := client.QueryAs[map[string]any](ctx, c, "zones", q)

@@ -16,12 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"mplane/agents/kvm"
 	"mplane/api/client"
-	"mplane/api/client/clienttest"
 	"mplane/errcode"
+	"mplane/server/servertest"
 )
 
 func TestNewNormalizesBaseURL(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in, want string
 	}{
@@ -49,18 +51,26 @@ func TestNewNormalizesBaseURL(t *testing.T) {
 }
 
 func TestLoginSendsSHA512DigestAndUsesSession(t *testing.T) {
-	srv, c := newFake(t, clienttest.Options{Password: "s3cret"}, false)
-	s, err := c.Login(ctx(t), "admin", "s3cret")
+	t.Parallel()
+	// A stack of its own, with the recorder in front through Options.Wrap.
+	rec := servertest.NewRecorder()
+	st := servertest.Start(t, servertest.Options{Hosts: -1, Wrap: rec.Wrap})
+	if reqs := rec.Requests(); len(reqs) == 0 || reqs[0].Path != "/v1/accounts/login" {
+		t.Fatalf("the stack's own login did not go through the wrapper: %+v", reqs)
+	}
+	rec.Reset()
+	c := newClient(t, st.URL)
+	s, err := c.Login(ctx(t), "admin", servertest.Password)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.UUID == "" || c.Session() != s.UUID || s.AccountUUID == "" {
+	if s.UUID == "" || c.Session() != s.UUID || s.AccountUUID == "" || s.ExpiredDate == "" {
 		t.Fatalf("session %+v, client session %q", s, c.Session())
 	}
 	if _, _, err := c.Query(ctx(t), "zones", client.Query{}); err != nil {
 		t.Fatalf("query after login: %v", err)
 	}
-	reqs := srv.Requests()
+	reqs := rec.Requests()
 	if len(reqs) != 2 {
 		t.Fatalf("%d requests, want 2", len(reqs))
 	}
@@ -74,7 +84,7 @@ func TestLoginSendsSHA512DigestAndUsesSession(t *testing.T) {
 	if err := json.Unmarshal(login.Body, &body); err != nil {
 		t.Fatal(err)
 	}
-	sum := sha512.Sum512([]byte("s3cret"))
+	sum := sha512.Sum512([]byte(servertest.Password))
 	if body.L.AccountName != "admin" || body.L.Password != hex.EncodeToString(sum[:]) {
 		t.Fatalf("login body %s: want the SHA-512 hex digest of the password", login.Body)
 	}
@@ -84,7 +94,9 @@ func TestLoginSendsSHA512DigestAndUsesSession(t *testing.T) {
 }
 
 func TestLoginWrongPasswordIs401(t *testing.T) {
-	_, c := newFake(t, clienttest.Options{}, false)
+	t.Parallel()
+	e := newEnv(t)
+	c := newClient(t, e.url)
 	_, err := c.Login(ctx(t), "admin", "wrong")
 	if err == nil {
 		t.Fatal("login with a wrong password succeeded")
@@ -99,91 +111,117 @@ func TestLoginWrongPasswordIs401(t *testing.T) {
 	if c.Session() != "" {
 		t.Fatalf("a failed login set session %q", c.Session())
 	}
+	before := len(e.rec.Requests())
 	if _, err := c.Login(ctx(t), "", "x"); !errcode.Has(err, errcode.InvalidArgument) {
 		t.Fatalf("login without account: %v, want InvalidArgument", err)
+	}
+	if n := len(e.rec.Requests()) - before; n != 0 {
+		t.Fatalf("a login without account sent %d requests", n)
 	}
 }
 
 func TestCallsWithoutValidSessionAre401(t *testing.T) {
-	srv, c := newFake(t, clienttest.Options{}, false)
+	t.Parallel()
+	e := newEnv(t)
+	c := newClient(t, e.url)
 	_, _, err := c.Query(ctx(t), "zones", client.Query{})
 	if !client.IsUnauthenticated(err) {
 		t.Fatalf("query without session: %v, want 401", err)
 	}
-	c.SetSession(srv.NewSession())
+	session := stack.NewSession(t)
+	c.SetSession(session)
 	if _, _, err := c.Query(ctx(t), "zones", client.Query{}); err != nil {
 		t.Fatalf("query with session: %v", err)
 	}
-	srv.ExpireSessions()
+	stack.Logout(t, session)
 	_, err = c.Create(ctx(t), "zones", map[string]any{"name": "z"})
-	if !client.IsUnauthenticated(err) || !strings.Contains(err.Error(), "create zones") {
-		t.Fatalf("create with an expired session: %v, want a 401 saying what was done", err)
+	if !client.IsUnauthenticated(err) || client.StatusCode(err) != http.StatusUnauthorized || !strings.Contains(err.Error(), "create zones") {
+		t.Fatalf("create with a logged out session: %v, want a 401 saying what was done", err)
 	}
 }
 
 func TestCreateWaitsThroughPendingPolls(t *testing.T) {
-	srv, c := newFake(t, clienttest.Options{PendingPolls: 3}, true)
-	job, err := c.Create(ctx(t), "zones", map[string]any{"name": "zone1", "description": "first"})
+	t.Parallel()
+	e := newEnv(t)
+	host, gate := gatedHost(t)
+	c := e.c
+	params := vmParams("web1", host.UUID)
+	params["description"] = "first"
+	job, err := c.Create(ctx(t), "vm-instances", params)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(job.UUID) != 32 || !strings.HasSuffix(job.Location, "/v1/api-jobs/"+job.UUID) {
+	if len(job.UUID) != 32 || job.Location != e.url+"/v1/api-jobs/"+job.UUID {
 		t.Fatalf("job %q at %q", job.UUID, job.Location)
 	}
+	// The agent holds the VM's start until the first poll is answered:
+	// that poll certainly finds the job running.
 	var states []string
-	raw, err := job.Wait(ctx(t), func(_ time.Duration, state string) { states = append(states, state) })
+	raw, err := job.Wait(ctx(t), func(_ time.Duration, state string) {
+		states = append(states, state)
+		gate.Open()
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{client.JobProcessing, client.JobProcessing, client.JobProcessing, client.JobSucceeded}
-	if fmt.Sprint(states) != fmt.Sprint(want) {
-		t.Fatalf("progress states %v, want %v", states, want)
+	if len(states) < 2 || states[0] != client.JobProcessing || states[len(states)-1] != client.JobSucceeded {
+		t.Fatalf("progress states %v, want processing ones, then succeeded", states)
 	}
-	z, err := client.Decode[inv](raw)
-	if err != nil || z.s("name") != "zone1" || z.s("description") != "first" || z.s("uuid") == "" {
+	for _, s := range states[:len(states)-1] {
+		if s != client.JobProcessing {
+			t.Fatalf("progress states %v: %q before the end", states, s)
+		}
+	}
+	vm, err := client.Decode[inv](raw)
+	if err != nil || vm.s("name") != "web1" || vm.s("description") != "first" || vm.s("uuid") == "" ||
+		vm.s("state") != "Running" || vm.s("hostUuid") != host.UUID {
 		t.Fatalf("inventory %s (%v)", raw, err)
 	}
-	var posts, polls int
-	for _, r := range srv.Requests() {
-		switch {
-		case r.Method == http.MethodPost:
-			posts++
-			if r.JobUUID != job.UUID {
-				t.Errorf("X-Job-UUID %q, job %q", r.JobUUID, job.UUID)
-			}
-			if string(r.Body) != `{"params":{"description":"first","name":"zone1"}}` {
-				t.Errorf("create body %s", r.Body)
-			}
-		case strings.Contains(r.Path, "/api-jobs/"):
+	reqs := e.rec.Requests()
+	posts := requestsWith(reqs, http.MethodPost)
+	want := fmt.Sprintf(`{"params":{"description":"first","hostUuid":"%s","imageUuid":"%s","instanceOfferingUuid":"%s","l3NetworkUuids":["%s"],"name":"web1"}}`,
+		host.UUID, stack.Defaults["image"], stack.Defaults["offering"], stack.Defaults["l3"])
+	if len(posts) != 1 || posts[0].Path != "/v1/vm-instances" || posts[0].JobUUID != job.UUID || string(posts[0].Body) != want {
+		t.Fatalf("creates on the wire: %+v, want one POST /v1/vm-instances with X-Job-UUID %s and body %s", posts, job.UUID, want)
+	}
+	polls := 0
+	for _, r := range reqs {
+		if r.Method == http.MethodGet && r.Path == "/v1/api-jobs/"+job.UUID {
 			polls++
 		}
 	}
-	if posts != 1 || polls != 4 {
-		t.Fatalf("%d creates and %d polls, want 1 and 4", posts, polls)
+	// One poll per progress call, none after the outcome.
+	if polls != len(states) || len(reqs) != 1+polls {
+		t.Fatalf("%d polls for %d progress calls, %d requests in all", polls, len(states), len(reqs))
 	}
 	// A finished job answers from the handle, without asking again.
-	if again, err := job.Wait(ctx(t), nil); err != nil || string(again) != string(raw) || len(srv.Requests()) != 5 {
-		t.Fatalf("second Wait: %s %v after %d requests", again, err, len(srv.Requests()))
+	if again, err := job.Wait(ctx(t), nil); err != nil || string(again) != string(raw) || len(e.rec.Requests()) != len(reqs) {
+		t.Fatalf("second Wait: %s %v after %d requests", again, err, len(e.rec.Requests()))
 	}
 }
 
 func TestFailedJobIs503WithTheJobsError(t *testing.T) {
-	srv, c := newFake(t, clienttest.Options{PendingPolls: 2}, true)
-	ids := seed(t, c)
-	srv.FailNextJob(errcode.Wrap(errcode.CapacityExhausted, errcode.New(errcode.AgentError, "host said no"), "no host for vm web1"))
-	job, err := c.Create(ctx(t), "vm-instances", map[string]any{
-		"name": "web1", "instanceOfferingUuid": ids["offering"], "imageUuid": ids["image"], "l3NetworkUuids": []string{ids["l3"]}})
+	t.Parallel()
+	c := newEnv(t).c
+	// A host that went down: reconnecting it fails on its owner, with the
+	// dial error as the cause.
+	down := stack.AddHost(t, servertest.AgentOptions{})
+	if err := down.Agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	job, err := c.Action(ctx(t), "hosts", down.UUID, "reconnectHost", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var last string
 	_, err = job.Wait(ctx(t), func(_ time.Duration, state string) { last = state })
 	var se *client.StatusError
-	if !errors.As(err, &se) || se.StatusCode != http.StatusServiceUnavailable {
+	if !errors.As(err, &se) || se.StatusCode != http.StatusServiceUnavailable || se.Err == nil {
 		t.Fatalf("err = %v, want a 503 *StatusError", err)
 	}
-	if errcode.CodeOf(err) != errcode.CapacityExhausted || !errcode.Has(err, errcode.AgentError) || se.Err.Details != "no host for vm web1" {
-		t.Fatalf("job error %v: code or cause chain lost", err)
+	if errcode.CodeOf(err) != errcode.AgentError || se.Err.Cause == nil || !errcode.Has(err, errcode.Internal) ||
+		!strings.Contains(se.Err.Details, "reconnect host "+down.UUID) || !strings.Contains(err.Error(), down.Agent.Addr()) {
+		t.Fatalf("job error %v: code, details or cause chain lost", err)
 	}
 	if last != client.JobFailed || !job.Done() {
 		t.Fatalf("last state %q, done %v", last, job.Done())
@@ -191,21 +229,31 @@ func TestFailedJobIs503WithTheJobsError(t *testing.T) {
 	if !strings.Contains(err.Error(), job.UUID) {
 		t.Fatalf("error %q does not name the job", err)
 	}
+	// A VM no host has room for.
+	small := stack.AddHost(t, servertest.AgentOptions{Agent: kvm.Options{CPUNum: 1, MemoryBytes: 512 << 20}})
+	_, err = client.CreateAndWait[inv](ctx(t), c, "vm-instances", vmParams("big", small.UUID))
+	if client.StatusCode(err) != http.StatusServiceUnavailable || errcode.CodeOf(err) != errcode.CapacityExhausted {
+		t.Fatalf("vm without capacity: %v, want 503 %s", err, errcode.CapacityExhausted)
+	}
 }
 
 func TestValidationErrorsAreImmediate(t *testing.T) {
-	srv, c := newFake(t, clienttest.Options{}, true)
+	t.Parallel()
+	e := newEnv(t)
+	c := e.c
 	_, err := c.Create(ctx(t), "instance-offerings", map[string]any{"name": "small", "cpuNum": 1})
 	if client.StatusCode(err) != http.StatusBadRequest || errcode.CodeOf(err) != errcode.InvalidArgument {
 		t.Fatalf("err = %v, want 400 SYS.1007", err)
 	}
-	var e *errcode.Error
-	if !errors.As(err, &e) || !strings.Contains(e.Details, "memorySize is required") {
+	var ae *errcode.Error
+	if !errors.As(err, &ae) || !strings.Contains(ae.Details, "memorySize") {
 		t.Fatalf("details lost: %v", err)
 	}
-	if srv.JobCount() != 0 {
-		t.Fatalf("a rejected create started %d jobs", srv.JobCount())
+	posts := requestsWith(e.rec.Requests(), http.MethodPost)
+	if len(posts) != 1 || posts[0].JobUUID == "" || jobsWithUUID(t, posts[0].JobUUID) != 0 {
+		t.Fatalf("a rejected create started a job (creates %+v)", posts)
 	}
+	e.rec.Reset()
 	for _, tc := range []struct {
 		name string
 		err  error
@@ -215,24 +263,29 @@ func TestValidationErrorsAreImmediate(t *testing.T) {
 		{"action without name", func() error { _, err := c.Action(ctx(t), "vm-instances", "x", "", nil); return err }()},
 		{"delete without uuid", func() error { _, err := c.Delete(ctx(t), "zones", "", ""); return err }()},
 		{"get without uuid", func() error { _, err := c.Get(ctx(t), "zones", ""); return err }()},
+		{"query without path", func() error { _, _, err := c.Query(ctx(t), "", client.Query{}); return err }()},
 		{"job without id", func() error { _, err := c.Job(" "); return err }()},
 	} {
 		if !errcode.Has(tc.err, errcode.InvalidArgument) {
 			t.Errorf("%s: %v, want a local InvalidArgument", tc.name, tc.err)
 		}
 	}
+	if n := len(e.rec.Requests()); n != 0 {
+		t.Fatalf("local checks sent %d requests", n)
+	}
 }
 
 func TestActionsAndDelete(t *testing.T) {
-	srv, c := newFake(t, clienttest.Options{PendingPolls: 1}, true)
-	ids := seed(t, c)
-	vm, err := client.CreateAndWait[inv](ctx(t), c, "vm-instances", map[string]any{
-		"name": "web1", "instanceOfferingUuid": ids["offering"], "imageUuid": ids["image"], "l3NetworkUuids": []string{ids["l3"]}})
+	t.Parallel()
+	e := newEnv(t)
+	c := e.c
+	host := stack.AddHost(t, servertest.AgentOptions{}).UUID
+	vm, err := client.CreateAndWait[inv](ctx(t), c, "vm-instances", vmParams("web1", host))
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := vm.s("uuid")
-	if vm.s("state") != "Running" || vm.s("hostUuid") != ids["host"] {
+	if vm.s("state") != "Running" || vm.s("hostUuid") != host {
 		t.Fatalf("new vm %v", vm)
 	}
 	stopped, err := client.ActionAndWait[inv](ctx(t), c, "vm-instances", id, "stopVmInstance", map[string]string{"type": "cold"})
@@ -250,12 +303,19 @@ func TestActionsAndDelete(t *testing.T) {
 	if raw, err := job.Wait(ctx(t), nil); err != nil || raw != nil {
 		t.Fatalf("delete result %s %v, want no inventory", raw, err)
 	}
-	if srv.Get("vm-instances", id) != nil {
-		t.Fatal("vm still there after delete")
+	// Deleting a VM destroys it; expunging removes it.
+	if got, err := client.GetAs[inv](ctx(t), c, "vm-instances", id); err != nil || got.s("state") != "Destroyed" {
+		t.Fatalf("vm after delete: %v %v", got, err)
+	}
+	if raw, err := client.ActionAndWait[json.RawMessage](ctx(t), c, "vm-instances", id, "expungeVmInstance", nil); err != nil || raw != nil {
+		t.Fatalf("expunge: %s %v, want no inventory", raw, err)
+	}
+	if _, err := c.Get(ctx(t), "vm-instances", id); client.StatusCode(err) != http.StatusNotFound || errcode.CodeOf(err) != errcode.ResourceNotFound {
+		t.Fatalf("get an expunged vm: %v, want 404 SYS.1005", err)
 	}
 	var sawStop, sawDelete bool
-	for _, r := range srv.Requests() {
-		if r.Method == http.MethodPut && r.Path == "/v1/vm-instances/"+id+"/actions" && string(r.Body) == `{"stopVmInstance":{"type":"cold"}}` {
+	for _, r := range e.rec.Requests() {
+		if r.Method == http.MethodPut && r.Path == "/v1/vm-instances/"+id+"/actions" && string(r.Body) == `{"stopVmInstance":{"type":"cold"}}` && r.JobUUID != "" {
 			sawStop = true
 		}
 		if r.Method == http.MethodDelete && r.Path == "/v1/vm-instances/"+id && r.RawQuery == "deleteMode=Enforcing" && r.JobUUID != "" {
@@ -267,12 +327,22 @@ func TestActionsAndDelete(t *testing.T) {
 	}
 	_, err = c.Action(ctx(t), "vm-instances", id, "rebootVmInstance", nil)
 	if client.StatusCode(err) != http.StatusNotFound || errcode.CodeOf(err) != errcode.ResourceNotFound {
-		t.Fatalf("action on a deleted vm: %v, want 404 SYS.1005", err)
+		t.Fatalf("action on an expunged vm: %v, want 404 SYS.1005", err)
+	}
+	// An action the state machine refuses fails its job.
+	vm2, err := client.CreateAndWait[inv](ctx(t), c, "vm-instances", vmParams("web2", host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.ActionAndWait[inv](ctx(t), c, "vm-instances", vm2.s("uuid"), "startVmInstance", nil); client.StatusCode(err) != http.StatusServiceUnavailable ||
+		errcode.CodeOf(err) != errcode.InvalidState {
+		t.Fatalf("start a running vm: %v, want 503 %s", err, errcode.InvalidState)
 	}
 }
 
 func TestQueryEncodesEveryParameter(t *testing.T) {
-	srv, c := newFake(t, clienttest.Options{}, true)
+	t.Parallel()
+	e := newEnv(t)
 	q := client.Query{
 		Q: []string{
 			"name~=%web&1%",
@@ -284,10 +354,10 @@ func TestQueryEncodesEveryParameter(t *testing.T) {
 		},
 		Limit: 5, Start: 10, ReplyWithCount: true, Sort: "+createDate", Fields: []string{"uuid", "name"},
 	}
-	if _, _, err := c.Query(ctx(t), "vm-instances", q); err != nil {
+	if _, _, err := e.c.Query(ctx(t), "vm-instances", q); err != nil {
 		t.Fatal(err)
 	}
-	reqs := srv.Requests()
+	reqs := e.rec.Requests()
 	got := reqs[len(reqs)-1]
 	if got.Path != "/v1/vm-instances" {
 		t.Fatalf("path %q", got.Path)
@@ -310,34 +380,40 @@ func TestQueryEncodesEveryParameter(t *testing.T) {
 }
 
 func TestQueryResultsAndCounts(t *testing.T) {
-	srv, c := newFake(t, clienttest.Options{}, true)
+	t.Parallel()
+	c, tg := newEnv(t).c, tag()
 	for i := range 5 {
-		srv.Put("zones", map[string]any{"uuid": fmt.Sprintf("%032d", i), "name": fmt.Sprintf("zone-%d", i), "state": "Enabled"})
+		if _, err := client.CreateAndWait[inv](ctx(t), c, "zones", map[string]any{"name": fmt.Sprintf("zone-%s-%d", tg, i), "description": tg}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	srv.Put("zones", map[string]any{"uuid": fmt.Sprintf("%032d", 9), "name": "other", "state": "Disabled"})
-	type zone struct {
-		UUID  string `json:"uuid"`
-		Name  string `json:"name"`
-		State string `json:"state"`
-	}
-	zones, total, err := client.QueryAs[zone](ctx(t), c, "zones", client.Query{
-		Q: []string{"name~=zone-%", "state=Enabled"}, Limit: 2, Start: 1, Sort: "-name", ReplyWithCount: true})
+	other, err := client.CreateAndWait[inv](ctx(t), c, "zones", map[string]any{"name": "other-" + tg, "description": tg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if total != 5 || len(zones) != 2 || zones[0].Name != "zone-3" || zones[1].Name != "zone-2" {
+	type zone struct {
+		UUID        string `json:"uuid"`
+		Name        string `json:"name"`
+		Description string `json:"description"`
+	}
+	zones, total, err := client.QueryAs[zone](ctx(t), c, "zones", client.Query{
+		Q: []string{"name~=zone-" + tg + "-%", "description=" + tg}, Limit: 2, Start: 1, Sort: "-name", ReplyWithCount: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != 5 || len(zones) != 2 || zones[0].Name != "zone-"+tg+"-3" || zones[1].Name != "zone-"+tg+"-2" {
 		t.Fatalf("total %d zones %+v", total, zones)
 	}
-	invs, total, err := c.Query(ctx(t), "zones", client.Query{Count: true})
+	invs, total, err := c.Query(ctx(t), "zones", client.Query{Q: []string{"description=" + tg}, Count: true})
 	if err != nil || total != 6 || len(invs) != 0 {
 		t.Fatalf("count: %d inventories, total %d, %v", len(invs), total, err)
 	}
-	_, total, err = c.Query(ctx(t), "zones", client.Query{Q: []string{"state!=Enabled"}})
-	if err != nil || total != 1 {
+	_, total, err = c.Query(ctx(t), "zones", client.Query{Q: []string{"description=" + tg}, Limit: 4})
+	if err != nil || total != 4 {
 		t.Fatalf("total without replyWithCount is the page size: %d %v", total, err)
 	}
-	z, err := client.GetAs[zone](ctx(t), c, "zones", fmt.Sprintf("%032d", 9))
-	if err != nil || z.Name != "other" {
+	z, err := client.GetAs[zone](ctx(t), c, "zones", other.s("uuid"))
+	if err != nil || z.Name != "other-"+tg || z.UUID != other.s("uuid") {
 		t.Fatalf("get: %+v %v", z, err)
 	}
 	_, err = c.Get(ctx(t), "zones", "0123456789abcdef0123456789abcdef")
@@ -348,66 +424,84 @@ func TestQueryResultsAndCounts(t *testing.T) {
 	if client.StatusCode(err) != 400 || errcode.CodeOf(err) != errcode.InvalidArgument {
 		t.Fatalf("bad condition: %v, want 400 SYS.1007", err)
 	}
+	if _, _, err := client.QueryAs[struct{ Name int }](ctx(t), c, "zones", client.Query{}); err == nil || !strings.Contains(err.Error(), "query zones: inventory 0") {
+		t.Fatalf("undecodable inventory: %v", err)
+	}
 }
 
 func TestRetryAfterDroppedConnectionReusesJobUUID(t *testing.T) {
-	srv, c := newFake(t, clienttest.Options{}, true)
-	srv.DropNextResponses(1)
-	z, err := client.CreateAndWait[inv](ctx(t), c, "zones", map[string]any{"name": "zone1"})
+	t.Parallel()
+	e := newEnv(t)
+	c, zone1, zone2 := e.c, "zone1-"+tag(), "zone2-"+tag()
+	e.rec.DropResponses(1)
+	z, err := client.CreateAndWait[inv](ctx(t), c, "zones", map[string]any{"name": zone1})
 	if err != nil {
 		t.Fatalf("create through a dropped answer: %v", err)
 	}
 	var ids []string
-	for _, r := range srv.Requests() {
-		if r.Method == http.MethodPost {
-			ids = append(ids, r.JobUUID)
-		}
+	for _, r := range requestsWith(e.rec.Requests(), http.MethodPost) {
+		ids = append(ids, r.JobUUID)
 	}
 	if len(ids) != 2 || ids[0] == "" || ids[0] != ids[1] {
 		t.Fatalf("X-Job-UUIDs of the create attempts: %q, want the same id twice", ids)
 	}
-	if srv.JobCount() != 1 || srv.Count("zones") != 1 || z.s("name") != "zone1" {
-		t.Fatalf("%d jobs, %d zones: the retry did the work again", srv.JobCount(), srv.Count("zones"))
+	if n, zones := jobsWithUUID(t, ids[0]), count(t, c, "zones", "name="+zone1); n != 1 || zones != 1 || z.s("name") != zone1 {
+		t.Fatalf("%d jobs, %d zones: the retry did the work again", n, zones)
 	}
 	// A caller-chosen id is kept across calls: the same create is the same job.
 	id := client.NewJobUUID()
-	j1, err := c.Create(ctx(t), "zones", map[string]any{"name": "zone2"}, client.JobUUID(id))
+	j1, err := c.Create(ctx(t), "zones", map[string]any{"name": zone2}, client.JobUUID(id))
 	if err != nil {
 		t.Fatal(err)
 	}
-	j2, err := c.Create(ctx(t), "zones", map[string]any{"name": "zone2"}, client.JobUUID(id))
-	if err != nil || j1.UUID != id || j2.Location != j1.Location {
+	j2, err := c.Create(ctx(t), "zones", map[string]any{"name": zone2}, client.JobUUID(id))
+	if err != nil || j1.UUID != id || j2.UUID != id || j2.Location != j1.Location {
 		t.Fatalf("jobs %q %q (%v)", j1.Location, j2.Location, err)
 	}
-	if srv.Count("zones") != 2 {
-		t.Fatalf("%d zones, want 2", srv.Count("zones"))
+	r1, err1 := j1.Wait(ctx(t), nil)
+	r2, err2 := j2.Wait(ctx(t), nil)
+	if err1 != nil || err2 != nil || string(r1) != string(r2) {
+		t.Fatalf("results %s %v / %s %v", r1, err1, r2, err2)
+	}
+	if n := count(t, c, "zones", "name="+zone2); n != 1 {
+		t.Fatalf("%d zones named zone2, want 1", n)
 	}
 }
 
 func TestRetriesGiveUpWithWhatWasDone(t *testing.T) {
-	srv, c := newFake(t, clienttest.Options{}, true)
-	srv.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
-		conn, _, err := w.(http.Hijacker).Hijack()
-		if err == nil {
-			_ = conn.Close()
-		}
+	t.Parallel()
+	e := newEnv(t)
+	c, rec := e.c, e.rec
+	rec.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		servertest.HijackAndClose(w)
 		return true
 	})
 	_, err := c.Create(ctx(t), "zones", map[string]any{"name": "z"})
 	if err == nil || !strings.HasPrefix(err.Error(), "create zones: ") || client.StatusCode(err) != 0 {
 		t.Fatalf("err = %v, want a transport error saying what was done", err)
 	}
-	if n := len(srv.Requests()); n != 1+2 {
-		t.Fatalf("%d attempts, want 3 (1 + 2 retries)", n)
+	reqs := rec.Requests()
+	if len(reqs) != 1+2 {
+		t.Fatalf("%d attempts, want 3 (1 + 2 retries)", len(reqs))
 	}
-	for _, r := range srv.Requests() {
-		if r.JobUUID != srv.Requests()[0].JobUUID {
+	for _, r := range reqs {
+		if r.JobUUID == "" || r.JobUUID != reqs[0].JobUUID {
 			t.Fatal("retries changed X-Job-UUID")
 		}
+	}
+	// An answer, even an error, is never sent again.
+	rec.Reset()
+	rec.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		w.WriteHeader(http.StatusInternalServerError)
+		return true
+	})
+	if _, err := c.Create(ctx(t), "zones", map[string]any{"name": "z"}); client.StatusCode(err) != http.StatusInternalServerError || len(rec.Requests()) != 1 {
+		t.Fatalf("a 500: %v after %d requests, want it once", err, len(rec.Requests()))
 	}
 }
 
 func TestTransportErrorNamesTheCall(t *testing.T) {
+	t.Parallel()
 	ts := httptest.NewServer(http.NotFoundHandler())
 	url := ts.URL
 	ts.Close() // nothing listens there now
@@ -420,6 +514,8 @@ func TestTransportErrorNamesTheCall(t *testing.T) {
 }
 
 func TestNonJSONAnswersAreClearErrors(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
 	tests := []struct {
 		name   string
 		status int
@@ -434,14 +530,13 @@ func TestNonJSONAnswersAreClearErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			srv, c := newFake(t, clienttest.Options{}, true)
-			srv.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+			e.rec.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
 				w.Header().Set("Content-Type", tc.ctype)
 				w.WriteHeader(tc.status)
 				_, _ = w.Write([]byte(tc.body))
 				return true
 			})
-			_, _, err := c.Query(ctx(t), "zones", client.Query{})
+			_, _, err := e.c.Query(ctx(t), "zones", client.Query{})
 			var se *client.StatusError
 			if !errors.As(err, &se) || se.StatusCode != tc.status || se.Err != nil {
 				t.Fatalf("err = %v (%T), want a *StatusError without API error", err, err)
@@ -456,45 +551,74 @@ func TestNonJSONAnswersAreClearErrors(t *testing.T) {
 			}
 		})
 	}
+	e.rec.Intercept(nil)
+	if _, _, err := e.c.Query(ctx(t), "zones", client.Query{}); err != nil {
+		t.Fatalf("the real answer again: %v", err)
+	}
+}
+
+func TestAnswerSizeIsBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := newClient(t, e.url, client.WithSession(stack.Client.Session()), client.WithMaxAnswerBytes(64))
+	_, _, err := c.Query(ctx(t), "zones", client.Query{})
+	if err == nil || !strings.Contains(err.Error(), "answer too large") || len(e.rec.Requests()) != 1 {
+		t.Fatalf("err = %v after %d requests, want one request and a too-large answer", err, len(e.rec.Requests()))
+	}
 }
 
 func TestWaitEndsWithContextAndJobGoesOn(t *testing.T) {
-	_, c := newFake(t, clienttest.Options{PendingPolls: 1 << 20}, true)
-	job, err := c.Create(ctx(t), "zones", map[string]any{"name": "slow"})
+	t.Parallel()
+	c := newEnv(t).c
+	host, gate := gatedHost(t)
+	job, err := c.Create(ctx(t), "vm-instances", vmParams("slow", host.UUID))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cx, cancel := context.WithCancel(ctx(t))
 	polls := 0
 	_, err = job.Wait(cx, func(_ time.Duration, state string) {
+		if state != client.JobProcessing {
+			t.Errorf("state %q while the host holds the job", state)
+		}
 		if polls++; polls == 3 {
 			cancel()
 		}
 	})
-	if !errors.Is(err, context.Canceled) || job.Done() || !strings.Contains(err.Error(), job.UUID) {
-		t.Fatalf("err = %v, done %v; want context.Canceled naming the job", err, job.Done())
+	if !errors.Is(err, context.Canceled) || job.Done() || !strings.Contains(err.Error(), job.UUID) || polls != 3 {
+		t.Fatalf("err = %v, done %v after %d polls; want context.Canceled naming the job after 3", err, job.Done(), polls)
+	}
+	// The job went on; waiting again gets its outcome.
+	gate.Open()
+	vm, err := client.WaitAs[inv](ctx(t), job, nil)
+	if err != nil || vm.s("name") != "slow" || vm.s("state") != "Running" {
+		t.Fatalf("wait again: %v %v", vm, err)
 	}
 }
 
 func TestPollFailureIsNotJobFailure(t *testing.T) {
-	srv, c := newFake(t, clienttest.Options{PendingPolls: 1}, true)
+	t.Parallel()
+	c := newClient(t, newEnv(t).url, client.WithSession(stack.NewSession(t)))
 	job, err := c.Create(ctx(t), "zones", map[string]any{"name": "z"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.ExpireSessions()
+	stack.Logout(t, c.Session())
 	_, err = job.Wait(ctx(t), nil)
-	if !client.IsUnauthenticated(err) || job.Done() {
+	if !client.IsUnauthenticated(err) || job.Done() || !strings.Contains(err.Error(), job.UUID) {
 		t.Fatalf("err = %v, done %v: a 401 while polling must not end the job", err, job.Done())
 	}
-	c.SetSession(srv.NewSession())
-	if _, err := job.Wait(ctx(t), nil); err != nil {
-		t.Fatalf("wait again after a new login: %v", err)
+	if _, err := c.Login(ctx(t), "admin", servertest.Password); err != nil {
+		t.Fatal(err)
+	}
+	if z, err := client.WaitAs[inv](ctx(t), job, nil); err != nil || z.s("name") != "z" {
+		t.Fatalf("wait again after a new login: %v %v", z, err)
 	}
 }
 
 func TestJobHandleByLocationOrUUID(t *testing.T) {
-	_, c := newFake(t, clienttest.Options{PendingPolls: 1}, true)
+	t.Parallel()
+	c := newEnv(t).c
 	started, err := c.Create(ctx(t), "zones", map[string]any{"name": "z"})
 	if err != nil {
 		t.Fatal(err)
@@ -507,7 +631,11 @@ func TestJobHandleByLocationOrUUID(t *testing.T) {
 	if err != nil || byID.Location != started.Location {
 		t.Fatalf("by uuid: %q, want %q (%v)", byID.Location, started.Location, err)
 	}
-	for _, j := range []*client.Job{byLoc, byID} {
+	byPath, err := c.Job("/v1/api-jobs/" + started.UUID)
+	if err != nil || byPath.Location != started.Location {
+		t.Fatalf("by path: %q, want %q (%v)", byPath.Location, started.Location, err)
+	}
+	for _, j := range []*client.Job{byLoc, byID, byPath} {
 		z, err := client.WaitAs[inv](ctx(t), j, nil)
 		if err != nil || z.s("name") != "z" {
 			t.Fatalf("wait %s: %v %v", j.Location, z, err)
@@ -520,34 +648,45 @@ func TestJobHandleByLocationOrUUID(t *testing.T) {
 }
 
 func TestSynchronousResultNeedsNoPoll(t *testing.T) {
-	srv, c := newFake(t, clienttest.Options{}, true)
-	srv.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+	t.Parallel()
+	e := newEnv(t)
+	e.rec.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPost {
+			return false
+		}
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte(`{"inventory": {"uuid": "u1", "name": "now"}}`))
 		return true
 	})
-	job, err := c.Create(ctx(t), "zones", map[string]any{"name": "now"})
+	job, err := e.c.Create(ctx(t), "zones", map[string]any{"name": "now"})
 	if err != nil || !job.Done() {
 		t.Fatalf("create: %v, done %v", err, job != nil && job.Done())
 	}
 	z, err := client.WaitAs[inv](ctx(t), job, nil)
-	if err != nil || z.s("name") != "now" || len(srv.Requests()) != 1 {
-		t.Fatalf("wait: %v %v after %d requests", z, err, len(srv.Requests()))
+	if err != nil || z.s("name") != "now" || len(e.rec.Requests()) != 1 {
+		t.Fatalf("wait: %v %v after %d requests", z, err, len(e.rec.Requests()))
 	}
 }
 
 func TestZStackPrefixIsKept(t *testing.T) {
-	srv := clienttest.NewServer(clienttest.Options{PendingPolls: 1})
-	t.Cleanup(srv.Close)
-	c := newClient(t, srv.URL+"/zstack/v1", client.WithSession(srv.NewSession()))
+	t.Parallel()
+	e := newEnv(t)
+	c := newClient(t, e.url+"/zstack/v1", client.WithSession(stack.Client.Session()))
 	job, err := c.Create(ctx(t), "zones", map[string]any{"name": "z"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !strings.HasPrefix(job.Location, e.url+"/zstack/v1/api-jobs/") {
+		t.Fatalf("location %q, want under /zstack/v1", job.Location)
+	}
 	if _, err := job.Wait(ctx(t), nil); err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range srv.Requests() {
+	reqs := e.rec.Requests()
+	if len(reqs) < 2 {
+		t.Fatalf("%d requests", len(reqs))
+	}
+	for _, r := range reqs {
 		if !strings.HasPrefix(r.Path, "/zstack/v1/") {
 			t.Errorf("request to %s, want under /zstack/v1", r.Path)
 		}
@@ -555,37 +694,32 @@ func TestZStackPrefixIsKept(t *testing.T) {
 }
 
 func TestConnectionsAreReused(t *testing.T) {
-	var conns atomic.Int32
-	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"inventories": []}`))
-	}))
-	ts.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	ts.Start()
-	t.Cleanup(ts.Close)
-	c := newClient(t, ts.URL)
+	t.Parallel()
+	e := newEnv(t)
+	c := e.c
 	for range 10 {
 		if _, _, err := c.Query(ctx(t), "zones", client.Query{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := conns.Load(); n != 1 {
-		t.Fatalf("%d connections for 10 sequential calls, want 1", n)
+	conns := map[string]bool{}
+	for _, r := range e.rec.Requests() {
+		conns[r.RemoteAddr] = true
+	}
+	if len(conns) != 1 {
+		t.Fatalf("%d connections for 10 sequential calls, want 1", len(conns))
 	}
 }
 
 func TestConcurrentUse(t *testing.T) {
-	srv, c := newFake(t, clienttest.Options{PendingPolls: 1}, true)
+	t.Parallel()
+	c, prefix := newEnv(t).c, "cz-"+tag()+"-"
 	session := c.Session()
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
 	for i := range 8 {
 		wg.Go(func() {
-			if _, err := client.CreateAndWait[inv](ctx(t), c, "zones", map[string]any{"name": fmt.Sprint("z", i)}); err != nil {
+			if _, err := client.CreateAndWait[inv](ctx(t), c, "zones", map[string]any{"name": fmt.Sprint(prefix, i)}); err != nil {
 				errs <- err
 			}
 		})
@@ -601,12 +735,13 @@ func TestConcurrentUse(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if srv.Count("zones") != 8 {
-		t.Fatalf("%d zones, want 8", srv.Count("zones"))
+	if n := count(t, c, "zones", "name~="+prefix+"%"); n != 8 {
+		t.Fatalf("%d zones, want 8", n)
 	}
 }
 
 func TestDecodeHelpers(t *testing.T) {
+	t.Parallel()
 	type x struct {
 		N int `json:"n"`
 	}
@@ -619,6 +754,7 @@ func TestDecodeHelpers(t *testing.T) {
 }
 
 func TestSessionNotSentToAnotherOrigin(t *testing.T) {
+	t.Parallel()
 	var sawAuth atomic.Value
 	sawAuth.Store("unset")
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -627,15 +763,19 @@ func TestSessionNotSentToAnotherOrigin(t *testing.T) {
 		_, _ = w.Write([]byte(`{"inventory": {"uuid": "x"}}`))
 	}))
 	t.Cleanup(other.Close)
-	srv, c := newFake(t, clienttest.Options{}, true)
-	srv.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+	e := newEnv(t)
+	e.rec.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
 		w.WriteHeader(http.StatusAccepted)
 		_, _ = w.Write([]byte(`{"location": "` + other.URL + `/v1/api-jobs/0123456789abcdef0123456789abcdef"}`))
 		return true
 	})
+	c := e.c
 	job, err := c.Create(ctx(t), "zones", map[string]any{"name": "z"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if job.UUID != "0123456789abcdef0123456789abcdef" {
+		t.Fatalf("job %q: the location names the job", job.UUID)
 	}
 	if _, err := job.Wait(ctx(t), nil); err != nil {
 		t.Fatal(err)
@@ -643,7 +783,7 @@ func TestSessionNotSentToAnotherOrigin(t *testing.T) {
 	if got := sawAuth.Load(); got != "" {
 		t.Fatalf("the other origin got Authorization %q", got)
 	}
-	if got := srv.Requests()[0].Authorization; got != "OAuth "+c.Session() {
+	if got := e.rec.Requests()[0].Authorization; got != "OAuth "+c.Session() {
 		t.Fatalf("the API itself got Authorization %q", got)
 	}
 }

@@ -2,27 +2,57 @@ package client_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
 	"mplane/api/client"
-	"mplane/api/client/clienttest"
+	"mplane/api/jobs"
+	"mplane/server/servertest"
 )
 
-// newFake starts a fake API and a client of it, logged in unless the
-// test says otherwise. Polls and retries are fast: tests count them, they
-// never time them.
-func newFake(t *testing.T, opts clienttest.Options, login bool) (*clienttest.Server, *client.Client) {
-	t.Helper()
-	srv := clienttest.NewServer(opts)
-	t.Cleanup(srv.Close)
-	c := newClient(t, srv.URL)
-	if login {
-		c.SetSession(srv.NewSession())
+// stack is the real embedded cloud the tests share, without simulated
+// hosts of its own. Tests run in parallel on it: each talks to it through
+// a Front of its own, names what it creates uniquely (tag) and adds the
+// hosts it places its VMs on.
+var stack *servertest.Stack
+
+func TestMain(m *testing.M) {
+	st, err := servertest.Launch(servertest.Options{Hosts: -1})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start the shared stack:", err)
+		os.Exit(1)
 	}
-	return srv, c
+	stack = st
+	code := m.Run()
+	if err := st.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "stop the shared stack:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
+// env is one test's way to the shared stack: a Front with a Recorder and
+// a client through it, logged in with the stack's session.
+type env struct {
+	rec *servertest.Recorder
+	url string
+	c   *client.Client
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	rec := servertest.NewRecorder()
+	e := &env{rec: rec, url: stack.Front(t, rec.Wrap)}
+	e.c = newClient(t, e.url, client.WithSession(stack.Client.Session()))
+	return e
+}
+
+// newClient is a client with fast polls and retries, without a session
+// unless opts give one.
 func newClient(t *testing.T, url string, opts ...client.Option) *client.Client {
 	t.Helper()
 	opts = append([]client.Option{
@@ -39,10 +69,13 @@ func newClient(t *testing.T, url string, opts ...client.Option) *client.Client {
 
 func ctx(t *testing.T) context.Context {
 	t.Helper()
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	c, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	return c
 }
+
+// tag is a unique word for the names of what a test creates.
+func tag() string { return client.NewJobUUID()[:12] }
 
 // inv is a decoded inventory for tests.
 type inv map[string]any
@@ -52,27 +85,50 @@ func (i inv) s(k string) string {
 	return v
 }
 
-// seed creates a zone, cluster, host, offering, image and an L3 network
-// with an IP range, and returns their UUIDs by kind.
-func seed(t *testing.T, c *client.Client) map[string]string {
+// vmParams are the params of a VM of the default offering, image and L3
+// network on host.
+func vmParams(name, host string) map[string]any {
+	return map[string]any{"name": name, "instanceOfferingUuid": stack.Defaults["offering"],
+		"imageUuid": stack.Defaults["image"], "l3NetworkUuids": []string{stack.Defaults["l3"]}, "hostUuid": host}
+}
+
+// gatedHost adds a host whose agent holds every VM start until the gate
+// opens: a VM created on it is certainly processing until then.
+func gatedHost(t *testing.T) (*servertest.Host, *servertest.Gate) {
 	t.Helper()
-	cx := ctx(t)
-	out := map[string]string{}
-	mk := func(key, path string, params map[string]any) {
-		t.Helper()
-		v, err := client.CreateAndWait[inv](cx, c, path, params)
-		if err != nil {
-			t.Fatalf("create %s: %v", path, err)
-		}
-		out[key] = v.s("uuid")
+	gate := servertest.NewGate("/vm/start")
+	t.Cleanup(gate.Open)
+	return stack.AddHost(t, servertest.AgentOptions{Wrap: gate.Wrap}), gate
+}
+
+// jobsWithUUID is the number of API jobs the server recorded with id.
+func jobsWithUUID(t *testing.T, id string) int64 {
+	t.Helper()
+	var n int64
+	if err := stack.DB().Model(&jobs.Job{}).Where("uuid = ?", id).Count(&n).Error; err != nil {
+		t.Fatal(err)
 	}
-	mk("zone", "zones", map[string]any{"name": "zone1"})
-	mk("cluster", "clusters", map[string]any{"name": "cluster1", "zoneUuid": out["zone"], "hypervisorType": "KVM"})
-	mk("host", "hosts/kvm", map[string]any{"managementIp": "127.0.0.10", "clusterUuid": out["cluster"]})
-	mk("offering", "instance-offerings", map[string]any{"name": "small", "cpuNum": 1, "memorySize": 1 << 30})
-	mk("image", "images", map[string]any{"name": "cirros", "url": "http://example.invalid/cirros.qcow2", "format": "qcow2"})
-	mk("l3", "l3-networks", map[string]any{"name": "l3", "zoneUuid": out["zone"]})
-	mk("range", "l3-networks/"+out["l3"]+"/ip-ranges", map[string]any{
-		"startIp": "10.0.0.10", "endIp": "10.0.0.20", "netmask": "255.255.255.0", "gateway": "10.0.0.1"})
+	return n
+}
+
+// count is the number of resources at path matching q, as the server
+// counts them.
+func count(t *testing.T, c *client.Client, path string, q ...string) int {
+	t.Helper()
+	_, n, err := c.Query(ctx(t), path, client.Query{Q: q, Count: true})
+	if err != nil {
+		t.Fatalf("count %s %v: %v", path, q, err)
+	}
+	return n
+}
+
+// requestsWith are the recorded requests with method.
+func requestsWith(reqs []servertest.Request, method string) []servertest.Request {
+	var out []servertest.Request
+	for _, r := range reqs {
+		if r.Method == method {
+			out = append(out, r)
+		}
+	}
 	return out
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"mplane/bench"
+	"mplane/cmd/mplane/ctl"
 )
 
 // envBenchPassword is where `mplane bench` finds the password when
@@ -58,7 +59,7 @@ func newBenchCmd() *cobra.Command {
 				return err
 			}
 			opts.Progress = cmd.ErrOrStderr()
-			opts.ProgressTTY = ctlIsTerminal(cmd.ErrOrStderr())
+			opts.ProgressTTY = ctl.IsTerminal(cmd.ErrOrStderr())
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			rep, err := bench.Run(ctx, opts)

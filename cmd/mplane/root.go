@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"mplane/cmd/mplane/ctl"
 	"mplane/conf"
 )
 
@@ -23,7 +24,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newConfigCmd(), newServerCmd(), newAgentCmd(), newCtlCmd(), newRunCmd(), newBenchCmd())
+	root.AddCommand(newVersionCmd(), newConfigCmd(), newServerCmd(), newAgentCmd(), ctl.NewCommand(), newRunCmd(), newBenchCmd())
 	return root
 }
 

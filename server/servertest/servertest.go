@@ -5,14 +5,35 @@
 // network — and a REST client logged in as admin. It is what `mplane run`
 // builds, so a test through it exercises the same portal, services and
 // agents as a user does, in a few hundred milliseconds.
+//
+// Failures are injected with real means, not a fake of the API:
+//
+//   - between the client and the node, a Recorder in Options.Wrap (or
+//     Stack.Front) records the requests, answers some itself (Intercept)
+//     or cuts the connection after the node did the work (DropResponses);
+//   - sessions end with the API's log out (Stack.Logout), and
+//     Stack.NewSession opens another;
+//   - jobs fail or wait on hosts a test starts itself (Stack.StartAgent,
+//     Stack.AddHost): a simulator with little capacity or injected
+//     failures, one that is stopped (its port refuses connections), or one
+//     behind a Gate that holds its commands until the test opens it.
+//
+// A stack takes a moment to start (a database, a node, hosts, a login),
+// longer under the race detector. The tests of a package may share one
+// stack started by Launch in TestMain, each test with a Front and
+// sessions of its own.
 package servertest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +41,8 @@ import (
 	"mplane/conf"
 	"mplane/server"
 	"mplane/services/resource"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Password is the admin password of every stack.
@@ -49,11 +72,68 @@ type Stack struct {
 	// Defaults are the UUIDs of the default resources by kind: "zone",
 	// "cluster", "offering", "image", "l3".
 	Defaults map[string]string
+
+	closeOnce sync.Once
+	closeErr  error
+	closers   []func() error // run in reverse order by Close
 }
 
 // Start starts a stack and stops it when the test ends.
 func Start(t testing.TB, opts Options) *Stack {
 	t.Helper()
+	s, err := launch(opts, t.TempDir())
+	if s != nil {
+		t.Cleanup(func() {
+			if err := s.Close(); err != nil {
+				t.Errorf("stop the embedded cloud: %v", err)
+			}
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Launch starts a stack outside of any test, for one that the tests of a
+// package share (started in TestMain, each test talking to it through a
+// Front of its own); Close stops it and removes its data. Tests that share
+// a stack share its database: they name what they create uniquely and
+// place VMs on the hosts they mean.
+func Launch(opts Options) (*Stack, error) {
+	dir, err := os.MkdirTemp("", "servertest-")
+	if err != nil {
+		return nil, err
+	}
+	s, err := launch(opts, dir)
+	if s == nil {
+		s = &Stack{}
+	}
+	// Registered first, so it runs last.
+	s.closers = append([]func() error{func() error { return os.RemoveAll(dir) }}, s.closers...)
+	if err != nil {
+		return nil, errors.Join(err, s.Close())
+	}
+	return s, nil
+}
+
+// Close stops the stack: the client, the front server if any, the node and
+// its simulated hosts. Idempotent; Start's stacks close when their test
+// ends.
+func (s *Stack) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		for i := len(s.closers) - 1; i >= 0; i-- {
+			errs = append(errs, s.closers[i]())
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// launch starts a stack with its data in dir. On an error it returns the
+// stack started so far (nil if none), for Close.
+func launch(opts Options, dir string) (*Stack, error) {
 	hosts := opts.Hosts
 	switch {
 	case hosts == 0:
@@ -61,11 +141,10 @@ func Start(t testing.TB, opts Options) *Stack {
 	case hosts < 0:
 		hosts = 0
 	}
-	dir := t.TempDir()
 	cfg, err := conf.Load("", []string{"MPLANE_DATA_DIR=" + dir, "MPLANE_API_LISTEN=127.0.0.1:0",
 		"MPLANE_ADMIN_PASSWORD=" + Password, "MPLANE_DRAIN_TIMEOUT=1s"}, nil)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if opts.Configure != nil {
 		opts.Configure(&cfg)
@@ -73,34 +152,32 @@ func Start(t testing.TB, opts Options) *Stack {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e, err := server.StartEmbedded(ctx, server.EmbeddedOptions{
-		Options: server.Options{Config: cfg, ExtraKinds: opts.ExtraKinds},
+		Options: server.Options{Config: cfg, ExtraKinds: opts.ExtraKinds, BcryptCost: bcrypt.MinCost},
 		Hosts:   hosts,
 	})
 	if err != nil {
-		t.Fatalf("start the embedded cloud: %v", err)
+		return nil, fmt.Errorf("start the embedded cloud: %w", err)
 	}
 	s := &Stack{Embedded: e, URL: e.URL()}
-	t.Cleanup(func() {
+	s.closers = append(s.closers, func() error {
 		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := e.Stop(sctx); err != nil {
-			t.Errorf("stop the embedded cloud: %v", err)
-		}
+		return e.Stop(sctx)
 	})
 	if opts.Wrap != nil {
 		target := e.URL()
 		proxy := opts.Wrap(reverseProxy(target))
 		ts := httptest.NewServer(proxy)
-		t.Cleanup(ts.Close)
+		s.closers = append(s.closers, func() error { ts.Close(); return nil })
 		s.URL = ts.URL
 	}
 	c, err := client.New(s.URL, client.WithPollInterval(time.Millisecond, 20*time.Millisecond))
 	if err != nil {
-		t.Fatal(err)
+		return s, err
 	}
-	t.Cleanup(c.Close)
+	s.closers = append(s.closers, func() error { c.Close(); return nil })
 	if _, err := c.Login(ctx, "admin", Password); err != nil {
-		t.Fatalf("log in to the embedded cloud: %v", err)
+		return s, fmt.Errorf("log in to the embedded cloud: %w", err)
 	}
 	s.Client = c
 	s.Defaults = map[string]string{}
@@ -113,11 +190,11 @@ func Start(t testing.TB, opts Options) *Stack {
 			UUID string `json:"uuid"`
 		}](ctx, c, q.path, client.Query{Q: []string{"name=" + q.name}})
 		if err != nil || len(rows) != 1 {
-			t.Fatalf("find the default %s: %d rows, %v", key, len(rows), err)
+			return s, fmt.Errorf("find the default %s: %d rows, %v", key, len(rows), err)
 		}
 		s.Defaults[key] = rows[0].UUID
 	}
-	return s
+	return s, nil
 }
 
 // reverseProxy forwards every request to target.

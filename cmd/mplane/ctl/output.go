@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"bytes"
@@ -12,36 +12,36 @@ import (
 	"text/tabwriter"
 )
 
-// ctlInventory is one decoded inventory; numbers stay json.Number so that
+// inventory is one decoded inventory; numbers stay json.Number so that
 // byte counts print exactly.
-type ctlInventory map[string]any
+type inventory map[string]any
 
-func ctlDecodeInventory(raw json.RawMessage) (ctlInventory, error) {
+func decodeInventory(raw json.RawMessage) (inventory, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
-	var inv ctlInventory
+	var inv inventory
 	if err := dec.Decode(&inv); err != nil {
 		return nil, fmt.Errorf("decode inventory: %w", err)
 	}
 	return inv, nil
 }
 
-// ctlColumn is one column of a table.
-type ctlColumn struct {
+// column is one column of a table.
+type column struct {
 	header string
-	value  func(ctlInventory) string
+	value  func(inventory) string
 }
 
-const ctlNone = "-"
+const none = "-"
 
-// ctlText renders a scalar field; "-" for a missing or empty one.
-func ctlText(v any) string {
+// text renders a scalar field; "-" for a missing or empty one.
+func text(v any) string {
 	switch x := v.(type) {
 	case nil:
-		return ctlNone
+		return none
 	case string:
 		if x == "" {
-			return ctlNone
+			return none
 		}
 		return x
 	case json.Number:
@@ -53,74 +53,74 @@ func ctlText(v any) string {
 	return string(data)
 }
 
-func ctlField(header, name string) ctlColumn {
-	return ctlColumn{header, func(i ctlInventory) string { return ctlText(i[name]) }}
+func field(header, name string) column {
+	return column{header, func(i inventory) string { return text(i[name]) }}
 }
 
-func ctlSizeField(header, name string) ctlColumn {
-	return ctlColumn{header, func(i ctlInventory) string { return ctlHumanField(i[name]) }}
+func sizeField(header, name string) column {
+	return column{header, func(i inventory) string { return humanField(i[name]) }}
 }
 
-// ctlRatio renders "avail/total" of two fields, sizes when human is set.
-func ctlRatio(header, avail, total string, human bool) ctlColumn {
-	return ctlColumn{header, func(i ctlInventory) string {
+// ratio renders "avail/total" of two fields, sizes when human is set.
+func ratio(header, avail, total string, human bool) column {
+	return column{header, func(i inventory) string {
 		if i[avail] == nil && i[total] == nil {
-			return ctlNone
+			return none
 		}
 		if human {
-			return ctlHumanField(i[avail]) + "/" + ctlHumanField(i[total])
+			return humanField(i[avail]) + "/" + humanField(i[total])
 		}
-		return ctlText(i[avail]) + "/" + ctlText(i[total])
+		return text(i[avail]) + "/" + text(i[total])
 	}}
 }
 
-func ctlHumanField(v any) string {
+func humanField(v any) string {
 	n, ok := v.(json.Number)
 	if !ok {
-		return ctlText(v)
+		return text(v)
 	}
 	b, err := n.Int64()
 	if err != nil {
 		return n.String()
 	}
-	return ctlHumanSize(b)
+	return humanSize(b)
 }
 
-// ctlListField joins one field of every object of a list field ("vmNics" ->
+// listField joins one field of every object of a list field ("vmNics" ->
 // "ip"), or renders it with f.
-func ctlListField(header, list string, f func(map[string]any) string) ctlColumn {
-	return ctlColumn{header, func(i ctlInventory) string {
+func listField(header, list string, f func(map[string]any) string) column {
+	return column{header, func(i inventory) string {
 		items, _ := i[list].([]any)
 		var parts []string
 		for _, it := range items {
 			if m, ok := it.(map[string]any); ok {
-				if s := f(m); s != "" && s != ctlNone {
+				if s := f(m); s != "" && s != none {
 					parts = append(parts, s)
 				}
 			}
 		}
 		if len(parts) == 0 {
-			return ctlNone
+			return none
 		}
 		return strings.Join(parts, ",")
 	}}
 }
 
-// ctlGenericColumns are used for an inventory of an unknown kind (ctl wait)
+// genericColumns are used for an inventory of an unknown kind (ctl wait)
 // and for --fields.
-func ctlGenericColumns(fields ...string) []ctlColumn {
+func genericColumns(fields ...string) []column {
 	if len(fields) == 0 {
 		fields = []string{"uuid", "name", "state"}
 	}
-	cols := make([]ctlColumn, len(fields))
+	cols := make([]column, len(fields))
 	for i, f := range fields {
-		cols[i] = ctlField(ctlHeaderOf(f), f)
+		cols[i] = field(headerOf(f), f)
 	}
 	return cols
 }
 
-// ctlHeaderOf turns a field name into a header: "managementIp" -> "MANAGEMENT IP".
-func ctlHeaderOf(name string) string {
+// headerOf turns a field name into a header: "managementIp" -> "MANAGEMENT IP".
+func headerOf(name string) string {
 	var b strings.Builder
 	for i, r := range name {
 		if i > 0 && r >= 'A' && r <= 'Z' {
@@ -131,8 +131,8 @@ func ctlHeaderOf(name string) string {
 	return strings.ToUpper(b.String())
 }
 
-// ctlPrintTable writes the inventories as an aligned table with a header.
-func ctlPrintTable(w io.Writer, cols []ctlColumn, invs []ctlInventory) error {
+// printTable writes the inventories as an aligned table with a header.
+func printTable(w io.Writer, cols []column, invs []inventory) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
 	for i, c := range cols {
 		if i > 0 {
@@ -153,8 +153,8 @@ func ctlPrintTable(w io.Writer, cols []ctlColumn, invs []ctlInventory) error {
 	return tw.Flush()
 }
 
-// ctlPrintJSON writes v indented; json.RawMessage parts keep their key order.
-func ctlPrintJSON(w io.Writer, v any) error {
+// printJSON writes v indented; json.RawMessage parts keep their key order.
+func printJSON(w io.Writer, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode output: %w", err)
@@ -163,17 +163,17 @@ func ctlPrintJSON(w io.Writer, v any) error {
 	return err
 }
 
-var ctlSizeUnits = []string{"B", "K", "M", "G", "T", "P", "E"}
+var sizeUnits = []string{"B", "K", "M", "G", "T", "P", "E"}
 
-// ctlHumanSize renders bytes in binary units: 1073741824 -> "1G",
+// humanSize renders bytes in binary units: 1073741824 -> "1G",
 // 1610612736 -> "1.5G", 512 -> "512B".
-func ctlHumanSize(b int64) string {
+func humanSize(b int64) string {
 	if b < 0 {
-		return "-" + ctlHumanSize(-b)
+		return "-" + humanSize(-b)
 	}
 	v, u := float64(b), 0
 	// Compare the value as printed, so 1073741823 is "1G", not "1024M".
-	for math.Round(v*10)/10 >= 1024 && u < len(ctlSizeUnits)-1 {
+	for math.Round(v*10)/10 >= 1024 && u < len(sizeUnits)-1 {
 		v /= 1024
 		u++
 	}
@@ -181,23 +181,23 @@ func ctlHumanSize(b int64) string {
 		return strconv.FormatInt(b, 10) + "B"
 	}
 	if r := math.Round(v*10) / 10; r == math.Trunc(r) {
-		return strconv.FormatFloat(r, 'f', 0, 64) + ctlSizeUnits[u]
+		return strconv.FormatFloat(r, 'f', 0, 64) + sizeUnits[u]
 	}
-	return strconv.FormatFloat(v, 'f', 1, 64) + ctlSizeUnits[u]
+	return strconv.FormatFloat(v, 'f', 1, 64) + sizeUnits[u]
 }
 
-var ctlSizePattern = regexp.MustCompile(`^(\d+(?:\.\d+)?)\s*([KMGTPE]?)(I?B?)$`)
+var sizePattern = regexp.MustCompile(`^(\d+(?:\.\d+)?)\s*([KMGTPE]?)(I?B?)$`)
 
-// ctlParseSize reads a size: bytes ("1048576") or a number with a binary
+// parseSize reads a size: bytes ("1048576") or a number with a binary
 // unit K, M, G, T, P, E, optionally followed by "i", "B" or "iB", any case
 // ("512M", "1.5G", "2GiB", "1gb" all count 1024-based).
-func ctlParseSize(s string) (int64, error) {
-	m := ctlSizePattern.FindStringSubmatch(strings.ToUpper(strings.TrimSpace(s)))
+func parseSize(s string) (int64, error) {
+	m := sizePattern.FindStringSubmatch(strings.ToUpper(strings.TrimSpace(s)))
 	if m == nil || (m[2] == "" && strings.HasPrefix(m[3], "I")) {
 		return 0, fmt.Errorf("%q is not a size; use bytes or a number with K, M, G, T (1024-based), e.g. 512M or 1.5G", s)
 	}
 	mult := 1.0
-	for i, u := range ctlSizeUnits {
+	for i, u := range sizeUnits {
 		if u == m[2] && u != "B" {
 			mult = math.Pow(1024, float64(i))
 		}

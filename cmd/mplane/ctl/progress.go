@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"context"
@@ -15,11 +15,11 @@ import (
 	"mplane/api/client"
 )
 
-// ctlProgress shows how a job is doing on stderr, so that stdout keeps only
+// progress shows how a job is doing on stderr, so that stdout keeps only
 // the result (a table or JSON for a pipe). On a terminal it is one spinner
 // line redrawn in place with the elapsed time and the job's state; else it
 // is plain lines, one when the job is submitted and one per state change.
-type ctlProgress struct {
+type progress struct {
 	w     io.Writer
 	tty   bool
 	what  string
@@ -34,12 +34,12 @@ type ctlProgress struct {
 	wg   sync.WaitGroup
 }
 
-var ctlSpinnerFrames = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
+var spinnerFrames = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
 
-const ctlSpinnerInterval = 100 * time.Millisecond
+const spinnerInterval = 100 * time.Millisecond
 
-func ctlStartProgress(w io.Writer, tty bool, what string, job *client.Job) *ctlProgress {
-	p := &ctlProgress{w: w, tty: tty, what: what, job: job.UUID, start: job.Started, state: "submitted", stop: make(chan struct{})}
+func startProgress(w io.Writer, tty bool, what string, job *client.Job) *progress {
+	p := &progress{w: w, tty: tty, what: what, job: job.UUID, start: job.Started, state: "submitted", stop: make(chan struct{})}
 	if !tty {
 		fmt.Fprintf(w, "%s: job %s submitted\n", what, job.UUID)
 		p.last = p.state
@@ -48,10 +48,10 @@ func ctlStartProgress(w io.Writer, tty bool, what string, job *client.Job) *ctlP
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		t := time.NewTicker(ctlSpinnerInterval)
+		t := time.NewTicker(spinnerInterval)
 		defer t.Stop()
 		for frame := 0; ; frame++ {
-			p.draw(ctlSpinnerFrames[frame%len(ctlSpinnerFrames)])
+			p.draw(spinnerFrames[frame%len(spinnerFrames)])
 			select {
 			case <-p.stop:
 				return
@@ -62,15 +62,15 @@ func ctlStartProgress(w io.Writer, tty bool, what string, job *client.Job) *ctlP
 	return p
 }
 
-func (p *ctlProgress) draw(frame string) {
+func (p *progress) draw(frame string) {
 	p.mu.Lock()
 	state := p.state
 	p.mu.Unlock()
-	fmt.Fprintf(p.w, "\r\x1b[K%s %s: %s (%s)", frame, p.what, state, ctlElapsed(time.Since(p.start)))
+	fmt.Fprintf(p.w, "\r\x1b[K%s %s: %s (%s)", frame, p.what, state, elapsed(time.Since(p.start)))
 }
 
 // update is the progress function given to Job.Wait.
-func (p *ctlProgress) update(d time.Duration, state string) {
+func (p *progress) update(d time.Duration, state string) {
 	p.mu.Lock()
 	p.state = state
 	changed := !p.tty && state != p.last
@@ -79,18 +79,18 @@ func (p *ctlProgress) update(d time.Duration, state string) {
 	}
 	p.mu.Unlock()
 	if changed && state != client.JobSucceeded && state != client.JobFailed {
-		fmt.Fprintf(p.w, "%s: %s (%s)\n", p.what, state, ctlElapsed(d))
+		fmt.Fprintf(p.w, "%s: %s (%s)\n", p.what, state, elapsed(d))
 	}
 }
 
 // finish ends the display with one line saying how the job ended.
-func (p *ctlProgress) finish(err error) {
+func (p *progress) finish(err error) {
 	if p.tty {
 		close(p.stop)
 		p.wg.Wait()
 		fmt.Fprint(p.w, "\r\x1b[K")
 	}
-	d := ctlElapsed(time.Since(p.start))
+	d := elapsed(time.Since(p.start))
 	switch {
 	case err == nil:
 		fmt.Fprintf(p.w, "%s: done in %s\n", p.what, d)
@@ -101,24 +101,24 @@ func (p *ctlProgress) finish(err error) {
 	}
 }
 
-func ctlElapsed(d time.Duration) string {
+func elapsed(d time.Duration) string {
 	return fmt.Sprintf("%.1fs", d.Seconds())
 }
 
 // finishJob waits for a job unless noWait, then prints the resulting
 // inventory as noun's table or JSON; a result without inventory prints
 // doneMsg (table output only).
-func (r *ctlRun) finishJob(job *client.Job, what string, n *ctlNoun, noWait bool, doneMsg string) error {
+func (r *invocation) finishJob(job *client.Job, what string, n *noun, noWait bool, doneMsg string) error {
 	if noWait {
 		if r.json {
-			return ctlPrintJSON(r.out, map[string]string{"jobUuid": job.UUID, "location": job.Location})
+			return printJSON(r.out, map[string]string{"jobUuid": job.UUID, "location": job.Location})
 		}
 		fmt.Fprintln(r.out, job.Location)
 		return nil
 	}
 	ctx, stop := signal.NotifyContext(r.ctx(), os.Interrupt)
 	defer stop()
-	p := ctlStartProgress(r.errOut, ctlIsTerminal(r.errOut), what, job)
+	p := startProgress(r.errOut, IsTerminal(r.errOut), what, job)
 	inv, err := job.Wait(ctx, p.update)
 	p.finish(err)
 	if err != nil {
@@ -136,19 +136,19 @@ func (r *ctlRun) finishJob(job *client.Job, what string, n *ctlNoun, noWait bool
 	return r.renderOne(n, inv)
 }
 
-func newCtlWaitCmd(g *ctlGlobals) *cobra.Command {
+func newWaitCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "wait <job-location|job-uuid>",
 		Short: "Wait for a job started with --no-wait and print its result",
 		Example: "  loc=$(mplane ctl create zone --name z1 --no-wait)\n" +
 			"  mplane ctl wait \"$loc\"",
-		Args: ctlArgsUUID("job location or UUID"),
-		RunE: ctlRunE(g, func(r *ctlRun, args []string) error {
+		Args: argsUUID("job location or UUID"),
+		RunE: runE(g, func(r *invocation, args []string) error {
 			job, err := r.c.Job(args[0])
 			if err != nil {
 				return err
 			}
-			return r.finishJob(job, "job "+job.UUID, ctlJobNoun, false, "Job "+job.UUID+" succeeded")
+			return r.finishJob(job, "job "+job.UUID, jobNoun, false, "Job "+job.UUID+" succeeded")
 		}),
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"encoding/json"
@@ -10,33 +10,33 @@ import (
 	"mplane/api/client"
 )
 
-func newCtlListCmd(g *ctlGlobals) *cobra.Command {
+func newListCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list <noun> [flags]",
 		Short: "List resources",
 		Long: "Lists resources, filtered by --q conditions (all must hold). A condition is\n" +
 			"field<op>value with op one of = != > < >= <= ~= (like, % wildcard) !~= ?= (in a\n" +
-			"comma list) !?=, or \"field is null\" / \"field not null\". Nouns: " + strings.Join(ctlNounNames(ctlListable), ", ") + ".",
+			"comma list) !?=, or \"field is null\" / \"field not null\". Nouns: " + strings.Join(nounNames(listable), ", ") + ".",
 		Example: "  mplane ctl list vms\n" +
 			"  mplane ctl list vms --q state=Running --q 'name~=web%' --sort -createDate --limit 10\n" +
 			"  mplane ctl list hosts --q 'status!=Connected' -o json\n" +
 			"  mplane ctl list vms --count",
 		Args: cobra.ArbitraryArgs,
-		RunE: ctlGroupRunE("noun", ctlNounNames(ctlListable)),
+		RunE: groupRunE("noun", nounNames(listable)),
 	}
-	for _, n := range ctlListable {
-		cmd.AddCommand(newCtlListNounCmd(g, n))
+	for _, n := range listable {
+		cmd.AddCommand(newListNounCmd(g, n))
 	}
 	return cmd
 }
 
-func newCtlListNounCmd(g *ctlGlobals, n *ctlNoun) *cobra.Command {
+func newListNounCmd(g *globals, n *noun) *cobra.Command {
 	var q client.Query
 	cmd := &cobra.Command{
 		Use:     n.name + " [flags]",
 		Aliases: n.aliases,
 		Short:   "List " + n.plural,
-		Args:    ctlArgsNone,
+		Args:    argsNone,
 	}
 	f := cmd.Flags()
 	f.StringArrayVar(&q.Q, "q", nil, "condition field<op>value; repeat for more (all must hold)")
@@ -45,9 +45,9 @@ func newCtlListNounCmd(g *ctlGlobals, n *ctlNoun) *cobra.Command {
 	f.StringVar(&q.Sort, "sort", "", "sort by a field: +field ascending, -field descending")
 	f.BoolVar(&q.Count, "count", false, "print only the number of matching "+n.plural)
 	f.StringSliceVar(&q.Fields, "fields", nil, "only these fields (comma list); the table shows them as columns")
-	cmd.RunE = ctlRunE(g, func(r *ctlRun, _ []string) error {
+	cmd.RunE = runE(g, func(r *invocation, _ []string) error {
 		if q.Limit < 0 || q.Start < 0 {
-			return ctlUsage("--limit and --start must not be negative")
+			return usageError("--limit and --start must not be negative")
 		}
 		q.ReplyWithCount = q.Limit > 0 && !q.Count
 		invs, total, err := r.c.Query(r.ctx(), n.path, q)
@@ -56,7 +56,7 @@ func newCtlListNounCmd(g *ctlGlobals, n *ctlNoun) *cobra.Command {
 		}
 		if q.Count {
 			if r.json {
-				return ctlPrintJSON(r.out, map[string]int{"total": total})
+				return printJSON(r.out, map[string]int{"total": total})
 			}
 			fmt.Fprintln(r.out, total)
 			return nil
@@ -72,11 +72,11 @@ func newCtlListNounCmd(g *ctlGlobals, n *ctlNoun) *cobra.Command {
 			if q.ReplyWithCount {
 				out.Total = &total
 			}
-			return ctlPrintJSON(r.out, out)
+			return printJSON(r.out, out)
 		}
-		rows := make([]ctlInventory, 0, len(invs))
+		rows := make([]inventory, 0, len(invs))
 		for _, raw := range invs {
-			inv, err := ctlDecodeInventory(raw)
+			inv, err := decodeInventory(raw)
 			if err != nil {
 				return err
 			}
@@ -84,9 +84,9 @@ func newCtlListNounCmd(g *ctlGlobals, n *ctlNoun) *cobra.Command {
 		}
 		cols := n.columns
 		if len(q.Fields) > 0 {
-			cols = ctlGenericColumns(q.Fields...)
+			cols = genericColumns(q.Fields...)
 		}
-		if err := ctlPrintTable(r.out, cols, rows); err != nil {
+		if err := printTable(r.out, cols, rows); err != nil {
 			return err
 		}
 		if q.ReplyWithCount && total > q.Start+len(rows) {
@@ -97,23 +97,23 @@ func newCtlListNounCmd(g *ctlGlobals, n *ctlNoun) *cobra.Command {
 	return cmd
 }
 
-func newCtlGetCmd(g *ctlGlobals) *cobra.Command {
+func newGetCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get <noun> <uuid>",
 		Short: "Show one resource",
-		Long:  "Shows one resource as a table row, or its whole inventory with -o json. Nouns: " + strings.Join(ctlNounNames(ctlListable), ", ") + ".",
+		Long:  "Shows one resource as a table row, or its whole inventory with -o json. Nouns: " + strings.Join(nounNames(listable), ", ") + ".",
 		Example: "  mplane ctl get vm 2f1e0b6c8a7d4e0f9b3c5d7e9f1a2b3c\n" +
 			"  mplane ctl get host 5a4b... -o json",
 		Args: cobra.ArbitraryArgs,
-		RunE: ctlGroupRunE("noun", ctlNounNames(ctlListable)),
+		RunE: groupRunE("noun", nounNames(listable)),
 	}
-	for _, n := range ctlListable {
+	for _, n := range listable {
 		cmd.AddCommand(&cobra.Command{
 			Use:     n.name + " <uuid>",
 			Aliases: n.aliases,
 			Short:   "Show one of the " + n.plural,
-			Args:    ctlArgsUUID(n.name + " UUID"),
-			RunE: ctlRunE(g, func(r *ctlRun, args []string) error {
+			Args:    argsUUID(n.name + " UUID"),
+			RunE: runE(g, func(r *invocation, args []string) error {
 				raw, err := r.c.Get(r.ctx(), n.path, args[0])
 				if err != nil {
 					return err

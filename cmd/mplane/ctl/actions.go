@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"strings"
@@ -8,23 +8,23 @@ import (
 	"mplane/api/client"
 )
 
-func newCtlDeleteCmd(g *ctlGlobals) *cobra.Command {
+func newDeleteCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "delete <noun> <uuid>",
 		Short: "Delete a resource (for a VM: destroy it)",
-		Long:  "Deletes a resource and waits for the job. Nouns: " + strings.Join(ctlNounNames(ctlListable), ", ") + ".",
+		Long:  "Deletes a resource and waits for the job. Nouns: " + strings.Join(nounNames(listable), ", ") + ".",
 		Example: "  mplane ctl delete vm 2f1e0b6c8a7d4e0f9b3c5d7e9f1a2b3c\n" +
 			"  mplane ctl delete zone <uuid> --mode enforcing",
 		Args: cobra.ArbitraryArgs,
-		RunE: ctlGroupRunE("noun", ctlNounNames(ctlListable)),
+		RunE: groupRunE("noun", nounNames(listable)),
 	}
-	for _, n := range ctlListable {
-		cmd.AddCommand(newCtlDeleteNounCmd(g, n, n.name, n.aliases))
+	for _, n := range listable {
+		cmd.AddCommand(newDeleteNounCmd(g, n, n.name, n.aliases))
 	}
 	return cmd
 }
 
-func newCtlDeleteNounCmd(g *ctlGlobals, n *ctlNoun, name string, aliases []string) *cobra.Command {
+func newDeleteNounCmd(g *globals, n *noun, name string, aliases []string) *cobra.Command {
 	var (
 		mode   string
 		noWait bool
@@ -33,14 +33,14 @@ func newCtlDeleteNounCmd(g *ctlGlobals, n *ctlNoun, name string, aliases []strin
 		Use:     name + " <uuid>",
 		Aliases: aliases,
 		Short:   "Delete one of the " + n.plural,
-		Args:    ctlArgsUUID(n.name + " UUID"),
+		Args:    argsUUID(n.name + " UUID"),
 	}
 	if name == "destroy" {
 		cmd.Short = "Destroy a VM (same as `ctl delete vm`)"
 	}
 	cmd.Flags().StringVar(&mode, "mode", "", "delete mode: permissive (refuse if others depend on it) or enforcing (delete them too); default: the server's (permissive)")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "do not wait for the job: print its location and return")
-	cmd.RunE = ctlRunE(g, func(r *ctlRun, args []string) error {
+	cmd.RunE = runE(g, func(r *invocation, args []string) error {
 		var dm client.DeleteMode
 		switch strings.ToLower(mode) {
 		case "":
@@ -49,7 +49,7 @@ func newCtlDeleteNounCmd(g *ctlGlobals, n *ctlNoun, name string, aliases []strin
 		case "enforcing":
 			dm = client.DeleteEnforcing
 		default:
-			return ctlUsage("--mode must be permissive or enforcing, got %q", mode)
+			return usageError("--mode must be permissive or enforcing, got %q", mode)
 		}
 		job, err := r.c.Delete(r.ctx(), n.path, args[0], dm)
 		if err != nil {
@@ -60,20 +60,20 @@ func newCtlDeleteNounCmd(g *ctlGlobals, n *ctlNoun, name string, aliases []strin
 	return cmd
 }
 
-// ctlActionCmd is one "ctl vm <verb>" or "ctl host <verb>" command.
-func ctlActionCmd(g *ctlGlobals, n *ctlNoun, verb, action, short, example string, body func() (any, error), extra func(*cobra.Command)) *cobra.Command {
+// actionCmd is one "ctl vm <verb>" or "ctl host <verb>" command.
+func actionCmd(g *globals, n *noun, verb, action, short, example string, body func() (any, error), extra func(*cobra.Command)) *cobra.Command {
 	var noWait bool
 	cmd := &cobra.Command{
 		Use:     verb + " <uuid>",
 		Short:   short,
 		Example: example,
-		Args:    ctlArgsUUID(n.name + " UUID"),
+		Args:    argsUUID(n.name + " UUID"),
 	}
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "do not wait for the job: print its location and return")
 	if extra != nil {
 		extra(cmd)
 	}
-	cmd.RunE = ctlRunE(g, func(r *ctlRun, args []string) error {
+	cmd.RunE = runE(g, func(r *invocation, args []string) error {
 		var b any
 		if body != nil {
 			var err error
@@ -90,43 +90,43 @@ func ctlActionCmd(g *ctlGlobals, n *ctlNoun, verb, action, short, example string
 	return cmd
 }
 
-func newCtlVMCmd(g *ctlGlobals) *cobra.Command {
+func newVMCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "vm <start|stop|reboot|destroy> <uuid>",
-		Aliases: ctlVMNoun.aliases,
+		Aliases: vmNoun.aliases,
 		Short:   "Start, stop, reboot or destroy a VM",
 		Args:    cobra.ArbitraryArgs,
-		RunE:    ctlGroupRunE("vm action", nil),
+		RunE:    groupRunE("vm action", nil),
 	}
 	var stopType string
 	cmd.AddCommand(
-		ctlActionCmd(g, ctlVMNoun, "start", "startVmInstance", "Start a stopped VM", "  mplane ctl vm start <uuid>", nil, nil),
-		ctlActionCmd(g, ctlVMNoun, "stop", "stopVmInstance", "Stop a VM (grace: ask the guest; cold: power off)",
+		actionCmd(g, vmNoun, "start", "startVmInstance", "Start a stopped VM", "  mplane ctl vm start <uuid>", nil, nil),
+		actionCmd(g, vmNoun, "stop", "stopVmInstance", "Stop a VM (grace: ask the guest; cold: power off)",
 			"  mplane ctl vm stop <uuid>\n  mplane ctl vm stop <uuid> --type cold",
 			func() (any, error) {
 				switch strings.ToLower(stopType) {
 				case "grace", "cold":
 					return map[string]string{"type": strings.ToLower(stopType)}, nil
 				}
-				return nil, ctlUsage("--type must be grace or cold, got %q", stopType)
+				return nil, usageError("--type must be grace or cold, got %q", stopType)
 			},
 			func(c *cobra.Command) {
 				c.Flags().StringVar(&stopType, "type", "grace", "grace (shut the guest down) or cold (power off)")
 			}),
-		ctlActionCmd(g, ctlVMNoun, "reboot", "rebootVmInstance", "Reboot a running VM", "  mplane ctl vm reboot <uuid>", nil, nil),
-		newCtlDeleteNounCmd(g, ctlVMNoun, "destroy", nil),
+		actionCmd(g, vmNoun, "reboot", "rebootVmInstance", "Reboot a running VM", "  mplane ctl vm reboot <uuid>", nil, nil),
+		newDeleteNounCmd(g, vmNoun, "destroy", nil),
 	)
 	return cmd
 }
 
-func newCtlHostCmd(g *ctlGlobals) *cobra.Command {
+func newHostCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "host <reconnect> <uuid>",
-		Aliases: ctlHostNoun.aliases,
+		Aliases: hostNoun.aliases,
 		Short:   "Reconnect a host",
 		Args:    cobra.ArbitraryArgs,
-		RunE:    ctlGroupRunE("host action", nil),
+		RunE:    groupRunE("host action", nil),
 	}
-	cmd.AddCommand(ctlActionCmd(g, ctlHostNoun, "reconnect", "reconnectHost", "Reconnect a host's agent", "  mplane ctl host reconnect <uuid>", nil, nil))
+	cmd.AddCommand(actionCmd(g, hostNoun, "reconnect", "reconnectHost", "Reconnect a host's agent", "  mplane ctl host reconnect <uuid>", nil, nil))
 	return cmd
 }

@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"fmt"
@@ -10,109 +10,109 @@ import (
 	"mplane/errcode"
 )
 
-// ctlParamKind is how a create flag's value is sent.
-type ctlParamKind int
+// paramKind is how a create flag's value is sent.
+type paramKind int
 
 const (
-	ctlParamString ctlParamKind = iota
-	ctlParamInt
-	ctlParamSize // a string flag with a size ("1G"), sent as bytes
-	ctlParamList // a comma list flag, sent as a JSON list
-	ctlParamPath // a string flag that fills the resource path, not a param
+	paramString paramKind = iota
+	paramInt
+	paramSize // a string flag with a size ("1G"), sent as bytes
+	paramList // a comma list flag, sent as a JSON list
+	paramPath // a string flag that fills the resource path, not a param
 )
 
-// ctlParamFlag maps one flag of a create command to one API param.
-type ctlParamFlag struct {
+// paramFlag maps one flag of a create command to one API param.
+type paramFlag struct {
 	flag     string
 	param    string
-	kind     ctlParamKind
+	kind     paramKind
 	required bool
 	def      string // default, sent when the flag is not given
 	usage    string
 }
 
-// ctlCreateSpec is one "ctl create <noun>" command.
-type ctlCreateSpec struct {
-	noun    *ctlNoun
+// createSpec is one "ctl create <noun>" command.
+type createSpec struct {
+	noun    *noun
 	short   string
 	example string
 	// path is the create path; for pPath flags, "{flag}" is replaced by
 	// the flag's value.
 	path  string
-	flags []ctlParamFlag
+	flags []paramFlag
 }
 
-var ctlCreateSpecs = []ctlCreateSpec{
-	{noun: ctlZoneNoun, short: "Create a zone", path: "zones",
+var createSpecs = []createSpec{
+	{noun: zoneNoun, short: "Create a zone", path: "zones",
 		example: "  mplane ctl create zone --name zone1",
-		flags: []ctlParamFlag{
+		flags: []paramFlag{
 			{flag: "name", param: "name", required: true, usage: "zone name"},
 			{flag: "description", param: "description", usage: "description"},
 		}},
-	{noun: ctlClusterNoun, short: "Create a cluster in a zone", path: "clusters",
+	{noun: clusterNoun, short: "Create a cluster in a zone", path: "clusters",
 		example: "  mplane ctl create cluster --name cluster1 --zone <zone-uuid>",
-		flags: []ctlParamFlag{
+		flags: []paramFlag{
 			{flag: "name", param: "name", required: true, usage: "cluster name"},
 			{flag: "zone", param: "zoneUuid", required: true, usage: "UUID of the zone"},
 			{flag: "hypervisor", param: "hypervisorType", def: "KVM", usage: "hypervisor type"},
 			{flag: "description", param: "description", usage: "description"},
 		}},
-	{noun: ctlHostNoun, short: "Add a KVM host to a cluster (same as `ctl add host`)", path: "hosts/kvm",
+	{noun: hostNoun, short: "Add a KVM host to a cluster (same as `ctl add host`)", path: "hosts/kvm",
 		example: "  mplane ctl add host --ip 10.0.0.5 --cluster <cluster-uuid>\n" +
 			"  mplane ctl add host --ip 127.0.0.1 --port 7071 --cluster <cluster-uuid> --name sim1",
-		flags: []ctlParamFlag{
+		flags: []paramFlag{
 			{flag: "ip", param: "managementIp", required: true, usage: "management IP of the host (where its agent listens)"},
-			{flag: "port", param: "agentPort", kind: ctlParamInt, usage: "port of the host's agent (server default 7070)"},
+			{flag: "port", param: "agentPort", kind: paramInt, usage: "port of the host's agent (server default 7070)"},
 			{flag: "cluster", param: "clusterUuid", required: true, usage: "UUID of the cluster"},
 			{flag: "name", param: "name", usage: "host name (server default: the IP)"},
 			{flag: "description", param: "description", usage: "description"},
 		}},
-	{noun: ctlOfferingNoun, short: "Create an instance offering (CPU and memory of a VM)", path: "instance-offerings",
+	{noun: offeringNoun, short: "Create an instance offering (CPU and memory of a VM)", path: "instance-offerings",
 		example: "  mplane ctl create offering --name small --cpu 1 --memory 1G",
-		flags: []ctlParamFlag{
+		flags: []paramFlag{
 			{flag: "name", param: "name", required: true, usage: "offering name"},
-			{flag: "cpu", param: "cpuNum", kind: ctlParamInt, required: true, usage: "number of vCPUs"},
-			{flag: "memory", param: "memorySize", kind: ctlParamSize, required: true, usage: "memory: bytes or 512M, 1G, 1.5G (1024-based)"},
+			{flag: "cpu", param: "cpuNum", kind: paramInt, required: true, usage: "number of vCPUs"},
+			{flag: "memory", param: "memorySize", kind: paramSize, required: true, usage: "memory: bytes or 512M, 1G, 1.5G (1024-based)"},
 			{flag: "description", param: "description", usage: "description"},
 		}},
-	{noun: ctlImageNoun, short: "Register an image", path: "images",
+	{noun: imageNoun, short: "Register an image", path: "images",
 		example: "  mplane ctl create image --name cirros --image-url http://images.example/cirros.qcow2",
-		flags: []ctlParamFlag{
+		flags: []paramFlag{
 			{flag: "name", param: "name", required: true, usage: "image name"},
 			// Not --url: that is the API's URL, a flag of every command.
 			{flag: "image-url", param: "url", required: true, usage: "where the image is downloaded from (http, https or file URL)"},
 			{flag: "format", param: "format", def: "qcow2", usage: "qcow2, raw or iso"},
 			{flag: "media-type", param: "mediaType", usage: "RootVolumeTemplate, DataVolumeTemplate or ISO"},
 			{flag: "platform", param: "platform", usage: "Linux, Windows, Other, ..."},
-			{flag: "size", param: "size", kind: ctlParamSize, usage: "size: bytes or 512M, 1G (1024-based)"},
+			{flag: "size", param: "size", kind: paramSize, usage: "size: bytes or 512M, 1G (1024-based)"},
 			{flag: "description", param: "description", usage: "description"},
 		}},
-	{noun: ctlL3Noun, short: "Create an L3 network in a zone", path: "l3-networks",
+	{noun: l3Noun, short: "Create an L3 network in a zone", path: "l3-networks",
 		example: "  mplane ctl create l3 --name public --zone <zone-uuid>",
-		flags: []ctlParamFlag{
+		flags: []paramFlag{
 			{flag: "name", param: "name", required: true, usage: "network name"},
 			{flag: "zone", param: "zoneUuid", required: true, usage: "UUID of the zone"},
 			{flag: "description", param: "description", usage: "description"},
 		}},
-	{noun: ctlIPRangeNoun, short: "Add an IP range to an L3 network", path: "l3-networks/{l3}/ip-ranges",
+	{noun: ipRangeNoun, short: "Add an IP range to an L3 network", path: "l3-networks/{l3}/ip-ranges",
 		example: "  mplane ctl create ip-range --l3 <l3-uuid> --start 10.0.0.10 --end 10.0.0.200 \\\n" +
 			"      --netmask 255.255.255.0 --gateway 10.0.0.1",
-		flags: []ctlParamFlag{
-			{flag: "l3", kind: ctlParamPath, required: true, usage: "UUID of the L3 network"},
+		flags: []paramFlag{
+			{flag: "l3", kind: paramPath, required: true, usage: "UUID of the L3 network"},
 			{flag: "start", param: "startIp", required: true, usage: "first IP of the range"},
 			{flag: "end", param: "endIp", required: true, usage: "last IP of the range"},
 			{flag: "netmask", param: "netmask", required: true, usage: "netmask, e.g. 255.255.255.0"},
 			{flag: "gateway", param: "gateway", required: true, usage: "gateway IP"},
 			{flag: "name", param: "name", usage: "range name (default: <start>-<end>)"},
 		}},
-	{noun: ctlVMNoun, short: "Create and start a VM", path: "vm-instances",
+	{noun: vmNoun, short: "Create and start a VM", path: "vm-instances",
 		example: "  mplane ctl create vm --name web1 --offering <offering-uuid> --image <image-uuid> --l3 <l3-uuid>\n" +
 			"  mplane ctl create vm --name db1 --offering <uuid> --image <uuid> --l3 <uuid>,<uuid> --host <host-uuid>",
-		flags: []ctlParamFlag{
+		flags: []paramFlag{
 			{flag: "name", param: "name", required: true, usage: "VM name"},
 			{flag: "offering", param: "instanceOfferingUuid", required: true, usage: "UUID of the instance offering"},
 			{flag: "image", param: "imageUuid", required: true, usage: "UUID of the image"},
-			{flag: "l3", param: "l3NetworkUuids", kind: ctlParamList, required: true, usage: "UUIDs of the L3 networks, comma separated (one NIC each)"},
+			{flag: "l3", param: "l3NetworkUuids", kind: paramList, required: true, usage: "UUIDs of the L3 networks, comma separated (one NIC each)"},
 			{flag: "default-l3", param: "defaultL3NetworkUuid", usage: "UUID of the default L3 network (default: the first --l3)"},
 			{flag: "host", param: "hostUuid", usage: "UUID of the host to start on (default: chosen by the server)"},
 			{flag: "cluster", param: "clusterUuid", usage: "UUID of the cluster to place the VM in"},
@@ -121,26 +121,26 @@ var ctlCreateSpecs = []ctlCreateSpec{
 		}},
 }
 
-// ctlFlagValues holds the parsed values of a ctlCreateSpec's flags.
-type ctlFlagValues struct {
-	spec   ctlCreateSpec
+// flagValues holds the parsed values of a createSpec's flags.
+type flagValues struct {
+	spec   createSpec
 	str    map[string]*string
 	num    map[string]*int
 	list   map[string]*[]string
 	noWait bool
 }
 
-func ctlBindCreateFlags(fs *pflag.FlagSet, spec ctlCreateSpec) *ctlFlagValues {
-	v := &ctlFlagValues{spec: spec, str: map[string]*string{}, num: map[string]*int{}, list: map[string]*[]string{}}
+func bindCreateFlags(fs *pflag.FlagSet, spec createSpec) *flagValues {
+	v := &flagValues{spec: spec, str: map[string]*string{}, num: map[string]*int{}, list: map[string]*[]string{}}
 	for _, p := range spec.flags {
 		usage := p.usage
 		if p.required {
 			usage += " (required)"
 		}
 		switch p.kind {
-		case ctlParamInt:
+		case paramInt:
 			v.num[p.flag] = fs.Int(p.flag, 0, usage)
-		case ctlParamList:
+		case paramList:
 			v.list[p.flag] = fs.StringSlice(p.flag, nil, usage)
 		default:
 			v.str[p.flag] = fs.String(p.flag, p.def, usage)
@@ -154,7 +154,7 @@ func ctlBindCreateFlags(fs *pflag.FlagSet, spec ctlCreateSpec) *ctlFlagValues {
 // flags must be given, optional ones are sent only when given (or when
 // they have a default), so the server's strict decoding sees only fields
 // the user meant.
-func (v *ctlFlagValues) params(fs *pflag.FlagSet) (string, map[string]any, error) {
+func (v *flagValues) params(fs *pflag.FlagSet) (string, map[string]any, error) {
 	path := v.spec.path
 	params := map[string]any{}
 	var missing, problems []string
@@ -167,9 +167,9 @@ func (v *ctlFlagValues) params(fs *pflag.FlagSet) (string, map[string]any, error
 			continue
 		}
 		switch p.kind {
-		case ctlParamInt:
+		case paramInt:
 			params[p.param] = *v.num[p.flag]
-		case ctlParamList:
+		case paramList:
 			var items []string
 			for _, s := range *v.list[p.flag] {
 				if s = strings.TrimSpace(s); s != "" {
@@ -181,14 +181,14 @@ func (v *ctlFlagValues) params(fs *pflag.FlagSet) (string, map[string]any, error
 				continue
 			}
 			params[p.param] = items
-		case ctlParamSize:
-			n, err := ctlParseSize(*v.str[p.flag])
+		case paramSize:
+			n, err := parseSize(*v.str[p.flag])
 			if err != nil {
 				problems = append(problems, "--"+p.flag+": "+err.Error())
 				continue
 			}
 			params[p.param] = n
-		case ctlParamPath:
+		case paramPath:
 			val := strings.TrimSpace(*v.str[p.flag])
 			if val == "" || strings.Contains(val, "/") {
 				problems = append(problems, fmt.Sprintf("--%s must be a UUID, got %q", p.flag, val))
@@ -213,58 +213,58 @@ func (v *ctlFlagValues) params(fs *pflag.FlagSet) (string, map[string]any, error
 	return path, params, nil
 }
 
-func newCtlCreateCmd(g *ctlGlobals) *cobra.Command {
+func newCreateCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create <noun> [flags]",
 		Short: "Create a resource and wait for it",
 		Long: "Creates a resource, waits for the job (with a progress line) and prints the new\n" +
-			"resource. Nouns: " + strings.Join(ctlCreateNounNames(), ", ") + ".",
+			"resource. Nouns: " + strings.Join(createNounNames(), ", ") + ".",
 		Example: "  mplane ctl create zone --name zone1\n" +
 			"  mplane ctl create offering --name small --cpu 1 --memory 1G\n" +
 			"  mplane ctl create vm --name web1 --offering <uuid> --image <uuid> --l3 <uuid>",
 		Args: cobra.ArbitraryArgs,
-		RunE: ctlGroupRunE("noun", ctlCreateNounNames()),
+		RunE: groupRunE("noun", createNounNames()),
 	}
-	for _, spec := range ctlCreateSpecs {
-		cmd.AddCommand(newCtlCreateNounCmd(g, spec, spec.noun.name, spec.noun.aliases))
+	for _, spec := range createSpecs {
+		cmd.AddCommand(newCreateNounCmd(g, spec, spec.noun.name, spec.noun.aliases))
 	}
 	return cmd
 }
 
-func ctlCreateNounNames() []string {
-	out := make([]string, len(ctlCreateSpecs))
-	for i, s := range ctlCreateSpecs {
+func createNounNames() []string {
+	out := make([]string, len(createSpecs))
+	for i, s := range createSpecs {
 		out[i] = s.noun.name
 	}
 	return out
 }
 
-// newCtlAddCmd is "ctl add host", the ZStack name of creating a host.
-func newCtlAddCmd(g *ctlGlobals) *cobra.Command {
+// newAddCmd is "ctl add host", the ZStack name of creating a host.
+func newAddCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "add host [flags]",
 		Short: "Add a host",
 		Args:  cobra.ArbitraryArgs,
-		RunE:  ctlGroupRunE("noun", []string{"host"}),
+		RunE:  groupRunE("noun", []string{"host"}),
 	}
-	for _, spec := range ctlCreateSpecs {
-		if spec.noun == ctlHostNoun {
-			cmd.AddCommand(newCtlCreateNounCmd(g, spec, "host", []string{"hosts", "kvm-host"}))
+	for _, spec := range createSpecs {
+		if spec.noun == hostNoun {
+			cmd.AddCommand(newCreateNounCmd(g, spec, "host", []string{"hosts", "kvm-host"}))
 		}
 	}
 	return cmd
 }
 
-func newCtlCreateNounCmd(g *ctlGlobals, spec ctlCreateSpec, name string, aliases []string) *cobra.Command {
+func newCreateNounCmd(g *globals, spec createSpec, name string, aliases []string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     name + " [flags]",
 		Aliases: aliases,
 		Short:   spec.short,
 		Example: spec.example,
-		Args:    ctlArgsNone,
+		Args:    argsNone,
 	}
-	vals := ctlBindCreateFlags(cmd.Flags(), spec)
-	cmd.RunE = ctlRunE(g, func(r *ctlRun, _ []string) error {
+	vals := bindCreateFlags(cmd.Flags(), spec)
+	cmd.RunE = runE(g, func(r *invocation, _ []string) error {
 		path, params, err := vals.params(cmd.Flags())
 		if err != nil {
 			return err

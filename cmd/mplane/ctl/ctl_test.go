@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"bytes"
@@ -15,17 +15,18 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"mplane/agents/kvm"
 	"mplane/api/client"
-	"mplane/api/client/clienttest"
 	"mplane/errcode"
+	"mplane/server/servertest"
 )
 
-var ctlSplitGap = regexp.MustCompile(`\s{3,}`)
+var splitGap = regexp.MustCompile(`\s{3,}`)
 
 func TestCtlLoginStoresSessionFile(t *testing.T) {
-	e := newCtlEnv(t, clienttest.Options{Password: "pw"})
-	out := e.ok("login", "--account", "admin", "--password", "pw")
-	if !strings.Contains(out, "Logged in to "+e.srv.URL+" as admin") || !strings.Contains(out, e.sessionFile) {
+	e := newEnv(t)
+	out := e.ok("login", "--account", "admin", "--password", servertest.Password)
+	if !strings.Contains(out, "Logged in to "+e.url+" as admin") || !strings.Contains(out, e.sessionFile) || !strings.Contains(out, " (expires ") {
 		t.Fatalf("login output %q", out)
 	}
 	st, err := os.Stat(e.sessionFile)
@@ -38,24 +39,24 @@ func TestCtlLoginStoresSessionFile(t *testing.T) {
 	if dst, err := os.Stat(filepath.Dir(e.sessionFile)); err != nil || dst.Mode().Perm() != 0o700 {
 		t.Fatalf("session dir mode %v (%v), want 0700", dst.Mode().Perm(), err)
 	}
-	stored, err := ctlLoadSessionFile(e.sessionFile)
-	if err != nil || stored == nil || stored.Session == "" || stored.URL != e.srv.URL || stored.Account != "admin" {
+	stored, err := loadSessionFile(e.sessionFile)
+	if err != nil || stored == nil || stored.Session == "" || stored.URL != e.url || stored.Account != "admin" || stored.AccountUUID == "" {
 		t.Fatalf("stored %+v (%v)", stored, err)
 	}
 	// The next command uses the stored session, and the stored URL when
 	// neither --url nor the environment names one.
-	t.Setenv(envCtlURL, "")
+	t.Setenv(envURL, "")
 	e.ok("list", "zones")
-	reqs := e.srv.Requests()
-	if got := reqs[len(reqs)-1].Authorization; got != "OAuth "+stored.Session {
+	if got := e.last(http.MethodGet, "/v1/zones").Authorization; got != "OAuth "+stored.Session {
 		t.Fatalf("Authorization %q, want the stored session", got)
 	}
-	// A session is only sent to the API it came from.
-	other := clienttest.NewServer(clienttest.Options{})
-	t.Cleanup(other.Close)
-	stderr := e.fails("--url", other.URL, "list", "zones")
-	if got := other.Requests()[0].Authorization; got != "" {
-		t.Fatalf("stored session sent to another API: %q", got)
+	// A session is only sent to the API it came from: another address of
+	// the same cloud does not get it, and answers 401.
+	otherRec := servertest.NewRecorder()
+	other := stack.Front(t, otherRec.Wrap)
+	stderr := e.fails("--url", other, "list", "zones")
+	if reqs := otherRec.Requests(); len(reqs) != 1 || reqs[0].Authorization != "" {
+		t.Fatalf("stored session sent to another API: %+v", reqs)
 	}
 	if !strings.Contains(stderr, "run `mplane ctl login`") {
 		t.Fatalf("stderr %q", stderr)
@@ -66,53 +67,64 @@ func TestCtlLoginStoresSessionFile(t *testing.T) {
 	if _, err := os.Stat(e.sessionFile); !os.IsNotExist(err) {
 		t.Fatalf("session file still there after logout: %v", err)
 	}
+	if out := e.ok("logout"); !strings.Contains(out, "Not logged in") {
+		t.Fatalf("second logout output %q", out)
+	}
 }
 
 func TestCtlLoginDefaultSessionPath(t *testing.T) {
-	e := newCtlEnv(t, clienttest.Options{})
+	e := newEnv(t)
 	home := t.TempDir()
-	t.Setenv(envCtlSessionFile, "")
+	t.Setenv(envSessionFile, "")
 	t.Setenv("XDG_CONFIG_HOME", "")
 	t.Setenv("HOME", home)
-	t.Setenv(envCtlPassword, "password")
+	t.Setenv(envPassword, servertest.Password)
 	e.ok("login")
 	want := filepath.Join(home, ".config", "mplane", "ctl.json")
 	st, err := os.Stat(want)
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("default session file %s: %v %v", want, st, err)
 	}
-	e.ok("--session-file", filepath.Join(home, "other.json"), "login", "--password", "password")
+	e.ok("--session-file", filepath.Join(home, "other.json"), "login", "--password", servertest.Password)
 	if _, err := os.Stat(filepath.Join(home, "other.json")); err != nil {
 		t.Fatalf("--session-file not used: %v", err)
+	}
+	xdg := filepath.Join(home, "xdg")
+	t.Setenv("XDG_CONFIG_HOME", xdg)
+	e.ok("login")
+	if _, err := os.Stat(filepath.Join(xdg, "mplane", "ctl.json")); err != nil {
+		t.Fatalf("XDG_CONFIG_HOME not used: %v", err)
 	}
 }
 
 func TestCtlLoginPasswordSources(t *testing.T) {
+	pw := servertest.Password
 	tests := []struct {
 		name    string
 		env     string
 		stdin   string
 		args    []string
 		wantErr string // "" for success
+		local   bool   // the error is found before any request
 	}{
-		{name: "flag", args: []string{"--password", "password"}},
-		{name: "environment", env: "password"},
-		{name: "stdin", stdin: "password\n", args: []string{"--password-stdin"}},
-		{name: "stdin with CRLF", stdin: "password\r\n", args: []string{"--password-stdin"}},
-		{name: "empty stdin", args: []string{"--password-stdin"},
+		{name: "flag", args: []string{"--password", pw}},
+		{name: "environment", env: pw},
+		{name: "stdin", stdin: pw + "\n", args: []string{"--password-stdin"}},
+		{name: "stdin with CRLF", stdin: pw + "\r\n", args: []string{"--password-stdin"}},
+		{name: "empty stdin", args: []string{"--password-stdin"}, local: true,
 			wantErr: "error: SYS.1007 invalid argument: --password-stdin: standard input has no password\n"},
-		{name: "no password and no terminal",
+		{name: "no password and no terminal", local: true,
 			wantErr: "error: SYS.1007 invalid argument: no password: standard input is not a terminal, so there is no prompt; pass --password, --password-stdin or set MPLANE_CTL_PASSWORD\n"},
 		{name: "wrong password", args: []string{"--password", "nope"},
 			wantErr: "error: SYS.1008 missing, invalid or expired session: wrong account name or password\n"},
-		{name: "unknown account", args: []string{"--account", "bob", "--password", "password"},
+		{name: "unknown account", args: []string{"--account", "bob", "--password", pw},
 			wantErr: "error: SYS.1008 missing, invalid or expired session: wrong account name or password\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newCtlEnv(t, clienttest.Options{})
+			e := newEnv(t)
 			if tc.env != "" {
-				t.Setenv(envCtlPassword, tc.env)
+				t.Setenv(envPassword, tc.env)
 			}
 			args := append([]string{"login"}, tc.args...)
 			r := e.run(strings.NewReader(tc.stdin), args...)
@@ -125,35 +137,36 @@ func TestCtlLoginPasswordSources(t *testing.T) {
 				}
 				return
 			}
-			if got := ctlMustFail(t, r, args...); got != tc.wantErr {
+			if got := mustFail(t, r, args...); got != tc.wantErr {
 				t.Fatalf("stderr\n%q\nwant\n%q", got, tc.wantErr)
 			}
 			if _, err := os.Stat(e.sessionFile); !os.IsNotExist(err) {
 				t.Fatalf("a failed login wrote the session file (%v)", err)
 			}
-			if strings.Contains(tc.name, "no password") && len(e.srv.Requests()) != 0 {
-				t.Fatalf("login without a password sent %d requests", len(e.srv.Requests()))
+			if n, want := len(e.rec.Requests()), map[bool]int{true: 0, false: 1}[tc.local]; n != want {
+				t.Fatalf("%d requests, want %d", n, want)
 			}
 		})
 	}
 }
 
 func TestCtlMissingOrExpiredSessionSaysLogin(t *testing.T) {
-	e := newCtlEnv(t, clienttest.Options{})
+	e := newEnv(t)
 	want := "error: SYS.1008 session missing or expired: run `mplane ctl login`\n"
 	if got := e.fails("list", "vms"); got != want {
 		t.Fatalf("no session: stderr %q, want %q", got, want)
 	}
-	e.loggedIn()
+	session := stack.NewSession(t)
+	t.Setenv(envSession, session)
 	e.ok("list", "vms")
-	e.srv.ExpireSessions()
+	stack.Logout(t, session)
 	if got := e.fails("create", "zone", "--name", "z"); got != want {
-		t.Fatalf("expired session: stderr %q, want %q", got, want)
+		t.Fatalf("logged out session: stderr %q, want %q", got, want)
 	}
 }
 
 func TestCtlCreateListGetFlow(t *testing.T) {
-	e := newCtlEnv(t, clienttest.Options{}).loggedIn()
+	e := newEnv(t).loggedIn()
 	ids := e.seed()
 
 	// Params on the wire: ZStack names, sizes in bytes, optional fields
@@ -161,8 +174,9 @@ func TestCtlCreateListGetFlow(t *testing.T) {
 	if b := e.lastBody("POST", "/v1/instance-offerings"); fmt.Sprint(b["params"]) != "map[cpuNum:1 memorySize:1.073741824e+09 name:small]" {
 		t.Fatalf("offering params %v", b["params"])
 	}
-	if b := e.lastBody("POST", "/v1/hosts/kvm"); fmt.Sprint(b["params"]) != "map[clusterUuid:"+ids["cluster"]+" managementIp:127.0.0.10]" {
-		t.Fatalf("host params %v", b["params"])
+	hostParams := e.lastBody("POST", "/v1/hosts/kvm")["params"].(map[string]any)
+	if len(hostParams) != 3 || hostParams["clusterUuid"] != ids["cluster"] || hostParams["managementIp"] != "127.0.0.1" || hostParams["agentPort"] == nil {
+		t.Fatalf("host params %v", hostParams)
 	}
 	if b := e.lastBody("POST", "/v1/clusters"); b["params"].(map[string]any)["hypervisorType"] != "KVM" {
 		t.Fatalf("cluster params %v", b["params"])
@@ -170,9 +184,12 @@ func TestCtlCreateListGetFlow(t *testing.T) {
 	if b := e.lastBody("POST", "/v1/images"); b["params"].(map[string]any)["format"] != "qcow2" {
 		t.Fatalf("image params %v", b["params"])
 	}
+	if b := e.lastBody("POST", "/v1/l3-networks/"+ids["l3"]+"/ip-ranges"); fmt.Sprint(b["params"]) != "map[endIp:10.0.0.20 gateway:10.0.0.1 netmask:255.255.255.0 startIp:10.0.0.10]" {
+		t.Fatalf("ip range params %v", b["params"])
+	}
 
 	out := e.ok("create", "vm", "--name", "web1", "--offering", ids["offering"], "--image", ids["image"], "--l3", ids["l3"], "--host", ids["host"])
-	rows := ctlTableRows(out)
+	rows := tableRows(out)
 	if len(rows) != 2 || !slices.Equal(rows[0], []string{"UUID", "NAME", "STATE", "HOST", "IP", "CPU", "MEMORY"}) {
 		t.Fatalf("create vm output:\n%s", out)
 	}
@@ -185,17 +202,17 @@ func TestCtlCreateListGetFlow(t *testing.T) {
 		t.Fatalf("vm params %v", params)
 	}
 
-	hosts := ctlTableRows(e.ok("list", "hosts"))
+	hosts := tableRows(e.ok("list", "hosts"))
 	if !slices.Equal(hosts[0], []string{"UUID", "NAME", "MANAGEMENT IP", "STATUS", "STATE", "CPU", "MEMORY"}) ||
-		!slices.Equal(hosts[1][1:], []string{"127.0.0.10", "127.0.0.10", "Connected", "Enabled", "31/32", "127G/128G"}) {
+		!slices.Equal(rowOf(t, hosts, ids["host"])[1:], []string{"127.0.0.1", "127.0.0.1", "Connected", "Enabled", "31/32", "127G/128G"}) {
 		t.Fatalf("list hosts:\n%v", hosts)
 	}
-	offerings := ctlTableRows(e.ok("list", "instance-offerings"))
-	if !slices.Equal(offerings[1][1:], []string{"small", "1", "1G", "Enabled"}) {
+	offerings := tableRows(e.ok("list", "instance-offerings"))
+	if !slices.Equal(rowOf(t, offerings, ids["offering"])[1:], []string{"small", "1", "1G", "Enabled"}) {
 		t.Fatalf("list offerings: %v", offerings)
 	}
-	l3s := ctlTableRows(e.ok("list", "l3"))
-	if !slices.Equal(l3s[0], []string{"UUID", "NAME", "ZONE", "STATE", "IP RANGES"}) || l3s[1][4] != "10.0.0.10-10.0.0.20" {
+	l3s := tableRows(e.ok("list", "l3"))
+	if !slices.Equal(l3s[0], []string{"UUID", "NAME", "ZONE", "STATE", "IP RANGES"}) || !slices.Equal(rowOf(t, l3s, ids["l3"])[1:4], []string{"public", ids["zone"], "Enabled"}) {
 		t.Fatalf("list l3: %v", l3s)
 	}
 
@@ -203,19 +220,19 @@ func TestCtlCreateListGetFlow(t *testing.T) {
 	var list struct {
 		Inventories []map[string]any `json:"inventories"`
 	}
-	if err := json.Unmarshal([]byte(e.ok("list", "vm", "-o", "json")), &list); err != nil || len(list.Inventories) != 1 {
+	if err := json.Unmarshal([]byte(e.ok("list", "vm", "--q", "uuid="+vm[0], "-o", "json")), &list); err != nil || len(list.Inventories) != 1 {
 		t.Fatalf("list -o json: %v %v", list, err)
 	}
 	if inv := list.Inventories[0]; inv["name"] != "web1" || inv["memorySize"] != float64(1<<30) || inv["vmNics"] == nil {
 		t.Fatalf("JSON inventory %v", inv)
 	}
-	for _, noun := range []string{"vm", "vms", "vm-instance", "vm-instances"} {
-		got := e.jsonOut("get", noun, vm[0])
+	for _, name := range []string{"vm", "vms", "vm-instance", "vm-instances"} {
+		got := e.jsonOut("get", name, vm[0])
 		if got["uuid"] != vm[0] || got["state"] != "Running" {
-			t.Fatalf("get %s: %v", noun, got)
+			t.Fatalf("get %s: %v", name, got)
 		}
 	}
-	rows = ctlTableRows(e.ok("get", "zone", ids["zone"]))
+	rows = tableRows(e.ok("get", "zone", ids["zone"]))
 	if !slices.Equal(rows[0], []string{"UUID", "NAME", "STATE", "DESCRIPTION"}) || !slices.Equal(rows[1], []string{ids["zone"], "zone1", "Enabled", "-"}) {
 		t.Fatalf("get zone: %v", rows)
 	}
@@ -226,88 +243,118 @@ func TestCtlCreateListGetFlow(t *testing.T) {
 }
 
 func TestCtlListQueryFlags(t *testing.T) {
-	e := newCtlEnv(t, clienttest.Options{}).loggedIn()
-	for i, name := range []string{"web1", "web2", "db1"} {
-		state := "Running"
-		if i == 2 {
-			state = "Stopped"
-		}
-		e.srv.Put("vm-instances", map[string]any{"uuid": fmt.Sprintf("%032d", i), "name": name, "state": state,
-			"createDate": fmt.Sprintf("2024-01-0%dT00:00:00Z", i+1), "cpuNum": 2, "memorySize": 3 << 29})
+	e := newEnv(t).loggedIn()
+	tag := client.NewJobUUID()[:12]
+	c := stack.Client
+	cx := t.Context()
+	host := stack.AddHost(t, servertest.AgentOptions{}).UUID
+	off, err := client.CreateAndWait[map[string]any](cx, c, "instance-offerings", map[string]any{"name": tag, "cpuNum": 2, "memorySize": 3 << 29})
+	if err != nil {
+		t.Fatal(err)
 	}
-	r := e.run(nil, "list", "vms", "--q", "name~=web%", "--q", "state=Running", "--sort", "-createDate", "--limit", "1")
+	vms := map[string]string{}
+	for _, name := range []string{"web1", "web2", "db1"} {
+		vm, err := client.CreateAndWait[map[string]any](cx, c, "vm-instances", map[string]any{"name": tag + "-" + name,
+			"instanceOfferingUuid": off["uuid"], "imageUuid": stack.Defaults["image"], "l3NetworkUuids": []string{stack.Defaults["l3"]}, "hostUuid": host})
+		if err != nil {
+			t.Fatal(err)
+		}
+		vms[name] = vm["uuid"].(string)
+	}
+	if _, err := client.ActionAndWait[map[string]any](cx, c, "vm-instances", vms["db1"], "stopVmInstance", nil); err != nil {
+		t.Fatal(err)
+	}
+	e.rec.Reset()
+	r := e.run(nil, "list", "vms", "--q", "name~="+tag+"-web%", "--q", "state=Running", "--sort", "-createDate", "--limit", "1")
 	if r.err != nil {
 		t.Fatal(r.err, r.stderr)
 	}
-	rows := ctlTableRows(r.stdout)
-	if len(rows) != 2 || rows[1][1] != "web2" || rows[1][6] != "1.5G" || rows[1][3] != "-" || rows[1][4] != "-" {
+	rows := tableRows(r.stdout)
+	if len(rows) != 2 || rows[1][0] != vms["web2"] || rows[1][1] != tag+"-web2" || rows[1][3] != host || rows[1][5] != "2" || rows[1][6] != "1.5G" {
 		t.Fatalf("rows %v", rows)
 	}
 	if r.stderr != "(1-1 of 2 VMs; --start 1 for more)\n" {
 		t.Fatalf("paging note %q", r.stderr)
 	}
-	reqs := e.srv.Requests()
-	q := reqs[len(reqs)-1].Query
-	if !slices.Equal(q["q"], []string{"name~=web%", "state=Running"}) || q.Get("sort") != "-createDate" || q.Get("limit") != "1" || q.Get("replyWithCount") != "true" {
+	q := e.last(http.MethodGet, "/v1/vm-instances").Query
+	if !slices.Equal(q["q"], []string{"name~=" + tag + "-web%", "state=Running"}) || q.Get("sort") != "-createDate" || q.Get("limit") != "1" || q.Get("replyWithCount") != "true" {
 		t.Fatalf("query sent: %v", q)
 	}
-	if out := e.ok("list", "vms", "--q", "state=Running", "--count"); out != "2\n" {
+	if out := e.ok("list", "vms", "--q", "name~="+tag+"-%", "--q", "state=Running", "--count"); out != "2\n" {
 		t.Fatalf("--count printed %q", out)
 	}
 	var counted map[string]int
-	if err := json.Unmarshal([]byte(e.ok("list", "vms", "--count", "-o", "json")), &counted); err != nil || counted["total"] != 3 {
+	if err := json.Unmarshal([]byte(e.ok("list", "vms", "--q", "name~="+tag+"-%", "--count", "-o", "json")), &counted); err != nil || counted["total"] != 3 {
 		t.Fatalf("--count -o json: %v %v", counted, err)
 	}
 	var page struct {
 		Inventories []map[string]any `json:"inventories"`
 		Total       int              `json:"total"`
 	}
-	if err := json.Unmarshal([]byte(e.ok("list", "vms", "--limit", "2", "--start", "1", "-o", "json")), &page); err != nil ||
-		page.Total != 3 || len(page.Inventories) != 2 || page.Inventories[0]["name"] != "web2" {
+	if err := json.Unmarshal([]byte(e.ok("list", "vms", "--q", "name~="+tag+"-%", "--sort", "+createDate", "--limit", "2", "--start", "1", "-o", "json")), &page); err != nil ||
+		page.Total != 3 || len(page.Inventories) != 2 || page.Inventories[0]["name"] != tag+"-web2" || page.Inventories[1]["name"] != tag+"-db1" {
 		t.Fatalf("paged JSON: %+v %v", page, err)
 	}
-	rows = ctlTableRows(e.ok("list", "vms", "--fields", "uuid,name", "--q", "name=db1"))
-	if !slices.Equal(rows[0], []string{"UUID", "NAME"}) || !slices.Equal(rows[1], []string{fmt.Sprintf("%032d", 2), "db1"}) {
+	rows = tableRows(e.ok("list", "vms", "--fields", "uuid,name", "--q", "name="+tag+"-db1"))
+	if !slices.Equal(rows[0], []string{"UUID", "NAME"}) || len(rows) != 2 || !slices.Equal(rows[1], []string{vms["db1"], tag + "-db1"}) {
 		t.Fatalf("--fields: %v", rows)
 	}
-	if out := e.ok("list", "zones"); out != "UUID   NAME   STATE   DESCRIPTION\n" {
+	// A field the inventory lacks (a stopped VM has no host) shows as "-".
+	if rows := tableRows(e.ok("list", "vms", "--q", "name="+tag+"-db1")); len(rows) != 2 || rows[1][2] != "Stopped" || rows[1][3] != "-" {
+		t.Fatalf("stopped vm: %v", rows)
+	}
+	if out := e.ok("list", "zones", "--q", "name="+tag); out != "UUID   NAME   STATE   DESCRIPTION\n" {
 		t.Fatalf("empty list %q", out)
 	}
-	if stderr := e.fails("list", "vms", "--q", "name"); !strings.HasPrefix(stderr, "error: SYS.1007 invalid argument: q=name: no operator") {
+	if stderr := e.fails("list", "vms", "--q", "name"); !strings.HasPrefix(stderr, "error: SYS.1007 invalid argument: ") || !strings.Contains(stderr, "unknown operator") {
 		t.Fatalf("bad condition: %q", stderr)
+	}
+	if stderr := e.fails("list", "vms", "--limit", "-1"); stderr != "error: SYS.1007 invalid argument: --limit and --start must not be negative\n" {
+		t.Fatalf("negative limit: %q", stderr)
 	}
 }
 
 func TestCtlProgressPlainLinesWhenNotATerminal(t *testing.T) {
-	e := newCtlEnv(t, clienttest.Options{PendingPolls: 3}).loggedIn()
-	r := e.run(nil, "create", "zone", "--name", "z1")
+	e := newEnv(t).loggedIn()
+	// The host holds the VM's start until a poll was answered "still
+	// running": ctl certainly sees the job processing.
+	gate := servertest.NewGate("/vm/start")
+	t.Cleanup(gate.Open)
+	host := stack.AddHost(t, servertest.AgentOptions{Wrap: gate.Wrap})
+	e.rec.OnResponse(func(r servertest.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.Path, "/api-jobs/") && r.Status == http.StatusAccepted {
+			gate.Open()
+		}
+	})
+	r := e.run(nil, "create", "vm", "--name", "web1", "--offering", stack.Defaults["offering"], "--image", stack.Defaults["image"],
+		"--l3", stack.Defaults["l3"], "--host", host.UUID)
 	if r.err != nil {
-		t.Fatal(r.err)
+		t.Fatal(r.err, r.stderr)
 	}
 	lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "create zone z1: job ") || !strings.HasSuffix(lines[0], " submitted") ||
-		!strings.HasPrefix(lines[1], "create zone z1: processing (") || !strings.HasPrefix(lines[2], "create zone z1: done in ") {
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "create vm web1: job ") || !strings.HasSuffix(lines[0], " submitted") ||
+		!strings.HasPrefix(lines[1], "create vm web1: processing (") || !strings.HasPrefix(lines[2], "create vm web1: done in ") {
 		t.Fatalf("progress lines:\n%s", r.stderr)
 	}
 	if strings.ContainsAny(r.stderr, "\r\x1b") {
 		t.Fatalf("terminal control codes in plain progress: %q", r.stderr)
 	}
-	if rows := ctlTableRows(r.stdout); len(rows) != 2 || rows[1][1] != "z1" {
+	if rows := tableRows(r.stdout); len(rows) != 2 || rows[1][1] != "web1" || rows[1][3] != host.UUID {
 		t.Fatalf("stdout %q", r.stdout)
 	}
 }
 
 func TestCtlNoWaitThenWait(t *testing.T) {
-	e := newCtlEnv(t, clienttest.Options{PendingPolls: 2}).loggedIn()
+	e := newEnv(t).loggedIn()
 	r := e.run(nil, "create", "zone", "--name", "later", "--no-wait")
 	if r.err != nil || r.stderr != "" {
 		t.Fatalf("--no-wait: %v %q", r.err, r.stderr)
 	}
 	loc := strings.TrimSpace(r.stdout)
-	if !strings.HasPrefix(loc, e.srv.URL+"/v1/api-jobs/") {
+	if !strings.HasPrefix(loc, e.url+"/v1/api-jobs/") {
 		t.Fatalf("--no-wait printed %q, want the job location", loc)
 	}
-	rows := ctlTableRows(e.ok("wait", loc))
+	rows := tableRows(e.ok("wait", loc))
 	if len(rows) != 2 || rows[1][1] != "later" {
 		t.Fatalf("wait: %v", rows)
 	}
@@ -319,13 +366,26 @@ func TestCtlNoWaitThenWait(t *testing.T) {
 	if err := json.Unmarshal([]byte(e.ok("-o", "json", "create", "zone", "--name", "x", "--no-wait")), &nw); err != nil || nw["jobUuid"] == "" || nw["location"] == "" {
 		t.Fatalf("--no-wait -o json: %v %v", nw, err)
 	}
+	// A delete's result has no inventory.
+	zone := e.uuidOf("create", "zone", "--name", "gone")
+	delLoc := strings.TrimSpace(e.ok("delete", "zone", zone, "--no-wait"))
+	if out := e.ok("wait", delLoc); out != "Job "+delLoc[strings.LastIndex(delLoc, "/")+1:]+" succeeded\n" {
+		t.Fatalf("wait for a delete: %q", out)
+	}
+	unknown := client.NewJobUUID()
+	if stderr := e.fails("wait", unknown); !strings.HasSuffix(stderr, "\nerror: SYS.1005 resource not found: api job "+unknown+" not found\n") {
+		t.Fatalf("wait for an unknown job: %q", stderr)
+	}
 }
 
 func TestCtlVMAndHostActions(t *testing.T) {
-	e := newCtlEnv(t, clienttest.Options{PendingPolls: 1}).loggedIn()
+	e := newEnv(t).loggedIn()
 	ids := e.seed()
-	vm := e.uuidOf("create", "vm", "--name", "web1", "--offering", ids["offering"], "--image", ids["image"], "--l3", ids["l3"])
+	vm := e.uuidOf("create", "vm", "--name", "web1", "--offering", ids["offering"], "--image", ids["image"], "--l3", ids["l3"], "--cluster", ids["cluster"])
 	actions := "/v1/vm-instances/" + vm + "/actions"
+	if got := e.lastBody("POST", "/v1/vm-instances")["params"].(map[string]any)["clusterUuid"]; got != ids["cluster"] {
+		t.Fatalf("vm clusterUuid %v", got)
+	}
 
 	if got := e.jsonOut("vm", "stop", vm, "--type", "cold"); got["state"] != "Stopped" {
 		t.Fatalf("stop: %v", got)
@@ -343,14 +403,15 @@ func TestCtlVMAndHostActions(t *testing.T) {
 	}
 	// Rebooting a stopped VM is refused by the job.
 	stderr := e.fails("vm", "reboot", vm)
-	if !strings.Contains(stderr, "error: SYS.1006 operation not allowed in the resource's current state: vm "+vm+" is Stopped") {
+	if !strings.HasSuffix(stderr, "error: SYS.1006 operation not allowed in the resource's current state: cannot reboot VM "+vm+": it is Stopped; reboot needs the VM to be Running\n") ||
+		!strings.Contains(stderr, "reboot vm "+vm+": failed after ") {
 		t.Fatalf("reboot stopped vm: %q", stderr)
 	}
 	if stderr := e.fails("vm", "stop", vm, "--type", "hard"); stderr != "error: SYS.1007 invalid argument: --type must be grace or cold, got \"hard\"\n" {
 		t.Fatalf("bad stop type: %q", stderr)
 	}
-	rows := ctlTableRows(e.ok("host", "reconnect", ids["host"]))
-	if len(rows) != 2 || rows[1][3] != "Connected" {
+	rows := tableRows(e.ok("host", "reconnect", ids["host"]))
+	if len(rows) != 2 || rows[1][0] != ids["host"] || rows[1][3] != "Connected" {
 		t.Fatalf("reconnect: %v", rows)
 	}
 	if b := e.lastBody("PUT", "/v1/hosts/"+ids["host"]+"/actions"); fmt.Sprint(b) != "map[reconnectHost:map[]]" {
@@ -360,21 +421,17 @@ func TestCtlVMAndHostActions(t *testing.T) {
 	if out := e.ok("delete", "vm", vm, "--mode", "Enforcing"); out != "Deleted vm "+vm+"\n" {
 		t.Fatalf("delete output %q", out)
 	}
-	reqs := e.srv.Requests()
-	var del *clienttest.Request
-	for i := range reqs {
-		if reqs[i].Method == http.MethodDelete {
-			del = &reqs[i]
-		}
-	}
-	if del == nil || del.Path != "/v1/vm-instances/"+vm || del.RawQuery != "deleteMode=Enforcing" || del.JobUUID == "" {
+	del := e.last(http.MethodDelete, "/v1/vm-instances/"+vm)
+	if del.RawQuery != "deleteMode=Enforcing" || del.JobUUID == "" {
 		t.Fatalf("delete request %+v", del)
 	}
-	if e.srv.Get("vm-instances", vm) != nil {
-		t.Fatal("vm not deleted")
+	// Deleting a VM destroys it.
+	if got := e.jsonOut("get", "vm", vm); got["state"] != "Destroyed" {
+		t.Fatalf("vm after delete: %v", got)
 	}
-	if stderr := e.fails("vm", "destroy", vm); !strings.HasPrefix(stderr, "error: SYS.1005 resource not found: no vm-instances with uuid "+vm) {
-		t.Fatalf("destroy deleted vm: %q", stderr)
+	unknown := "0123456789abcdef0123456789abcdef"
+	if stderr := e.fails("vm", "destroy", unknown); !strings.HasPrefix(stderr, "error: SYS.1005 resource not found: ") || !strings.Contains(stderr, unknown) {
+		t.Fatalf("destroy an unknown vm: %q", stderr)
 	}
 	if stderr := e.fails("delete", "zone", ids["zone"], "--mode", "sometimes"); !strings.Contains(stderr, "--mode must be permissive or enforcing") {
 		t.Fatalf("bad mode: %q", stderr)
@@ -382,23 +439,38 @@ func TestCtlVMAndHostActions(t *testing.T) {
 }
 
 func TestCtlJobFailureShowsCodeAndCause(t *testing.T) {
-	e := newCtlEnv(t, clienttest.Options{}).loggedIn()
-	ids := e.seed()
-	e.srv.FailNextJob(errcode.Wrap(errcode.CapacityExhausted, errcode.New(errcode.AgentError, "host 127.0.0.10: out of memory"), "no host can run vm web1"))
-	r := e.run(nil, "create", "vm", "--name", "web1", "--offering", ids["offering"], "--image", ids["image"], "--l3", ids["l3"])
-	stderr := ctlMustFail(t, r, "create vm")
-	want := "error: SYS.1015 not enough capacity: no host can run vm web1\n" +
-		"  caused by: SYS.1014 agent reported an error: host 127.0.0.10: out of memory\n"
-	if !strings.HasSuffix(stderr, want) {
-		t.Fatalf("stderr:\n%s\nwant it to end with:\n%s", stderr, want)
+	e := newEnv(t).loggedIn()
+	// A host that went down: the reconnect fails on its owner, caused by
+	// the agent being unreachable, caused by the refused connection.
+	down := stack.AddHost(t, servertest.AgentOptions{})
+	if err := down.Agent.Stop(); err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(stderr, "create vm web1: failed after ") {
-		t.Fatalf("no failure progress line:\n%s", stderr)
+	r := e.run(nil, "host", "reconnect", down.UUID)
+	stderr := mustFail(t, r, "host reconnect")
+	url := "http://" + down.Agent.Addr()
+	// Progress lines first (how many depends on the polls), then the
+	// error with its causes, last.
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	n := len(lines)
+	if n < 5 || !strings.HasPrefix(lines[n-4], "reconnect host "+down.UUID+": failed after ") ||
+		lines[n-3] != "error: SYS.1014 agent reported an error: reconnect host "+down.UUID+" at "+url ||
+		lines[n-2] != "  caused by: SYS.1014 agent reported an error: agent "+url+"/host/echo unreachable" ||
+		!strings.HasPrefix(lines[n-1], "  caused by: SYS.1000 internal error: Post \""+url+"/host/echo\": ") {
+		t.Fatalf("stderr:\n%s", stderr)
+	}
+	// A VM no host has room for.
+	small := stack.AddHost(t, servertest.AgentOptions{Agent: kvm.Options{CPUNum: 1, MemoryBytes: 512 << 20}})
+	r = e.run(nil, "create", "vm", "--name", "big", "--offering", stack.Defaults["offering"], "--image", stack.Defaults["image"],
+		"--l3", stack.Defaults["l3"], "--host", small.UUID)
+	stderr = mustFail(t, r, "create vm")
+	if !strings.Contains(stderr, "\nerror: SYS.1015 not enough capacity: ") || !strings.Contains(stderr, "create vm big: failed after ") {
+		t.Fatalf("stderr:\n%s", stderr)
 	}
 }
 
 func TestCtlUsageErrors(t *testing.T) {
-	e := newCtlEnv(t, clienttest.Options{}).loggedIn()
+	e := newEnv(t).loggedIn()
 	tests := []struct {
 		args []string
 		want string
@@ -406,38 +478,54 @@ func TestCtlUsageErrors(t *testing.T) {
 		{[]string{"create", "offering", "--name", "x"}, "error: SYS.1007 invalid argument: missing required flags: --cpu, --memory\n"},
 		{[]string{"create", "offering", "--name", "x", "--cpu", "1", "--memory", "lots"}, "error: SYS.1007 invalid argument: --memory: \"lots\" is not a size; use bytes or a number with K, M, G, T (1024-based), e.g. 512M or 1.5G\n"},
 		{[]string{"create", "vm", "--name", "v", "--offering", "o", "--image", "i", "--l3", ","}, "error: SYS.1007 invalid argument: --l3 is empty\n"},
+		{[]string{"create", "zone", "--name", " "}, "error: SYS.1007 invalid argument: --name is empty\n"},
 		{[]string{"create", "zone", "--name", "z", "--colour", "red"}, "error: SYS.1007 invalid argument: unknown flag: --colour\n"},
 		{[]string{"create", "offering", "--name", "x", "--cpu", "one", "--memory", "1G"}, "error: SYS.1007 invalid argument: invalid argument \"one\" for \"--cpu\" flag: strconv.ParseInt: parsing \"one\": invalid syntax\n"},
 		{[]string{"create", "ip-range", "--l3", "a/b", "--start", "1", "--end", "2", "--netmask", "3", "--gateway", "4"}, "error: SYS.1007 invalid argument: --l3 must be a UUID, got \"a/b\"\n"},
 		{[]string{"create", "bucket"}, "error: SYS.1007 invalid argument: unknown noun \"bucket\" for \"ctl create\"; valid: zone, cluster, host, offering, image, l3, ip-range, vm\n"},
 		{[]string{"list", "buckets"}, "error: SYS.1007 invalid argument: unknown noun \"buckets\" for \"ctl list\"; valid: zone, cluster, host, offering, image, l3, vm\n"},
 		{[]string{"vm", "pause", "x"}, "error: SYS.1007 invalid argument: unknown vm action \"pause\" for \"ctl vm\"; valid: destroy, reboot, start, stop\n"},
+		{[]string{"add", "router"}, "error: SYS.1007 invalid argument: unknown noun \"router\" for \"ctl add\"; valid: host\n"},
 		{[]string{"get", "vm"}, "error: SYS.1007 invalid argument: missing vm UUID; usage: ctl get vm <uuid>\n"},
 		{[]string{"get", "vm", "a", "b"}, "error: SYS.1007 invalid argument: expected one vm UUID, got 2 arguments: a b\n"},
+		{[]string{"get", "vm", " "}, "error: SYS.1007 invalid argument: vm UUID is empty\n"},
 		{[]string{"list", "vms", "extra"}, "error: SYS.1007 invalid argument: unexpected argument \"extra\"; usage: ctl list vm\n"},
 		{[]string{"-o", "yaml", "list", "vms"}, "error: SYS.1007 invalid argument: --output must be table or json, got \"yaml\"\n"},
 		{[]string{"--url", "ftp://x", "list", "vms"}, "error: SYS.1007 invalid argument: --url: api url \"ftp://x\": want http://host[:port] or https://host[:port]\n"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			before := len(e.srv.Requests())
+			before := len(e.rec.Requests())
 			if got := e.fails(tc.args...); got != tc.want {
 				t.Fatalf("stderr\n%q\nwant\n%q", got, tc.want)
 			}
-			if n := len(e.srv.Requests()) - before; n != 0 {
+			if n := len(e.rec.Requests()) - before; n != 0 {
 				t.Fatalf("a usage error sent %d requests", n)
 			}
 		})
 	}
 }
 
+func TestCtlGroupsWithoutArgumentsPrintHelp(t *testing.T) {
+	e := newEnv(t)
+	for _, args := range [][]string{{}, {"create"}, {"list"}, {"vm"}} {
+		r := e.run(nil, args...)
+		if r.err != nil || !strings.Contains(r.stdout, "Usage:") {
+			t.Fatalf("ctl %v: %v, stdout %q", args, r.err, r.stdout)
+		}
+	}
+	if n := len(e.rec.Requests()); n != 0 {
+		t.Fatalf("help sent %d requests", n)
+	}
+}
+
 func TestCtlServerErrorsAreShownWithCode(t *testing.T) {
-	e := newCtlEnv(t, clienttest.Options{}).loggedIn()
+	e := newEnv(t).loggedIn()
 	stderr := e.fails("create", "cluster", "--name", "c", "--zone", "0123456789abcdef0123456789abcdef")
-	if stderr != "error: SYS.1007 invalid argument: params.zoneUuid: no zones with uuid 0123456789abcdef0123456789abcdef\n" {
+	if stderr != "error: SYS.1007 invalid argument: zoneUuid 0123456789abcdef0123456789abcdef does not exist\n" {
 		t.Fatalf("stderr %q", stderr)
 	}
-	e.srv.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+	e.rec.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("Content-Type", "text/html")
 		w.WriteHeader(http.StatusBadGateway)
 		_, _ = w.Write([]byte("<html>upstream down</html>"))
@@ -450,27 +538,27 @@ func TestCtlServerErrorsAreShownWithCode(t *testing.T) {
 }
 
 func TestCtlURLAndSessionFromEnvironment(t *testing.T) {
-	e := newCtlEnv(t, clienttest.Options{})
-	session := e.srv.NewSession()
-	t.Setenv(envCtlSession, session)
+	e := newEnv(t)
+	session := stack.Client.Session()
+	t.Setenv(envSession, session)
 	// A stored login for another URL is ignored: the environment wins.
-	if err := ctlSaveSessionFile(e.sessionFile, ctlSessionFileData{URL: "http://127.0.0.1:1", Session: "old"}); err != nil {
+	if err := saveSessionFile(e.sessionFile, sessionFileData{URL: "http://127.0.0.1:1", Session: "old"}); err != nil {
 		t.Fatal(err)
 	}
 	e.ok("list", "zones")
-	reqs := e.srv.Requests()
+	reqs := e.rec.Requests()
 	if len(reqs) != 1 || reqs[0].Authorization != "OAuth "+session {
 		t.Fatalf("requests %+v", reqs)
 	}
-	// --zstack prefix works too.
-	e.ok("--url", e.srv.URL+"/zstack/v1", "list", "zones")
-	if reqs := e.srv.Requests(); reqs[len(reqs)-1].Path != "/zstack/v1/zones" {
+	// The /zstack/v1 prefix works too.
+	e.ok("--url", e.url+"/zstack/v1", "list", "zones")
+	if reqs := e.rec.Requests(); reqs[len(reqs)-1].Path != "/zstack/v1/zones" {
 		t.Fatalf("path %q", reqs[len(reqs)-1].Path)
 	}
 }
 
 func TestCtlDamagedSessionFile(t *testing.T) {
-	e := newCtlEnv(t, clienttest.Options{})
+	e := newEnv(t)
 	if err := os.MkdirAll(filepath.Dir(e.sessionFile), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -480,9 +568,46 @@ func TestCtlDamagedSessionFile(t *testing.T) {
 	if stderr := e.fails("list", "zones"); !strings.Contains(stderr, "log in again with `mplane ctl login`") {
 		t.Fatalf("stderr %q", stderr)
 	}
-	t.Setenv(envCtlPassword, "password")
+	t.Setenv(envPassword, servertest.Password)
 	e.ok("login")
 	e.ok("list", "zones")
+}
+
+func TestColumnsRenderListsAndSizes(t *testing.T) {
+	inv, err := decodeInventory(json.RawMessage(`{"uuid": "u", "ipRanges": [{"startIp": "10.0.0.10", "endIp": "10.0.0.20"}, {"name": "no ips"}],
+		"vmNics": [{"ip": "10.0.0.11"}, {"ip": ""}, {"ip": "10.0.1.2"}], "availableMemoryCapacity": 1073741824, "totalMemoryCapacity": 3221225472,
+		"availableCpuCapacity": 3, "totalCpuCapacity": 4, "memorySize": 1610612736, "tags": ["a"], "ha": true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := func(n *noun, header string) string {
+		for _, c := range n.columns {
+			if c.header == header {
+				return c.value(inv)
+			}
+		}
+		t.Fatalf("%s has no column %s", n.name, header)
+		return ""
+	}
+	for _, tc := range []struct{ got, want string }{
+		{value(l3Noun, "IP RANGES"), "10.0.0.10-10.0.0.20"},
+		{value(vmNoun, "IP"), "10.0.0.11,10.0.1.2"},
+		{value(vmNoun, "MEMORY"), "1.5G"},
+		{value(vmNoun, "HOST"), "-"},
+		{value(hostNoun, "MEMORY"), "1G/3G"},
+		{value(hostNoun, "CPU"), "3/4"},
+		{value(zoneNoun, "STATE"), "-"},
+		{text(inv["tags"]), `["a"]`},
+		{text(inv["ha"]), "true"},
+		{headerOf("managementIp"), "MANAGEMENT IP"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+	if _, err := decodeInventory(json.RawMessage(`[1]`)); err == nil {
+		t.Error("a list decoded as an inventory")
+	}
 }
 
 func TestHumanAndParseSize(t *testing.T) {
@@ -493,7 +618,7 @@ func TestHumanAndParseSize(t *testing.T) {
 		{0, "0B"}, {512, "512B"}, {1024, "1K"}, {1536, "1.5K"}, {1 << 30, "1G"}, {3 << 29, "1.5G"},
 		{128 << 30, "128G"}, {127 << 30, "127G"}, {(1 << 30) - 1, "1G"}, {5 << 40, "5T"}, {-2048, "-2K"},
 	} {
-		if got := ctlHumanSize(tc.n); got != tc.want {
+		if got := humanSize(tc.n); got != tc.want {
 			t.Errorf("humanSize(%d) = %q, want %q", tc.n, got, tc.want)
 		}
 	}
@@ -504,20 +629,20 @@ func TestHumanAndParseSize(t *testing.T) {
 		{"1048576", 1 << 20}, {"512M", 512 << 20}, {"1G", 1 << 30}, {"1g", 1 << 30}, {"1.5G", 3 << 29},
 		{"2GiB", 2 << 30}, {"2GB", 2 << 30}, {"1 T", 1 << 40}, {"100B", 100}, {"4k", 4096},
 	} {
-		got, err := ctlParseSize(tc.in)
+		got, err := parseSize(tc.in)
 		if err != nil || got != tc.want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
 		}
 	}
 	for _, bad := range []string{"", "G", "-1G", "1X", "1.5", "0.3K", "1iB", "99999999E"} {
-		if n, err := ctlParseSize(bad); err == nil {
+		if n, err := parseSize(bad); err == nil {
 			t.Errorf("parseSize(%q) = %d, want an error", bad, n)
 		}
 	}
 }
 
 func TestCtlNoFlagShadowsAGlobalFlag(t *testing.T) {
-	root := newCtlCmd()
+	root := NewCommand()
 	global := root.PersistentFlags()
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
@@ -534,9 +659,7 @@ func TestCtlNoFlagShadowsAGlobalFlag(t *testing.T) {
 }
 
 func TestCtlProgressOnATerminalRedrawsOneLine(t *testing.T) {
-	srv := clienttest.NewServer(clienttest.Options{})
-	t.Cleanup(srv.Close)
-	c, err := client.New(srv.URL)
+	c, err := client.New("http://127.0.0.1:1") // the handle is never polled
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -545,13 +668,13 @@ func TestCtlProgressOnATerminalRedrawsOneLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	p := ctlStartProgress(&buf, true, "create zone z", job)
+	p := startProgress(&buf, true, "create zone z", job)
 	p.update(0, client.JobProcessing)
 	p.finish(nil)
 	out := buf.String()
 	// The spinner draws at least once before it stops; every draw starts by
 	// going back to the start of the line and clearing it.
-	if !strings.HasPrefix(out, "\r\x1b[K"+ctlSpinnerFrames[0]+" create zone z: ") {
+	if !strings.HasPrefix(out, "\r\x1b[K"+spinnerFrames[0]+" create zone z: ") {
 		t.Fatalf("no spinner line: %q", out)
 	}
 	if strings.Count(out, "\n") != 1 || !strings.Contains(out, "\r\x1b[Kcreate zone z: done in ") || !strings.HasSuffix(out, "\n") {
@@ -559,7 +682,7 @@ func TestCtlProgressOnATerminalRedrawsOneLine(t *testing.T) {
 	}
 
 	buf.Reset()
-	p = ctlStartProgress(&buf, true, "stop vm v", job)
+	p = startProgress(&buf, true, "stop vm v", job)
 	p.finish(errcode.New(errcode.InvalidState, "x"))
 	if !strings.Contains(buf.String(), "stop vm v: failed after ") {
 		t.Fatalf("failure line: %q", buf.String())
@@ -574,8 +697,8 @@ func TestCtlIsTerminalFalseForPipesAndBuffers(t *testing.T) {
 	defer r.Close()
 	defer w.Close()
 	for _, v := range []any{r, w, &bytes.Buffer{}, strings.NewReader("")} {
-		if ctlIsTerminal(v) {
-			t.Errorf("isTerminal(%T) = true", v)
+		if IsTerminal(v) {
+			t.Errorf("IsTerminal(%T) = true", v)
 		}
 	}
 }

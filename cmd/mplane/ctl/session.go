@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"bufio"
@@ -17,8 +17,8 @@ import (
 	"mplane/errcode"
 )
 
-// ctlSessionFileData is the content of the session file.
-type ctlSessionFileData struct {
+// sessionFileData is the content of the session file.
+type sessionFileData struct {
 	URL         string `json:"url"`
 	Account     string `json:"account"`
 	Session     string `json:"session"`
@@ -28,11 +28,11 @@ type ctlSessionFileData struct {
 
 // sessionPath: --session-file, else MPLANE_CTL_SESSION_FILE, else
 // $XDG_CONFIG_HOME/mplane/ctl.json, else ~/.config/mplane/ctl.json.
-func (g *ctlGlobals) sessionPath() string {
+func (g *globals) sessionPath() string {
 	if g.sessionFile != "" {
 		return g.sessionFile
 	}
-	if p := os.Getenv(envCtlSessionFile); p != "" {
+	if p := os.Getenv(envSessionFile); p != "" {
 		return p
 	}
 	if dir := os.Getenv("XDG_CONFIG_HOME"); dir != "" {
@@ -45,8 +45,8 @@ func (g *ctlGlobals) sessionPath() string {
 	return filepath.Join(home, ".config", "mplane", "ctl.json")
 }
 
-// ctlLoadSessionFile reads the session file; a missing file is (nil, nil).
-func ctlLoadSessionFile(path string) (*ctlSessionFileData, error) {
+// loadSessionFile reads the session file; a missing file is (nil, nil).
+func loadSessionFile(path string) (*sessionFileData, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -54,17 +54,17 @@ func ctlLoadSessionFile(path string) (*ctlSessionFileData, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read session file: %w", err)
 	}
-	var s ctlSessionFileData
+	var s sessionFileData
 	if err := json.Unmarshal(data, &s); err != nil {
 		return nil, fmt.Errorf("session file %s: %w", path, err)
 	}
 	return &s, nil
 }
 
-// ctlSaveSessionFile writes the file readable by its owner only (0600, its
+// saveSessionFile writes the file readable by its owner only (0600, its
 // directory 0700), replacing any old one at once: a reader sees the old
 // file or the new one, never half of it.
-func ctlSaveSessionFile(path string, s ctlSessionFileData) error {
+func saveSessionFile(path string, s sessionFileData) error {
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
@@ -95,7 +95,7 @@ func ctlSaveSessionFile(path string, s ctlSessionFileData) error {
 	return nil
 }
 
-func newCtlLoginCmd(g *ctlGlobals) *cobra.Command {
+func newLoginCmd(g *globals) *cobra.Command {
 	var (
 		account       string
 		password      string
@@ -105,15 +105,15 @@ func newCtlLoginCmd(g *ctlGlobals) *cobra.Command {
 		Use:   "login",
 		Short: "Log in and keep the session for the next commands",
 		Long: "Logs in to the API and stores the session and the URL in the session file\n" +
-			"(0600). The password comes from --password, --password-stdin, " + envCtlPassword + ",\n" +
+			"(0600). The password comes from --password, --password-stdin, " + envPassword + ",\n" +
 			"or a prompt without echo when standard input is a terminal. The password is\n" +
 			"sent as its SHA-512 digest, as ZStack clients do.",
 		Example: "  mplane ctl login\n" +
 			"  mplane ctl --url http://10.0.0.2:8080 login --account admin\n" +
 			"  echo \"$PW\" | mplane ctl login --password-stdin",
-		Args: ctlArgsNone,
-		RunE: ctlRunE(g, func(r *ctlRun, _ []string) error {
-			pw, err := ctlLoginPassword(r, account, password, passwordStdin)
+		Args: argsNone,
+		RunE: runE(g, func(r *invocation, _ []string) error {
+			pw, err := loginPassword(r, account, password, passwordStdin)
 			if err != nil {
 				return err
 			}
@@ -122,13 +122,13 @@ func newCtlLoginCmd(g *ctlGlobals) *cobra.Command {
 				return err
 			}
 			path := g.sessionPath()
-			if err := ctlSaveSessionFile(path, ctlSessionFileData{
+			if err := saveSessionFile(path, sessionFileData{
 				URL: r.url, Account: account, Session: s.UUID, AccountUUID: s.AccountUUID, ExpiredDate: s.ExpiredDate,
 			}); err != nil {
 				return err
 			}
 			if r.json {
-				return ctlPrintJSON(r.out, map[string]any{"inventory": s, "sessionFile": path, "url": r.url})
+				return printJSON(r.out, map[string]any{"inventory": s, "sessionFile": path, "url": r.url})
 			}
 			fmt.Fprintf(r.out, "Logged in to %s as %s; session saved to %s", r.url, account, path)
 			if s.ExpiredDate != "" {
@@ -140,14 +140,14 @@ func newCtlLoginCmd(g *ctlGlobals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&account, "account", "admin", "account name")
-	f.StringVar(&password, "password", "", "password (visible to other local users in the process list; prefer the prompt, --password-stdin or "+envCtlPassword+")")
+	f.StringVar(&password, "password", "", "password (visible to other local users in the process list; prefer the prompt, --password-stdin or "+envPassword+")")
 	f.BoolVar(&passwordStdin, "password-stdin", false, "read the password from the first line of standard input")
 	return cmd
 }
 
-// ctlLoginPassword: --password, --password-stdin, MPLANE_CTL_PASSWORD, then a
+// loginPassword: --password, --password-stdin, MPLANE_CTL_PASSWORD, then a
 // prompt without echo if standard input is a terminal.
-func ctlLoginPassword(r *ctlRun, account, flagPassword string, fromStdin bool) (string, error) {
+func loginPassword(r *invocation, account, flagPassword string, fromStdin bool) (string, error) {
 	if r.cmd.Flags().Changed("password") {
 		return flagPassword, nil
 	}
@@ -159,17 +159,17 @@ func ctlLoginPassword(r *ctlRun, account, flagPassword string, fromStdin bool) (
 		}
 		line = strings.TrimRight(line, "\r\n")
 		if line == "" {
-			return "", ctlUsage("--password-stdin: standard input has no password")
+			return "", usageError("--password-stdin: standard input has no password")
 		}
 		return line, nil
 	}
-	if pw := os.Getenv(envCtlPassword); pw != "" {
+	if pw := os.Getenv(envPassword); pw != "" {
 		return pw, nil
 	}
 	f, ok := in.(*os.File)
-	if !ok || !ctlIsTerminal(f) {
+	if !ok || !IsTerminal(f) {
 		return "", errcode.New(errcode.InvalidArgument,
-			"no password: standard input is not a terminal, so there is no prompt; pass --password, --password-stdin or set %s", envCtlPassword)
+			"no password: standard input is not a terminal, so there is no prompt; pass --password, --password-stdin or set %s", envPassword)
 	}
 	fmt.Fprintf(r.errOut, "Password for %s at %s: ", account, r.url)
 	pw, err := term.ReadPassword(int(f.Fd()))
@@ -180,12 +180,12 @@ func ctlLoginPassword(r *ctlRun, account, flagPassword string, fromStdin bool) (
 	return string(pw), nil
 }
 
-func newCtlLogoutCmd(g *ctlGlobals) *cobra.Command {
+func newLogoutCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "logout",
 		Short: "Forget the stored session (removes the session file)",
-		Args:  ctlArgsNone,
-		RunE: ctlRunE(g, func(r *ctlRun, _ []string) error {
+		Args:  argsNone,
+		RunE: runE(g, func(r *invocation, _ []string) error {
 			path := g.sessionPath()
 			err := os.Remove(path)
 			switch {

@@ -118,8 +118,8 @@ func (p Params) BaseParams() Params { return p }
 // Validate to add its own to (see Invalid).
 func (p Params) Problems() []string {
 	var problems []string
-	if err := ValidateName(p.Name); err != nil {
-		problems = append(problems, err.Error())
+	if msg := nameProblem(p.Name); msg != "" {
+		problems = append(problems, msg)
 	}
 	if len([]rune(p.Description)) > MaxDescriptionLen {
 		problems = append(problems, fmt.Sprintf("description must be at most %d characters", MaxDescriptionLen))
@@ -144,13 +144,20 @@ const (
 // ValidateName checks a resource name: not blank, at most MaxNameLen
 // characters.
 func ValidateName(name string) error {
-	if len(trimSpace(name)) == 0 {
-		return errcode.New(errcode.InvalidArgument, "name is required")
-	}
-	if len([]rune(name)) > MaxNameLen {
-		return errcode.New(errcode.InvalidArgument, "name must be at most %d characters", MaxNameLen)
+	if msg := nameProblem(name); msg != "" {
+		return errcode.New(errcode.InvalidArgument, "%s", msg)
 	}
 	return nil
+}
+
+func nameProblem(name string) string {
+	if len(trimSpace(name)) == 0 {
+		return "name is required"
+	}
+	if len([]rune(name)) > MaxNameLen {
+		return fmt.Sprintf("name must be at most %d characters", MaxNameLen)
+	}
+	return ""
 }
 
 func trimSpace(s string) string {

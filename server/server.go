@@ -23,6 +23,7 @@ import (
 	"mplane/db"
 	"mplane/managementnode"
 	"mplane/services/cluster"
+	"mplane/services/diskoffering"
 	hostsvc "mplane/services/host"
 	"mplane/services/image"
 	"mplane/services/network"
@@ -37,7 +38,7 @@ import (
 // Kinds are the simple kinds every node serves, in migration order (an IP
 // range's table refers to its L3 network's). Adding a simple resource is
 // one line here.
-var Kinds = []resource.Kind{zone.Kind, cluster.Kind, offering.Kind, image.Kind, network.L3Kind, network.IPRangeKind}
+var Kinds = []resource.Kind{zone.Kind, cluster.Kind, offering.Kind, diskoffering.Kind, image.Kind, network.L3Kind, network.IPRangeKind}
 
 // Options vary between `mplane server`, `mplane run` and tests.
 type Options struct {

@@ -148,10 +148,13 @@ type VM struct {
 	Memory int64  `json:"memory"`
 }
 
-// syncPaths are the management node's commands that the agent answers in
+// syncPaths are the commands, of every agent, that the agent answers in
 // its HTTP response; every other command path is asynchronous (the result
 // is posted to the callback URL).
-var syncPaths = map[string]bool{PathEcho: true, PathConnect: true, PathIncomingVM: true}
+var syncPaths = map[string]bool{
+	PathEcho: true, PathConnect: true, PathIncomingVM: true, // KVM
+	PathStorageEcho: true, PathStorageConnect: true, // storage
+}
 
 // IsSync reports whether the agent answers path at once rather than through
 // the callback.

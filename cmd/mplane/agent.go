@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"mplane/agents/kvm"
+	"mplane/agents/storage"
 )
 
 // newAgentCmd is "mplane agent": the agents mplane ships, each run as its
@@ -21,10 +22,10 @@ import (
 func newAgentCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agent",
-		Short: "Run an agent (simulated KVM host)",
+		Short: "Run an agent (simulated KVM host, storage)",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newAgentKVMCmd())
+	cmd.AddCommand(newAgentKVMCmd(), newAgentStorageCmd())
 	return cmd
 }
 
@@ -78,6 +79,72 @@ func runKVMAgent(cmd *cobra.Command, opts kvm.Options) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "mplane kvm agent listening on http://%s\n", l.Addr())
+
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(l) }()
+	var serveErr error
+	select {
+	case serveErr = <-served:
+	case <-ctx.Done():
+		opts.Logger.Info("stopping", "cause", context.Cause(ctx))
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = a.Shutdown(sctx)
+	if serveErr == nil {
+		serveErr = <-served
+	}
+	return errors.Join(serveErr, err)
+}
+
+func newAgentStorageCmd() *cobra.Command {
+	var (
+		opts     storage.Options
+		logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "storage",
+		Short: "Run a storage agent on a directory",
+		Long: "Runs a storage agent: primary storage (volumes, snapshots, an image cache) or\n" +
+			"backup storage (images, served at GET /files/<path>) in --root, qcow2 with\n" +
+			"qemu-img, sparse raw files without it. Every path in a command is relative to\n" +
+			"--root. Prints the listening address, stops cleanly on SIGINT or SIGTERM.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			opts.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			if err := opts.Validate(); err != nil {
+				return err
+			}
+			return runStorageAgent(cmd, opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Root, "root", "", "directory the agent serves (created if missing; required)")
+	f.StringVar(&opts.Listen, "listen", "127.0.0.1:7080", "address to listen on (port 0 picks a free port)")
+	f.StringVar(&opts.QemuImg, "qemu-img", "", `qemu-img binary ("": found on PATH; "none": raw files only)`)
+	f.IntVar(&opts.DownloadRetries, "download-retries", 3, "times an interrupted download is resumed before it fails (negative: never)")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	_ = cmd.MarkFlagRequired("root")
+	return cmd
+}
+
+func runStorageAgent(cmd *cobra.Command, opts storage.Options) error {
+	a, err := storage.New(opts)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		_ = a.Shutdown(context.Background())
+		return fmt.Errorf("listen: %w", err)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "mplane storage agent listening on http://%s (root %s)\n", l.Addr(), a.Root())
 
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

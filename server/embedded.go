@@ -38,7 +38,6 @@ type EmbeddedOptions struct {
 type Embedded struct {
 	*Server
 	agents []*kvm.Agent
-	served chan error
 	// Agents are the simulated hosts' agent addresses (host:port).
 	Agents []string
 }
@@ -57,7 +56,7 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (_ *Embedded, err 
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "agents"), 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	e := &Embedded{served: make(chan error, opts.Hosts)}
+	e := &Embedded{}
 	defer func() {
 		if err != nil {
 			_ = e.Stop(context.Background())
@@ -79,14 +78,11 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (_ *Embedded, err 
 		if err != nil {
 			return nil, err
 		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			_ = a.Shutdown(context.Background())
-			return nil, fmt.Errorf("simulated host %d: listen on %s: %w (choose other ports with --agent-port)", i+1, addr, err)
-		}
 		e.agents = append(e.agents, a)
-		go func() { e.served <- a.Serve(l) }()
-		e.Agents = append(e.Agents, l.Addr().String())
+		if err := a.Start(ctx); err != nil {
+			return nil, fmt.Errorf("simulated host %d: %w (choose other ports with --agent-port)", i+1, err)
+		}
+		e.Agents = append(e.Agents, a.Addr())
 	}
 	if e.Server, err = Start(ctx, opts.Options); err != nil {
 		return nil, err
@@ -108,10 +104,7 @@ func (e *Embedded) Stop(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for _, a := range e.agents {
-		_ = a.Shutdown(sctx)
-	}
-	for range e.agents {
-		<-e.served
+		err = errors.Join(err, a.Stop(sctx))
 	}
 	e.agents = nil
 	return err

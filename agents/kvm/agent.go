@@ -115,6 +115,9 @@ func (o Options) withDefaults() Options {
 // arrival log's locks are leaves. No lock is held during I/O except
 // persistMu (it serializes state file writes).
 type Agent struct {
+	// Lifecycle is Start, Addr and Stop (Serve and Shutdown are the same
+	// for a caller that brings its own listener).
+	*agentserver.Lifecycle
 	opts   Options
 	log    *slog.Logger
 	srv    *agentserver.Server
@@ -182,6 +185,7 @@ func New(opts Options) (*Agent, error) {
 	a.register()
 	a.eventsCtx, a.stopEvents = context.WithCancel(context.Background())
 	go a.sendEvents()
+	a.Lifecycle = agentserver.NewLifecycle(opts.Listen, a.Serve, a.Shutdown)
 	return a, nil
 }
 
@@ -211,30 +215,6 @@ func (a *Agent) Handler() http.Handler { return a.srv }
 
 // Serve serves the agent on l until Shutdown; it returns nil then.
 func (a *Agent) Serve(l net.Listener) error { return a.srv.Serve(l) }
-
-// Run listens on Options.Listen and serves until ctx ends, then shuts down
-// within Options.ShutdownTimeout.
-func (a *Agent) Run(ctx context.Context) error {
-	l, err := net.Listen("tcp", a.opts.Listen)
-	if err != nil {
-		return fmt.Errorf("kvm agent: %w", err)
-	}
-	a.log.Info("listening", "addr", l.Addr().String())
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(l) }()
-	var serveErr error
-	select {
-	case serveErr = <-served:
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.opts.ShutdownTimeout)
-	defer cancel()
-	err = a.Shutdown(sctx)
-	if serveErr == nil {
-		serveErr = <-served
-	}
-	return errors.Join(serveErr, err)
-}
 
 // Shutdown stops serving, waits for running commands to finish and deliver
 // their results, sends the queued events, and persists the state, all

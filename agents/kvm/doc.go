@@ -7,9 +7,11 @@
 // Run it as a process (mplane agent kvm --listen 127.0.0.1:7070) or in
 // process:
 //
-//	a, err := kvm.New(kvm.Options{StateFile: "/var/lib/mplane/kvm-1.json"})
-//	go a.Serve(listener)
-//	defer a.Shutdown(ctx)
+//	a, err := kvm.New(kvm.Options{Listen: "127.0.0.1:7070", StateFile: "/var/lib/mplane/kvm-1.json"})
+//	err = a.Start(ctx) // listens and serves until Stop
+//	defer a.Stop(ctx)
+//
+// (Serve and Shutdown do the same for a caller with a listener of its own.)
 //
 // # Endpoints
 //
@@ -17,7 +19,7 @@
 // (agent to agent). Async: /host/ping, /host/capacity, /vm/start, /vm/stop,
 // /vm/reboot, /vm/destroy, /vm/migrate, /vm/list. Debug: GET /debug/stats,
 // GET /debug/arrivals, POST /debug/vm/crash and /debug/vm/poweroff. Bodies
-// are the types in commands.go, field names as in ZStack.
+// are the types in agents/protocol/kvm.go, field names as in ZStack.
 //
 // # Guarantees
 //

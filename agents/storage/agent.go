@@ -116,6 +116,9 @@ func (o Options) withDefaults() Options {
 // mu (the connection) and the event queue are leaves, never held during
 // I/O.
 type Agent struct {
+	// Lifecycle is Start, Addr and Stop (Serve and Shutdown are the same
+	// for a caller that brings its own listener).
+	*agentserver.Lifecycle
 	opts   Options
 	log    *slog.Logger
 	root   string // absolute, symlinks resolved
@@ -192,6 +195,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a.events.start(a, opts.EventQueue, so)
 	a.log.Info("storage agent ready", "root", root, "qemu_img", q.bin, "qemu_img_version", q.version)
+	a.Lifecycle = agentserver.NewLifecycle(opts.Listen, a.Serve, a.Shutdown)
 	return a, nil
 }
 
@@ -240,31 +244,6 @@ func (a *Agent) Serve(l net.Listener) error {
 		return nil
 	}
 	return err
-}
-
-// Run listens on Options.Listen and serves until ctx ends, then shuts down
-// within Options.ShutdownTimeout.
-func (a *Agent) Run(ctx context.Context) error {
-	l, err := net.Listen("tcp", a.opts.Listen)
-	if err != nil {
-		_ = a.Shutdown(context.Background())
-		return fmt.Errorf("storage agent: %w", err)
-	}
-	a.log.Info("listening", "addr", l.Addr().String())
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(l) }()
-	var serveErr error
-	select {
-	case serveErr = <-served:
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.opts.ShutdownTimeout)
-	defer cancel()
-	err = a.Shutdown(sctx)
-	if serveErr == nil {
-		serveErr = <-served
-	}
-	return errors.Join(serveErr, err)
 }
 
 // Shutdown stops accepting connections, lets running commands finish and

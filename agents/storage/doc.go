@@ -6,9 +6,11 @@
 // types and paths are in agents/protocol/storage.go, shaped after ZStack's
 // LocalStorage, NFS primary storage and ImageStore agents.
 //
-//	a, err := storage.New(storage.Options{Root: "/var/lib/mplane/ps-1"})
-//	go a.Serve(listener)
-//	defer a.Shutdown(ctx)
+//	a, err := storage.New(storage.Options{Root: "/var/lib/mplane/ps-1", Listen: "127.0.0.1:7080"})
+//	err = a.Start(ctx) // listens and serves until Stop
+//	defer a.Stop(ctx)
+//
+// (Serve and Shutdown do the same for a caller with a listener of its own.)
 //
 // or as a process: mplane agent storage --root DIR --listen 127.0.0.1:7080.
 //

@@ -2,7 +2,7 @@ package storage
 
 import (
 	"bytes"
-	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,17 +32,32 @@ func TestOptionsValidate(t *testing.T) {
 	}
 }
 
-func TestRunStopsWhenItsContextEnds(t *testing.T) {
+func TestStartServesUntilStop(t *testing.T) {
 	a, err := New(Options{Root: t.TempDir(), Listen: "127.0.0.1:0", QemuImg: QemuImgNone})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
+	if err := a.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(t.Context()); err == nil {
+		t.Error("a second Start succeeded")
+	}
+	url := "http://" + a.Addr() + protocol.PathStorageEcho
+	rsp, err := http.Post(url, "application/json", nil)
+	if err != nil {
+		t.Fatalf("echo on the started agent: %v", err)
+	}
+	rsp.Body.Close()
+	if err := a.Stop(t.Context()); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := a.Stop(t.Context()); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	if rsp, err := http.Post(url, "application/json", nil); err == nil {
+		rsp.Body.Close()
+		t.Fatal("the stopped agent still answers")
 	}
 }
 

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -73,30 +71,31 @@ func runKVMAgent(cmd *cobra.Command, opts kvm.Options) error {
 	if err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", opts.Listen)
-	if err != nil {
-		_ = a.Shutdown(context.Background())
-		return fmt.Errorf("listen: %w", err)
-	}
-	fmt.Fprintf(cmd.OutOrStdout(), "mplane kvm agent listening on http://%s\n", l.Addr())
+	return runAgent(cmd, a, opts.Logger, func(addr string) string { return "mplane kvm agent listening on http://" + addr })
+}
 
+// agentProcess is what runAgent runs: an agent's lifecycle.
+type agentProcess interface {
+	Start(ctx context.Context) error
+	Addr() string
+	Stop(ctx context.Context) error
+}
+
+// runAgent starts a, prints where it listens, and stops it on SIGINT or
+// SIGTERM.
+func runAgent(cmd *cobra.Command, a agentProcess, log *slog.Logger, banner func(addr string) string) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(l) }()
-	var serveErr error
-	select {
-	case serveErr = <-served:
-	case <-ctx.Done():
-		opts.Logger.Info("stopping", "cause", context.Cause(ctx))
+	if err := a.Start(ctx); err != nil {
+		_ = a.Stop(context.Background())
+		return err
 	}
+	fmt.Fprintln(cmd.OutOrStdout(), banner(a.Addr()))
+	<-ctx.Done()
+	log.Info("stopping", "cause", context.Cause(ctx))
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err = a.Shutdown(sctx)
-	if serveErr == nil {
-		serveErr = <-served
-	}
-	return errors.Join(serveErr, err)
+	return a.Stop(sctx)
 }
 
 func newAgentStorageCmd() *cobra.Command {
@@ -139,28 +138,7 @@ func runStorageAgent(cmd *cobra.Command, opts storage.Options) error {
 	if err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", opts.Listen)
-	if err != nil {
-		_ = a.Shutdown(context.Background())
-		return fmt.Errorf("listen: %w", err)
-	}
-	fmt.Fprintf(cmd.OutOrStdout(), "mplane storage agent listening on http://%s (root %s)\n", l.Addr(), a.Root())
-
-	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(l) }()
-	var serveErr error
-	select {
-	case serveErr = <-served:
-	case <-ctx.Done():
-		opts.Logger.Info("stopping", "cause", context.Cause(ctx))
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err = a.Shutdown(sctx)
-	if serveErr == nil {
-		serveErr = <-served
-	}
-	return errors.Join(serveErr, err)
+	return runAgent(cmd, a, opts.Logger, func(addr string) string {
+		return fmt.Sprintf("mplane storage agent listening on http://%s (root %s)", addr, a.Root())
+	})
 }

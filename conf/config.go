@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -35,6 +36,10 @@ type Config struct {
 	// AdminListen is the host:port for admin endpoints (metrics, health).
 	// Empty serves them on the API listener.
 	AdminListen string
+	// RunDir holds the node's admin socket (mplane-<node uuid>.asok and the
+	// link mplane.asok), created with mode 0700. Empty means <DataDir>/run;
+	// use RunDirectory for the effective value.
+	RunDir string
 
 	// HeartbeatInterval is how often a management node writes its heartbeat.
 	HeartbeatInterval time.Duration
@@ -82,6 +87,7 @@ func Default() Config {
 		APIListen:           "127.0.0.1:8080",
 		AdvertiseHost:       "",
 		AdminListen:         "",
+		RunDir:              "",
 		HeartbeatInterval:   2 * time.Second,
 		HeartbeatThreshold:  3,
 		DrainTimeout:        30 * time.Second,
@@ -104,6 +110,15 @@ func (c Config) DatabaseURL() string {
 		return c.DatabaseDSN
 	}
 	return "sqlite:" + filepath.Join(c.DataDir, "mplane.db")
+}
+
+// RunDirectory returns the effective run directory: RunDir, or
+// <DataDir>/run when it is empty.
+func (c Config) RunDirectory() string {
+	if c.RunDir != "" {
+		return c.RunDir
+	}
+	return filepath.Join(c.DataDir, "run")
 }
 
 // AdvertiseAddr returns the host:port other nodes should use to reach this
@@ -141,24 +156,39 @@ func isWildcardHost(host string) bool {
 // from LogLevel and LogFormat. Unknown values fall back to info and text;
 // Validate rejects them, so that only happens with an unvalidated Config.
 func (c Config) Logger(w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: parseLevel(c.LogLevel)}
+	return c.NewLogger(w, new(slog.LevelVar))
+}
+
+// NewLogger is Logger with its level held in level, which it sets to
+// LogLevel: changing level later (level.Set) changes what the logger
+// writes, at once, for every logger derived from it (With, WithGroup).
+func (c Config) NewLogger(w io.Writer, level *slog.LevelVar) *slog.Logger {
+	l, err := ParseLevel(c.LogLevel)
+	if err != nil {
+		l = slog.LevelInfo
+	}
+	level.Set(l)
+	opts := &slog.HandlerOptions{Level: level}
 	if strings.EqualFold(c.LogFormat, "json") {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func parseLevel(s string) slog.Level {
+// ParseLevel reads a log_level value: debug, info, warn or error, in any
+// case.
+func ParseLevel(s string) (slog.Level, error) {
 	switch strings.ToLower(s) {
 	case "debug":
-		return slog.LevelDebug
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
 	case "warn":
-		return slog.LevelWarn
+		return slog.LevelWarn, nil
 	case "error":
-		return slog.LevelError
-	default:
-		return slog.LevelInfo
+		return slog.LevelError, nil
 	}
+	return slog.LevelInfo, fmt.Errorf("must be one of debug, info, warn, error (got %q)", s)
 }
 
 // LogValue makes a Config safe to log whole, e.g.

@@ -98,6 +98,8 @@ var fields = []field{
 		ptr: func(c *Config) any { return &c.AdvertiseHost }},
 	{key: "admin_listen", usage: "host:port for admin endpoints; empty serves them on the API listener",
 		ptr: func(c *Config) any { return &c.AdminListen }},
+	{key: "run_dir", usage: "directory of the admin socket (mode 0700), for `mplane daemon`; empty means <data_dir>/run",
+		ptr: func(c *Config) any { return &c.RunDir }},
 	{key: "heartbeat_interval", usage: "how often a management node writes its heartbeat",
 		ptr: func(c *Config) any { return &c.HeartbeatInterval }},
 	{key: "heartbeat_threshold", usage: "missed heartbeat intervals before a node is considered dead",

@@ -1,16 +1,18 @@
 package managementnode
 
 import (
-	"encoding/json"
-	"net/http"
+	"context"
 	"sort"
+	"strconv"
 	"time"
 
+	"mplane/admin"
 	"mplane/cloudbus"
+	"mplane/errcode"
 	"mplane/thread"
 )
 
-// Status is the node's answer at /admin/status.
+// Status is the answer of the admin command status (GET /admin/status).
 type Status struct {
 	NodeUUID        string `json:"nodeUuid"`
 	State           string `json:"state"`
@@ -24,7 +26,7 @@ type Status struct {
 	Awaiting        int    `json:"partitionsAwaitingRelease"`
 }
 
-// RingInfo is the answer at /admin/ring.
+// RingInfo is the answer of the admin command ring (GET /admin/ring).
 type RingInfo struct {
 	Epoch      int64        `json:"epoch"`
 	Partitions int          `json:"partitions"`
@@ -37,7 +39,7 @@ type RingMember struct {
 	Partitions int    `json:"partitions"`
 }
 
-// BusInfo is the answer at /admin/bus.
+// BusInfo is the answer of the admin command bus (GET /admin/bus).
 type BusInfo struct {
 	Pending []cloudbus.PendingCall `json:"pending"`
 	Stats   cloudbus.Stats         `json:"stats"`
@@ -68,36 +70,49 @@ func (n *Node) RingInfo() RingInfo {
 	return info
 }
 
-// AdminHandler serves, as JSON (in the spirit of Ceph's admin socket):
-// /admin/status, /admin/ring, /admin/queues (chain queues) and /admin/bus
-// (pending calls and counters).
-func (n *Node) AdminHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /admin/status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, n.Status()) })
-	mux.HandleFunc("GET /admin/ring", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, n.RingInfo()) })
-	mux.HandleFunc("GET /admin/queues", func(w http.ResponseWriter, _ *http.Request) {
-		var snap []thread.QueueSnapshot
-		if n.opts.Scheduler != nil {
-			snap = n.opts.Scheduler.Snapshot()
-		}
-		if snap == nil {
-			snap = []thread.QueueSnapshot{}
-		}
-		writeJSON(w, map[string]any{"queues": snap, "at": time.Now().UTC()})
-	})
-	mux.HandleFunc("GET /admin/bus", func(w http.ResponseWriter, _ *http.Request) {
-		p := n.bus.Pending()
-		if p == nil {
-			p = []cloudbus.PendingCall{}
-		}
-		writeJSON(w, BusInfo{Pending: p, Stats: n.bus.Stats()})
-	})
-	return mux
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+// AdminCommands are the node's admin commands (mplane/admin), served on
+// the admin socket and under /admin/ over HTTP: status, ring, queues (the
+// scheduler's chain queues), bus (pending calls and counters) and probe.
+func (n *Node) AdminCommands() []admin.Command {
+	return []admin.Command{
+		{Name: "status", ReadOnly: true, Description: "this node: UUID, state, ring epoch, members, partitions owned, in-flight work",
+			Run: func(context.Context, []string) (any, error) { return n.Status(), nil }},
+		{Name: "ring", ReadOnly: true, Description: "the consistent-hash ring: epoch, members and the partitions each owns",
+			Run: func(context.Context, []string) (any, error) { return n.RingInfo(), nil }},
+		{Name: "queues", ReadOnly: true, Description: "the chain queues with running or pending tasks (the scheduler's snapshot)",
+			Run: func(context.Context, []string) (any, error) {
+				var snap []thread.QueueSnapshot
+				if n.opts.Scheduler != nil {
+					snap = n.opts.Scheduler.Snapshot()
+				}
+				if snap == nil {
+					snap = []thread.QueueSnapshot{}
+				}
+				return map[string]any{"queues": snap, "at": time.Now().UTC()}, nil
+			}},
+		{Name: "bus", ReadOnly: true, Description: "the message bus: calls waiting for a reply, and the counters",
+			Run: func(context.Context, []string) (any, error) {
+				p := n.bus.Pending()
+				if p == nil {
+					p = []cloudbus.PendingCall{}
+				}
+				return BusInfo{Pending: p, Stats: n.bus.Stats()}, nil
+			}},
+		{Name: "probe", ReadOnly: true, Description: "ask the owner of a resource, through this node's ring, to identify itself",
+			Args: []admin.Arg{
+				{Name: "RESOURCE", Description: "a resource UUID (any string hashes to an owner)"},
+				{Name: "SLEEP_MS", Query: "sleepMs", Optional: true, Description: "keep the owner busy this many milliseconds (drills of failover and drain)"},
+			},
+			Run: func(ctx context.Context, args []string) (any, error) {
+				var sleep time.Duration
+				if len(args) > 1 {
+					ms, err := strconv.Atoi(args[1])
+					if err != nil || ms < 0 {
+						return nil, errcode.New(errcode.InvalidArgument, "probe: SLEEP_MS must be a non-negative integer, got %q", args[1])
+					}
+					sleep = time.Duration(ms) * time.Millisecond
+				}
+				return n.Probe(ctx, args[0], sleep)
+			}},
+	}
 }

@@ -1,8 +1,6 @@
 package server
 
 import (
-	"encoding/json"
-	"net/http"
 	"os"
 	"runtime"
 	"strconv"
@@ -11,8 +9,8 @@ import (
 	"time"
 )
 
-// processInfo is the answer of GET /admin/process: what this process costs,
-// for benchmarks and operators.
+// processInfo is the answer of the admin command process (GET
+// /admin/process): what this process costs, for benchmarks and operators.
 type processInfo struct {
 	PID int `json:"pid"`
 	// CPUSeconds is user + system CPU time since the process started.
@@ -48,8 +46,3 @@ func readProcessInfo() processInfo {
 }
 
 func tvSeconds(tv syscall.Timeval) float64 { return float64(tv.Sec) + float64(tv.Usec)/1e6 }
-
-func serveProcess(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(readProcessInfo())
-}

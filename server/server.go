@@ -8,10 +8,13 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
 
+	"mplane/admin"
 	"mplane/agents/agentclient"
 	"mplane/agents/protocol"
 	"mplane/api/auth"
@@ -52,6 +55,15 @@ type Options struct {
 	// BcryptCost hashes the admin password made at the first start; 0 is
 	// bcrypt's default. Tests use bcrypt.MinCost to start fast.
 	BcryptCost int
+	// LogLevel is the level Logger was built with (conf.Config.NewLogger):
+	// the admin commands `config set log_level` and `log level` set it.
+	// Nil: the server filters Logger through a level of its own, which
+	// can hide records but not show those Logger itself drops.
+	LogLevel *slog.LevelVar
+	// OwnsProcess: the node is the process (`mplane server`, `mplane
+	// run`), whose owner reads ExitRequested; the admin commands exit and
+	// respawn are refused without it.
+	OwnsProcess bool
 }
 
 // component is the one lifecycle shape of the node's parts: Start, then
@@ -78,6 +90,17 @@ type Server struct {
 	portal *portal.Portal
 	url    string
 
+	// The admin interface (admin.go): its command table, the socket,
+	// the live log level and configuration, and the exit requests.
+	table       *admin.Table
+	asok        *admin.Socket
+	level       *slog.LevelVar
+	ownsProcess bool
+	exiting     atomic.Bool
+	exits       chan ExitRequest
+	cfgMu       sync.Mutex  // guards live; held while a config set applies (docs/locking.md)
+	live        conf.Config // the configuration now
+
 	serveErr chan error
 	// stops run in reverse order at Stop: each part registers its stop
 	// once it has started.
@@ -91,6 +114,14 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	level := opts.LogLevel
+	if level == nil {
+		level = new(slog.LevelVar)
+		if l, err := conf.ParseLevel(cfg.LogLevel); err == nil {
+			level.Set(l)
+		}
+		log = slog.New(&levelFilter{h: log.Handler(), level: level})
+	}
 	broker := opts.Broker
 	if broker == nil && cfg.BusURL == "memory://" {
 		broker = cloudbus.NewBroker()
@@ -99,7 +130,8 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	nodeUUID := uid.New()
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
 	defer cancel()
-	s := &Server{cfg: cfg, log: log, serveErr: make(chan error, 1)}
+	s := &Server{cfg: cfg, log: log, serveErr: make(chan error, 1), level: level, live: cfg,
+		ownsProcess: opts.OwnsProcess, exits: make(chan ExitRequest, 1)}
 	defer func() {
 		if err != nil {
 			_ = s.stop(context.Background())
@@ -181,6 +213,15 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 
+	if s.table, err = s.adminTable(); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if s.asok, err = admin.NewSocket(admin.SocketOptions{Dir: cfg.RunDirectory(), NodeUUID: nodeUUID, Table: s.table, Logger: log}); err != nil {
+		ln.Close()
+		return nil, err
+	}
+
 	// Serve HTTP first: connecting hosts needs the agents' callbacks.
 	apiHandler, adminHandler := s.routes()
 	s.serveHTTP(ln, apiHandler)
@@ -191,14 +232,15 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		}
 		s.serveHTTP(aln, adminHandler)
 	}
-	for _, c := range []component{s.node, s.hosts, s.vms, s.res, s.portal} {
+	// The admin socket last: its commands use every part.
+	for _, c := range []component{s.node, s.hosts, s.vms, s.res, s.portal, s.asok} {
 		if err := c.Start(startCtx); err != nil {
 			return nil, fmt.Errorf("start %T: %w", c, err)
 		}
 		s.onStop(c.Stop)
 	}
 	log.Info("management node running", "node_uuid", nodeUUID, "api", s.url,
-		"bus_prefix", cfg.BusPrefix, "epoch", s.node.Ring().Epoch)
+		"bus_prefix", cfg.BusPrefix, "epoch", s.node.Ring().Epoch, "admin_socket", s.asok.Path())
 	return s, nil
 }
 

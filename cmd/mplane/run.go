@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -33,8 +34,9 @@ func newRunCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			log := cfg.Logger(os.Stderr)
-			e, err := server.StartEmbedded(ctx, server.EmbeddedOptions{Options: server.Options{Config: cfg, Logger: log},
+			level := new(slog.LevelVar)
+			log := cfg.NewLogger(os.Stderr, level)
+			e, err := server.StartEmbedded(ctx, server.EmbeddedOptions{Options: server.Options{Config: cfg, Logger: log, LogLevel: level, OwnsProcess: true},
 				Hosts: hosts, AgentPort: agentPort})
 			if err != nil {
 				return err
@@ -46,6 +48,7 @@ func newRunCmd() *cobra.Command {
 			fmt.Fprintf(out, "          (password: printed above at the first start, or admin_password)\n")
 			fmt.Fprintf(out, "  then:   mplane ctl create vm --name vm1 --offering <uuid> --image <uuid> --l3 <uuid>\n")
 			fmt.Fprintf(out, "          (mplane ctl list offerings / images / l3s show the defaults)\n")
+			fmt.Fprintf(out, "  admin:  mplane daemon --run-dir %s mplane help\n", cfg.RunDirectory())
 			fmt.Fprintf(out, "  data:   %s   stop with Ctrl-C\n\n", cfg.DataDir)
 			return serveUntilDone(ctx, e, log)
 		},

@@ -34,8 +34,9 @@ func newServerCmd() *cobra.Command {
 		Short: "Run one management node in cluster mode (RabbitMQ + MariaDB)",
 		Long: "Starts one management node: it joins the cluster through the database, consumes its\n" +
 			"queues on the message bus, takes its share of resources on the consistent-hash ring and\n" +
-			"serves /healthz, /readyz and the admin endpoints under /admin/. SIGTERM or SIGINT leave\n" +
-			"the cluster gracefully (drain, then exit 0). Exit code 3 means the node was fenced.",
+			"serves /healthz, /readyz and the admin endpoints under /admin/, and the admin socket in\n" +
+			"run_dir (mplane daemon). SIGTERM or SIGINT leave the cluster gracefully (drain, then\n" +
+			"exit 0), and so does `mplane daemon ... exit`. Exit code 3 means the node was fenced.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd.Flags())
@@ -44,8 +45,9 @@ func newServerCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			log := cfg.Logger(os.Stderr)
-			s, err := server.Start(ctx, server.Options{Config: cfg, Logger: log})
+			level := new(slog.LevelVar)
+			log := cfg.NewLogger(os.Stderr, level)
+			s, err := server.Start(ctx, server.Options{Config: cfg, Logger: log, LogLevel: level, OwnsProcess: true})
 			if err != nil {
 				return err
 			}
@@ -61,15 +63,27 @@ type node interface {
 	Stop(ctx context.Context) error
 	Fenced() <-chan struct{}
 	Failed() <-chan error
+	ExitRequested() <-chan server.ExitRequest
 }
 
 // serveUntilDone runs until ctx ends (graceful leave), the node is fenced,
-// or an HTTP listener fails, and stops the node.
+// an HTTP listener fails, or the admin commands exit or respawn ask for it,
+// and stops the node; after respawn it re-executes the binary.
 func serveUntilDone(ctx context.Context, s node, log *slog.Logger) error {
 	select {
 	case <-ctx.Done():
 		log.Info("stop requested; leaving the cluster")
 		return s.Stop(context.Background())
+	case req := <-s.ExitRequested():
+		log.Info("exit requested on the admin interface; leaving the cluster", "respawn", req.Respawn)
+		err := s.Stop(context.Background())
+		if !req.Respawn {
+			return err
+		}
+		if err != nil {
+			log.Error("the node did not stop cleanly; respawning anyway", "err", err)
+		}
+		return server.Respawn()
 	case <-s.Fenced():
 		_ = s.Stop(context.Background())
 		return &exitError{code: exitFenced, err: errors.New("fenced: a peer deleted this node's membership row after missed heartbeats; restart the process to rejoin")}

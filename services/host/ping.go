@@ -137,7 +137,7 @@ func (t *tracker) check(ctx context.Context, h *HostVO, st *trackState) {
 	if err != nil {
 		st.failures++
 		s.log.Info("ping failed", "host_uuid", h.UUID, "failures", st.failures, "err", err)
-		if st.failures >= s.opts.MaxPingFailures {
+		if st.failures >= s.maxPingFailures() {
 			if err := s.setStatus(ctx, h.UUID, StatusDisconnected); err != nil {
 				s.log.Warn("record host disconnected", "host_uuid", h.UUID, "err", err)
 				return

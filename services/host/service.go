@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -66,6 +67,14 @@ type Service struct {
 
 	tracker tracker
 
+	// maxFailures is MaxPingFailures, changed at run time by
+	// SetMaxPingFailures.
+	maxFailures atomic.Int64
+	// pingMu guards pingStop, which ends the periodic loop of the ping
+	// tracker started last (nil before Start). Leaf.
+	pingMu   sync.Mutex
+	pingStop context.CancelFunc
+
 	hooksMu sync.RWMutex
 	hooks   []func(ctx context.Context, ev AgentEvent)
 
@@ -111,6 +120,7 @@ func New(opts Options) (*Service, error) {
 	s := &Service{opts: opts, db: opts.DB, bus: opts.Bus, node: opts.Node, sched: opts.Scheduler, agents: opts.Agents,
 		log: opts.Logger.With("component", "host")}
 	s.tracker.init(s)
+	s.maxFailures.Store(int64(opts.MaxPingFailures))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -143,12 +153,54 @@ func (s *Service) Start(ctx context.Context) error {
 		s.tracker.kicked(s.ctx)
 	}()
 	s.node.OnRingChange(func(context.Context, *managementnode.Ring) { s.tracker.kick() })
-	if err := s.sched.Every(s.ctx, s.opts.PingInterval, 0.1, "host-ping-tracker", s.tracker.round); err != nil {
+	if err := s.SetPingInterval(s.opts.PingInterval); err != nil {
 		return fmt.Errorf("start ping tracker: %w", err)
 	}
 	s.tracker.kick()
 	return nil
 }
+
+// SetPingInterval restarts the ping tracker's periodic loop with interval d
+// (Start starts it with Options.PingInterval); safe at any time and from
+// any goroutine. A round in progress finishes: rounds run with the
+// service's context, not the loop's, so replacing the loop cancels no
+// ping (overlapping rounds are safe, each host is checked by one round at
+// a time). The agent request timeout and ReconnectMin keep the values
+// derived at New.
+func (s *Service) SetPingInterval(d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("host ping interval must be > 0 (got %s)", d)
+	}
+	ctx, stop := context.WithCancel(s.ctx)
+	round := func(context.Context) error { return s.tracker.round(s.ctx) }
+	if err := s.sched.Every(ctx, d, 0.1, "host-ping-tracker", round); err != nil {
+		stop()
+		return err
+	}
+	s.pingMu.Lock()
+	old := s.pingStop
+	s.pingStop = stop
+	s.pingMu.Unlock()
+	if old != nil {
+		old()
+		s.log.Info("ping interval changed", "interval", d)
+	}
+	return nil
+}
+
+// SetMaxPingFailures changes MaxPingFailures at run time, from the next
+// check on; safe from any goroutine.
+func (s *Service) SetMaxPingFailures(n int) error {
+	if n < 1 {
+		return fmt.Errorf("host max ping failures must be >= 1 (got %d)", n)
+	}
+	if old := s.maxFailures.Swap(int64(n)); old != int64(n) {
+		s.log.Info("max ping failures changed", "max_failures", n)
+	}
+	return nil
+}
+
+func (s *Service) maxPingFailures() int { return int(s.maxFailures.Load()) }
 
 // Stop (idempotent) ends the ping tracker and waits for the goroutines the service
 // started (the scheduler owns and drains the periodic loop).

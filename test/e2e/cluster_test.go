@@ -42,6 +42,7 @@ func (e *clusterEnv) startServer(name string) *server {
 		"MPLANE_BUS_URL=" + e.amqpURL,
 		"MPLANE_BUS_PREFIX=" + e.prefix,
 		"MPLANE_DATABASE_DSN=" + e.dsn,
+		"MPLANE_RUN_DIR=" + e.t.TempDir(),
 		fmt.Sprintf("MPLANE_API_LISTEN=127.0.0.1:%d", port),
 		"MPLANE_HEARTBEAT_INTERVAL=" + e.interval.String(),
 		"MPLANE_HEARTBEAT_THRESHOLD=3",

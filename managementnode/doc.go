@@ -47,5 +47,17 @@
 // once), forward new work, drain held work and the scheduler up to the
 // drain timeout, delete the row, publish node.left.
 //
+// Cluster operations (sequencer*.go, docs/cluster-operations.md): typed
+// OrderedOps submitted from any node (Sequencer.Submit) are executed one
+// at a time by the ring owner of SequencerKey, each with its row in
+// cluster_operations in one transaction (group-committed: a batch's ops in
+// savepoints of one transaction). seq is the primary key, 1..n without
+// gaps, and arbitrates between two would-be sequencers; submission_id is
+// unique, so a resubmission is answered from the log. Rows are then
+// published; every node applies the log strictly in seq order on one
+// goroutine, reading gaps and missed rows from the database (on a gap,
+// every 2s, on ring changes), and replays the whole log at Start. IDPool
+// (VLAN IDs, VNIs) is built on it.
+//
 // Locks, what they guard and their order: docs/locking.md.
 package managementnode

@@ -62,6 +62,7 @@ type Node struct {
 	state     atomic.Value    // string
 	resyncCh  chan struct{}
 	hooks     ringHooks
+	seq       *Sequencer // this node's part in the operation log (sequencer.go)
 
 	// inflight counts held resource work per partition; waking is
 	// signalled on idle whenever a count drops to zero.
@@ -117,6 +118,7 @@ func New(opts Options) (*Node, error) {
 	n.ring.Store(empty)
 	n.handover.init()
 	n.hooks.init()
+	n.seq = newSequencer(n)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	return n, nil
 }
@@ -184,7 +186,7 @@ func (n *Node) Fenced() <-chan struct{} { return n.fenced }
 
 // Migrate creates the node's tables.
 func Migrate(ctx context.Context, gdb *gorm.DB) error {
-	if err := gdb.WithContext(ctx).AutoMigrate(&NodeVO{}, &RingVO{}); err != nil {
+	if err := gdb.WithContext(ctx).AutoMigrate(&NodeVO{}, &RingVO{}, &OperationVO{}, &IDPoolEntryVO{}); err != nil {
 		return fmt.Errorf("migrate management node tables: %w", err)
 	}
 	// The ring row must exist before anyone bumps it; concurrent starters
@@ -203,6 +205,9 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := Migrate(ctx, n.db); err != nil {
 		return err
 	}
+	if err := n.seq.start(ctx); err != nil { // applies the operation log before serving
+		return err
+	}
 	now, err := n.opts.Now(ctx)
 	if err != nil {
 		return fmt.Errorf("read database clock: %w", err)
@@ -214,6 +219,7 @@ func (n *Node) Start(ctx context.Context) error {
 	mux := cloudbus.NewMux()
 	cloudbus.Handle(mux, msgAwaitRelease, n.awaitRelease)
 	cloudbus.Handle(mux, MsgProbe, n.probe)
+	cloudbus.Handle(mux, msgSubmit, n.seq.handleSubmit)
 	mux.Intercept(n.Guard(Service))
 	if err := n.bus.Serve(Service, mux); err != nil {
 		return fmt.Errorf("serve %s queue: %w", Service, err)
@@ -241,7 +247,8 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.publish(ctx, EvNodeJoined, epoch)
 	n.log.Info("joined the cluster", "epoch", n.Ring().Epoch, "members", len(n.Ring().Members))
-	n.wg.Add(3)
+	n.wg.Add(4)
+	go n.seq.loop()
 	go n.heartbeatLoop()
 	go n.resyncLoop()
 	go n.hookLoop() // runs the round of the first ring, offered above

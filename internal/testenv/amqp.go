@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -56,4 +57,35 @@ func redactURL(s string) string {
 	}
 	u.Password = "xxxxx"
 	return u.String()
+}
+
+// DeleteQueuesAtCleanup deletes the named queues from the broker at url
+// when the test ends. Shared queues (such as "<prefix>.api.portal")
+// outlive every node that consumes them, so the test that made them
+// deletes them; a queue already gone is fine.
+func DeleteQueuesAtCleanup(t testing.TB, url string, names ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		conn, err := amqp.Dial(url)
+		if err != nil {
+			t.Errorf("delete queues %v: %v", names, err)
+			return
+		}
+		defer conn.Close()
+		for _, name := range names {
+			ch, err := conn.Channel()
+			if err != nil {
+				t.Errorf("delete queue %s: %v", name, err)
+				return
+			}
+			// A missing queue closes the channel with 404: not an error here.
+			if _, err := ch.QueueDelete(name, false, false, false); err != nil {
+				var ae *amqp.Error
+				if !errors.As(err, &ae) || ae.Code != amqp.NotFound {
+					t.Errorf("delete queue %s: %v", name, err)
+				}
+			}
+			_ = ch.Close()
+		}
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"mplane/api/portal"
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/internal/testenv"
@@ -26,8 +27,11 @@ type clusterEnv struct {
 }
 
 func newClusterEnv(t *testing.T) *clusterEnv {
-	return &clusterEnv{t: t, amqpURL: testenv.AMQPURL(t), prefix: testenv.Prefix(t), dsn: testenv.MySQLDSN(t),
+	e := &clusterEnv{t: t, amqpURL: testenv.AMQPURL(t), prefix: testenv.Prefix(t), dsn: testenv.MySQLDSN(t),
 		interval: 500 * time.Millisecond}
+	// Registered first, so it runs after every server has stopped.
+	testenv.DeleteQueuesAtCleanup(t, e.amqpURL, e.prefix+"."+portal.SharedQueue)
+	return e
 }
 
 type server struct {

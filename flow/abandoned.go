@@ -32,6 +32,13 @@ func NewRegistry(defs ...Definition) (*Registry, error) {
 	return r, nil
 }
 
+// Has reports whether chain is registered: a service rolls back only the
+// records of its own chains (all share one table).
+func (r *Registry) Has(chain string) bool {
+	_, ok := r.defs[chain]
+	return ok
+}
+
 // RollbackAbandoned rolls back what the run of rec did, for a run whose
 // owner died: the rollbacks of steps [0, rec.Applied) run in reverse order
 // on the data decoded from rec.Data, under the chain definition registered

@@ -17,6 +17,10 @@ import (
 // (/admin/*, /debug/pprof/*) only on admin_listen. /healthz and /readyz are
 // on both. /admin/ serves the admin command table (admin.Handler): the
 // read-only commands on either listener, all of them only on admin_listen.
+// StorageEventPath is where storage agents (backup storage) post their
+// events (the sendCommandUrl they get at connect).
+const StorageEventPath = "/storage/sendcommand"
+
 func (s *Server) routes() (apiHandler, adminHandler http.Handler) {
 	health := func(mux *http.ServeMux) {
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -52,6 +56,7 @@ func (s *Server) routes() (apiHandler, adminHandler http.Handler) {
 	}
 	mux.Handle(protocol.DefaultCallbackPath, s.agents.CallbackHandler())
 	mux.Handle(protocol.DefaultEventPath, s.hosts.EventHandler())
+	mux.Handle(StorageEventPath, s.store.EventHandler())
 	v1 := http.NewServeMux()
 	rest.Handle(v1, "PUT /accounts/login", s.auth.LoginHandler())
 	rest.Handle(v1, "DELETE /accounts/sessions/{uuid}", s.auth.LogoutHandler())

@@ -32,7 +32,9 @@ import (
 	"mplane/services/network"
 	"mplane/services/offering"
 	"mplane/services/resource"
+	"mplane/services/storage"
 	"mplane/services/vm"
+	"mplane/services/volume"
 	"mplane/services/zone"
 	"mplane/thread"
 	"mplane/uid"
@@ -85,6 +87,8 @@ type Server struct {
 	agents *agentclient.Client
 	hosts  *hostsvc.Service
 	vms    *vm.Service
+	store  *storage.Service
+	vols   *volume.Service
 	res    *resource.Service
 	auth   *auth.Service
 	portal *portal.Portal
@@ -193,6 +197,15 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		ln.Close()
 		return nil, err
 	}
+	if s.store, err = storage.New(storage.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Hosts: s.hosts, Agents: s.agents,
+		Logger: log, EventURL: s.url + StorageEventPath}); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if s.vols, err = volume.New(volume.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Storage: s.store, Logger: log}); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	if s.vms, err = vm.New(vm.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log, IPAM: networkIPAM{db: s.db}}); err != nil {
 		ln.Close()
 		return nil, err
@@ -207,6 +220,8 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	resources = append(resources, s.res.API()...)
 	resources = append(resources, s.hosts.API()...)
 	resources = append(resources, s.vms.API()...)
+	resources = append(resources, s.store.API()...)
+	resources = append(resources, s.vols.API()...)
 	if s.portal, err = portal.New(portal.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Jobs: jobs.NewStore(s.db),
 		Logger: log, Resources: resources}); err != nil {
 		ln.Close()
@@ -233,7 +248,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		s.serveHTTP(aln, adminHandler)
 	}
 	// The admin socket last: its commands use every part.
-	for _, c := range []component{s.node, s.hosts, s.vms, s.res, s.portal, s.asok} {
+	for _, c := range []component{s.node, s.hosts, s.store, s.vols, s.vms, s.res, s.portal, s.asok} {
 		if err := c.Start(startCtx); err != nil {
 			return nil, fmt.Errorf("start %T: %w", c, err)
 		}
@@ -251,6 +266,8 @@ func migrate(ctx context.Context, gdb *gorm.DB, kinds []resource.Kind) error {
 		func(ctx context.Context, gdb *gorm.DB) error { return resource.Migrate(ctx, gdb, kinds) },
 		network.Migrate,
 		hostsvc.Migrate,
+		storage.Migrate,
+		volume.Migrate,
 		vm.Migrate,
 		auth.Migrate,
 		jobs.Migrate,

@@ -5,15 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"path"
+	"slices"
 	"sync"
 	"time"
 
 	"mplane/agents/agentclient"
 	"mplane/agents/agentserver"
 	"mplane/agents/protocol"
+	"mplane/agents/storage"
 )
 
 // Options configures an Agent. The zero value is a usable agent with no
@@ -55,8 +59,23 @@ type Options struct {
 	// Logger receives the agent's logs. Default: discard.
 	Logger *slog.Logger
 	// Server configures the HTTP framework (callback retries, content
-	// type...). Its Admit and Logger are set by the agent.
+	// type...). Its Admit and Logger are set by the agent. The storage
+	// agents it mounts (Storage) use it too.
 	Server agentserver.Options
+
+	// Storage is the primary storage this host serves, as ZStack's
+	// LocalStorage and SharedMountPoint storage are served by kvmagent:
+	// primary storage URL (an absolute, clean path, as ZStack's
+	// primary storage url, e.g. "/var/lib/mplane/local") -> the directory
+	// on this machine that holds it (created if missing; often the same
+	// path). New mounts a storage agent (agents/storage) on each; storage
+	// commands name theirs in protocol.StorageHeader. Two URLs must not
+	// share a directory, nor one directory hold another.
+	Storage map[string]string
+	// StorageQemuImg is the storage agents' qemu-img (storage.Options
+	// QemuImg): "" finds it on PATH (none found: raw files only),
+	// storage.QemuImgNone works without it.
+	StorageQemuImg string
 }
 
 // Validate reports what is wrong with the options.
@@ -73,6 +92,14 @@ func (o Options) Validate() error {
 	}
 	if o.CPUNum < 0 || o.MemoryBytes < 0 {
 		errs = append(errs, errors.New("cpu and memory must not be negative"))
+	}
+	for _, u := range slices.Sorted(maps.Keys(o.Storage)) {
+		if !path.IsAbs(u) || path.Clean(u) != u {
+			errs = append(errs, fmt.Errorf("storage URL %q: must be an absolute, clean path such as /var/lib/mplane/local (the primary storage's url)", u))
+		}
+		if o.Storage[u] == "" {
+			errs = append(errs, fmt.Errorf("storage %s: no directory; give the directory on this host that holds it (--storage URL=DIR)", u))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -111,9 +138,10 @@ func (o Options) withDefaults() Options {
 // Agent is a simulated KVM host agent. Create it with New, serve it with
 // Serve or Run, stop it with Shutdown.
 //
-// Lock order: persistMu before mu; mu, rngMu, the tracker's and the
-// arrival log's locks are leaves. No lock is held during I/O except
-// persistMu (it serializes state file writes).
+// Lock order: persistMu before mu before the mounted storage agents'
+// connection locks (SetConnection); rngMu, the tracker's and the arrival
+// log's locks are leaves. No lock is held during I/O except persistMu (it
+// serializes state file writes).
 type Agent struct {
 	// Lifecycle is Start, Addr and Stop (Serve and Shutdown are the same
 	// for a caller that brings its own listener).
@@ -121,7 +149,13 @@ type Agent struct {
 	opts   Options
 	log    *slog.Logger
 	srv    *agentserver.Server
+	hs     *http.Server        // Serve's: the storage routing, then srv
 	client *agentclient.Client // for migrations (sync calls only)
+
+	// storages are the mounted storage agents by primary storage URL
+	// (Options.Storage); storageURLs their URLs, sorted. Fixed by New.
+	storages    map[string]*storage.Agent
+	storageURLs []string
 
 	mu             sync.Mutex
 	hostUUID       string
@@ -177,12 +211,21 @@ func New(opts Options) (*Agent, error) {
 	if err := a.load(); err != nil {
 		return nil, err
 	}
+	if err := a.mountStorage(); err != nil {
+		return nil, err
+	}
 	so := opts.Server
 	so.Logger = a.log
 	so.Admit = a.admit
 	a.srv = agentserver.New(so)
 	a.client = agentclient.New(agentclient.Options{Logger: a.log})
 	a.register()
+	a.hs = &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
 	a.eventsCtx, a.stopEvents = context.WithCancel(context.Background())
 	go a.sendEvents()
 	a.Lifecycle = agentserver.NewLifecycle(opts.Listen, a.Serve, a.Shutdown)
@@ -207,20 +250,47 @@ func (a *Agent) register() {
 	s.HandleRaw(protocol.PathDebugVMArrivals, getOnly(func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, a.VMArrivals()) }))
 	s.HandleRaw(protocol.PathDebugCrashVM, postOnly(a.serveCrash))
 	s.HandleRaw(protocol.PathDebugPowerOffVM, postOnly(a.servePowerOff))
+	// Storage commands reach these only when they name no storage this
+	// host serves (serveStorage routes the others): an error result.
+	for _, p := range protocol.StorageCommandPaths() {
+		agentserver.HandleAsync(s, p, a.refuseStorage)
+	}
 }
 
 // Handler is the agent's HTTP handler, for mounting it in another server
-// (Shutdown still has to be called).
-func (a *Agent) Handler() http.Handler { return a.srv }
+// (Shutdown still has to be called): storage commands go to the mounted
+// storage agent protocol.StorageHeader names, the rest to the agent's own
+// endpoints.
+func (a *Agent) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rt, ok := storageRoute(r.URL.Path); ok {
+			a.serveStorage(w, r, rt)
+			return
+		}
+		a.srv.ServeHTTP(w, r)
+	})
+}
 
 // Serve serves the agent on l until Shutdown; it returns nil then.
-func (a *Agent) Serve(l net.Listener) error { return a.srv.Serve(l) }
+func (a *Agent) Serve(l net.Listener) error {
+	err := a.hs.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
 
 // Shutdown stops serving, waits for running commands to finish and deliver
 // their results, sends the queued events, and persists the state, all
-// within ctx; then it cancels what is left. It is idempotent.
+// within ctx; then it cancels what is left. The mounted storage agents
+// shut down alongside. It is idempotent.
 func (a *Agent) Shutdown(ctx context.Context) error {
-	err := a.srv.Shutdown(ctx)
+	var err error
+	if herr := a.hs.Shutdown(ctx); herr != nil && !errors.Is(herr, http.ErrServerClosed) {
+		err = herr
+	}
+	storageErr := a.shutdownStorage(ctx)
+	err = errors.Join(err, a.srv.Shutdown(ctx), <-storageErr)
 	a.shutdownOnce.Do(func() {
 		close(a.drain)
 		a.client.Close()

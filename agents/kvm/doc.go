@@ -21,6 +21,25 @@
 // GET /debug/arrivals, POST /debug/vm/crash and /debug/vm/poweroff. Bodies
 // are the types in agents/protocol/kvm.go, field names as in ZStack.
 //
+// # Storage
+//
+// As kvmagent's localstorage and smp plugins serve ZStack's LocalStorage
+// and SharedMountPoint primary storage, the agent serves storage commands
+// on directories of its host (Options.Storage, mplane agent kvm --storage
+// URL=DIR): New mounts a real storage agent (agents/storage, qcow2 with
+// qemu-img) on each directory. Every storage command
+// (protocol.StorageCommandPaths) and the file endpoint (protocol.PathFiles)
+// must carry protocol.StorageHeader, the primary storage's URL: it is
+// admitted as the agent's own commands (arrival recorded, the host secret
+// required) and handed to that storage's agent; without the header, or for
+// a URL the host does not serve, an error result (a file request: 400 or
+// 404) says which URLs it serves. /host/connect connects the storage
+// agents too (SetConnection with the host's UUID, sendCommandUrl and
+// secret): their progress events go to the node like the agent's own.
+// Latency and failure injection do not apply to storage commands; the
+// state file does not record storage. Shutdown shuts the storage agents
+// down too.
+//
 // # Guarantees
 //
 //   - VM commands are idempotent where kvmagent's are: starting a running

@@ -81,6 +81,7 @@ func (a *Agent) connect(ctx context.Context, req *agentserver.Request, cmd proto
 		a.secret = cmd.Secret
 		a.version++
 	}
+	a.connectStorageLocked()
 	a.mu.Unlock()
 	if err := a.persist(); err != nil {
 		return protocol.ConnectRsp{}, err

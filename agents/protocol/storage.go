@@ -67,6 +67,46 @@ const (
 	PathFiles = "/files/"
 )
 
+// StorageHeader is mplane's addition for storage served by a KVM host's
+// own agent (ZStack's LocalStorage and SharedMountPoint primary storage,
+// served by kvmagent's plugins): a KVM agent (agents/kvm) serves storage
+// commands on one or more directories of its host, and every storage
+// command sent to it, every path of StorageCommandPaths and the file
+// endpoint PathFiles, must carry this header. Its value is the primary
+// storage's URL, an absolute path as ZStack's primary storage url (e.g.
+// "/var/lib/mplane/local"); the agent serves the command on the directory
+// it maps that URL to (mplane agent kvm --storage URL=DIR). A command
+// without the header, or naming a URL the agent does not serve, fails: an
+// error result for an async command, 400 (missing) or 404 (unknown) for
+// the file endpoint, saying which URLs the agent serves and how to add one.
+// The secret (SecretHeader) is the host's. A standalone storage agent
+// (agents/storage) ignores the header.
+const StorageHeader = "X-Mplane-Storage"
+
+// StorageCommandPaths lists the storage commands a KVM agent serving
+// storage routes by StorageHeader: every storage path but PathStorageEcho
+// and PathStorageConnect (the host's /host/echo and /host/connect do their
+// work), all of them async. The file endpoint (the PathFiles prefix) is
+// routed by the header too. The slice is the caller's.
+func StorageCommandPaths() []string {
+	return []string{
+		PathStoragePing,
+		PathStorageCapacity,
+		PathVolumeCreateEmpty,
+		PathVolumeCreateFromImage,
+		PathVolumeClone,
+		PathVolumeResize,
+		PathVolumeDelete,
+		PathVolumeInfo,
+		PathVolumeRevert,
+		PathSnapshotCreate,
+		PathSnapshotDelete,
+		PathImageDownload,
+		PathImageFetch,
+		PathImageDelete,
+	}
+}
+
 // Volume and image formats.
 const (
 	FormatQcow2 = "qcow2"
@@ -163,6 +203,16 @@ type CreateVolumeFromImageCmd struct {
 // chain is flattened into it) and sparse. Format is the source's format
 // as the agent reported it at creation; "" reads the file's header, which
 // a guest can forge on a raw disk: send it.
+//
+// SrcPath is a volume or a snapshot's install path as SnapshotRsp gave it
+// (with its Format): a file snapshot's path (a plain file, copied as a
+// volume is) or an internal snapshot's "<volume path>@<snapshot uuid>",
+// which clones the volume's content as of that snapshot, of the size the
+// volume had then (a qcow2 clone; it needs qemu-img). As in
+// PathSnapshotDelete and PathVolumeRevert, a SrcPath with an '@' names an
+// internal snapshot. A snapshot the volume does not have is an error
+// result. The source volume, its snapshots and a file snapshot are only
+// read.
 type CloneVolumeCmd struct {
 	VolumeUUID  string `json:"volumeUuid,omitempty"`
 	SrcPath     string `json:"srcPath"`

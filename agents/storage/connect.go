@@ -89,6 +89,23 @@ func (a *Agent) connect(_ context.Context, req *agentserver.Request, cmd protoco
 	}, nil
 }
 
+// SetConnection sets what a PathStorageConnect would: the storage's UUID
+// (ping answers it, progress events name it as serverUuid), the URL its
+// events go to, and the secret they carry and every later request but echo
+// must carry in protocol.SecretHeader. An empty secret keeps the one held,
+// as a connect without one does. It is how an agent that is mounted in
+// another (the KVM agent's storage, used through Handler) is connected:
+// through its host's /host/connect, with the host's UUID and secret.
+func (a *Agent) SetConnection(uuid, sendCommandURL, secret string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.uuid = uuid
+	a.sendCommandURL = sendCommandURL
+	if secret != "" {
+		a.secret = secret
+	}
+}
+
 func (a *Agent) ping(context.Context, *agentserver.Request, protocol.StoragePingCmd) (protocol.StoragePingRsp, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -11,6 +11,10 @@
 //	defer a.Stop(ctx)
 //
 // (Serve and Shutdown do the same for a caller with a listener of its own.)
+// An agent can also be mounted in another one, never started: its Handler
+// serves the requests the other routes to it, SetConnection connects it,
+// Shutdown stops it. The KVM agent (agents/kvm, Options.Storage) serves
+// the storage of its host so, selected by protocol.StorageHeader.
 //
 // or as a process: mplane agent storage --root DIR --listen 127.0.0.1:7080.
 //

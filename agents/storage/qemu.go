@@ -99,8 +99,27 @@ func (q qemuImg) convert(ctx context.Context, src, srcFmt, dst string) error {
 	return err
 }
 
+// convertSnapshot writes the content of the qcow2 file src as of its
+// internal snapshot name (with its backing chain) as a standalone qcow2 at
+// dst, sparse as convert's; src is only read. name is matched by name,
+// never by ID, and must be a snapshotName (no ',' for the option parser).
+// The result has src's current virtual size: qemu-img does not give it
+// the snapshot's.
+func (q qemuImg) convertSnapshot(ctx context.Context, src, name, dst string) error {
+	_, err := q.run(ctx, "convert", "-q", "-f", "qcow2", "-l", "snapshot.name="+name, "-O", "qcow2", src, dst)
+	return err
+}
+
 func (q qemuImg) resize(ctx context.Context, path, format string, size int64) error {
 	_, err := q.run(ctx, "resize", "-q", "-f", format, path, strconv.FormatInt(size, 10))
+	return err
+}
+
+// setSize makes the virtual size of the file at path size, shrinking it if
+// need be (what is past size is dropped): for files the agent is writing,
+// never for a volume.
+func (q qemuImg) setSize(ctx context.Context, path, format string, size int64) error {
+	_, err := q.run(ctx, "resize", "-q", "--shrink", "-f", format, path, strconv.FormatInt(size, 10))
 	return err
 }
 

@@ -1,10 +1,15 @@
 package storage
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path"
 	"regexp"
@@ -27,6 +32,83 @@ func internalSnapshot(installPath string) (volume, name string, ok bool) {
 		return "", "", false
 	}
 	return installPath[:i], installPath[i+1:], true
+}
+
+// Bounds of qemu's qcow2 driver on a snapshot table (QCOW_MAX_SNAPSHOTS,
+// QCOW_MAX_SNAPSHOT_EXTRA_DATA).
+const (
+	maxQcow2Snapshots      = 65536
+	maxQcow2SnapshotExtra  = 1024
+	qcow2SnapshotEntryHead = 40
+)
+
+// qcow2SnapshotSize reads the snapshot table of the qcow2 file at abs
+// (docs/interop/qcow2.txt, "Snapshots") and answers the virtual size the
+// volume had when its snapshot name was taken (the first of that name, as
+// qemu finds it). A snapshot whose entry does not record it (an old one)
+// has current, the size qemu gives it too. found is false when there is
+// none of that name.
+func qcow2SnapshotSize(abs, name string, current int64) (size int64, found bool, err error) {
+	f, err := os.Open(abs)
+	if err != nil {
+		return 0, false, err
+	}
+	defer f.Close()
+	var h [72]byte
+	if _, err := f.ReadAt(h[:], 0); err != nil {
+		return 0, false, fmt.Errorf("read its qcow2 header: %w", err)
+	}
+	if !bytes.Equal(h[:4], qcow2Magic) {
+		return 0, false, errors.New("not a qcow2 file")
+	}
+	be := binary.BigEndian
+	n, off := be.Uint32(h[60:64]), be.Uint64(h[64:72])
+	switch {
+	case n == 0:
+		return 0, false, nil
+	case n > maxQcow2Snapshots:
+		return 0, false, fmt.Errorf("bad qcow2 header: %d snapshots", n)
+	case off == 0 || off%8 != 0 || off > math.MaxInt64:
+		return 0, false, fmt.Errorf("bad qcow2 header: snapshot table at %d", off)
+	}
+	r := bufio.NewReader(io.NewSectionReader(f, int64(off), math.MaxInt64-int64(off)))
+	pad := 0
+	for i := uint32(0); i < n; i++ {
+		// Each entry is the fixed part, extra data, ID and name, and
+		// starts at a multiple of 8 bytes: the padding is skipped before
+		// the next one (the last one's may not be in the file).
+		if _, err := r.Discard(pad); err != nil {
+			return 0, false, fmt.Errorf("read snapshot %d of its snapshot table: %w", i, err)
+		}
+		var e [qcow2SnapshotEntryHead]byte
+		if _, err := io.ReadFull(r, e[:]); err != nil {
+			return 0, false, fmt.Errorf("read snapshot %d of its snapshot table: %w", i, err)
+		}
+		idLen, nameLen, extraLen := int(be.Uint16(e[12:14])), int(be.Uint16(e[14:16])), be.Uint32(e[36:40])
+		if extraLen > maxQcow2SnapshotExtra {
+			return 0, false, fmt.Errorf("snapshot %d of its snapshot table: %d bytes of extra data", i, extraLen)
+		}
+		entry := qcow2SnapshotEntryHead + int(extraLen) + idLen + nameLen
+		pad = (8 - entry%8) % 8
+		rest := make([]byte, entry-qcow2SnapshotEntryHead)
+		if _, err := io.ReadFull(r, rest); err != nil {
+			return 0, false, fmt.Errorf("read snapshot %d of its snapshot table: %w", i, err)
+		}
+		nameAt := int(extraLen) + idLen
+		if string(rest[nameAt:nameAt+nameLen]) != name {
+			continue
+		}
+		if extraLen < 16 {
+			return current, true, nil
+		}
+		// Extra data: vm_state_size_large, then disk_size.
+		disk := be.Uint64(rest[8:16])
+		if disk == 0 || disk > math.MaxInt64 {
+			return 0, false, fmt.Errorf("snapshot %q: bad disk size %d in its snapshot table", name, disk)
+		}
+		return int64(disk), true, nil
+	}
+	return 0, false, nil
 }
 
 func (a *Agent) createSnapshot(ctx context.Context, _ *agentserver.Request, cmd protocol.CreateSnapshotCmd) (protocol.SnapshotRsp, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 
 	"mplane/agents/agentserver"
 	"mplane/agents/protocol"
@@ -146,7 +147,13 @@ func (a *Agent) copyFile(ctx context.Context, src fileInfo, dst string, replace 
 	})
 }
 
+// cloneVolume copies a volume or a snapshot: SrcPath is a volume, a file
+// snapshot (a plain file, copied as a volume is) or an internal snapshot,
+// "<volume>@<name>" (cloneInternalSnapshot).
 func (a *Agent) cloneVolume(ctx context.Context, _ *agentserver.Request, cmd protocol.CloneVolumeCmd) (protocol.VolumeRsp, error) {
+	if volRel, name, internal := internalSnapshot(cmd.SrcPath); internal {
+		return a.cloneInternalSnapshot(ctx, cmd, volRel, name)
+	}
 	src, err := a.resolve(cmd.SrcPath)
 	if err != nil {
 		return protocol.VolumeRsp{}, fmt.Errorf("source: %w", err)
@@ -176,6 +183,69 @@ func (a *Agent) cloneVolume(ctx context.Context, _ *agentserver.Request, cmd pro
 		return protocol.VolumeRsp{}, fmt.Errorf("clone volume %s to %s: %w", cmd.SrcPath, cmd.InstallPath, err)
 	}
 	return a.described(cmd.InstallPath, dst, info.format)
+}
+
+// cloneInternalSnapshot clones the content the qcow2 volume at volRel had
+// when its internal snapshot name was taken (cmd.SrcPath is
+// "<volRel>@<name>"): flattened and standalone, of the snapshot's virtual
+// size, written through a temporary file as every clone. The volume file
+// is the one locked and is only read: it and its snapshots are unchanged.
+func (a *Agent) cloneInternalSnapshot(ctx context.Context, cmd protocol.CloneVolumeCmd, volRel, name string) (protocol.VolumeRsp, error) {
+	if !snapshotName.MatchString(name) {
+		return protocol.VolumeRsp{}, fmt.Errorf("snapshot %q: bad snapshot name %q", cmd.SrcPath, name)
+	}
+	switch cmd.Format {
+	case "", protocol.FormatQcow2:
+	default:
+		return protocol.VolumeRsp{}, fmt.Errorf("snapshot %s: format %q: an internal snapshot is in a %s volume", cmd.SrcPath, cmd.Format, protocol.FormatQcow2)
+	}
+	vol, err := a.resolve(volRel)
+	if err != nil {
+		return protocol.VolumeRsp{}, fmt.Errorf("source: %w", err)
+	}
+	dst, err := a.resolve(cmd.InstallPath)
+	if err != nil {
+		return protocol.VolumeRsp{}, err
+	}
+	if vol == dst {
+		return protocol.VolumeRsp{}, errors.New("srcPath's volume and installPath are the same file")
+	}
+	defer a.paths.lock(vol, dst)()
+	info, err := a.inspectChain(vol, protocol.FormatQcow2, "volume")
+	if err != nil {
+		return protocol.VolumeRsp{}, fmt.Errorf("snapshot %s: %w", cmd.SrcPath, err)
+	}
+	if !a.qemu.ok() {
+		return protocol.VolumeRsp{}, fmt.Errorf("cloning the internal snapshot %s needs qemu-img", cmd.SrcPath)
+	}
+	names, err := a.qemu.snapshotNames(ctx, vol)
+	if err != nil {
+		return protocol.VolumeRsp{}, err
+	}
+	if !slices.Contains(names, name) {
+		return protocol.VolumeRsp{}, fmt.Errorf("snapshot %s not found: volume %s has no snapshot %q", cmd.SrcPath, volRel, name)
+	}
+	size, found, err := qcow2SnapshotSize(vol, name, info.virtualSize)
+	switch {
+	case err != nil:
+		return protocol.VolumeRsp{}, fmt.Errorf("volume %s: %w", volRel, err)
+	case !found:
+		return protocol.VolumeRsp{}, fmt.Errorf("volume %s: snapshot %q listed by qemu-img is not in its snapshot table", volRel, name)
+	}
+	err = a.produce(dst, false, func(tmp string) error {
+		if err := a.qemu.convertSnapshot(ctx, vol, name, tmp); err != nil {
+			return err
+		}
+		if size != info.virtualSize {
+			// The volume was grown since: the clone has the snapshot's size.
+			return a.qemu.setSize(ctx, tmp, protocol.FormatQcow2, size)
+		}
+		return nil
+	})
+	if err != nil {
+		return protocol.VolumeRsp{}, fmt.Errorf("clone snapshot %s to %s: %w", cmd.SrcPath, cmd.InstallPath, err)
+	}
+	return a.described(cmd.InstallPath, dst, protocol.FormatQcow2)
 }
 
 func (a *Agent) resizeVolume(ctx context.Context, _ *agentserver.Request, cmd protocol.ResizeVolumeCmd) (protocol.VolumeRsp, error) {

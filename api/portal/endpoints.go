@@ -52,5 +52,8 @@ func endpointsOf(res route.Resource) []Endpoint {
 	if res.Delete != nil {
 		add("DELETE", res.Path+"/{uuid}", "", res.Delete)
 	}
+	for i := range res.Calls {
+		add(res.Calls[i].Method(), res.Calls[i].Path(), "", &res.Calls[i])
+	}
 	return out
 }

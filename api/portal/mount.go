@@ -68,6 +68,11 @@ func (p *Portal) mount(mux *http.ServeMux, res route.Resource) {
 			p.accept(w, r, op, uuid, "", nil)
 		})
 	}
+	for _, op := range res.Calls {
+		rest.HandleFunc(mux, op.Method()+" /"+op.Path(), func(w http.ResponseWriter, r *http.Request) {
+			p.accept(w, r, op, "", "", nil)
+		})
+	}
 }
 
 // accept validates a call and submits it: the job row, then the message to

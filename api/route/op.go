@@ -3,9 +3,12 @@ package route
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"reflect"
+	"sort"
 	"strings"
 
 	"gorm.io/gorm"
@@ -39,13 +42,15 @@ const (
 	kindCreate kind = iota + 1
 	kindAction
 	kindDelete
+	kindCall
 )
 
 // Op is one mutating call of a Resource. Make it with Create, Action or
 // Delete.
 type Op struct {
 	kind      kind
-	path      string // a create's own path, if not the resource's
+	method    string // a call's method
+	path      string // a create's own path, if not the resource's; a call's path
 	action    string // an action's ZStack name
 	mustExist bool
 	impl      op
@@ -56,6 +61,7 @@ type op interface {
 	params() reflect.Type
 	accept(ctx context.Context, src source) (json.RawMessage, string, error)
 	drive(ctx context.Context, n *managementnode.Node, body json.RawMessage) (any, error)
+	withoutResult() op
 }
 
 // source is where an op's params come from.
@@ -81,6 +87,8 @@ func (o Op) Key() string {
 		return o.impl.name() + "#" + o.action
 	case kindDelete:
 		return o.impl.name() + "#delete"
+	case kindCall:
+		return o.impl.name() + "@" + o.method + " " + o.path
 	}
 	return o.impl.name()
 }
@@ -90,6 +98,9 @@ func (o Op) Key() string {
 func (o Op) Params() []string {
 	if o.kind == kindDelete {
 		return []string{"deleteMode"}
+	}
+	if o.kind == kindCall && o.method == http.MethodDelete {
+		return nil
 	}
 	var names []string
 	collectJSON(o.impl.params(), &names)
@@ -120,8 +131,12 @@ func collectJSON(t reflect.Type, out *[]string) {
 func (o Op) ActionName() string { return o.action }
 
 // Path is a create's own path relative to the API prefix ("hosts/kvm"), or
-// "" for the resource's path.
+// "" for the resource's path; a call's path.
 func (o Op) Path() string { return o.path }
+
+// Method is a call's HTTP method (POST, PUT or DELETE); "" for the other
+// ops, whose method their kind decides.
+func (o Op) Method() string { return o.method }
 
 // MustExist reports whether the resource in the path must exist (404
 // otherwise) before the call is accepted.
@@ -167,6 +182,11 @@ type typed[P any, Req managementnode.Owned, Rep any] struct {
 	// parentField fills P from the path's parent UUID (creates At a path
 	// with {uuid}).
 	parentField func(*P) *string
+	// vars are a call's path variables and query parameters, by JSON
+	// name, with the index paths of the string fields of P they fill.
+	vars map[string][]int
+	// method is a call's HTTP method.
+	method string
 }
 
 // Create declares POST /<path> with body {"params": P}. The new resource's
@@ -207,6 +227,119 @@ func Delete[Req managementnode.Owned, Rep any](msg managementnode.OwnedMsg[Req, 
 	return Op{kind: kindDelete, impl: &typed[DeleteParams, Req, Rep]{kind: kindDelete, msg: msg, build: build, result: Nothing[Rep]}}
 }
 
+// Call declares a call on a path of its own, below the resources' paths
+// the way ZStack puts its attach and detach calls: method POST, PUT or
+// DELETE, and a path relative to /v1 with {name} variables, such as
+// "clusters/{clusterUuid}/primary-storage/{primaryStorageUuid}". Each
+// variable fills the string field of P whose JSON name it is, before the
+// params are validated; so do, for DELETE, the URL query's parameters
+// (?vmUuid=...). POST and PUT read {"params": P} (an empty body is empty
+// params), which may repeat a variable but not contradict it; DELETE has
+// no body. The job answers {"inventory": Rep}; NoResult makes it {}.
+// A path variable naming no string field of P is a programming error:
+// Call panics.
+func Call[P any, Req managementnode.Owned, Rep any](method, path string, msg managementnode.OwnedMsg[Req, Rep], build Build[P, Req]) Op {
+	switch method {
+	case http.MethodPost, http.MethodPut, http.MethodDelete:
+	default:
+		panic("route.Call " + path + ": method must be POST, PUT or DELETE, got " + method)
+	}
+	path = strings.Trim(path, "/")
+	fields := stringFields(reflect.TypeFor[P](), nil, map[string][]int{})
+	vars := map[string][]int{}
+	for _, seg := range strings.Split(path, "/") {
+		if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "}") {
+			name := seg[1 : len(seg)-1]
+			idx, ok := fields[name]
+			if !ok {
+				panic(fmt.Sprintf("route.Call %s %s: path variable {%s} names no string field of %s", method, path, name, reflect.TypeFor[P]()))
+			}
+			vars[name] = idx
+		}
+	}
+	t := &typed[P, Req, Rep]{kind: kindCall, msg: msg, build: build, result: Inventory[Rep], vars: vars, method: method}
+	if method == http.MethodDelete {
+		t.vars = fields // the query fills any string field
+	}
+	return Op{kind: kindCall, method: method, path: path, impl: t}
+}
+
+// NoResult makes a call's job answer {} instead of its inventory.
+func (o Op) NoResult() Op {
+	o.impl = o.impl.withoutResult()
+	return o
+}
+
+func (t *typed[P, Req, Rep]) withoutResult() op {
+	c := *t
+	c.result = Nothing[Rep]
+	return &c
+}
+
+// stringFields maps the JSON names of t's string fields (embedded structs'
+// included) to their index paths.
+func stringFields(t reflect.Type, prefix []int, out map[string][]int) map[string][]int {
+	if t.Kind() != reflect.Struct {
+		return out
+	}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		idx := append(append([]int{}, prefix...), i)
+		switch {
+		case name == "-":
+		case f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct:
+			stringFields(f.Type, idx, out)
+		case f.IsExported() && f.Type.Kind() == reflect.String:
+			if name == "" {
+				name = f.Name
+			}
+			out[name] = idx
+		}
+	}
+	return out
+}
+
+// fillVars sets p's fields from a call's path variables (and, for
+// DELETE, query parameters) and returns what it set, to compare after the
+// body is decoded.
+func (t *typed[P, Req, Rep]) fillVars(p *P, src source) (map[string]string, error) {
+	v := reflect.ValueOf(p).Elem()
+	set := map[string]string{}
+	for name, idx := range t.vars {
+		val := src.r.PathValue(name)
+		if val == "" {
+			continue
+		}
+		v.FieldByIndex(idx).SetString(val)
+		set[name] = val
+	}
+	if t.method != http.MethodDelete {
+		return set, nil
+	}
+	q := src.r.URL.Query()
+	for _, k := range sortedKeys(q) {
+		idx, ok := t.vars[k]
+		if !ok {
+			return nil, errcode.New(errcode.InvalidArgument, "unknown query parameter %q; this call takes %s", k, strings.Join(sortedKeys(t.vars), ", "))
+		}
+		if _, inPath := set[k]; inPath {
+			return nil, errcode.New(errcode.InvalidArgument, "query parameter %q repeats a path variable; leave it out", k)
+		}
+		v.FieldByIndex(idx).SetString(q.Get(k))
+	}
+	return set, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 func (t *typed[P, Req, Rep]) name() string { return t.msg.Name() }
 
 func (t *typed[P, Req, Rep]) params() reflect.Type { return reflect.TypeFor[P]() }
@@ -241,6 +374,31 @@ func (t *typed[P, Req, Rep]) accept(ctx context.Context, src source) (json.RawMe
 			mode = "Permissive"
 		}
 		p = any(DeleteParams{Mode: mode}).(P)
+	case kindCall:
+		set, err := t.fillVars(&p, src)
+		if err != nil {
+			return nil, "", err
+		}
+		switch {
+		case t.method == http.MethodDelete:
+			if err := validate(&p); err != nil {
+				return nil, "", err
+			}
+		case src.r.ContentLength == 0:
+			if err := validate(&p); err != nil {
+				return nil, "", err
+			}
+		default:
+			if _, err := rest.DecodeParams(src.r, &p); err != nil {
+				return nil, "", err
+			}
+		}
+		pv := reflect.ValueOf(&p).Elem()
+		for name, want := range set {
+			if got := pv.FieldByIndex(t.vars[name]).String(); got != want {
+				return nil, "", errcode.New(errcode.InvalidArgument, "the body gives %s %q but the path gives %q; leave it out of the body", name, got, want)
+			}
+		}
 	}
 	req, err := t.build(ctx, In[P]{Params: p, UUID: src.uuid, Parent: src.parent, Query: src.r.URL.Query(), DB: src.db.WithContext(ctx)})
 	if err != nil {
@@ -265,6 +423,23 @@ func (t *typed[P, Req, Rep]) drive(ctx context.Context, n *managementnode.Node, 
 	return t.result(rep), nil
 }
 
+// validate runs p's Validate, if it has one, as the strict decoder does.
+func validate(p any) error {
+	v, ok := p.(rest.Validator)
+	if !ok {
+		return nil
+	}
+	err := v.Validate()
+	if err == nil {
+		return nil
+	}
+	var e *errcode.Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return errcode.New(errcode.InvalidArgument, "%v", err)
+}
+
 // Resource is one REST resource as a service declares it.
 type Resource struct {
 	// Path is the resource's path under /v1: GET /<path>, GET /<path>/{uuid},
@@ -280,6 +455,9 @@ type Resource struct {
 	Create  *Op
 	Actions []Op
 	Delete  *Op
+	// Calls are the resource's calls on paths of their own (Call): attach
+	// and detach.
+	Calls []Op
 }
 
 // Ops lists r's mutating calls.
@@ -292,7 +470,7 @@ func (r Resource) Ops() []Op {
 	if r.Delete != nil {
 		ops = append(ops, *r.Delete)
 	}
-	return ops
+	return append(ops, r.Calls...)
 }
 
 // ActionNames lists r's action names, in declaration order.

@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"mplane/agents/kvm"
+	"mplane/agents/protocol"
 	"mplane/agents/storage"
 )
 
@@ -31,6 +33,7 @@ func newAgentKVMCmd() *cobra.Command {
 	var (
 		opts     kvm.Options
 		logLevel string
+		storages []string
 	)
 	cmd := &cobra.Command{
 		Use:   "kvm",
@@ -38,6 +41,16 @@ func newAgentKVMCmd() *cobra.Command {
 		Long: "Runs a simulated KVM agent speaking ZStack's kvmagent protocol: VM states in\n" +
 			"memory (and in --state-file), configurable latency and failure injection,\n" +
 			"GET /debug/stats for command counts and serialization overlaps.\n" +
+			"\n" +
+			"With --storage URL=DIR (repeatable) the agent also serves the host's primary\n" +
+			"storage, as kvmagent serves ZStack's LocalStorage and SharedMountPoint storage:\n" +
+			"a real storage agent on directory DIR (qcow2 with qemu-img, see --qemu-img) for\n" +
+			"the primary storage whose URL is URL (an absolute path, as ZStack's primary\n" +
+			"storage url). Storage commands name their storage's URL in the " + protocol.StorageHeader + "\n" +
+			"header. --storage DIR alone means URL=DIR, the usual case where the URL is\n" +
+			"the directory itself. Example:\n" +
+			"  mplane agent kvm --storage /var/lib/mplane/local --storage /mnt/smp=/srv/smp\n" +
+			"\n" +
 			"Prints the listening address, stops cleanly on SIGINT or SIGTERM.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -46,6 +59,10 @@ func newAgentKVMCmd() *cobra.Command {
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			opts.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			var err error
+			if opts.Storage, err = parseStorageFlags(storages); err != nil {
+				return err
+			}
 			if err := opts.Validate(); err != nil {
 				return err
 			}
@@ -62,8 +79,36 @@ func newAgentKVMCmd() *cobra.Command {
 	f.IntVar(&opts.CPUNum, "cpu", 32, "number of CPUs the host reports")
 	f.Int64Var(&opts.MemoryBytes, "memory", 128<<30, "memory the host reports, in bytes")
 	f.Uint64Var(&opts.Seed, "seed", 0, "seed of failure injection (0: random)")
+	f.StringArrayVar(&storages, "storage", nil, "primary storage the host serves: URL=DIR, or DIR for DIR=DIR (repeatable; URL an absolute path)")
+	f.StringVar(&opts.StorageQemuImg, "qemu-img", "", `qemu-img binary of the --storage agents ("": found on PATH; "none": raw files only)`)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
+}
+
+// parseStorageFlags reads the --storage flags: "URL=DIR", or "DIR" for
+// DIR=DIR (the URL is everything before the first "=").
+func parseStorageFlags(flags []string) (map[string]string, error) {
+	if len(flags) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(flags))
+	for _, f := range flags {
+		u, dir, ok := strings.Cut(f, "=")
+		if !ok {
+			dir = u
+			if !strings.HasPrefix(dir, "/") {
+				return nil, fmt.Errorf("--storage %q: a directory alone is also the primary storage's URL, so it must be an absolute path; or give URL=DIR", f)
+			}
+		}
+		if u == "" || dir == "" {
+			return nil, fmt.Errorf("--storage %q: want URL=DIR or DIR, e.g. --storage /var/lib/mplane/local", f)
+		}
+		if prev, dup := out[u]; dup {
+			return nil, fmt.Errorf("--storage: URL %s given twice (directories %s and %s); give each primary storage once", u, prev, dir)
+		}
+		out[u] = dir
+	}
+	return out, nil
 }
 
 func runKVMAgent(cmd *cobra.Command, opts kvm.Options) error {

@@ -104,6 +104,7 @@ func (s *Service) add(ctx context.Context, req AddKVMHostReq) (HostVO, error) {
 		return HostVO{}, errcode.Wrap(errcode.AgentError, err, "add host %s: connect the agent at %s", h.UUID, agentURL(&h))
 	}
 	s.tracker.forget(h.UUID)
+	s.connected(h.UUID)
 	loaded, err := s.load(ctx, h.UUID)
 	if err != nil {
 		return HostVO{}, err
@@ -138,6 +139,7 @@ func (s *Service) reconnect(ctx context.Context, h *HostVO) error {
 		return errcode.Wrap(errcode.AgentError, err, "reconnect host %s at %s", h.UUID, agentURL(h))
 	}
 	s.tracker.forget(h.UUID)
+	s.connected(h.UUID)
 	return nil
 }
 

@@ -32,10 +32,14 @@ func (s *Service) command(ctx context.Context, req AgentCommandReq) (AgentComman
 		func(ctx context.Context) (AgentCommandRep, error) {
 			var out json.RawMessage
 			var err error
+			opts := []agentclient.CallOption{agentclient.WithSecret(h.Secret)}
+			if req.Storage != "" {
+				opts = append(opts, agentclient.WithHeader(protocol.StorageHeader, req.Storage))
+			}
 			if protocol.IsSync(req.Path) {
-				err = s.agents.CallSync(ctx, agentURL(h), req.Path, cmd, &out, agentclient.WithSecret(h.Secret))
+				err = s.agents.CallSync(ctx, agentURL(h), req.Path, cmd, &out, opts...)
 			} else {
-				err = s.agents.Call(ctx, agentURL(h), req.Path, cmd, &out, agentclient.WithSecret(h.Secret))
+				err = s.agents.Call(ctx, agentURL(h), req.Path, cmd, &out, opts...)
 			}
 			if err != nil {
 				return AgentCommandRep{}, err

@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"mplane/agents/agentclient"
@@ -88,4 +89,43 @@ func (s *Service) pingOnce(ctx context.Context, h *HostVO) (mismatch bool, err e
 		return false, err
 	}
 	return rsp.HostUUID != h.UUID || rsp.SendCommandURL != s.eventURL(h.UUID), nil
+}
+
+// OnConnected registers fn to run after one of this node's hosts is added
+// or reconnected: on the host's owner, outside the host's chain (fn may
+// send the host commands), bounded by a minute and by the service's stop.
+// Storage uses it to measure the host's directories.
+func (s *Service) OnConnected(fn func(ctx context.Context, h HostVO)) {
+	s.hooksMu.Lock()
+	s.connHooks = append(s.connHooks, fn)
+	s.hooksMu.Unlock()
+}
+
+// connected runs the OnConnected hooks of host uuid in the background.
+func (s *Service) connected(uuid string) {
+	s.hooksMu.RLock()
+	hooks := append([]func(context.Context, HostVO){}, s.connHooks...)
+	s.hooksMu.RUnlock()
+	if len(hooks) == 0 || s.ctx.Err() != nil {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
+		defer cancel()
+		h, err := s.load(ctx, uuid)
+		if err != nil {
+			return
+		}
+		var wg sync.WaitGroup
+		for _, fn := range hooks {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				fn(ctx, *h)
+			}()
+		}
+		wg.Wait()
+	}()
 }

@@ -35,11 +35,14 @@ func (r HostRef) ResourceUUID() string { return r.UUID }
 
 // AgentCommandReq sends one command to a host's agent, in the host's chain.
 // Sync paths (/host/echo, /host/connect) are answered by the agent at once;
-// every other path is asynchronous (callback).
+// every other path is asynchronous (callback). Storage, for a storage
+// command to a primary storage the host's agent serves, is that storage's
+// URL, sent in protocol.StorageHeader (RunStorage).
 type AgentCommandReq struct {
 	HostUUID string          `json:"hostUuid"`
 	Path     string          `json:"path"`
 	Command  json.RawMessage `json:"command,omitempty"`
+	Storage  string          `json:"storage,omitempty"`
 }
 
 // ResourceUUID is the host whose agent runs the command.

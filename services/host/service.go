@@ -75,8 +75,9 @@ type Service struct {
 	pingMu   sync.Mutex
 	pingStop context.CancelFunc
 
-	hooksMu sync.RWMutex
-	hooks   []func(ctx context.Context, ev AgentEvent)
+	hooksMu   sync.RWMutex
+	hooks     []func(ctx context.Context, ev AgentEvent)
+	connHooks []func(ctx context.Context, h HostVO) // OnConnected's
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -221,18 +222,40 @@ func (s *Service) OnAgentEvent(fn func(ctx context.Context, ev AgentEvent)) {
 // Run sends one agent command to a host through the host's owner, which
 // runs it in the host's chain, and answers the agent's typed response.
 func Run[Cmd, Rsp any](ctx context.Context, node *managementnode.Node, hostUUID string, c protocol.Command[Cmd, Rsp], cmd Cmd) (Rsp, error) {
+	return runAgentCommand(ctx, node, AgentCommandReq{HostUUID: hostUUID, Path: c.Path}, c, cmd)
+}
+
+// RunStorage is Run for a storage command (protocol/storage.go) to the
+// primary storage a host's own agent serves, as ZStack's LocalStorage and
+// SharedMountPoint storage are served by the KVM host's agent: storageURL
+// is the primary storage's URL, sent in protocol.StorageHeader; the agent
+// runs the command on the directory it maps that URL to (mplane agent kvm
+// --storage URL=DIR). The command runs in the host's chain like the host's
+// others.
+func RunStorage[Cmd, Rsp any](ctx context.Context, node *managementnode.Node, hostUUID, storageURL string, c protocol.Command[Cmd, Rsp], cmd Cmd) (Rsp, error) {
+	if storageURL == "" {
+		var rsp Rsp
+		return rsp, errcode.New(errcode.InvalidArgument, "storage command %s for host %s names no primary storage: give its URL", c.Path, hostUUID)
+	}
+	return runAgentCommand(ctx, node, AgentCommandReq{HostUUID: hostUUID, Path: c.Path, Storage: storageURL}, c, cmd)
+}
+
+// runAgentCommand sends req, with cmd as its command, through the host's
+// owner and decodes the agent's result.
+func runAgentCommand[Cmd, Rsp any](ctx context.Context, node *managementnode.Node, req AgentCommandReq, c protocol.Command[Cmd, Rsp], cmd Cmd) (Rsp, error) {
 	var rsp Rsp
 	body, err := json.Marshal(cmd)
 	if err != nil {
 		return rsp, errcode.Wrap(errcode.Internal, err, "encode %s command", c.Path)
 	}
-	rep, err := managementnode.CallOwner(ctx, node, MsgAgentCommand, AgentCommandReq{HostUUID: hostUUID, Path: c.Path, Command: body})
+	req.Command = body
+	rep, err := managementnode.CallOwner(ctx, node, MsgAgentCommand, req)
 	if err != nil {
 		return rsp, err
 	}
 	if len(rep.Result) > 0 {
 		if err := json.Unmarshal(rep.Result, &rsp); err != nil {
-			return rsp, errcode.Wrap(errcode.MalformedMessage, err, "decode %s result of host %s", c.Path, hostUUID)
+			return rsp, errcode.Wrap(errcode.MalformedMessage, err, "decode %s result of host %s", c.Path, req.HostUUID)
 		}
 	}
 	return rsp, nil

@@ -32,7 +32,7 @@ func (s *Service) recoverAbandoned(ctx context.Context) {
 		alive[r.UUID] = true
 	}
 	for _, rec := range recs {
-		if alive[rec.Owner] || !s.node.IsMine(rec.Resource) {
+		if alive[rec.Owner] || !s.flows.Has(rec.Chain) || !s.node.IsMine(rec.Resource) {
 			continue
 		}
 		if _, err := inChain(ctx, s, rec.Resource, "recover-"+rec.Chain, func(ctx context.Context) (struct{}, error) {

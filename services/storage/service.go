@@ -45,11 +45,11 @@ type Options struct {
 // Service owns primary and backup storage: it adds them, attaches them,
 // measures their capacity, and runs commands on their agents.
 type Service struct {
-	opts  Options
-	log   *slog.Logger
-	db    *gorm.DB
-	node  *managementnode.Node
-	sched *thread.Scheduler
+	opts   Options
+	log    *slog.Logger
+	db     *gorm.DB
+	node   *managementnode.Node
+	sched  *thread.Scheduler
 	agents *agentclient.Client
 
 	progressMu sync.RWMutex

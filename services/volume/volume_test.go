@@ -70,7 +70,9 @@ func (c *cloud) create(path string, params map[string]any) (volume.VolumeVO, err
 	return client.CreateAndWait[volume.VolumeVO](c.ctx, c.st.Client, path, params)
 }
 
-func (c *cloud) file(v volume.VolumeVO) string { return filepath.Join(c.dirs[v.HostUUID], v.InstallPath) }
+func (c *cloud) file(v volume.VolumeVO) string {
+	return filepath.Join(c.dirs[v.HostUUID], v.InstallPath)
+}
 
 func (c *cloud) checkCapacity(t *testing.T) {
 	t.Helper()

@@ -1,12 +1,18 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
+	"os"
 	"strconv"
+	"time"
 
+	"mplane/agents/storage"
 	"mplane/api/client"
 )
 
@@ -92,7 +98,7 @@ func prepareCloud(ctx context.Context, c *client.Client, setup bool, agents []st
 		return cloud{}, err
 	}
 	var cl cloud
-	if cl.image, err = mk("images", map[string]any{"name": benchImage, "url": "http://images.invalid/bench.qcow2", "format": "qcow2"}); err != nil {
+	if cl.image, err = setupImage(ctx, mk, zone); err != nil {
 		return cloud{}, err
 	}
 	if cl.l3, err = mk("l3-networks", map[string]any{"name": benchL3, "zoneUuid": zone}); err != nil {
@@ -133,4 +139,53 @@ func hostPort(agentURL string) (string, int, error) {
 		return "", 0, fmt.Errorf("agent %q: port %q: %w", agentURL, p, err)
 	}
 	return host, port, nil
+}
+
+// setupImage gives the bench cloud its image: the setup runs a storage
+// agent on a temporary directory as the zone's backup storage and serves
+// a small image from this process over loopback, which the backup
+// storage downloads; both stop when the download is done (VM creates do
+// not read images yet), and the backup storage is Disconnected after.
+func setupImage(ctx context.Context, mk func(string, map[string]any) (string, error), zone string) (string, error) {
+	dir, err := os.MkdirTemp("", "mplane-bench-bs-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	a, err := storage.New(storage.Options{Root: dir, Listen: "127.0.0.1:0"})
+	if err != nil {
+		return "", err
+	}
+	if err := a.Start(ctx); err != nil {
+		return "", fmt.Errorf("setup: start the bench backup storage agent: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = a.Stop(sctx)
+	}()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	body := bytes.Repeat([]byte("mplane bench image "), 1<<14)
+	src := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(body) }),
+		ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = src.Serve(ln) }()
+	defer src.Close()
+	host, portStr, _ := net.SplitHostPort(a.Addr())
+	port, _ := strconv.Atoi(portStr)
+	bs, err := mk("backup-storage/image-store", map[string]any{"name": "bench-bs", "url": dir, "hostname": host, "agentPort": port})
+	if err != nil {
+		return "", err
+	}
+	if _, err := mk("zones/"+zone+"/backup-storage/"+bs, map[string]any{}); err != nil {
+		return "", err
+	}
+	img, err := mk("images", map[string]any{"name": benchImage, "url": "http://" + ln.Addr().String() + "/bench.img", "format": "raw",
+		"backupStorageUuids": []string{bs}})
+	if err != nil {
+		return "", errors.Join(err, fmt.Errorf("setup: the bench image did not download"))
+	}
+	return img, nil
 }

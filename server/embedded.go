@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"time"
 
 	"mplane/agents/kvm"
+	bsagent "mplane/agents/storage"
 	"mplane/managementnode"
 	"mplane/services/cluster"
 	hostsvc "mplane/services/host"
@@ -18,6 +21,7 @@ import (
 	"mplane/services/network"
 	"mplane/services/offering"
 	"mplane/services/resource"
+	"mplane/services/storage"
 	"mplane/services/zone"
 	"mplane/uid"
 )
@@ -34,17 +38,32 @@ type EmbeddedOptions struct {
 }
 
 // Embedded is a whole cloud in one process: a node on the in-process bus
-// and SQLite, simulated hosts on loopback HTTP, and the default resources.
+// and SQLite, simulated hosts on loopback HTTP, a storage agent as backup
+// storage, and the default resources.
 type Embedded struct {
 	*Server
 	agents []*kvm.Agent
+	backup *bsagent.Agent
+	// imageSrv serves the default image's file while it is downloaded;
+	// imageDone is closed when it stopped serving.
+	imageSrv  *http.Server
+	imageDone chan struct{}
 	// Agents are the simulated hosts' agent addresses (host:port).
 	Agents []string
+	// BackupAgent is the address (host:port) of the storage agent that is
+	// the default backup storage; it serves <data_dir>/backup-storage.
+	BackupAgent string
 }
 
-// StartEmbedded starts the simulated hosts, then the node, then creates the
-// default zone, cluster, offering, image and L3 network with an IP range
-// once (it finds them on later starts) and adds the hosts it does not know.
+// StartEmbedded starts the simulated hosts (each serving its local primary
+// storage directory, <data_dir>/hosts/host<N>/local, at
+// DefaultLocalStorageURL) and a storage agent on <data_dir>/backup-storage,
+// then the node, then creates once (it finds them on later starts) the
+// default zone, cluster, offering, backup storage (attached to the zone),
+// image (a small generated disk, downloaded into the backup storage
+// through the normal image create), L3 network with an IP range and local
+// primary storage (attached to the cluster), and adds the hosts it does
+// not know.
 func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (_ *Embedded, err error) {
 	cfg := opts.Config
 	if cfg.BusURL != "memory://" {
@@ -70,7 +89,8 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (_ *Embedded, err 
 			port = opts.AgentPort + i
 		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		aopts := kvm.Options{Listen: addr, StateFile: filepath.Join(cfg.DataDir, "agents", fmt.Sprintf("host%d.json", i+1))}
+		aopts := kvm.Options{Listen: addr, StateFile: filepath.Join(cfg.DataDir, "agents", fmt.Sprintf("host%d.json", i+1)),
+			Storage: map[string]string{DefaultLocalStorageURL: filepath.Join(cfg.DataDir, "hosts", fmt.Sprintf("host%d", i+1), "local")}}
 		if log != nil {
 			aopts.Logger = log.With("agent", addr)
 		}
@@ -84,6 +104,17 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (_ *Embedded, err 
 		}
 		e.Agents = append(e.Agents, a.Addr())
 	}
+	bopts := bsagent.Options{Root: filepath.Join(cfg.DataDir, "backup-storage"), Listen: "127.0.0.1:0"}
+	if log != nil {
+		bopts.Logger = log.With("agent", "backup-storage")
+	}
+	if e.backup, err = bsagent.New(bopts); err != nil {
+		return nil, fmt.Errorf("backup storage agent: %w", err)
+	}
+	if err := e.backup.Start(ctx); err != nil {
+		return nil, fmt.Errorf("backup storage agent: %w", err)
+	}
+	e.BackupAgent = e.backup.Addr()
 	if e.Server, err = Start(ctx, opts.Options); err != nil {
 		return nil, err
 	}
@@ -95,7 +126,8 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (_ *Embedded, err 
 	return e, nil
 }
 
-// Stop stops the node, then the simulated hosts. Idempotent.
+// Stop stops the node, then the simulated hosts, the backup storage agent
+// and the default image's file server. Idempotent.
 func (e *Embedded) Stop(ctx context.Context) error {
 	var err error
 	if e.Server != nil {
@@ -107,6 +139,16 @@ func (e *Embedded) Stop(ctx context.Context) error {
 		err = errors.Join(err, a.Stop(sctx))
 	}
 	e.agents = nil
+	if e.backup != nil {
+		err = errors.Join(err, e.backup.Stop(sctx))
+	}
+	if e.imageSrv != nil {
+		if serr := e.imageSrv.Shutdown(sctx); serr != nil {
+			_ = e.imageSrv.Close()
+		}
+		<-e.imageDone
+		e.imageSrv = nil
+	}
 	return err
 }
 
@@ -117,6 +159,14 @@ const (
 	DefaultOffering = "small"
 	DefaultImage    = "cirros"
 	DefaultL3       = "default-l3"
+	// DefaultBackupStorage is the in-process storage agent's backup
+	// storage, attached to the default zone.
+	DefaultBackupStorage = "default-bs"
+	// DefaultPrimaryStorage is a LocalStorage at DefaultLocalStorageURL,
+	// attached to the default cluster: every simulated host serves its
+	// own directory for it.
+	DefaultPrimaryStorage  = "local-ps"
+	DefaultLocalStorageURL = "/mplane/local"
 )
 
 func (e *Embedded) bootstrap(ctx context.Context) error {
@@ -134,9 +184,11 @@ func (e *Embedded) bootstrap(ctx context.Context) error {
 		offering.CreateParams{Params: resource.Params{Name: DefaultOffering}, CPUNum: 1, MemorySize: 1 << 30}); err != nil {
 		return err
 	}
-	if _, err := ensure(ctx, s, image.Kind, DefaultImage,
-		image.CreateParams{Params: resource.Params{Name: DefaultImage}, URL: "http://download.cirros-cloud.net/0.6.2/cirros-0.6.2-x86_64-disk.img",
-			Format: "qcow2", MediaType: "RootVolumeTemplate", Platform: "Linux", Size: 21430272}); err != nil {
+	bsUUID, err := e.ensureBackupStorage(ctx, zoneUUID)
+	if err != nil {
+		return err
+	}
+	if err := e.ensureImage(ctx, bsUUID); err != nil {
 		return err
 	}
 	l3UUID, err := ensure(ctx, s, network.L3Kind, DefaultL3, network.L3Params{Name: DefaultL3, ZoneUUID: zoneUUID})
@@ -168,6 +220,157 @@ func (e *Embedded) bootstrap(ctx context.Context) error {
 		if _, err := managementnode.CallOwner(ctx, s.node, hostsvc.MsgAddKVMHost, req); err != nil {
 			return fmt.Errorf("add simulated host %s: %w", addr, err)
 		}
+	}
+	return e.ensurePrimaryStorage(ctx, zoneUUID, clusterUUID)
+}
+
+// ensureBackupStorage adds the in-process storage agent as the default
+// backup storage and attaches it to the zone; on a later start it points
+// the existing one at the agent's new address and reconnects it.
+func (e *Embedded) ensureBackupStorage(ctx context.Context, zoneUUID string) (string, error) {
+	s := e.Server
+	ip, portStr, _ := net.SplitHostPort(e.backup.Addr())
+	port, _ := strconv.Atoi(portStr)
+	var rows []storage.BackupStorageVO
+	if err := s.db.WithContext(ctx).Where("name = ?", DefaultBackupStorage).Limit(1).Find(&rows).Error; err != nil {
+		return "", err
+	}
+	var uuid string
+	if len(rows) == 0 {
+		req := storage.AddBackupStorageReq{UUID: uid.New(), Name: DefaultBackupStorage, Description: "the embedded cloud's storage agent",
+			URL: e.backup.Root(), Hostname: ip, AgentPort: port}
+		b, err := managementnode.CallOwner(ctx, s.node, storage.MsgAddBackupStorage, req)
+		if err != nil {
+			return "", fmt.Errorf("add the backup storage at %s: %w", e.backup.Addr(), err)
+		}
+		uuid = b.UUID
+	} else {
+		uuid = rows[0].UUID
+		if rows[0].Hostname != ip || rows[0].AgentPort != port {
+			err := s.db.WithContext(ctx).Model(&storage.BackupStorageVO{}).Where("uuid = ?", uuid).
+				Updates(map[string]any{"hostname": ip, "agent_port": port, "url": e.backup.Root(), "last_op_date": time.Now().UTC()}).Error
+			if err != nil {
+				return "", fmt.Errorf("move the backup storage %s to %s: %w", uuid, e.backup.Addr(), err)
+			}
+		}
+		// The agent is new in this process: connect it.
+		if _, err := managementnode.CallOwner(ctx, s.node, storage.MsgReconnectBackupStorage, storage.Ref{UUID: uuid}); err != nil {
+			return "", fmt.Errorf("reconnect the backup storage at %s: %w", e.backup.Addr(), err)
+		}
+	}
+	if _, err := managementnode.CallOwner(ctx, s.node, storage.MsgAttachBackupStorage, storage.ZoneRefReq{BackupStorageUUID: uuid, ZoneUUID: zoneUUID}); err != nil {
+		return "", fmt.Errorf("attach the backup storage to the default zone: %w", err)
+	}
+	return uuid, nil
+}
+
+// ensureImage adds the default image, unless it exists: a small disk made
+// here (a blank 64M qcow2 from qemu-img, or without it a sparse 4 MiB raw
+// file), served over loopback HTTP by this process and downloaded into the
+// backup storage by the normal image create.
+func (e *Embedded) ensureImage(ctx context.Context, bsUUID string) error {
+	s := e.Server
+	var n int64
+	if err := s.db.WithContext(ctx).Model(&image.ImageVO{}).Where("name = ?", DefaultImage).Count(&n).Error; err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	file, format, err := e.makeDefaultImage(ctx, filepath.Join(s.cfg.DataDir, "image-source"))
+	if err != nil {
+		return fmt.Errorf("make the default image: %w", err)
+	}
+	url, err := e.serveImage(file)
+	if err != nil {
+		return fmt.Errorf("serve the default image: %w", err)
+	}
+	p := image.CreateParams{Params: resource.Params{Name: DefaultImage, Description: "a blank disk made by the embedded cloud"},
+		URL: url, Format: format, MediaType: image.MediaRootVolumeTemplate, Platform: "Linux", BackupStorageUUIDs: []string{bsUUID}}
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	s.log.Info("downloading the default image into the backup storage", "url", url, "format", format)
+	img, err := managementnode.CallOwner(ctx, s.node, image.MsgCreate, image.CreateReq{UUID: uid.New(), Params: p})
+	if err != nil {
+		return fmt.Errorf("add the default image: %w", err)
+	}
+	s.log.Info("default image ready", "image_uuid", img.UUID, "size", img.Size, "md5", img.Md5Sum)
+	return nil
+}
+
+// makeDefaultImage writes the default image's file into dir: a blank 64M
+// qcow2 if qemu-img is on PATH, else a sparse 4 MiB raw file.
+func (e *Embedded) makeDefaultImage(ctx context.Context, dir string) (file, format string, err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", err
+	}
+	if bin, err := exec.LookPath("qemu-img"); err == nil {
+		file = filepath.Join(dir, DefaultImage+".qcow2")
+		_ = os.Remove(file)
+		out, err := exec.CommandContext(ctx, bin, "create", "-f", "qcow2", file, "64M").CombinedOutput()
+		if err == nil {
+			return file, image.FormatQcow2, nil
+		}
+		_ = os.Remove(file)
+		e.Server.log.Warn("qemu-img could not make the default image: making a raw one", "qemu_img", bin, "err", err, "output", string(out))
+	}
+	file = filepath.Join(dir, DefaultImage+".raw")
+	f, err := os.Create(file)
+	if err != nil {
+		return "", "", err
+	}
+	err = f.Truncate(4 << 20)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", "", err
+	}
+	return file, image.FormatRaw, nil
+}
+
+// serveImage serves file on loopback until Stop and returns its URL.
+func (e *Embedded) serveImage(file string) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	name := "/" + filepath.Base(file)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+name, func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, file) })
+	e.imageSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	e.imageDone = make(chan struct{})
+	go func() {
+		defer close(e.imageDone)
+		_ = e.imageSrv.Serve(ln)
+	}()
+	return "http://" + ln.Addr().String() + name, nil
+}
+
+// ensurePrimaryStorage adds the local primary storage and attaches it to
+// the cluster (which measures every host's directory); attaching again is
+// a no-op.
+func (e *Embedded) ensurePrimaryStorage(ctx context.Context, zoneUUID, clusterUUID string) error {
+	s := e.Server
+	var rows []storage.PrimaryStorageVO
+	if err := s.db.WithContext(ctx).Where("name = ?", DefaultPrimaryStorage).Limit(1).Find(&rows).Error; err != nil {
+		return err
+	}
+	var uuid string
+	if len(rows) == 0 {
+		req := storage.AddPrimaryStorageReq{UUID: uid.New(), Type: storage.TypeLocalStorage, Name: DefaultPrimaryStorage,
+			Description: "every simulated host's own directory", URL: DefaultLocalStorageURL, ZoneUUID: zoneUUID}
+		p, err := managementnode.CallOwner(ctx, s.node, storage.MsgAddPrimaryStorage, req)
+		if err != nil {
+			return fmt.Errorf("add the local primary storage: %w", err)
+		}
+		uuid = p.UUID
+	} else {
+		uuid = rows[0].UUID
+	}
+	if _, err := managementnode.CallOwner(ctx, s.node, storage.MsgAttachPrimaryStorage, storage.ClusterRefReq{PrimaryStorageUUID: uuid, ClusterUUID: clusterUUID}); err != nil {
+		return fmt.Errorf("attach the local primary storage to the default cluster: %w", err)
 	}
 	return nil
 }

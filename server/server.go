@@ -43,7 +43,7 @@ import (
 // Kinds are the simple kinds every node serves, in migration order (an IP
 // range's table refers to its L3 network's). Adding a simple resource is
 // one line here.
-var Kinds = []resource.Kind{zone.Kind, cluster.Kind, offering.Kind, diskoffering.Kind, image.Kind, network.L3Kind, network.IPRangeKind}
+var Kinds = []resource.Kind{zone.Kind, cluster.Kind, offering.Kind, diskoffering.Kind, network.L3Kind, network.IPRangeKind}
 
 // Options vary between `mplane server`, `mplane run` and tests.
 type Options struct {
@@ -88,6 +88,7 @@ type Server struct {
 	hosts  *hostsvc.Service
 	vms    *vm.Service
 	store  *storage.Service
+	images *image.Service
 	vols   *volume.Service
 	res    *resource.Service
 	auth   *auth.Service
@@ -202,6 +203,10 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		ln.Close()
 		return nil, err
 	}
+	if s.images, err = image.New(image.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Storage: s.store, Logger: log}); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	if s.vols, err = volume.New(volume.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Storage: s.store, Logger: log}); err != nil {
 		ln.Close()
 		return nil, err
@@ -221,6 +226,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	resources = append(resources, s.hosts.API()...)
 	resources = append(resources, s.vms.API()...)
 	resources = append(resources, s.store.API()...)
+	resources = append(resources, s.images.API()...)
 	resources = append(resources, s.vols.API()...)
 	if s.portal, err = portal.New(portal.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Jobs: jobs.NewStore(s.db),
 		Logger: log, Resources: resources}); err != nil {
@@ -248,7 +254,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		s.serveHTTP(aln, adminHandler)
 	}
 	// The admin socket last: its commands use every part.
-	for _, c := range []component{s.node, s.hosts, s.store, s.vols, s.vms, s.res, s.portal, s.asok} {
+	for _, c := range []component{s.node, s.hosts, s.store, s.images, s.vols, s.vms, s.res, s.portal, s.asok} {
 		if err := c.Start(startCtx); err != nil {
 			return nil, fmt.Errorf("start %T: %w", c, err)
 		}
@@ -267,6 +273,7 @@ func migrate(ctx context.Context, gdb *gorm.DB, kinds []resource.Kind) error {
 		network.Migrate,
 		hostsvc.Migrate,
 		storage.Migrate,
+		image.Migrate,
 		volume.Migrate,
 		vm.Migrate,
 		auth.Migrate,

@@ -97,12 +97,9 @@ func lookupRefs(ctx context.Context, db *gorm.DB, p *CreateParams) (*offering.In
 		}
 		return nil, nil, errcode.Wrap(errcode.Internal, err, "look up instance offering")
 	}
-	var img image.ImageVO
-	if err := db.WithContext(ctx).First(&img, "uuid = ?", p.ImageUUID).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return nil, nil, errcode.New(errcode.InvalidArgument, "imageUuid %s does not exist", p.ImageUUID)
-		}
-		return nil, nil, errcode.Wrap(errcode.Internal, err, "look up image")
+	img, err := image.LoadReady(ctx, db, p.ImageUUID) // a missing or not yet Ready image is a 400
+	if err != nil {
+		return nil, nil, err
 	}
-	return &off, &img, nil
+	return &off, img, nil
 }

@@ -1,12 +1,18 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
+	"mplane/agents/protocol"
 	"mplane/api/client"
+	"mplane/internal/testenv"
 	hostsvc "mplane/services/host"
 	"mplane/services/network"
 	"mplane/services/vm"
@@ -126,7 +132,7 @@ func setupCloud(t *testing.T, c *client.Client, cpu int, mem int64) cloud {
 	cl.zone = mk("zones", map[string]any{"name": "z1"})
 	cl.cluster = mk("clusters", map[string]any{"name": "c1", "zoneUuid": cl.zone, "hypervisorType": "KVM"})
 	cl.offering = mk("instance-offerings", map[string]any{"name": "o1", "cpuNum": cpu, "memorySize": mem})
-	cl.image = mk("images", map[string]any{"name": "i1", "url": "http://images.example/cirros.qcow2", "format": "qcow2"})
+	cl.image = addImage(t, c, cl.zone, mk)
 	cl.l3 = mk("l3-networks", map[string]any{"name": "l3", "zoneUuid": cl.zone})
 	if _, err := client.CreateAndWait[network.IpRangeVO](ctx, c, "l3-networks/"+cl.l3+"/ip-ranges",
 		map[string]any{"name": "r1", "startIp": "10.1.0.10", "endIp": "10.1.3.250", "netmask": "255.255.252.0", "gateway": "10.1.0.1"}); err != nil {
@@ -150,4 +156,28 @@ func addHost(t *testing.T, c *client.Client, cl cloud, name string, port int) ho
 func mustJSON(v any) json.RawMessage {
 	b, _ := json.Marshal(v)
 	return b
+}
+
+// addImage starts a storage agent process as the cloud's backup storage
+// (mplane agent storage), attaches it to zone and downloads an image into
+// it from an HTTP server of the test.
+func addImage(t *testing.T, c *client.Client, zone string, mk func(path string, params any) string) string {
+	t.Helper()
+	port := freePort(t)
+	p := startProc(t, "backup-storage", nil, "agent", "storage", "--root", t.TempDir(), "--listen", fmt.Sprintf("127.0.0.1:%d", port))
+	p.url = fmt.Sprintf("http://127.0.0.1:%d", port)
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		if p.exited() {
+			t.Fatal("the storage agent exited during start-up")
+		}
+		code, err := postJSON(context.Background(), p.url+protocol.PathStorageEcho, nil)
+		return err == nil && code == 200
+	}, "storage agent up")
+	bs := mk("backup-storage/image-store", map[string]any{"name": "bs1", "url": "/images", "hostname": "127.0.0.1", "agentPort": port})
+	mk("zones/"+zone+"/backup-storage/"+bs, map[string]any{})
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(bytes.Repeat([]byte("mplane e2e image "), 8192))
+	}))
+	t.Cleanup(src.Close)
+	return mk("images", map[string]any{"name": "i1", "url": src.URL + "/i1.img", "format": "raw", "backupStorageUuids": []string{bs}})
 }

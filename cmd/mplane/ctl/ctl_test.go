@@ -181,7 +181,8 @@ func TestCtlCreateListGetFlow(t *testing.T) {
 	if b := e.lastBody("POST", "/v1/clusters"); b["params"].(map[string]any)["hypervisorType"] != "KVM" {
 		t.Fatalf("cluster params %v", b["params"])
 	}
-	if b := e.lastBody("POST", "/v1/images"); b["params"].(map[string]any)["format"] != "qcow2" {
+	if b := e.lastBody("POST", "/v1/images"); b["params"].(map[string]any)["format"] != "qcow2" ||
+		fmt.Sprint(b["params"].(map[string]any)["backupStorageUuids"]) != "["+stack.DefaultBackupStorage(t)+"]" {
 		t.Fatalf("image params %v", b["params"])
 	}
 	if b := e.lastBody("POST", "/v1/l3-networks/"+ids["l3"]+"/ip-ranges"); fmt.Sprint(b["params"]) != "map[endIp:10.0.0.20 gateway:10.0.0.1 netmask:255.255.255.0 startIp:10.0.0.10]" {
@@ -482,8 +483,8 @@ func TestCtlUsageErrors(t *testing.T) {
 		{[]string{"create", "zone", "--name", "z", "--colour", "red"}, "error: SYS.1007 invalid argument: unknown flag: --colour\n"},
 		{[]string{"create", "offering", "--name", "x", "--cpu", "one", "--memory", "1G"}, "error: SYS.1007 invalid argument: invalid argument \"one\" for \"--cpu\" flag: strconv.ParseInt: parsing \"one\": invalid syntax\n"},
 		{[]string{"create", "ip-range", "--l3", "a/b", "--start", "1", "--end", "2", "--netmask", "3", "--gateway", "4"}, "error: SYS.1007 invalid argument: --l3 must be a UUID, got \"a/b\"\n"},
-		{[]string{"create", "bucket"}, "error: SYS.1007 invalid argument: unknown noun \"bucket\" for \"ctl create\"; valid: zone, cluster, host, offering, image, l3, ip-range, vm\n"},
-		{[]string{"list", "buckets"}, "error: SYS.1007 invalid argument: unknown noun \"buckets\" for \"ctl list\"; valid: zone, cluster, host, offering, image, l3, vm\n"},
+		{[]string{"create", "bucket"}, "error: SYS.1007 invalid argument: unknown noun \"bucket\" for \"ctl create\"; valid: zone, cluster, host, offering, image, backup-storage, volume, l3, ip-range, vm\n"},
+		{[]string{"list", "buckets"}, "error: SYS.1007 invalid argument: unknown noun \"buckets\" for \"ctl list\"; valid: zone, cluster, host, offering, image, l3, vm, primary-storage, backup-storage, volume\n"},
 		{[]string{"vm", "pause", "x"}, "error: SYS.1007 invalid argument: unknown vm action \"pause\" for \"ctl vm\"; valid: destroy, reboot, start, stop\n"},
 		{[]string{"add", "router"}, "error: SYS.1007 invalid argument: unknown noun \"router\" for \"ctl add\"; valid: host\n"},
 		{[]string{"get", "vm"}, "error: SYS.1007 invalid argument: missing vm UUID; usage: ctl get vm <uuid>\n"},
@@ -700,5 +701,33 @@ func TestCtlIsTerminalFalseForPipesAndBuffers(t *testing.T) {
 		if IsTerminal(v) {
 			t.Errorf("IsTerminal(%T) = true", v)
 		}
+	}
+}
+
+// TestCtlStorage: backup storage and volumes through ctl: the flags'
+// params on the wire, the lists.
+func TestCtlStorage(t *testing.T) {
+	e := newEnv(t).loggedIn()
+	if out := e.ok("list", "backup-storage"); !strings.Contains(out, "default-bs") || !strings.Contains(out, "Connected") {
+		t.Errorf("list backup-storage:\n%s", out)
+	}
+	if out := e.ok("list", "ps"); !strings.Contains(out, "local-ps") || !strings.Contains(out, "LocalStorage") {
+		t.Errorf("list primary-storage:\n%s", out)
+	}
+	// Nothing listens there: the add fails, and says so.
+	stderr := e.fails("create", "backup-storage", "--name", "bs2", "--hostname", "127.0.0.1", "--port", "1", "--dir", "/srv/images")
+	if !strings.Contains(stderr, "SYS.1014") {
+		t.Errorf("add an unreachable backup storage: %s", stderr)
+	}
+	if b := e.lastBody("POST", "/v1/backup-storage/image-store"); fmt.Sprint(b["params"]) != "map[agentPort:1 hostname:127.0.0.1 name:bs2 url:/srv/images]" {
+		t.Errorf("backup storage params %v", b["params"])
+	}
+	// The shared stack's hosts serve no local storage: no room anywhere.
+	stderr = e.fails("create", "volume", "--name", "v1", "--size", "1M")
+	if !strings.Contains(stderr, "SYS.1015") {
+		t.Errorf("create a volume with no primary storage capacity: %s", stderr)
+	}
+	if b := e.lastBody("POST", "/v1/volumes/data"); fmt.Sprint(b["params"]) != "map[diskSize:1.048576e+06 name:v1]" {
+		t.Errorf("volume params %v", b["params"])
 	}
 }

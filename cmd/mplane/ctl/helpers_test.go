@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -175,7 +177,12 @@ func (e *env) seed() map[string]string {
 	ids["cluster"] = e.uuidOf("create", "cluster", "--name", "cluster1", "--zone", ids["zone"])
 	ids["host"] = e.uuidOf("add", "host", "--ip", agent.IP, "--port", fmt.Sprint(agent.Port), "--cluster", ids["cluster"])
 	ids["offering"] = e.uuidOf("create", "offering", "--name", "small", "--cpu", "1", "--memory", "1G")
-	ids["image"] = e.uuidOf("create", "image", "--name", "cirros", "--image-url", "http://images.invalid/cirros.qcow2")
+	img := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(bytes.Repeat([]byte("mplane image "), 4096))
+	}))
+	e.t.Cleanup(img.Close)
+	ids["image"] = e.uuidOf("create", "image", "--name", "cirros", "--image-url", img.URL+"/cirros.img",
+		"--backup-storage", stack.DefaultBackupStorage(e.t))
 	ids["l3"] = e.uuidOf("create", "l3", "--name", "public", "--zone", ids["zone"])
 	ids["range"] = e.uuidOf("create", "ip-range", "--l3", ids["l3"], "--start", "10.0.0.10", "--end", "10.0.0.20",
 		"--netmask", "255.255.255.0", "--gateway", "10.0.0.1")

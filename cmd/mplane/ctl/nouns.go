@@ -56,6 +56,21 @@ var (
 			listField("IP", "vmNics", func(n map[string]any) string { return textOrEmpty(n["ip"]) }),
 			field("CPU", "cpuNum"), sizeField("MEMORY", "memorySize")},
 	}
+	primaryStorageNoun = &noun{
+		name: "primary-storage", aliases: []string{"ps"}, plural: "primary storage", path: "primary-storage",
+		columns: []column{field("UUID", "uuid"), field("NAME", "name"), field("TYPE", "type"), field("URL", "url"),
+			field("STATUS", "status"), field("STATE", "state"), ratio("CAPACITY", "availableCapacity", "totalCapacity", true)},
+	}
+	backupStorageNoun = &noun{
+		name: "backup-storage", aliases: []string{"bs"}, plural: "backup storage", path: "backup-storage",
+		columns: []column{field("UUID", "uuid"), field("NAME", "name"), field("HOSTNAME", "hostname"), field("PORT", "agentPort"),
+			field("STATUS", "status"), field("STATE", "state"), ratio("CAPACITY", "availableCapacity", "totalCapacity", true)},
+	}
+	volumeNoun = &noun{
+		name: "volume", aliases: []string{"volumes"}, plural: "volumes", path: "volumes",
+		columns: []column{field("UUID", "uuid"), field("NAME", "name"), field("TYPE", "type"), field("STATUS", "status"),
+			sizeField("SIZE", "size"), field("PRIMARY STORAGE", "primaryStorageUuid"), field("VM", "vmInstanceUuid")},
+	}
 	// ipRangeNoun is created under an L3 network and not listed on its own.
 	ipRangeNoun = &noun{
 		name: "ip-range", aliases: []string{"ip-ranges", "iprange"}, plural: "IP ranges",
@@ -67,7 +82,7 @@ var (
 )
 
 // listable are the nouns of list, get and delete, in help order.
-var listable = []*noun{zoneNoun, clusterNoun, hostNoun, offeringNoun, imageNoun, l3Noun, vmNoun}
+var listable = []*noun{zoneNoun, clusterNoun, hostNoun, offeringNoun, imageNoun, l3Noun, vmNoun, primaryStorageNoun, backupStorageNoun, volumeNoun}
 
 func nounNames(ns []*noun) []string {
 	out := make([]string, len(ns))

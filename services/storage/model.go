@@ -198,5 +198,5 @@ func (StorageReservationVO) TableName() string { return "storage_reservations" }
 // Models are the package's tables, in dependency order.
 func Models() []any {
 	return []any{&PrimaryStorageVO{}, &PrimaryStorageClusterRefVO{}, &LocalStorageHostRefVO{}, &BackupStorageVO{},
-		&BackupStorageZoneRefVO{}, &StorageReservationVO{}}
+		&BackupStorageZoneRefVO{}, &StorageReservationVO{}, &ImageCacheVO{}}
 }

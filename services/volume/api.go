@@ -8,6 +8,7 @@ import (
 	"mplane/api/route"
 	"mplane/errcode"
 	"mplane/services/diskoffering"
+	"mplane/services/image"
 	"mplane/services/resource"
 )
 
@@ -48,6 +49,19 @@ type CopyParams struct {
 
 // Validate checks the name.
 func (p *CopyParams) Validate() error { return resource.Invalid(p.Problems()) }
+
+// TemplateParams are the params of POST
+// /v1/volumes/data/from/data-volume-templates/{imageUuid}: a data volume
+// from a DataVolumeTemplate image, optionally placed.
+type TemplateParams struct {
+	resource.Params
+	ImageUUID          string `json:"imageUuid"`
+	PrimaryStorageUUID string `json:"primaryStorageUuid,omitempty"`
+	HostUUID           string `json:"hostUuid,omitempty"`
+}
+
+// Validate checks the name.
+func (p *TemplateParams) Validate() error { return resource.Invalid(p.Problems()) }
 
 // SnapshotParams are the params of POST /v1/volumes/{uuid}/volume-snapshots.
 type SnapshotParams struct {
@@ -155,6 +169,20 @@ func (s *Service) API() []route.Resource {
 			route.Call(http.MethodPost, "volumes/data", MsgCreate, create),
 			route.Call(http.MethodPost, "volumes/data/from/volume-snapshots/{volumeSnapshotUuid}", MsgCreate, copyOf(SourceSnapshot)),
 			route.Call(http.MethodPost, "volumes/data/from/volumes/{volumeUuid}", MsgCreate, copyOf(SourceVolume)),
+			route.Call(http.MethodPost, "volumes/data/from/data-volume-templates/{imageUuid}", MsgCreate,
+				func(ctx context.Context, in route.In[TemplateParams]) (CreateReq, error) {
+					p := in.Params
+					img, err := image.LoadReady(ctx, in.DB, p.ImageUUID)
+					if err != nil {
+						return CreateReq{}, err
+					}
+					if img.MediaType != image.MediaDataVolumeTemplate {
+						return CreateReq{}, errcode.New(errcode.InvalidArgument, "image %s is a %s: a data volume is made from a %s image",
+							img.UUID, img.MediaType, image.MediaDataVolumeTemplate)
+					}
+					return CreateReq{UUID: newUUID(), Name: p.Name, Description: p.Description, Source: SourceImage, SourceUUID: img.UUID,
+						PrimaryStorageUUID: p.PrimaryStorageUUID, HostUUID: p.HostUUID}, nil
+				}),
 			route.Call(http.MethodPost, "volumes/{volumeUuid}/volume-snapshots", MsgCreateSnapshot,
 				func(ctx context.Context, in route.In[SnapshotParams]) (SnapshotReq, error) {
 					v, err := Load(ctx, in.DB, in.Params.VolumeUUID)

@@ -10,6 +10,7 @@ import (
 	"mplane/agents/protocol"
 	"mplane/errcode"
 	"mplane/flow"
+	"mplane/services/image"
 	"mplane/services/storage"
 )
 
@@ -22,6 +23,8 @@ type createData struct {
 	// its storage pins the new volume's.
 	SrcPath string `json:"srcPath,omitempty"`
 	SrcFmt  string `json:"srcFormat,omitempty"`
+	// Image is the image to make the volume from (SourceImage).
+	Image *imageSource `json:"image,omitempty"`
 	// Attempts are the failed placements, in order, for the error.
 	Attempts []string `json:"attempts,omitempty"`
 }
@@ -97,8 +100,44 @@ func (s *Service) resolveSource(ctx context.Context, d *createData) error {
 		d.SrcPath, d.SrcFmt = sp.PrimaryStorageInstallPath, sp.Format
 		d.Req.PrimaryStorageUUID, d.Req.HostUUID, d.Volume.Size = sp.PrimaryStorageUUID, src.HostUUID, sp.Size
 		return nil
+	case SourceImage:
+		img, err := image.LoadReady(ctx, s.db, d.Req.SourceUUID)
+		if err != nil {
+			return err
+		}
+		if img.MediaType != image.MediaDataVolumeTemplate {
+			return errcode.New(errcode.InvalidArgument, "image %s is a %s: a data volume is made from a %s image", img.UUID, img.MediaType, image.MediaDataVolumeTemplate)
+		}
+		refs, err := image.BackupRefs(ctx, s.db, img.UUID)
+		if err != nil {
+			return err
+		}
+		for _, r := range refs {
+			bs, err := storage.LoadBackup(ctx, s.db, r.BackupStorageUUID)
+			if err != nil || bs.Status != storage.StatusConnected {
+				continue
+			}
+			d.Image = &imageSource{UUID: img.UUID, Backup: bs.UUID, Path: r.InstallPath, Md5Sum: img.Md5Sum, ActualSize: img.ActualSize, Format: img.Format}
+			break
+		}
+		if d.Image == nil {
+			return errcode.New(errcode.InvalidState, "image %s is on no Connected backup storage", img.UUID)
+		}
+		d.Volume.Size = max(d.Volume.Size, img.Size)
+		return nil
 	}
 	return errcode.New(errcode.InvalidArgument, "volume source %q is not supported", d.Req.Source)
+}
+
+// imageSource is the image a volume is made from and the backup storage
+// file it is copied from into the primary storage's cache.
+type imageSource struct {
+	UUID       string `json:"uuid"`
+	Backup     string `json:"backupStorageUuid"`
+	Path       string `json:"path"`
+	Md5Sum     string `json:"md5Sum,omitempty"`
+	ActualSize int64  `json:"actualSize"`
+	Format     string `json:"format"`
 }
 
 func (s *Service) stepRecord(ctx context.Context, d *createData) error {
@@ -176,6 +215,19 @@ func (s *Service) createOn(ctx context.Context, d *createData, c candidate) erro
 	case SourceBlank:
 		rsp, err = storage.Run(ctx, s.store, p, hostUUID, protocol.CreateEmptyVolume,
 			protocol.CreateEmptyVolumeCmd{VolumeUUID: d.Volume.UUID, InstallPath: d.Volume.InstallPath, Size: d.Volume.Size})
+	case SourceImage:
+		var bs *storage.BackupStorageVO
+		if bs, err = storage.LoadBackup(ctx, s.db, d.Image.Backup); err != nil {
+			return err
+		}
+		var cache *storage.ImageCacheVO
+		cache, err = s.store.EnsureCached(ctx, p, c.Host, hostUUID, storage.CacheSource{ImageUUID: d.Image.UUID, Backup: bs, Path: d.Image.Path,
+			Md5Sum: d.Image.Md5Sum, ActualSize: d.Image.ActualSize})
+		if err != nil {
+			return err
+		}
+		rsp, err = storage.Run(ctx, s.store, p, hostUUID, protocol.CreateVolumeFromImage, protocol.CreateVolumeFromImageCmd{VolumeUUID: d.Volume.UUID,
+			ImagePath: cache.InstallPath, ImageFormat: cache.Format, InstallPath: d.Volume.InstallPath, Size: d.Volume.Size})
 	default:
 		rsp, err = storage.Run(ctx, s.store, p, hostUUID, protocol.CloneVolume,
 			protocol.CloneVolumeCmd{VolumeUUID: d.Volume.UUID, SrcPath: d.SrcPath, Format: d.SrcFmt, InstallPath: d.Volume.InstallPath})

@@ -32,6 +32,9 @@ type Options struct {
 	StateFile string
 	// Latency is added to every command but /host/echo before it acts.
 	Latency time.Duration
+	// StorageLatency is added before a storage command is handed to its
+	// storage (a slow disk): the agent's answer comes that much later.
+	StorageLatency time.Duration
 	// FailRate is the fraction of async commands that fail with an
 	// injected error result (state unchanged), in [0, 1].
 	FailRate float64
@@ -86,6 +89,9 @@ func (o Options) Validate() error {
 	}
 	if o.NoCallbackRate < 0 || o.NoCallbackRate > 1 {
 		errs = append(errs, fmt.Errorf("no-callback rate %v: must be in [0, 1]", o.NoCallbackRate))
+	}
+	if o.StorageLatency < 0 {
+		errs = append(errs, fmt.Errorf("storage latency %v: must not be negative", o.StorageLatency))
 	}
 	if o.Latency < 0 {
 		errs = append(errs, fmt.Errorf("latency %v: must not be negative", o.Latency))

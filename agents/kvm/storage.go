@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"mplane/agents/agentserver"
 	"mplane/agents/protocol"
@@ -163,6 +164,13 @@ func (a *Agent) serveStorage(w http.ResponseWriter, r *http.Request, rt agentser
 		}
 		writeJSON(w, status, protocol.Response{Error: err.Error()})
 		return
+	}
+	if d := a.opts.StorageLatency; d > 0 && rt.Kind == agentserver.Async {
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
 	}
 	sa.Handler().ServeHTTP(w, r)
 }

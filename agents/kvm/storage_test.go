@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"mplane/agents/agentclient"
 	"mplane/agents/protocol"
@@ -398,6 +399,7 @@ func TestStorageOptionsValidate(t *testing.T) {
 		want string
 	}{
 		{"same directory", Options{Storage: map[string]string{"/a": dir, "/b": dir}}, "share files"},
+		{"negative storage latency", Options{StorageLatency: -time.Second}, "storage latency -1s: must not be negative"},
 		{"nested directories", Options{Storage: map[string]string{"/a": dir, "/b": filepath.Join(dir, "sub")}}, "share files"},
 		{"bad qemu-img", Options{Storage: map[string]string{"/a": dir}, StorageQemuImg: filepath.Join(dir, "no-qemu-img")}, "kvm agent storage /a"},
 	} {

@@ -147,7 +147,17 @@ func (s *Service) stepRecord(ctx context.Context, d *createData) error {
 	return nil
 }
 
+// undoRecord removes the row, unless the volume still holds capacity (its
+// file could not be deleted: the agent stayed unreachable): then the
+// volume is kept as Error, visible, and its delete and expunge finish the
+// cleanup, instead of a reservation that nothing refers to.
 func (s *Service) undoRecord(ctx context.Context, d *createData) error {
+	if _, held, err := storage.Reservation(ctx, s.db, d.Volume.UUID); err != nil {
+		return err
+	} else if held {
+		s.log.Error("volume create rolled back but its file may remain: kept as Error; delete and expunge it to clean up", "volume_uuid", d.Volume.UUID)
+		return s.setStatus(ctx, d.Volume.UUID, StatusError, nil)
+	}
 	return s.db.WithContext(ctx).Delete(&VolumeVO{}, "uuid = ?", d.Volume.UUID).Error
 }
 
@@ -267,8 +277,26 @@ func (s *Service) undoPlace(ctx context.Context, d *createData) error {
 	if err != nil {
 		return err
 	}
-	if err := s.deleteFile(ctx, p, r.HostUUID, InstallPath(d.Volume.Type, d.Volume.UUID)); err != nil {
-		return err
+	// The host's agent may be unreachable for a moment (its owner node
+	// died and the ring is moving): retry for a while before giving up.
+	path := InstallPath(d.Volume.Type, d.Volume.UUID)
+	backoff := 200 * time.Millisecond
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err = s.deleteFile(ctx, p, r.HostUUID, path)
+		if err == nil {
+			break
+		}
+		if time.Now().Add(backoff).After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		s.log.Warn("delete the file of a failed volume create; retrying", "volume_uuid", d.Volume.UUID, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 	return storage.Release(ctx, s.db, d.Volume.UUID)
 }

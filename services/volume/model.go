@@ -10,6 +10,9 @@ const (
 	StatusCreating = "Creating"
 	StatusReady    = "Ready"
 	StatusDeleted  = "Deleted"
+	// StatusError: a create rolled back whose file could not be deleted;
+	// delete and expunge it.
+	StatusError = "Error"
 
 	StateEnabled = "Enabled"
 )

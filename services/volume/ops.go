@@ -28,6 +28,10 @@ func (s *Service) handleDelete(ctx context.Context, ref Ref) (cloudbus.Empty, er
 		if v.Status == StatusDeleted {
 			return cloudbus.Empty{}, nil
 		}
+		// An Error volume goes at once: nothing in it is worth keeping.
+		if v.Status == StatusError {
+			return cloudbus.Empty{}, s.expunge(ctx, v)
+		}
 		return cloudbus.Empty{}, s.setStatus(ctx, v.UUID, StatusDeleted, nil)
 	})
 }
@@ -85,8 +89,17 @@ func (s *Service) expunge(ctx context.Context, v *VolumeVO) error {
 	if err := s.db.WithContext(ctx).Where("volume_uuid = ?", v.UUID).Find(&snaps).Error; err != nil {
 		return errcode.Wrap(errcode.Internal, err, "list the snapshots of volume %s", v.UUID)
 	}
-	if v.PrimaryStorageUUID != "" {
-		p, err := storage.LoadPrimary(ctx, s.db, v.PrimaryStorageUUID)
+	psUUID, hostUUID := v.PrimaryStorageUUID, v.HostUUID
+	if psUUID == "" {
+		// An Error volume: where its file may be is in its reservation.
+		if r, found, err := storage.Reservation(ctx, s.db, v.UUID); err != nil {
+			return errcode.Wrap(errcode.Internal, err, "load the reservation of volume %s", v.UUID)
+		} else if found {
+			psUUID, hostUUID = r.PrimaryStorageUUID, r.HostUUID
+		}
+	}
+	if psUUID != "" {
+		p, err := storage.LoadPrimary(ctx, s.db, psUUID)
 		if err != nil {
 			return err
 		}
@@ -95,7 +108,7 @@ func (s *Service) expunge(ctx context.Context, v *VolumeVO) error {
 				return err
 			}
 		}
-		if err := s.deleteFile(ctx, p, v.HostUUID, v.InstallPath); err != nil {
+		if err := s.deleteFile(ctx, p, hostUUID, v.InstallPath); err != nil {
 			return errcode.Wrap(errcode.AgentError, err, "expunge volume %s", v.UUID)
 		}
 	}

@@ -162,6 +162,9 @@ func TestDownload(t *testing.T) {
 	if _, err := st.Client.Action(ctx, "images", img.UUID, "changeImageState", map[string]any{"stateEvent": "off"}); client.StatusCode(err) != http.StatusBadRequest {
 		t.Errorf("changeImageState off: %v, want 400", err)
 	}
+	if _, err := image.LoadReady(ctx, st.DB(), img.UUID); !errcode.Has(err, errcode.InvalidArgument) || !strings.Contains(err.Error(), "is Disabled") {
+		t.Errorf("LoadReady of a Disabled image: %v, want it refused", err)
+	}
 
 	j, err := st.Client.Delete(ctx, "images", img.UUID, client.DeletePermissive)
 	if err != nil {

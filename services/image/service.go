@@ -141,8 +141,8 @@ func Load(ctx context.Context, db *gorm.DB, uuid string) (*ImageVO, error) {
 }
 
 // LoadReady loads an image to make a VM or a volume from: one that does
-// not exist, or is not Ready (still downloading), is refused with an
-// InvalidArgument error saying so.
+// not exist, is not Ready (still downloading) or is Disabled
+// (changeImageState) is refused with an InvalidArgument error saying so.
 func LoadReady(ctx context.Context, db *gorm.DB, uuid string) (*ImageVO, error) {
 	img, err := Load(ctx, db, uuid)
 	if errcode.Has(err, errcode.ResourceNotFound) {
@@ -154,6 +154,10 @@ func LoadReady(ctx context.Context, db *gorm.DB, uuid string) (*ImageVO, error) 
 	if img.Status != StatusReady {
 		return nil, errcode.New(errcode.InvalidArgument, "image %s (%s) is %s, not %s: wait until its download finishes (GET /v1/images/%s)",
 			img.UUID, img.Name, img.Status, StatusReady, img.UUID)
+	}
+	if img.State == StateDisabled {
+		return nil, errcode.New(errcode.InvalidArgument, "image %s (%s) is Disabled: enable it (changeImageState stateEvent enable) to use it",
+			img.UUID, img.Name)
 	}
 	return img, nil
 }

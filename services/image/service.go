@@ -42,10 +42,9 @@ type Service struct {
 	create   *flow.Chain[createData]
 	flows    *flow.Registry
 
-	recoverC chan struct{}
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // New builds the service; Start serves it.
@@ -57,7 +56,7 @@ func New(opts Options) (*Service, error) {
 		opts.Logger = slog.Default()
 	}
 	s := &Service{opts: opts, log: opts.Logger.With("component", "image"), db: opts.DB, node: opts.Node, sched: opts.Scheduler,
-		store: opts.Storage, recorder: flow.NewGormRecorder(opts.DB), recoverC: make(chan struct{}, 1)}
+		store: opts.Storage, recorder: flow.NewGormRecorder(opts.DB)}
 	var err error
 	if s.create, err = s.createChain(); err != nil {
 		return nil, err
@@ -91,24 +90,7 @@ func (s *Service) Start(context.Context) error {
 		return err
 	}
 	s.store.OnProgress(s.onProgress)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			select {
-			case <-s.ctx.Done():
-				return
-			case <-s.recoverC:
-				s.recoverAbandoned(s.ctx)
-			}
-		}
-	}()
-	s.node.OnRingChange(func(context.Context, *managementnode.Ring) {
-		select {
-		case s.recoverC <- struct{}{}:
-		default:
-		}
-	})
+	s.takeover().Watch(s.ctx, &s.wg)
 	return nil
 }
 

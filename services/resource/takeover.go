@@ -3,6 +3,7 @@ package resource
 import (
 	"context"
 	"log/slog"
+	"sync"
 
 	"gorm.io/gorm"
 
@@ -28,6 +29,33 @@ type Takeover struct {
 	// After, if set, runs after a record was rolled back (still in the
 	// chain), for what the rollbacks cannot know (a VM's state).
 	After func(ctx context.Context, rec flow.Record) error
+}
+
+// Watch runs the takeover in the background until ctx ends: once now,
+// and after every ring change (changes that come while a pass runs make
+// one more pass). The goroutine is counted in wg.
+func (t Takeover) Watch(ctx context.Context, wg *sync.WaitGroup) {
+	kick := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-kick:
+				t.Run(ctx)
+			}
+		}
+	}()
+	t.Node.OnRingChange(func(context.Context, *managementnode.Ring) { poke() })
+	poke()
 }
 
 // Run rolls back every qualifying record; failures are logged.

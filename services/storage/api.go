@@ -9,7 +9,9 @@ import (
 
 	"mplane/api/route"
 	"mplane/errcode"
+	"mplane/services/cluster"
 	"mplane/services/resource"
+	"mplane/services/zone"
 	"mplane/uid"
 )
 
@@ -113,7 +115,7 @@ func addPrimary(typ string) route.Build[AddPrimaryStorageParams, AddPrimaryStora
 		if p.Type != "" && p.Type != typ {
 			return AddPrimaryStorageReq{}, errcode.New(errcode.InvalidArgument, "type must be %s on this path, got %q", typ, p.Type)
 		}
-		if err := mustExist(ctx, in.DB, "zones", "zoneUuid", p.ZoneUUID); err != nil {
+		if err := resource.MustExist(ctx, in.DB, &zone.ZoneVO{}, "zoneUuid", p.ZoneUUID); err != nil {
 			return AddPrimaryStorageReq{}, err
 		}
 		return AddPrimaryStorageReq{UUID: uid.New(), Type: typ, Name: p.Name, Description: p.Description, URL: p.URL, ZoneUUID: p.ZoneUUID}, nil
@@ -131,20 +133,20 @@ func changeState(_ context.Context, in route.In[ChangeStateParams]) (ChangeReq, 
 }
 
 func clusterRef(ctx context.Context, in route.In[ClusterParams]) (ClusterRefReq, error) {
-	if err := mustExist(ctx, in.DB, "primary_storages", "primaryStorageUuid", in.Params.PrimaryStorageUUID); err != nil {
+	if err := resource.MustExist(ctx, in.DB, &PrimaryStorageVO{}, "primaryStorageUuid", in.Params.PrimaryStorageUUID); err != nil {
 		return ClusterRefReq{}, err
 	}
-	if err := mustExist(ctx, in.DB, "clusters", "clusterUuid", in.Params.ClusterUUID); err != nil {
+	if err := resource.MustExist(ctx, in.DB, &cluster.ClusterVO{}, "clusterUuid", in.Params.ClusterUUID); err != nil {
 		return ClusterRefReq{}, err
 	}
 	return ClusterRefReq{PrimaryStorageUUID: in.Params.PrimaryStorageUUID, ClusterUUID: in.Params.ClusterUUID}, nil
 }
 
 func zoneRef(ctx context.Context, in route.In[ZoneParams]) (ZoneRefReq, error) {
-	if err := mustExist(ctx, in.DB, "backup_storages", "backupStorageUuid", in.Params.BackupStorageUUID); err != nil {
+	if err := resource.MustExist(ctx, in.DB, &BackupStorageVO{}, "backupStorageUuid", in.Params.BackupStorageUUID); err != nil {
 		return ZoneRefReq{}, err
 	}
-	if err := mustExist(ctx, in.DB, "zones", "zoneUuid", in.Params.ZoneUUID); err != nil {
+	if err := resource.MustExist(ctx, in.DB, &zone.ZoneVO{}, "zoneUuid", in.Params.ZoneUUID); err != nil {
 		return ZoneRefReq{}, err
 	}
 	return ZoneRefReq{BackupStorageUUID: in.Params.BackupStorageUUID, ZoneUUID: in.Params.ZoneUUID}, nil

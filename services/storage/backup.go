@@ -17,6 +17,8 @@ import (
 	"mplane/agents/protocol"
 	"mplane/cloudbus"
 	"mplane/errcode"
+	"mplane/services/resource"
+	"mplane/services/zone"
 	"mplane/uid"
 )
 
@@ -116,10 +118,6 @@ func RunBackup[Cmd, Rsp any](ctx context.Context, s *Service, b *BackupStorageVO
 	return rsp, nil
 }
 
-// FileURL is where a primary storage agent fetches the file at path of
-// backup storage b (protocol.PathFiles).
-func (b *BackupStorageVO) FileURL() string { return b.AgentURL() }
-
 func (s *Service) attachBackup(ctx context.Context, req ZoneRefReq) (BackupStorageVO, error) {
 	return inChain(ctx, s, bsChain(req.BackupStorageUUID), "attach", func(ctx context.Context) (BackupStorageVO, error) {
 		b, err := LoadBackup(ctx, s.db, req.BackupStorageUUID)
@@ -131,7 +129,7 @@ func (s *Service) attachBackup(ctx context.Context, req ZoneRefReq) (BackupStora
 				return *b, nil
 			}
 		}
-		if err := mustExist(ctx, s.db, "zones", "zoneUuid", req.ZoneUUID); err != nil {
+		if err := resource.MustExist(ctx, s.db, &zone.ZoneVO{}, "zoneUuid", req.ZoneUUID); err != nil {
 			return BackupStorageVO{}, err
 		}
 		ref := BackupStorageZoneRefVO{BackupStorageUUID: b.UUID, ZoneUUID: req.ZoneUUID, CreateDate: time.Now().UTC()}
@@ -139,6 +137,7 @@ func (s *Service) attachBackup(ctx context.Context, req ZoneRefReq) (BackupStora
 			return BackupStorageVO{}, errcode.Wrap(errcode.Internal, err, "attach backup storage %s to zone %s", b.UUID, req.ZoneUUID)
 		}
 		b.ZoneRefs = append(b.ZoneRefs, ref)
+		b.AttachedZoneUUIDs = append(b.AttachedZoneUUIDs, ref.ZoneUUID)
 		return *b, nil
 	})
 }
@@ -168,14 +167,10 @@ func (s *Service) detachBackup(ctx context.Context, req ZoneRefReq) (BackupStora
 // missing one succeeds.
 func (s *Service) deleteBackup(ctx context.Context, ref Ref) (cloudbus.Empty, error) {
 	return inChain(ctx, s, bsChain(ref.UUID), "delete", func(ctx context.Context) (cloudbus.Empty, error) {
-		if s.db.Migrator().HasTable("image_backup_storage_refs") {
-			var n int64
-			if err := s.db.WithContext(ctx).Table("image_backup_storage_refs").Where("backup_storage_uuid = ?", ref.UUID).Count(&n).Error; err != nil {
-				return cloudbus.Empty{}, errcode.Wrap(errcode.Internal, err, "count the images of backup storage %s", ref.UUID)
-			}
-			if n > 0 {
-				return cloudbus.Empty{}, errcode.New(errcode.InvalidState, "backup storage %s still holds %d images; delete them first", ref.UUID, n)
-			}
+		// The image service's table; RefuseIfUsed skips it when absent.
+		if err := resource.RefuseIfUsed(ctx, s.db, "backup storage", ref.UUID,
+			resource.Dependent{Table: "image_backup_storage_refs", Column: "backup_storage_uuid", What: "images"}); err != nil {
+			return cloudbus.Empty{}, err
 		}
 		err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 			if err := tx.Where("backup_storage_uuid = ?", ref.UUID).Delete(&BackupStorageZoneRefVO{}).Error; err != nil {

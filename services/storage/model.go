@@ -1,8 +1,9 @@
 package storage
 
 import (
-	"encoding/json"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 // Primary storage types.
@@ -48,39 +49,20 @@ type PrimaryStorageVO struct {
 	LastOpDate                time.Time `gorm:"column:last_op_date;not null" json:"lastOpDate"`
 
 	ClusterRefs []PrimaryStorageClusterRefVO `gorm:"foreignKey:PrimaryStorageUUID;references:UUID" json:"-"`
+	// AttachedClusterUUIDs are ClusterRefs' clusters, as ZStack's
+	// inventory has them (AfterFind).
+	AttachedClusterUUIDs []string `gorm:"-" json:"attachedClusterUuids"`
 }
 
 // TableName is primary_storages.
 func (PrimaryStorageVO) TableName() string { return "primary_storages" }
 
-// MarshalJSON adds attachedClusterUuids, as ZStack's inventory has it.
-func (p PrimaryStorageVO) MarshalJSON() ([]byte, error) {
-	type plain PrimaryStorageVO
-	ids := make([]string, 0, len(p.ClusterRefs))
+// AfterFind fills AttachedClusterUUIDs from the preloaded refs (GORM runs
+// it after the preloads).
+func (p *PrimaryStorageVO) AfterFind(*gorm.DB) error {
+	p.AttachedClusterUUIDs = make([]string, 0, len(p.ClusterRefs))
 	for _, r := range p.ClusterRefs {
-		ids = append(ids, r.ClusterUUID)
-	}
-	return json.Marshal(struct {
-		plain
-		AttachedClusterUUIDs []string `json:"attachedClusterUuids"`
-	}{plain(p), ids})
-}
-
-// UnmarshalJSON reads the inventory back (a reply over the bus), the
-// attached clusters included.
-func (p *PrimaryStorageVO) UnmarshalJSON(b []byte) error {
-	type plain PrimaryStorageVO
-	var v struct {
-		plain
-		AttachedClusterUUIDs []string `json:"attachedClusterUuids"`
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	*p = PrimaryStorageVO(v.plain)
-	p.ClusterRefs = nil
-	for _, c := range v.AttachedClusterUUIDs {
-		p.ClusterRefs = append(p.ClusterRefs, PrimaryStorageClusterRefVO{PrimaryStorageUUID: p.UUID, ClusterUUID: c})
+		p.AttachedClusterUUIDs = append(p.AttachedClusterUUIDs, r.ClusterUUID)
 	}
 	return nil
 }
@@ -133,39 +115,19 @@ type BackupStorageVO struct {
 	LastOpDate        time.Time `gorm:"column:last_op_date;not null" json:"lastOpDate"`
 
 	ZoneRefs []BackupStorageZoneRefVO `gorm:"foreignKey:BackupStorageUUID;references:UUID" json:"-"`
+	// AttachedZoneUUIDs are ZoneRefs' zones, as ZStack's inventory has
+	// them (AfterFind).
+	AttachedZoneUUIDs []string `gorm:"-" json:"attachedZoneUuids"`
 }
 
 // TableName is backup_storages.
 func (BackupStorageVO) TableName() string { return "backup_storages" }
 
-// MarshalJSON adds attachedZoneUuids, as ZStack's inventory has it.
-func (b BackupStorageVO) MarshalJSON() ([]byte, error) {
-	type plain BackupStorageVO
-	ids := make([]string, 0, len(b.ZoneRefs))
+// AfterFind fills AttachedZoneUUIDs from the preloaded refs.
+func (b *BackupStorageVO) AfterFind(*gorm.DB) error {
+	b.AttachedZoneUUIDs = make([]string, 0, len(b.ZoneRefs))
 	for _, r := range b.ZoneRefs {
-		ids = append(ids, r.ZoneUUID)
-	}
-	return json.Marshal(struct {
-		plain
-		AttachedZoneUUIDs []string `json:"attachedZoneUuids"`
-	}{plain(b), ids})
-}
-
-// UnmarshalJSON reads the inventory back (a reply over the bus), the
-// attached zones included.
-func (b *BackupStorageVO) UnmarshalJSON(data []byte) error {
-	type plain BackupStorageVO
-	var v struct {
-		plain
-		AttachedZoneUUIDs []string `json:"attachedZoneUuids"`
-	}
-	if err := json.Unmarshal(data, &v); err != nil {
-		return err
-	}
-	*b = BackupStorageVO(v.plain)
-	b.ZoneRefs = nil
-	for _, z := range v.AttachedZoneUUIDs {
-		b.ZoneRefs = append(b.ZoneRefs, BackupStorageZoneRefVO{BackupStorageUUID: b.UUID, ZoneUUID: z})
+		b.AttachedZoneUUIDs = append(b.AttachedZoneUUIDs, r.ZoneUUID)
 	}
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"mplane/errcode"
 	"mplane/services/cluster"
 	"mplane/services/host"
+	"mplane/services/resource"
+	"mplane/services/zone"
 )
 
 // addPrimary writes a new primary storage: Enabled and Connected, with no
@@ -22,7 +24,7 @@ func (s *Service) addPrimary(ctx context.Context, req AddPrimaryStorageReq) (Pri
 		if p, err := LoadPrimary(ctx, s.db, req.UUID); err == nil {
 			return *p, nil // a redelivered add
 		}
-		if err := mustExist(ctx, s.db, "zones", "zoneUuid", req.ZoneUUID); err != nil {
+		if err := resource.MustExist(ctx, s.db, &zone.ZoneVO{}, "zoneUuid", req.ZoneUUID); err != nil {
 			return PrimaryStorageVO{}, err
 		}
 		now := time.Now().UTC()
@@ -32,7 +34,7 @@ func (s *Service) addPrimary(ctx context.Context, req AddPrimaryStorageReq) (Pri
 			return PrimaryStorageVO{}, errcode.Wrap(errcode.Internal, err, "add primary storage %s", req.UUID)
 		}
 		s.log.Info("primary storage added", "ps_uuid", p.UUID, "type", p.Type, "url", p.URL)
-		p.ClusterRefs = []PrimaryStorageClusterRefVO{}
+		p.AttachedClusterUUIDs = []string{}
 		return p, nil
 	})
 }
@@ -232,12 +234,9 @@ func (s *Service) detachPrimary(ctx context.Context, req ClusterRefReq) (Primary
 // from its clusters. Deleting a missing one succeeds.
 func (s *Service) deletePrimary(ctx context.Context, ref Ref) (cloudbus.Empty, error) {
 	return inChain(ctx, s, psChain(ref.UUID), "delete", func(ctx context.Context) (cloudbus.Empty, error) {
-		var n int64
-		if err := s.db.WithContext(ctx).Model(&StorageReservationVO{}).Where("primary_storage_uuid = ?", ref.UUID).Count(&n).Error; err != nil {
-			return cloudbus.Empty{}, errcode.Wrap(errcode.Internal, err, "count the volumes of primary storage %s", ref.UUID)
-		}
-		if n > 0 {
-			return cloudbus.Empty{}, errcode.New(errcode.InvalidState, "primary storage %s still holds %d volumes, snapshots or cached images; delete them first", ref.UUID, n)
+		if err := resource.RefuseIfUsed(ctx, s.db, "primary storage", ref.UUID, resource.Dependent{Table: StorageReservationVO{}.TableName(),
+			Column: "primary_storage_uuid", What: "volumes, snapshots or cached images"}); err != nil {
+			return cloudbus.Empty{}, err
 		}
 		err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 			for _, m := range []any{&PrimaryStorageClusterRefVO{}, &LocalStorageHostRefVO{}} {
@@ -339,18 +338,6 @@ func (s *Service) hostConnected(ctx context.Context, h host.HostVO) {
 			s.log.Warn("measure primary storage on a connected host", "ps_uuid", p.UUID, "host_uuid", h.UUID, "err", err)
 		}
 	}
-}
-
-// mustExist refuses a reference to a missing row of table.
-func mustExist(ctx context.Context, db *gorm.DB, table, field, uuid string) error {
-	var n int64
-	if err := db.WithContext(ctx).Table(table).Where("uuid = ?", uuid).Count(&n).Error; err != nil {
-		return errcode.Wrap(errcode.Internal, err, "look up %s %s", field, uuid)
-	}
-	if n == 0 {
-		return errcode.New(errcode.InvalidArgument, "%s %s does not exist", field, uuid)
-	}
-	return nil
 }
 
 // hostEvent takes the progress events of the hosts' agents (image fetches

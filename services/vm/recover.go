@@ -8,14 +8,13 @@ import (
 	"mplane/services/resource"
 )
 
-// recoverAbandoned rolls back the VM flows whose owner node is gone and
-// whose VM this node now owns: a create that died half-way leaves no VM,
-// capacity or IP behind; a start that died half-way gives its capacity back
-// and the VM is Stopped again. It runs after every ring change
-// (resource.Takeover: each record is claimed first, so only one node rolls
-// it back).
-func (s *Service) recoverAbandoned(ctx context.Context) {
-	resource.Takeover{DB: s.db, Node: s.node, Recorder: s.recorder, Flows: s.flows, Log: s.log, What: "VM",
+// takeover rolls back the VM flows whose owner node is gone and whose VM
+// this node now owns: a create that died half-way leaves no VM, capacity
+// or IP behind; a start that died half-way gives its capacity back and the
+// VM is Stopped again (resource.Takeover: each record is claimed first, so
+// only one node rolls it back).
+func (s *Service) takeover() resource.Takeover {
+	return resource.Takeover{DB: s.db, Node: s.node, Recorder: s.recorder, Flows: s.flows, Log: s.log, What: "VM",
 		InChain: func(ctx context.Context, uuid, op string, fn func(context.Context) error) error {
 			_, err := inChain(ctx, s, uuid, op, func(ctx context.Context) (struct{}, error) { return struct{}{}, fn(ctx) })
 			return err
@@ -29,7 +28,7 @@ func (s *Service) recoverAbandoned(ctx context.Context) {
 			}
 			return nil
 		},
-	}.Run(ctx)
+	}
 }
 
 // prune deletes the records of flows that finished cleanly an hour ago.

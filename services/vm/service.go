@@ -44,10 +44,9 @@ type Service struct {
 	startF   *flow.Chain[startData]
 	flows    *flow.Registry
 
-	recoverC chan struct{}
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // New builds the service.
@@ -73,7 +72,6 @@ func New(opts Options) (*Service, error) {
 	if s.flows, err = flow.NewRegistry(s.create, s.startF); err != nil {
 		return nil, err
 	}
-	s.recoverC = make(chan struct{}, 1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -100,24 +98,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	// Takeover: after every ring change, roll back what dead owners left.
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			select {
-			case <-s.ctx.Done():
-				return
-			case <-s.recoverC:
-				s.recoverAbandoned(s.ctx)
-			}
-		}
-	}()
-	s.node.OnRingChange(func(context.Context, *managementnode.Ring) {
-		select {
-		case s.recoverC <- struct{}{}:
-		default:
-		}
-	})
+	s.takeover().Watch(s.ctx, &s.wg)
 	return s.sched.Every(s.ctx, 10*time.Minute, 0.2, "vm-flow-prune", s.prune)
 }
 

@@ -172,9 +172,13 @@ func countVolumes(db *gorm.DB, cs []candidate) error {
 		PS, Host string
 		N        int64
 	}
+	pss := make([]string, 0, len(cs))
+	for _, c := range cs {
+		pss = append(pss, c.PS)
+	}
 	var rows []row
 	if err := db.Model(&VolumeVO{}).Select("primary_storage_uuid AS ps, host_uuid AS host, COUNT(*) AS n").
-		Where("status <> ?", StatusDeleted).Group("primary_storage_uuid, host_uuid").Scan(&rows).Error; err != nil {
+		Where("status <> ? AND primary_storage_uuid IN ?", StatusDeleted, pss).Group("primary_storage_uuid, host_uuid").Scan(&rows).Error; err != nil {
 		return errcode.Wrap(errcode.Internal, err, "count volumes")
 	}
 	byPS, byHost := map[string]int64{}, map[string]int64{}

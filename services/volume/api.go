@@ -8,8 +8,11 @@ import (
 	"mplane/api/route"
 	"mplane/errcode"
 	"mplane/services/diskoffering"
+	"mplane/services/host"
 	"mplane/services/image"
 	"mplane/services/resource"
+	"mplane/services/storage"
+	"mplane/services/zone"
 )
 
 // CreateDataVolumeParams are the params of POST /v1/volumes/data: the size
@@ -85,20 +88,6 @@ func (p *ResizeParams) Validate() error {
 	return nil
 }
 
-func exists(ctx context.Context, in route.In[CreateDataVolumeParams], table, field, uuid string) error {
-	if uuid == "" {
-		return nil
-	}
-	var n int64
-	if err := in.DB.WithContext(ctx).Table(table).Where("uuid = ?", uuid).Count(&n).Error; err != nil {
-		return errcode.Wrap(errcode.Internal, err, "look up %s", field)
-	}
-	if n == 0 {
-		return errcode.New(errcode.InvalidArgument, "%s %s does not exist", field, uuid)
-	}
-	return nil
-}
-
 func (s *Service) acceptCreate(ctx context.Context, in route.In[CreateDataVolumeParams]) (CreateReq, error) {
 	p := in.Params
 	req := CreateReq{UUID: in.UUID, Name: p.Name, Description: p.Description, Source: SourceBlank, Size: p.DiskSize,
@@ -113,9 +102,15 @@ func (s *Service) acceptCreate(ctx context.Context, in route.In[CreateDataVolume
 			req.Strategy = off.AllocatorStrategy
 		}
 	}
-	for _, ref := range [][3]string{{"primary_storages", "primaryStorageUuid", p.PrimaryStorageUUID}, {"hosts", "hostUuid", p.HostUUID},
-		{"zones", "zoneUuid", p.ZoneUUID}} {
-		if err := exists(ctx, in, ref[0], ref[1], ref[2]); err != nil {
+	for _, ref := range []struct {
+		model       any
+		field, uuid string
+	}{{&storage.PrimaryStorageVO{}, "primaryStorageUuid", p.PrimaryStorageUUID}, {&host.HostVO{}, "hostUuid", p.HostUUID},
+		{&zone.ZoneVO{}, "zoneUuid", p.ZoneUUID}} {
+		if ref.uuid == "" {
+			continue
+		}
+		if err := resource.MustExist(ctx, in.DB, ref.model, ref.field, ref.uuid); err != nil {
 			return CreateReq{}, err
 		}
 	}
@@ -133,13 +128,13 @@ func (s *Service) API() []route.Resource {
 	copyOf := func(source string) route.Build[CopyParams, CreateReq] {
 		return func(ctx context.Context, in route.In[CopyParams]) (CreateReq, error) {
 			p := in.Params
-			src, table := p.VolumeUUID, "volumes"
+			var model any = &VolumeVO{}
+			src, field := p.VolumeUUID, "volumeUuid"
 			if source == SourceSnapshot {
-				src, table = p.VolumeSnapshotUUID, "volume_snapshots"
+				model, src, field = &VolumeSnapshotVO{}, p.VolumeSnapshotUUID, "volumeSnapshotUuid"
 			}
-			var n int64
-			if err := in.DB.Table(table).Where("uuid = ?", src).Count(&n).Error; err != nil || n == 0 {
-				return CreateReq{}, errcode.New(errcode.InvalidArgument, "source %s %s does not exist", table[:len(table)-1], src)
+			if err := resource.MustExist(ctx, in.DB, model, field, src); err != nil {
+				return CreateReq{}, err
 			}
 			return CreateReq{UUID: newUUID(), Name: p.Name, Description: p.Description, Source: source, SourceUUID: src}, nil
 		}

@@ -55,10 +55,9 @@ type Service struct {
 	snapF    *flow.Chain[snapshotData]
 	flows    *flow.Registry
 
-	recoverC chan struct{}
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // New builds the service.
@@ -87,7 +86,6 @@ func New(opts Options) (*Service, error) {
 	if s.flows, err = flow.NewRegistry(s.create, s.snapF); err != nil {
 		return nil, err
 	}
-	s.recoverC = make(chan struct{}, 1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -117,28 +115,8 @@ func (s *Service) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			select {
-			case <-s.ctx.Done():
-				return
-			case <-s.recoverC:
-				s.recoverAbandoned(s.ctx)
-			}
-		}
-	}()
-	s.node.OnRingChange(func(context.Context, *managementnode.Ring) { s.kickRecover() })
-	s.kickRecover()
+	s.takeover().Watch(s.ctx, &s.wg)
 	return nil
-}
-
-func (s *Service) kickRecover() {
-	select {
-	case s.recoverC <- struct{}{}:
-	default:
-	}
 }
 
 // Stop (idempotent) ends the takeover loop.
@@ -167,16 +145,16 @@ func Load(ctx context.Context, db *gorm.DB, uuid string) (*VolumeVO, error) {
 	return &v, nil
 }
 
-// recoverAbandoned rolls back the volume flows whose owner is gone and
-// whose volume this node now owns: a create that died half-way leaves no
-// row, no reservation and no file (resource.Takeover).
-func (s *Service) recoverAbandoned(ctx context.Context) {
-	resource.Takeover{DB: s.db, Node: s.node, Recorder: s.recorder, Flows: s.flows, Log: s.log, What: "volume",
+// takeover rolls back the volume flows whose owner is gone and whose
+// volume this node now owns: a create that died half-way leaves no row,
+// no reservation and no file (resource.Takeover).
+func (s *Service) takeover() resource.Takeover {
+	return resource.Takeover{DB: s.db, Node: s.node, Recorder: s.recorder, Flows: s.flows, Log: s.log, What: "volume",
 		InChain: func(ctx context.Context, uuid, op string, fn func(context.Context) error) error {
 			_, err := inChain(ctx, s, uuid, op, func(ctx context.Context) (struct{}, error) { return struct{}{}, fn(ctx) })
 			return err
 		},
-	}.Run(ctx)
+	}
 }
 
 func (s *Service) setStatus(ctx context.Context, uuid, status string, extra map[string]any) error {

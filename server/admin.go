@@ -108,6 +108,12 @@ func (s *Server) adminTable() (*admin.Table, error) {
 				}
 				return map[string]any{"drift": d}, err
 			}},
+		admin.Command{Name: "storage clean-image-caches",
+			Description: "remove now the image caches of deleted images that no volume needs (done every 10 minutes anyway); answers how many went",
+			Run: func(ctx context.Context, _ []string) (any, error) {
+				n, err := s.vols.CleanImageCaches(ctx)
+				return map[string]any{"removed": n}, err
+			}},
 		admin.Command{Name: "config show", ReadOnly: true, Description: "every setting of this node with its current value (secrets redacted) and whether it can change live",
 			Run: s.configShow},
 		admin.Command{Name: "config set", Description: "change a setting of this node now, without a restart (validated; only the live settings)",

@@ -163,7 +163,7 @@ func TestAdminSocket(t *testing.T) {
 		names = append(names, c.Command)
 	}
 	want := []string{"bus", "config set", "config show", "exit", "flows", "heap", "help", "log level", "probe", "process",
-		"profile cpu", "queues", "respawn", "ring", "status", "storage drift"}
+		"profile cpu", "queues", "respawn", "ring", "status", "storage clean-image-caches", "storage drift"}
 	if !slices.Equal(names, want) {
 		t.Errorf("help lists %q, want %q", names, want)
 	}

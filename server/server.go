@@ -207,11 +207,12 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		ln.Close()
 		return nil, err
 	}
-	if s.vols, err = volume.New(volume.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Storage: s.store, Logger: log}); err != nil {
+	if s.vols, err = volume.New(volume.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Storage: s.store, Logger: log,
+		DetachFromVM: vm.DetachFromVM(s.node)}); err != nil {
 		ln.Close()
 		return nil, err
 	}
-	if s.vms, err = vm.New(vm.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log, IPAM: networkIPAM{db: s.db}}); err != nil {
+	if s.vms, err = vm.New(vm.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log, IPAM: networkIPAM{db: s.db}, Volumes: s.vols}); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -289,6 +290,9 @@ func migrate(ctx context.Context, gdb *gorm.DB, kinds []resource.Kind) error {
 
 // URL is this node's API base URL (http://host:port).
 func (s *Server) URL() string { return s.url }
+
+// Volumes is the node's volume service.
+func (s *Server) Volumes() *volume.Service { return s.vols }
 
 // DB is the node's database handle.
 func (s *Server) DB() *gorm.DB { return s.db }

@@ -249,6 +249,8 @@ func (a *Agent) register() {
 	agentserver.HandleAsync(s, protocol.PathRebootVM, a.rebootVM)
 	agentserver.HandleAsync(s, protocol.PathDestroyVM, a.destroyVM)
 	agentserver.HandleAsync(s, protocol.PathMigrateVM, a.migrateVM)
+	agentserver.HandleAsync(s, protocol.PathAttachVolume, a.attachVolume)
+	agentserver.HandleAsync(s, protocol.PathDetachVolume, a.detachVolume)
 	agentserver.HandleAsync(s, protocol.PathListVMs, a.listVMs)
 	agentserver.HandleSync(s, protocol.PathIncomingVM, a.incomingVM)
 	s.HandleRaw(protocol.PathDebugStats, getOnly(a.serveStats))

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -28,15 +29,15 @@ func TestVMStateMachine(t *testing.T) {
 	}{
 		{protocol.PathRebootVM, protocol.RebootVMCmd{UUID: "v1"}, "not running", ""},
 		{protocol.PathStopVM, protocol.StopVMCmd{UUID: "v1"}, "", ""},
-		{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", CPUNum: 2, Memory: 1 << 30}, "", "Running"},
-		{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", CPUNum: 2, Memory: 1 << 30}, "", "Running"},
+		{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1"), CPUNum: 2, Memory: 1 << 30}, "", "Running"},
+		{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1"), CPUNum: 2, Memory: 1 << 30}, "", "Running"},
 		{protocol.PathRebootVM, protocol.RebootVMCmd{UUID: "v1"}, "", "Running"},
 		{protocol.PathStopVM, protocol.StopVMCmd{UUID: "v1", Type: "grace"}, "", "Shutdown"},
 		{protocol.PathStopVM, protocol.StopVMCmd{UUID: "v1"}, "", "Shutdown"},
 		{protocol.PathRebootVM, protocol.RebootVMCmd{UUID: "v1"}, "not running", "Shutdown"},
 		{protocol.PathMigrateVM, protocol.MigrateVMCmd{VMUUID: "v1", DestAgentURL: a.url}, "not running", "Shutdown"},
-		{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", Memory: 1 << 40}, "not enough memory", "Shutdown"},
-		{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}, "", "Running"},
+		{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1"), Memory: 1 << 40}, "not enough memory", "Shutdown"},
+		{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1")}, "", "Running"},
 		{protocol.PathDestroyVM, protocol.DestroyVMCmd{UUID: "v1"}, "", ""},
 		{protocol.PathDestroyVM, protocol.DestroyVMCmd{UUID: "v1"}, "", ""},
 		{protocol.PathStartVM, protocol.StartVMCmd{}, "vmInstanceUuid is required", ""},
@@ -76,7 +77,7 @@ func TestListPingCapacity(t *testing.T) {
 	}
 
 	for _, id := range []string{"v2", "v1"} {
-		if err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: id, CPUNum: 1, Memory: 1 << 30}, nil); err != nil {
+		if err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: id, RootVolume: testRoot(id), CPUNum: 1, Memory: 1 << 30}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -108,16 +109,16 @@ func TestEventsOnStateChange(t *testing.T) {
 			t.Fatalf("%s: %v", path, err)
 		}
 	}
-	call(protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v0"}) // not connected yet: nowhere to send
+	call(protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v0", RootVolume: testRoot("v0")}) // not connected yet: nowhere to send
 	m.connect(t, a, "h1", "")
-	call(protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"})
-	call(protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}) // no change, no event
+	call(protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1")})
+	call(protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1")}) // no change, no event
 	call(protocol.PathRebootVM, protocol.RebootVMCmd{UUID: "v1"})
 	call(protocol.PathStopVM, protocol.StopVMCmd{UUID: "v1"})
-	call(protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"})
+	call(protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1")})
 	postDebug(t, a.url+protocol.PathDebugCrashVM, `{"vmUuid":"v1"}`, http.StatusOK)
 	call(protocol.PathDestroyVM, protocol.DestroyVMCmd{UUID: "v1"})
-	call(protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v2"})
+	call(protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v2", RootVolume: testRoot("v2")})
 	postDebug(t, a.url+protocol.PathDebugPowerOffVM, `{"vmUuid":"v2"}`, http.StatusOK)
 	call(protocol.PathDestroyVM, protocol.DestroyVMCmd{UUID: "v2"}) // already Shutdown: no event
 
@@ -175,7 +176,7 @@ func TestStateFileSurvivesRestart(t *testing.T) {
 	ta := &testAgent{Agent: a1, url: url}
 	m.connect(t, ta, "h1", "s1")
 	for _, id := range []string{"v1", "v2"} {
-		if err := m.client.Call(t.Context(), url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: id, CPUNum: 2, Memory: 1 << 20}, nil, sec); err != nil {
+		if err := m.client.Call(t.Context(), url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: id, RootVolume: testRoot(id), CPUNum: 2, Memory: 1 << 20}, nil, sec); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -197,7 +198,7 @@ func TestStateFileSurvivesRestart(t *testing.T) {
 	}
 
 	b := startAgent(t, Options{StateFile: file})
-	if got := b.VMs(); !slices.Equal(got, before) {
+	if got := b.VMs(); !reflect.DeepEqual(got, before) {
 		t.Fatalf("after restart VMs %+v, want %+v", got, before)
 	}
 	// The secret survived: no command without it.
@@ -253,7 +254,7 @@ func TestFailureInjection(t *testing.T) {
 	m := newMgmt(t)
 	t.Run("fail rate", func(t *testing.T) {
 		a := startAgent(t, Options{FailRate: 1})
-		err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}, nil)
+		err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1")}, nil)
 		if !errcode.Has(err, errcode.AgentError) || !strings.Contains(err.Error(), "injected failure") {
 			t.Fatalf("err = %v, want an injected AgentError", err)
 		}
@@ -270,7 +271,7 @@ func TestFailureInjection(t *testing.T) {
 		a := startAgent(t, Options{NoCallbackRate: 1})
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		defer cancel()
-		err := m.client.Call(ctx, a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}, nil)
+		err := m.client.Call(ctx, a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1")}, nil)
 		if !errcode.Has(err, errcode.Timeout) {
 			t.Fatalf("err = %v, want Timeout", err)
 		}
@@ -316,7 +317,7 @@ func TestOverlapCounterDetectsConcurrentCommandsOnOneVM(t *testing.T) {
 		path string
 		cmd  any
 	}{
-		{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}},
+		{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1")}},
 		{protocol.PathStopVM, protocol.StopVMCmd{UUID: "v1"}},
 	} {
 		wg.Go(func() {
@@ -350,10 +351,10 @@ func TestOverlapCounterStaysZeroWhenSerialized(t *testing.T) {
 				path string
 				cmd  any
 			}{
-				{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: vm}},
+				{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: vm, RootVolume: testRoot(vm)}},
 				{protocol.PathRebootVM, protocol.RebootVMCmd{UUID: vm}},
 				{protocol.PathStopVM, protocol.StopVMCmd{UUID: vm}},
-				{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: vm}},
+				{protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: vm, RootVolume: testRoot(vm)}},
 				{protocol.PathDestroyVM, protocol.DestroyVMCmd{UUID: vm}},
 			} {
 				if err := m.client.Call(t.Context(), a.url, c.path, c.cmd, nil); err != nil {
@@ -428,7 +429,7 @@ func TestSecretEnforcement(t *testing.T) {
 	if got := ping(agentclient.WithSecret("s1")); got != http.StatusUnauthorized {
 		t.Errorf("old secret after rotation: %d, want 401", got)
 	}
-	if err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}, nil, agentclient.WithSecret("s2")); err != nil {
+	if err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1")}, nil, agentclient.WithSecret("s2")); err != nil {
 		t.Fatal(err)
 	}
 	if a.vmState("v1") != "Running" {
@@ -450,7 +451,9 @@ func TestMigrateBetweenAgents(t *testing.T) {
 	dst := startAgent(t, Options{MemoryBytes: 4 << 30})
 	m.connect(t, src, "h-src", "")
 	m.connect(t, dst, "h-dst", "dst-secret")
-	if err := m.client.Call(t.Context(), src.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", CPUNum: 2, Memory: 2 << 30}, nil); err != nil {
+	nic := protocol.NicTO{UUID: "nic-1", Mac: "fa:00:00:00:00:01", IP: "10.0.0.5", L3NetworkUUID: "l3-1", UseVirtio: true}
+	if err := m.client.Call(t.Context(), src.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1"), CPUNum: 2, Memory: 2 << 30,
+		Nics: []protocol.NicTO{nic}}, nil); err != nil {
 		t.Fatal(err)
 	}
 
@@ -468,8 +471,9 @@ func TestMigrateBetweenAgents(t *testing.T) {
 	if src.vmState("v1") != "" || dst.vmState("v1") != "Running" {
 		t.Fatalf("after migration: source %q, destination %q", src.vmState("v1"), dst.vmState("v1"))
 	}
-	if got := dst.VMs()[0]; got.CPUNum != 2 || got.Memory != 2<<30 {
-		t.Errorf("VM on destination %+v", got)
+	if got := dst.VMs()[0]; got.CPUNum != 2 || got.Memory != 2<<30 ||
+		!reflect.DeepEqual(got.Volumes, []protocol.VolumeTO{*testRoot("v1")}) || !reflect.DeepEqual(got.NICs, []protocol.NicTO{nic}) {
+		t.Errorf("VM on destination %+v, want its root volume and NIC kept", got)
 	}
 	eventually(t, "destination's event", func() bool {
 		for _, ev := range m.eventsSoFar() {
@@ -482,7 +486,7 @@ func TestMigrateBetweenAgents(t *testing.T) {
 	})
 
 	// The destination is now full: a second VM cannot come in.
-	if err := m.client.Call(t.Context(), src.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v2", Memory: 3 << 30}, nil); err != nil {
+	if err := m.client.Call(t.Context(), src.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v2", RootVolume: testRoot("v2"), Memory: 3 << 30}, nil); err != nil {
 		t.Fatal(err)
 	}
 	err = m.client.Call(t.Context(), src.url, protocol.PathMigrateVM, protocol.MigrateVMCmd{VMUUID: "v2", DestAgentURL: dst.url, DestSecret: "dst-secret"}, nil)
@@ -499,7 +503,7 @@ func TestDeadlineFromCommandAbortsSlowCommand(t *testing.T) {
 	a := startAgent(t, Options{Latency: time.Hour})
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
-	err := m.client.Call(ctx, a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}, nil)
+	err := m.client.Call(ctx, a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1")}, nil)
 	if !errcode.Has(err, errcode.Timeout) {
 		t.Fatalf("err = %v, want Timeout", err)
 	}

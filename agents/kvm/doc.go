@@ -17,9 +17,28 @@
 //
 // Sync: /host/echo (empty answer), /host/connect, /vm/migrate/incoming
 // (agent to agent). Async: /host/ping, /host/capacity, /vm/start, /vm/stop,
-// /vm/reboot, /vm/destroy, /vm/migrate, /vm/list. Debug: GET /debug/stats,
-// GET /debug/arrivals, POST /debug/vm/crash and /debug/vm/poweroff. Bodies
-// are the types in agents/protocol/kvm.go, field names as in ZStack.
+// /vm/reboot, /vm/destroy, /vm/attachdatavolume, /vm/detachdatavolume,
+// /vm/migrate, /vm/list. Debug: GET /debug/stats, GET /debug/arrivals,
+// POST /debug/vm/crash and /debug/vm/poweroff. Bodies are the types in
+// agents/protocol/kvm.go, field names as in ZStack.
+//
+// # Volumes
+//
+// A start needs rootVolume (volumeUuid, installPath), as kvmagent's does.
+// installPath is the file's absolute path on the host: the primary
+// storage's URL joined with the path inside it. When it falls under a
+// storage the host serves (Options.Storage) the file must exist in that
+// storage's directory (the URL replaced by the directory; ".." and symbolic
+// links leading out refused), for the root and each data volume, else the
+// start fails naming the volume and the path; a path under no served URL
+// is not checked (a host without storage is fully simulated). The VM
+// records its volumes (root first, then data by deviceId) and NICs
+// (protocol.VM Volumes, NICs): in the state file, in /vm/list, through a
+// migration. /vm/attachdatavolume and /vm/detachdatavolume change the data
+// volumes of a running VM (refused otherwise, as by kvmagent); the file of
+// an attached volume is checked the same way; attaching an attached volume
+// and detaching a detached one succeed; a deviceId holds one volume; the
+// root volume never detaches.
 //
 // # Storage
 //
@@ -44,8 +63,11 @@
 //
 //   - VM commands are idempotent where kvmagent's are: starting a running
 //     VM, stopping a stopped or unknown one, destroying an unknown one
-//     succeed. Rebooting or migrating a VM that is not running fails.
-//   - Every VM state change is persisted (when Options.StateFile is set,
+//     succeed; so do attaching an attached volume and detaching a detached
+//     one. Rebooting or migrating a VM that is not running, attaching or
+//     detaching a volume on one, fails. A start of a running VM changes
+//     nothing (its volumes are not looked at again).
+//   - Every VM state change, and every attach or detach, is persisted (when Options.StateFile is set,
 //     by writing a temporary file and renaming it) before its result and
 //     its events are sent, so a restarted agent has every VM it reported.
 //     The host secret is kept too; the connection (host UUID,

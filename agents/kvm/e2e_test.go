@@ -27,7 +27,7 @@ func TestClientDrivesAgentOverHTTP(t *testing.T) {
 		}
 		m.connect(t, a, "h1", "s1")
 		var rsp protocol.VMRsp
-		if err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}, &rsp, agentclient.WithSecret("s1")); err != nil {
+		if err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1")}, &rsp, agentclient.WithSecret("s1")); err != nil {
 			t.Fatal(err)
 		}
 		if !rsp.Success || rsp.Error != "" || rsp.VMState != "Running" {
@@ -39,7 +39,7 @@ func TestClientDrivesAgentOverHTTP(t *testing.T) {
 		done := make(chan agentclient.Result, 1)
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		defer cancel()
-		err := m.client.Start(ctx, silent.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v9"},
+		err := m.client.Start(ctx, silent.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v9", RootVolume: testRoot("v9")},
 			func(r agentclient.Result) { done <- r })
 		if err != nil {
 			t.Fatal(err)
@@ -119,7 +119,7 @@ func TestDebugEndpoints(t *testing.T) {
 	m := newMgmt(t)
 	a := startAgent(t, Options{})
 	m.connect(t, a, "h1", "s1")
-	if err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1"}, nil, agentclient.WithSecret("s1")); err != nil {
+	if err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1")}, nil, agentclient.WithSecret("s1")); err != nil {
 		t.Fatal(err)
 	}
 	// The node has the result before the agent counts it delivered.

@@ -181,3 +181,10 @@ func (a *testAgent) vmState(uuid string) string {
 }
 
 func newLoopbackListener() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+
+// testRoot is a root volume for VM vmUUID on no storage a test agent
+// serves: its file is not checked (a fully simulated host).
+func testRoot(vmUUID string) *protocol.VolumeTO {
+	return &protocol.VolumeTO{VolumeUUID: "root-" + vmUUID, InstallPath: "/simulated/rootVolumes/root-" + vmUUID + "/root.qcow2",
+		DeviceType: "file", Format: protocol.FormatQcow2, UseVirtio: true, CacheMode: "none", Type: volumeTypeRoot}
+}

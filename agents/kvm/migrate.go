@@ -3,6 +3,7 @@ package kvm
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"mplane/agents/agentclient"
 	"mplane/agents/agentserver"
@@ -27,7 +28,7 @@ func (a *Agent) migrateVM(ctx context.Context, req *agentserver.Request, cmd pro
 		a.mu.Unlock()
 		return protocol.VMRsp{}, fmt.Errorf("vm[uuid:%s] is not running on this host, cannot migrate it", cmd.VMUUID)
 	}
-	moving := *vm
+	moving := cloneVM(vm)
 	source := a.hostUUID
 	a.mu.Unlock()
 
@@ -65,7 +66,9 @@ func (a *Agent) incomingVM(_ context.Context, req *agentserver.Request, cmd prot
 		a.mu.Unlock()
 		return protocol.VMRsp{}, fmt.Errorf("not enough memory to receive vm[uuid:%s]", in.UUID)
 	}
-	vm := &protocol.VM{UUID: in.UUID, Name: in.Name, CPUNum: in.CPUNum, Memory: in.Memory}
+	// The VM keeps its disks and NICs: the same files, reached from here.
+	vm := &protocol.VM{UUID: in.UUID, Name: in.Name, CPUNum: in.CPUNum, Memory: in.Memory,
+		Volumes: slices.Clone(in.Volumes), NICs: slices.Clone(in.NICs)}
 	a.vms[in.UUID] = vm
 	ev := a.setStateLocked(vm, protocol.VMStateRunning)
 	a.mu.Unlock()

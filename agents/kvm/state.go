@@ -62,7 +62,7 @@ func (a *Agent) persist() error {
 	ver := a.version
 	st := stateFile{FormatVersion: stateFormatVersion, Secret: a.secret, VMs: make([]protocol.VM, 0, len(a.vms))}
 	for _, vm := range a.vms {
-		st.VMs = append(st.VMs, *vm)
+		st.VMs = append(st.VMs, cloneVM(vm))
 	}
 	a.mu.Unlock()
 	if ver <= a.persisted {

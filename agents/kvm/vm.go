@@ -1,8 +1,10 @@
 package kvm
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -11,17 +13,35 @@ import (
 )
 
 // The VM commands are idempotent where kvmagent's are (start of a running
-// VM, stop of a stopped or unknown VM, destroy of an unknown VM succeed),
-// so a command delivered twice does no harm.
+// VM, stop of a stopped or unknown VM, destroy of an unknown VM, attach of
+// an attached volume, detach of a detached one succeed), so a command
+// delivered twice does no harm.
 
 func (a *Agent) startVM(ctx context.Context, req *agentserver.Request, cmd protocol.StartVMCmd) (protocol.VMRsp, error) {
 	id := cmd.VMInstanceUUID
 	if id == "" {
 		return protocol.VMRsp{}, fmt.Errorf("vmInstanceUuid is required")
 	}
+	vols, err := startVolumes(cmd)
+	if err != nil {
+		return protocol.VMRsp{}, err
+	}
+	var nics []protocol.NicTO
+	if len(cmd.Nics) > 0 {
+		nics = slices.Clone(cmd.Nics)
+		slices.SortStableFunc(nics, func(x, y protocol.NicTO) int { return cmp.Compare(x.DeviceID, y.DeviceID) })
+	}
 	defer a.enterVM(id, req.Path)()
 	if err := a.simulate(ctx, req); err != nil {
 		return protocol.VMRsp{}, err
+	}
+	// A running VM is left as it is (no file check); else the volume files
+	// are checked without the lock, and the VM looked at again.
+	if a.running(id) {
+		return protocol.VMRsp{VMState: protocol.VMStateRunning}, nil
+	}
+	if err := a.checkVolumeFiles(vols); err != nil {
+		return protocol.VMRsp{VMState: protocol.VMStateShutdown}, fmt.Errorf("unable to start vm[uuid:%s]: %w", id, err)
 	}
 	a.mu.Lock()
 	vm := a.vms[id]
@@ -41,9 +61,18 @@ func (a *Agent) startVM(ctx context.Context, req *agentserver.Request, cmd proto
 		a.vms[id] = vm
 	}
 	vm.Name, vm.CPUNum, vm.Memory = cmd.VMName, cmd.CPUNum, cmd.Memory
+	vm.Volumes, vm.NICs = vols, nics
 	ev := a.setStateLocked(vm, protocol.VMStateRunning)
 	a.mu.Unlock()
 	return protocol.VMRsp{VMState: protocol.VMStateRunning}, a.committed(ev)
+}
+
+// running reports whether the agent has VM id running.
+func (a *Agent) running(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	vm := a.vms[id]
+	return vm != nil && vm.State == protocol.VMStateRunning
 }
 
 func (a *Agent) stopVM(ctx context.Context, req *agentserver.Request, cmd protocol.StopVMCmd) (protocol.VMRsp, error) {
@@ -130,7 +159,7 @@ func (a *Agent) VMs() []protocol.VM {
 	a.mu.Lock()
 	out := make([]protocol.VM, 0, len(a.vms))
 	for _, vm := range a.vms {
-		out = append(out, *vm)
+		out = append(out, cloneVM(vm))
 	}
 	a.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].UUID < out[j].UUID })

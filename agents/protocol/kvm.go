@@ -11,6 +11,11 @@ const (
 	PathRebootVM = "/vm/reboot"     // async: RebootVMCmd -> VMRsp
 	// PathDestroyVM is async: DestroyVMCmd -> VMRsp.
 	PathDestroyVM = "/vm/destroy"
+	// PathAttachVolume and PathDetachVolume are async: AttachVolumeCmd ->
+	// VMRsp. The VM must be running (a stopped VM gets its data volumes
+	// with its next start).
+	PathAttachVolume = "/vm/attachdatavolume"
+	PathDetachVolume = "/vm/detachdatavolume"
 	// PathMigrateVM is async: MigrateVMCmd -> VMRsp. The source agent hands
 	// the VM to the destination agent at PathIncomingVM.
 	PathMigrateVM = "/vm/migrate"
@@ -80,13 +85,67 @@ type CapacityRsp struct {
 	UsedMemory  int64 `json:"usedMemory"`
 }
 
-// StartVMCmd is the body of /vm/start (a subset of ZStack's StartVmCmd).
-// Memory is in bytes.
+// StartVMCmd is the body of /vm/start, in the shape of ZStack's StartVmCmd
+// (the fields kvmagent's handler reads). Memory is in bytes, CPUSpeed in
+// MHz, Timeout in seconds. BootDev is ["hd"] for a VM booting from its
+// root volume.
 type StartVMCmd struct {
-	VMInstanceUUID string `json:"vmInstanceUuid"`
-	VMName         string `json:"vmName,omitempty"`
-	CPUNum         int    `json:"cpuNum,omitempty"`
-	Memory         int64  `json:"memory,omitempty"`
+	VMInstanceUUID string     `json:"vmInstanceUuid"`
+	VMName         string     `json:"vmName,omitempty"`
+	CPUNum         int        `json:"cpuNum,omitempty"`
+	CPUSpeed       int64      `json:"cpuSpeed,omitempty"`
+	SocketNum      int        `json:"socketNum,omitempty"`
+	CPUOnSocket    int        `json:"cpuOnSocket,omitempty"`
+	Memory         int64      `json:"memory,omitempty"`
+	BootDev        []string   `json:"bootDev,omitempty"`
+	RootVolume     *VolumeTO  `json:"rootVolume,omitempty"`
+	DataVolumes    []VolumeTO `json:"dataVolumes"`
+	Nics           []NicTO    `json:"nics"`
+	Timeout        int64      `json:"timeout,omitempty"`
+	ConsoleMode    string     `json:"consoleMode,omitempty"`
+	UseBootMenu    bool       `json:"useBootMenu"`
+	Addons         struct{}   `json:"addons"`
+}
+
+// VolumeTO is a volume as a VM command carries it (ZStack's VolumeTO).
+// InstallPath is the file's absolute path on the host: the primary
+// storage's url joined with the volume's path inside it.
+type VolumeTO struct {
+	VolumeUUID         string `json:"volumeUuid"`
+	InstallPath        string `json:"installPath"`
+	DeviceID           int    `json:"deviceId"`
+	DeviceType         string `json:"deviceType"` // "file"
+	Format             string `json:"format"`     // "qcow2" or "raw"
+	UseVirtio          bool   `json:"useVirtio"`
+	UseVirtioSCSI      bool   `json:"useVirtioSCSI"`
+	Shareable          bool   `json:"shareable"`
+	CacheMode          string `json:"cacheMode"` // "none"
+	Type               string `json:"type"`      // "Root" or "Data"
+	PrimaryStorageType string `json:"primaryStorageType,omitempty"`
+}
+
+// NicTO is a NIC as a VM command carries it (ZStack's NicTO).
+type NicTO struct {
+	UUID          string `json:"uuid"`
+	Mac           string `json:"mac"`
+	IP            string `json:"ip,omitempty"`
+	Netmask       string `json:"netmask,omitempty"`
+	Gateway       string `json:"gateway,omitempty"`
+	L3NetworkUUID string `json:"l3NetworkUuid"`
+	BridgeName    string `json:"bridgeName,omitempty"`
+	DeviceID      int    `json:"deviceId"`
+	UseVirtio     bool   `json:"useVirtio"`
+	MTU           int    `json:"mtu,omitempty"`
+}
+
+// AttachVolumeCmd is the body of /vm/attachdatavolume and
+// /vm/detachdatavolume (ZStack's AttachDataVolumeCmd and
+// DetachDataVolumeCmd): the volume to plug into, or unplug from, a running
+// VM.
+type AttachVolumeCmd struct {
+	VMInstanceUUID string   `json:"vmInstanceUuid"`
+	Volume         VolumeTO `json:"volume"`
+	Addons         struct{} `json:"addons"`
 }
 
 // StopVMCmd is the body of /vm/stop. Type is "grace" or "cold" (both do the
@@ -146,6 +205,10 @@ type VM struct {
 	State  string `json:"state"`
 	CPUNum int    `json:"cpuNum"`
 	Memory int64  `json:"memory"`
+	// Volumes are the VM's disks (root first), NICs its interfaces, as the
+	// last start and the attaches since gave them.
+	Volumes []VolumeTO `json:"volumes,omitempty"`
+	NICs    []NicTO    `json:"nics,omitempty"`
 }
 
 // syncPaths are the commands, of every agent, that the agent answers in
@@ -176,5 +239,9 @@ var (
 	// DestroyVM removes a VM from its host.
 	DestroyVM = Command[DestroyVMCmd, VMRsp]{PathDestroyVM}
 	MigrateVM = Command[MigrateVMCmd, VMRsp]{PathMigrateVM}
-	ListVMs   = Command[struct{}, ListVMsRsp]{PathListVMs}
+	// AttachVolume and DetachVolume plug a data volume into, and out of, a
+	// running VM.
+	AttachVolume = Command[AttachVolumeCmd, VMRsp]{PathAttachVolume}
+	DetachVolume = Command[AttachVolumeCmd, VMRsp]{PathDetachVolume}
+	ListVMs      = Command[struct{}, ListVMsRsp]{PathListVMs}
 )

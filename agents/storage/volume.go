@@ -119,7 +119,13 @@ func (a *Agent) createFromImage(ctx context.Context, _ *agentserver.Request, cmd
 	case format == protocol.FormatQcow2 && cmd.Size > im.virtualSize:
 		return protocol.VolumeRsp{}, fmt.Errorf("growing the qcow2 image %s to %d bytes needs qemu-img", cmd.ImagePath, cmd.Size)
 	}
-	if err := a.copyFile(ctx, im, dst, false, max(cmd.Size, im.length)); err != nil {
+	// A raw copy is as long as the volume (a hole at the end); a qcow2
+	// copy as its image file (its virtual size is in its header).
+	length := im.length
+	if format == protocol.FormatRaw {
+		length = max(cmd.Size, im.length)
+	}
+	if err := a.copyFile(ctx, im, dst, false, length); err != nil {
 		return protocol.VolumeRsp{}, fmt.Errorf("create volume %s from image %s: %w", cmd.InstallPath, cmd.ImagePath, err)
 	}
 	return a.described(cmd.InstallPath, dst, format)

@@ -20,11 +20,19 @@ type Query struct {
 // QueryOption adjusts a Query.
 type QueryOption func(*queryOpts)
 
-type queryOpts struct{ preload []string }
+type queryOpts struct{ preload []preload }
+
+type preload struct{ association, order string }
 
 // Preload loads an association of every row (a VM's "VMNics").
 func Preload(association string) QueryOption {
-	return func(o *queryOpts) { o.preload = append(o.preload, association) }
+	return func(o *queryOpts) { o.preload = append(o.preload, preload{association: association}) }
+}
+
+// PreloadOrdered loads an association of every row in the order of the
+// SQL ORDER BY clause order (a VM's "AllVolumes", root first).
+func PreloadOrdered(association, order string) QueryOption {
+	return func(o *queryOpts) { o.preload = append(o.preload, preload{association: association, order: order}) }
 }
 
 // QueryOf declares the query of the GORM model T, whose JSON form is the
@@ -40,7 +48,12 @@ func QueryOf[T any](opts ...QueryOption) Query {
 		find: func(ctx context.Context, db *gorm.DB, q *query.Query, uuid string) (any, int64, int, error) {
 			db = db.Model(new(T))
 			for _, a := range o.preload {
-				db = db.Preload(a)
+				if a.order == "" {
+					db = db.Preload(a.association)
+					continue
+				}
+				order := a.order
+				db = db.Preload(a.association, func(tx *gorm.DB) *gorm.DB { return tx.Order(order) })
 			}
 			if uuid != "" {
 				db = db.Where("uuid = ?", uuid)

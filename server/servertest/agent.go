@@ -13,6 +13,7 @@ import (
 
 	"mplane/agents/kvm"
 	"mplane/api/client"
+	"mplane/server"
 )
 
 // AgentOptions configure a simulated host a test starts itself (the
@@ -20,7 +21,10 @@ import (
 type AgentOptions struct {
 	// Agent configures the simulator: capacity (CPUNum, MemoryBytes),
 	// injected failures (FailRate, FaultPaths), Latency. Listen is ignored:
-	// the agent listens on a free loopback port.
+	// the agent listens on a free loopback port. A nil Storage serves the
+	// stack's local primary storage (server.DefaultLocalStorageURL) from a
+	// directory of the test's, as the stack's own hosts do, so VMs get
+	// their root volumes there; an empty map serves none.
 	Agent kvm.Options
 	// Wrap, if set, wraps the agent's HTTP handler, e.g. with a Gate.
 	Wrap func(http.Handler) http.Handler
@@ -62,6 +66,9 @@ func (s *Stack) StartAgent(t testing.TB, opts AgentOptions) *Agent {
 	t.Helper()
 	ko := opts.Agent
 	ko.Listen = ""
+	if ko.Storage == nil {
+		ko.Storage = map[string]string{server.DefaultLocalStorageURL: t.TempDir()}
+	}
 	ka, err := kvm.New(ko)
 	if err != nil {
 		t.Fatal(err)

@@ -70,7 +70,8 @@ type Stack struct {
 	// Client is logged in as admin.
 	Client *client.Client
 	// Defaults are the UUIDs of the default resources by kind: "zone",
-	// "cluster", "offering", "image", "l3".
+	// "cluster", "offering", "image", "l3", "ps" (the local primary
+	// storage, attached to the default cluster).
 	Defaults map[string]string
 
 	closeOnce sync.Once
@@ -184,7 +185,7 @@ func launch(opts Options, dir string) (*Stack, error) {
 	for key, q := range map[string]struct{ path, name string }{
 		"zone": {"zones", server.DefaultZone}, "cluster": {"clusters", server.DefaultCluster},
 		"offering": {"instance-offerings", server.DefaultOffering}, "image": {"images", server.DefaultImage},
-		"l3": {"l3-networks", server.DefaultL3},
+		"l3": {"l3-networks", server.DefaultL3}, "ps": {"primary-storage", server.DefaultPrimaryStorage},
 	} {
 		rows, _, err := client.QueryAs[struct {
 			UUID string `json:"uuid"`

@@ -104,7 +104,10 @@ func (s *Service) add(ctx context.Context, req AddKVMHostReq) (HostVO, error) {
 		return HostVO{}, errcode.Wrap(errcode.AgentError, err, "add host %s: connect the agent at %s", h.UUID, agentURL(&h))
 	}
 	s.tracker.forget(h.UUID)
-	s.connected(h.UUID)
+	select {
+	case <-s.connected(h.UUID):
+	case <-ctx.Done():
+	}
 	loaded, err := s.load(ctx, h.UUID)
 	if err != nil {
 		return HostVO{}, err

@@ -101,17 +101,22 @@ func (s *Service) OnConnected(fn func(ctx context.Context, h HostVO)) {
 	s.hooksMu.Unlock()
 }
 
-// connected runs the OnConnected hooks of host uuid in the background.
-func (s *Service) connected(uuid string) {
+// connected runs the OnConnected hooks of host uuid in the background;
+// the returned channel is closed when they are done (an add waits for
+// them: a host is usable, its storage measured, once its add answers).
+func (s *Service) connected(uuid string) <-chan struct{} {
+	done := make(chan struct{})
 	s.hooksMu.RLock()
 	hooks := append([]func(context.Context, HostVO){}, s.connHooks...)
 	s.hooksMu.RUnlock()
 	if len(hooks) == 0 || s.ctx.Err() != nil {
-		return
+		close(done)
+		return done
 	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer close(done)
 		ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 		defer cancel()
 		h, err := s.load(ctx, uuid)
@@ -128,4 +133,5 @@ func (s *Service) connected(uuid string) {
 		}
 		wg.Wait()
 	}()
+	return done
 }

@@ -18,6 +18,7 @@ import (
 	"mplane/conf"
 	"mplane/errcode"
 	"mplane/managementnode"
+	"mplane/server"
 	"mplane/server/servertest"
 	"mplane/services/host"
 	"mplane/uid"
@@ -353,7 +354,8 @@ func testRunAgentCommands(t *testing.T, ctx context.Context, st *servertest.Stac
 	node := st.Node()
 
 	t.Run("async", func(t *testing.T) {
-		rsp, err := host.Run(ctx, node, h.UUID, protocol.StartVM, protocol.StartVMCmd{VMInstanceUUID: "vm-a", CPUNum: 2, Memory: 1 << 30})
+		rsp, err := host.Run(ctx, node, h.UUID, protocol.StartVM, protocol.StartVMCmd{VMInstanceUUID: "vm-a", CPUNum: 2, Memory: 1 << 30,
+			RootVolume: simRoot("vm-a")})
 		if err != nil || !rsp.Success || rsp.VMState != protocol.VMStateRunning {
 			t.Fatalf("start vm-a: %+v, %v", rsp, err)
 		}
@@ -443,7 +445,8 @@ func testRunAgentCommands(t *testing.T, ctx context.Context, st *servertest.Stac
 			wg.Add(1)
 			go func(i int) {
 				defer wg.Done()
-				_, err := host.Run(ctx, node, sh.UUID, protocol.StartVM, protocol.StartVMCmd{VMInstanceUUID: "vm-" + strconv.Itoa(i), CPUNum: 1, Memory: 1 << 20})
+				_, err := host.Run(ctx, node, sh.UUID, protocol.StartVM, protocol.StartVMCmd{VMInstanceUUID: "vm-" + strconv.Itoa(i), CPUNum: 1, Memory: 1 << 20,
+					RootVolume: simRoot("vm-" + strconv.Itoa(i))})
 				errs <- err
 			}(i)
 		}
@@ -552,7 +555,9 @@ func testDeleteHost(t *testing.T, ctx context.Context, st *servertest.Stack) {
 	})
 
 	t.Run("with a VM", func(t *testing.T) {
-		a := startAgent(t, "127.0.0.1:0", kvm.Options{})
+		// The host serves the cloud's local primary storage: the VM's
+		// root volume goes there.
+		a := startAgent(t, "127.0.0.1:0", kvm.Options{Storage: map[string]string{server.DefaultLocalStorageURL: t.TempDir()}})
 		h := addHost(t, ctx, st, a, "busy")
 		vm, err := client.CreateAndWait[struct {
 			UUID     string `json:"uuid"`
@@ -586,4 +591,9 @@ func testDeleteHost(t *testing.T, ctx context.Context, st *servertest.Stack) {
 			t.Fatalf("%d rows after delete", n)
 		}
 	})
+}
+
+// simRoot is a root volume on no storage the agent serves (not checked).
+func simRoot(vm string) *protocol.VolumeTO {
+	return &protocol.VolumeTO{VolumeUUID: "root-" + vm, InstallPath: "/simulated/" + vm, Type: "Root"}
 }

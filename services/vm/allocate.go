@@ -18,6 +18,7 @@ type allocSpec struct {
 	ZoneUUID    string
 	ClusterUUID string
 	HostUUID    string   // required host, if any
+	Clusters    []string // the host must be in one of these, if any (its volumes' storage)
 	Prefer      string   // tried first if it qualifies (a stopped VM's last host)
 	Avoid       []string // hosts not to use
 }
@@ -27,7 +28,7 @@ type allocSpec struct {
 // orders the survivors with the weigher: least used first (the larger
 // share of free memory, then of free CPU), random among equals, the
 // preferred host ahead of all.
-func candidates(ctx context.Context, db *gorm.DB, spec allocSpec) ([]string, error) {
+func candidates(ctx context.Context, db *gorm.DB, spec allocSpec) ([]host.HostVO, error) {
 	q := db.WithContext(ctx).Model(&host.HostVO{}).
 		Where("status = ? AND state = ? AND available_cpu >= ? AND available_memory >= ?",
 			host.StatusConnected, host.StateEnabled, spec.CPU, spec.Memory)
@@ -40,6 +41,9 @@ func candidates(ctx context.Context, db *gorm.DB, spec allocSpec) ([]string, err
 	if spec.HostUUID != "" {
 		q = q.Where("uuid = ?", spec.HostUUID)
 	}
+	if len(spec.Clusters) > 0 {
+		q = q.Where("cluster_uuid IN ?", spec.Clusters)
+	}
 	if len(spec.Avoid) > 0 {
 		q = q.Where("uuid NOT IN ?", spec.Avoid)
 	}
@@ -48,7 +52,7 @@ func candidates(ctx context.Context, db *gorm.DB, spec allocSpec) ([]string, err
 		return nil, errcode.Wrap(errcode.Internal, err, "list candidate hosts")
 	}
 	type scored struct {
-		uuid  string
+		h     host.HostVO
 		score float64
 		tie   float64
 	}
@@ -64,7 +68,7 @@ func candidates(ctx context.Context, db *gorm.DB, spec allocSpec) ([]string, err
 		if h.UUID == spec.Prefer {
 			s += 10
 		}
-		list = append(list, scored{h.UUID, s, rand.Float64()})
+		list = append(list, scored{h, s, rand.Float64()})
 	}
 	sort.Slice(list, func(i, j int) bool {
 		// Scores within 5% count as equal: spread concurrent creates over
@@ -74,24 +78,48 @@ func candidates(ctx context.Context, db *gorm.DB, spec allocSpec) ([]string, err
 		}
 		return list[i].tie < list[j].tie
 	})
-	out := make([]string, len(list))
+	out := make([]host.HostVO, len(list))
 	for i, s := range list {
-		out[i] = s.uuid
+		out[i] = s.h
 	}
 	return out, nil
 }
 
 // reserveOn takes the capacity on the first candidate that still has it
-// (another node may have taken it since the query) and returns that host.
-func reserveOn(ctx context.Context, db *gorm.DB, vmUUID string, spec allocSpec, hosts []string) (string, error) {
+// (another node may have taken it since the query) and where also (if
+// not nil) takes what else the VM needs there, its volumes' storage; it
+// returns that host.
+func reserveOn(ctx context.Context, db *gorm.DB, vmUUID string, spec allocSpec, hosts []string,
+	also func(ctx context.Context, host string) (bool, error)) (string, error) {
+	noStorage := 0
 	for _, h := range hosts {
 		err := host.Reserve(ctx, db, h, vmUUID, spec.CPU, spec.Memory)
-		if err == nil {
-			return h, nil
+		if errors.Is(err, host.ErrNoCapacity) {
+			continue
 		}
-		if !errors.Is(err, host.ErrNoCapacity) {
+		if err != nil {
 			return "", errcode.Wrap(errcode.Internal, err, "reserve capacity on host %s", h)
 		}
+		if also == nil {
+			return h, nil
+		}
+		ok, err := also(ctx, h)
+		if ok && err == nil {
+			return h, nil
+		}
+		if rerr := host.Release(ctx, db, vmUUID); rerr != nil {
+			return "", errors.Join(errcode.Wrap(errcode.Internal, rerr, "release capacity on host %s", h), err)
+		}
+		if err != nil {
+			return "", err
+		}
+		noStorage++
+	}
+	if noStorage > 0 {
+		return "", errcode.New(errcode.CapacityExhausted,
+			"no Connected and Enabled host has %d vCPUs and %d bytes of memory free and room for the VM's volumes on primary storage it reaches"+
+				" (%d candidates checked, %d of them without such storage: attach primary storage with enough available capacity to their clusters)",
+			spec.CPU, spec.Memory, len(hosts), noStorage)
 	}
 	return "", errcode.New(errcode.CapacityExhausted,
 		"no Connected and Enabled host has %d vCPUs and %d bytes of memory free (%d candidates checked)", spec.CPU, spec.Memory, len(hosts))

@@ -29,7 +29,7 @@ func (s *Service) API() []route.Resource {
 	return []route.Resource{{
 		Path:   "vm-instances",
 		Name:   "VM",
-		Query:  route.QueryOf[VmInstanceVO](route.Preload("VMNics")),
+		Query:  route.QueryOf[VmInstanceVO](route.Preload("VMNics"), route.PreloadOrdered("AllVolumes", volumeOrder)),
 		Create: route.Ptr(route.Create(MsgCreate, s.acceptCreate)),
 		Actions: []route.Op{
 			route.Action("startVmInstance", MsgStart, op),
@@ -43,6 +43,7 @@ func (s *Service) API() []route.Resource {
 		Delete: route.Ptr(route.Delete(MsgDestroy, func(_ context.Context, in route.In[route.DeleteParams]) (OpReq, error) {
 			return OpReq{UUID: in.UUID}, nil
 		}).Existing()),
+		Calls: volumeCalls(),
 	}}
 }
 

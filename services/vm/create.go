@@ -3,14 +3,18 @@ package vm
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"gorm.io/gorm"
 
 	"mplane/agents/protocol"
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/services/host"
+	"mplane/services/volume"
 	"mplane/uid"
 )
 
@@ -22,7 +26,23 @@ type createData struct {
 	NicUUIDs []string     `json:"nicUuids"` // chosen before any IP is taken
 	Spec     allocSpec    `json:"spec"`
 	Hosts    []string     `json:"hosts,omitempty"` // candidates, best first
-	HostUUID string       `json:"hostUuid,omitempty"`
+	// HostClusters and HostZones are the candidates' clusters (the
+	// storage they reach) and zones.
+	HostClusters map[string]string `json:"hostClusters,omitempty"`
+	HostZones    map[string]string `json:"hostZones,omitempty"`
+	HostUUID     string            `json:"hostUuid,omitempty"`
+	// Disks are the root volume and the data volumes of
+	// dataDiskOfferingUuids, in device order; their UUIDs are chosen
+	// before anything is made, so a rollback finds what was.
+	Disks []*volume.Disk `json:"disks"`
+}
+
+func (d *createData) diskUUIDs() []string {
+	out := make([]string, len(d.Disks))
+	for i, k := range d.Disks {
+		out[i] = k.Volume.UUID
+	}
+	return out
 }
 
 func newMAC() string {
@@ -32,15 +52,21 @@ func newMAC() string {
 	return fmt.Sprintf("fa:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4])
 }
 
-// createChain: record -> allocate host -> reserve capacity -> allocate IPs
-// -> start on the hypervisor -> Running. Any failure rolls back what ran,
-// in reverse: no reserved capacity, no IP and no VM row stay behind.
+// createChain: record (the VM and its volumes) -> allocate host ->
+// reserve capacity (the host's CPU and memory, and room for every volume
+// on primary storage the host reaches) -> allocate IPs -> make the volumes
+// (the root from the image, cached on the storage first) -> start on the
+// hypervisor -> Running. Any failure rolls back what ran, in reverse: no
+// reserved capacity, no volume file, no IP and no VM row stay behind.
 func (s *Service) createChain() (*flow.Chain[createData], error) {
 	return flow.New("create-vm", []flow.Step[createData]{
 		{Name: "create-record", Run: s.stepRecord, Rollback: s.undoRecord},
 		{Name: "allocate-host", Run: s.stepAllocateHost},
 		{Name: "reserve-capacity", Run: s.stepReserve, Rollback: s.undoReserve},
 		{Name: "allocate-ip", Run: s.stepAllocateIPs, Rollback: s.undoIPs},
+		// The volumes' files are undone with their reservations
+		// (reserve-capacity), found from the reservation rows.
+		{Name: "create-volumes", Run: s.stepCreateVolumes},
 		{Name: "start-on-hypervisor", Run: s.stepStartOnHost, Rollback: s.undoStartOnHost},
 		{Name: "set-running", Run: s.stepSetRunning},
 	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log})
@@ -90,19 +116,39 @@ func (s *Service) prepareCreate(ctx context.Context, req CreateReq) (*createData
 	for range p.L3NetworkUUIDs {
 		d.NicUUIDs = append(d.NicUUIDs, uid.New())
 	}
+	root, err := volume.RootDisk(ctx, s.db, req.UUID, uid.New(), p.Name, p.ImageUUID)
+	if err != nil {
+		return nil, err
+	}
+	d.VM.RootVolumeUUID = root.Volume.UUID
+	d.Disks = append(d.Disks, root)
+	for i, off := range p.DataDiskOfferingUUIDs {
+		disk, err := volume.DataDisk(ctx, s.db, req.UUID, uid.New(), p.Name, off, i+1)
+		if err != nil {
+			return nil, err
+		}
+		d.Disks = append(d.Disks, disk)
+	}
 	return d, nil
 }
 
 func (s *Service) stepRecord(ctx context.Context, d *createData) error {
 	row := d.VM
-	row.VMNics = nil // written by allocate-ip
-	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
-		return errcode.Wrap(errcode.Internal, err, "write VM %s", d.VM.UUID)
-	}
-	return nil
+	row.VMNics, row.AllVolumes = nil, nil // written by allocate-ip, and here by the volume service
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(&row).Error; err != nil {
+			return errcode.Wrap(errcode.Internal, err, "write VM %s", d.VM.UUID)
+		}
+		return volume.RecordDisks(ctx, tx, d.Disks)
+	})
 }
 
+// undoRecord removes the VM's rows; a volume whose file could not be
+// deleted stays, as Error (volume.DropDisks).
 func (s *Service) undoRecord(ctx context.Context, d *createData) error {
+	if err := volume.DropDisks(ctx, s.db, d.diskUUIDs()); err != nil {
+		return err
+	}
 	if err := s.db.WithContext(ctx).Delete(&VmNicVO{}, "vm_instance_uuid = ?", d.VM.UUID).Error; err != nil {
 		return err
 	}
@@ -118,7 +164,11 @@ func (s *Service) stepAllocateHost(ctx context.Context, d *createData) error {
 		return errcode.New(errcode.CapacityExhausted, "no Connected and Enabled host%s has %d vCPUs and %d bytes of memory free",
 			scopeOf(d.Spec), d.Spec.CPU, d.Spec.Memory)
 	}
-	d.Hosts = hosts
+	d.HostClusters, d.HostZones = map[string]string{}, map[string]string{}
+	for _, h := range hosts {
+		d.Hosts = append(d.Hosts, h.UUID)
+		d.HostClusters[h.UUID], d.HostZones[h.UUID] = h.ClusterUUID, h.ZoneUUID
+	}
 	return nil
 }
 
@@ -139,8 +189,12 @@ func scopeOf(spec allocSpec) string {
 	return " (in " + strings.Join(parts, ", ") + ")"
 }
 
+// stepReserve takes, on the first candidate where both hold, the host's
+// CPU and memory and room for every volume on storage the host reaches.
 func (s *Service) stepReserve(ctx context.Context, d *createData) error {
-	h, err := reserveOn(ctx, s.db, d.VM.UUID, d.Spec, d.Hosts)
+	h, err := reserveOn(ctx, s.db, d.VM.UUID, d.Spec, d.Hosts, func(ctx context.Context, h string) (bool, error) {
+		return s.vols.PlaceDisks(ctx, d.Disks, h, d.HostClusters[h], d.HostZones[h])
+	})
 	if err != nil {
 		return err
 	}
@@ -148,8 +202,16 @@ func (s *Service) stepReserve(ctx context.Context, d *createData) error {
 	return nil
 }
 
+// undoReserve deletes the volumes' files, if any were made, with their
+// reservations, then gives the host's capacity back.
 func (s *Service) undoReserve(ctx context.Context, d *createData) error {
-	return host.Release(ctx, s.db, d.VM.UUID)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	return errors.Join(s.vols.UndoDisks(ctx, d.Disks), host.Release(ctx, s.db, d.VM.UUID))
+}
+
+func (s *Service) stepCreateVolumes(ctx context.Context, d *createData) error {
+	return s.vols.MakeDisks(ctx, d.Disks, d.HostUUID)
 }
 
 func (s *Service) stepAllocateIPs(ctx context.Context, d *createData) error {
@@ -183,8 +245,32 @@ func (s *Service) undoIPs(ctx context.Context, d *createData) error {
 }
 
 func (s *Service) stepStartOnHost(ctx context.Context, d *createData) error {
-	return agentCommand(ctx, s, d.HostUUID, protocol.StartVM, protocol.StartVMCmd{VMInstanceUUID: d.VM.UUID, VMName: d.VM.Name,
-		CPUNum: d.VM.CPUNum, Memory: d.VM.MemorySize})
+	tos := make([]protocol.VolumeTO, len(d.Disks))
+	for i, k := range d.Disks {
+		tos[i] = volume.TO(k.Volume, k.URL, k.PSType)
+	}
+	return agentCommand(ctx, s, d.HostUUID, protocol.StartVM, s.startCmd(&d.VM, d.VM.VMNics, tos))
+}
+
+// startCmd is the StartVmCmd of VM v with its NICs and volumes (root
+// first), in ZStack's shape.
+func (s *Service) startCmd(v *VmInstanceVO, nics []VmNicVO, vols []protocol.VolumeTO) protocol.StartVMCmd {
+	cmd := protocol.StartVMCmd{VMInstanceUUID: v.UUID, VMName: v.Name, CPUNum: v.CPUNum, SocketNum: 1, CPUOnSocket: v.CPUNum,
+		Memory: v.MemorySize, BootDev: []string{"hd"}, Timeout: int64(s.opts.AgentTimeout / time.Second), ConsoleMode: "vnc",
+		DataVolumes: []protocol.VolumeTO{}, Nics: []protocol.NicTO{}}
+	for _, to := range vols {
+		if to.Type == volume.TypeRoot {
+			to := to
+			cmd.RootVolume = &to
+		} else {
+			cmd.DataVolumes = append(cmd.DataVolumes, to)
+		}
+	}
+	for _, n := range nics {
+		cmd.Nics = append(cmd.Nics, protocol.NicTO{UUID: n.UUID, Mac: n.Mac, IP: n.IP, Netmask: n.Netmask, Gateway: n.Gateway,
+			L3NetworkUUID: n.L3NetworkUUID, DeviceID: n.DeviceID, UseVirtio: true})
+	}
+	return cmd
 }
 
 func (s *Service) undoStartOnHost(ctx context.Context, d *createData) error {
@@ -205,10 +291,23 @@ func (s *Service) stepSetRunning(ctx context.Context, d *createData) error {
 	// The row is as create-record wrote it (version 0): this chain is the
 	// only writer of a VM that is being created.
 	v := d.VM
-	if err := s.setState(ctx, &v, StateRunning, map[string]any{"host_uuid": d.HostUUID, "last_host_uuid": d.HostUUID}); err != nil {
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := volume.DisksReady(ctx, tx, d.Disks); err != nil {
+			return err
+		}
+		// The VM is in its host's cluster and zone from now on.
+		return setState(ctx, tx, &v, StateRunning, map[string]any{"host_uuid": d.HostUUID, "last_host_uuid": d.HostUUID,
+			"cluster_uuid": d.HostClusters[d.HostUUID], "zone_uuid": d.HostZones[d.HostUUID]})
+	})
+	if err != nil {
 		return err
 	}
 	d.VM.State, d.VM.Version, d.VM.HostUUID, d.VM.LastHostUUID, d.VM.LastOpDate = v.State, v.Version, d.HostUUID, d.HostUUID, time.Now().UTC()
+	d.VM.ClusterUUID, d.VM.ZoneUUID = d.HostClusters[d.HostUUID], d.HostZones[d.HostUUID]
+	d.VM.AllVolumes = make([]volume.VolumeVO, len(d.Disks))
+	for i, k := range d.Disks {
+		d.VM.AllVolumes[i] = k.Volume
+	}
 	return nil
 }
 

@@ -406,9 +406,11 @@ func testPlacementSpreads(t *testing.T, c *cloud) {
 func testPinnedPlacement(t *testing.T, c *cloud) {
 	c = c.in(t, kvm.Options{}, kvm.Options{})
 	zone := c.createResource("zones", map[string]any{"name": "zone-" + uid.New()[:8]})
+	zonePS := c.localStorage(zone)
 	var zoneHosts []string
 	for i := range 2 {
 		cl := c.createResource("clusters", map[string]any{"name": fmt.Sprintf("zone-cluster-%d", i), "zoneUuid": zone, "hypervisorType": "KVM"})
+		c.attachStorage(cl, zonePS)
 		_, h := c.addAgentTo(fmt.Sprintf("zone-host-%d", i), cl, kvm.Options{})
 		zoneHosts = append(zoneHosts, h.UUID)
 	}

@@ -15,6 +15,7 @@ import (
 	"mplane/api/client"
 	"mplane/errcode"
 	"mplane/internal/testenv"
+	"mplane/server"
 	"mplane/server/servertest"
 	"mplane/services/host"
 	"mplane/services/network"
@@ -41,6 +42,10 @@ type cloud struct {
 	// cluster is this test's cluster ("" for none) and mine its hosts.
 	cluster string
 	mine    []string
+	// dirs are the hosts' local storage directories, by host UUID;
+	// storage, if set, what the test's new hosts serve instead.
+	dirs    map[string]string
+	storage map[string]string
 }
 
 // newCloud starts a stack for t, stopped when t ends, without hosts.
@@ -57,7 +62,7 @@ func newCloud(t *testing.T, opts servertest.Options) *cloud {
 	st := servertest.Start(t, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*testTimeout)
 	t.Cleanup(cancel)
-	return &cloud{Stack: st, t: t, ctx: ctx, agents: map[string]*kvm.Agent{}}
+	return &cloud{Stack: st, t: t, ctx: ctx, agents: map[string]*kvm.Agent{}, dirs: map[string]string{}}
 }
 
 // in is the cloud as test t sees it: a new cluster of the default zone
@@ -68,6 +73,8 @@ func (c *cloud) in(t *testing.T, hosts ...kvm.Options) *cloud {
 	v.t, v.mine = t, nil
 	v.cluster = v.createResource("clusters", map[string]any{"name": "cluster-" + uid.New()[:8],
 		"zoneUuid": c.Defaults["zone"], "hypervisorType": "KVM"})
+	v.attachStorage(v.cluster, c.Defaults["ps"])
+	v.storage = nil
 	for i, o := range hosts {
 		v.addAgent(fmt.Sprintf("host%d", i+1), o)
 	}
@@ -237,6 +244,41 @@ type inv struct {
 }
 
 // createResource creates anything through the REST API and returns its UUID.
+// inShared is in with the cluster's VMs on a SharedMountPoint primary
+// storage (a directory of the test's that every host of the cluster
+// serves) instead of the hosts' local storage: a stopped VM may start on
+// any of them.
+func (c *cloud) inShared(t *testing.T, hosts ...kvm.Options) *cloud {
+	t.Helper()
+	v := *c
+	v.t, v.mine = t, nil
+	v.cluster = v.createResource("clusters", map[string]any{"name": "cluster-" + uid.New()[:8],
+		"zoneUuid": c.Defaults["zone"], "hypervisorType": "KVM"})
+	url := "/mplane/smp-" + uid.New()[:8]
+	v.storage = map[string]string{url: t.TempDir()}
+	ps := v.createResource("primary-storage/smp", map[string]any{"name": "smp-" + uid.New()[:8], "url": url, "zoneUuid": c.Defaults["zone"]})
+	v.attachStorage(v.cluster, ps)
+	for i, o := range hosts {
+		v.addAgent(fmt.Sprintf("host%d", i+1), o)
+	}
+	return &v
+}
+
+// attachStorage attaches primary storage ps to a cluster: its hosts keep
+// their VMs' volumes there.
+func (c *cloud) attachStorage(clusterUUID, ps string) {
+	c.t.Helper()
+	c.createResource("clusters/"+clusterUUID+"/primary-storage/"+ps, map[string]any{})
+}
+
+// localStorage adds a local primary storage to a zone (served by every
+// simulated host, at server.DefaultLocalStorageURL).
+func (c *cloud) localStorage(zoneUUID string) string {
+	c.t.Helper()
+	return c.createResource("primary-storage/local-storage", map[string]any{"name": "local-" + uid.New()[:8],
+		"url": server.DefaultLocalStorageURL, "zoneUuid": zoneUUID})
+}
+
 func (c *cloud) createResource(path string, params map[string]any) string {
 	c.t.Helper()
 	r, err := client.CreateAndWait[inv](c.ctx, c.Client, path, params)
@@ -277,6 +319,12 @@ func (c *cloud) addAgent(name string, opts kvm.Options) (*kvm.Agent, host.HostVO
 // the test's hosts.
 func (c *cloud) addAgentTo(name, clusterUUID string, opts kvm.Options) (*kvm.Agent, host.HostVO) {
 	c.t.Helper()
+	if opts.Storage == nil && c.storage != nil {
+		opts.Storage = c.storage
+	}
+	if opts.Storage == nil {
+		opts.Storage = map[string]string{server.DefaultLocalStorageURL: c.t.TempDir()}
+	}
 	a, err := kvm.New(opts)
 	if err != nil {
 		c.t.Fatal(err)
@@ -302,6 +350,7 @@ func (c *cloud) addAgentTo(name, clusterUUID string, opts kvm.Options) (*kvm.Age
 		c.t.Fatalf("host %s is %s, want Connected", name, h.Status)
 	}
 	c.agents[h.UUID] = a
+	c.dirs[h.UUID] = opts.Storage[server.DefaultLocalStorageURL]
 	if clusterUUID == c.cluster {
 		c.mine = append(c.mine, h.UUID)
 	}

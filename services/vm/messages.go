@@ -19,6 +19,9 @@ type CreateParams struct {
 	ZoneUUID             string   `json:"zoneUuid,omitempty"`
 	ClusterUUID          string   `json:"clusterUuid,omitempty"`
 	HostUUID             string   `json:"hostUuid,omitempty"`
+	// DataDiskOfferingUUIDs make blank data volumes, created and attached
+	// with the VM (one per offering, in order).
+	DataDiskOfferingUUIDs []string `json:"dataDiskOfferingUuids,omitempty"`
 }
 
 // CreateReq creates a VM with a caller-chosen UUID.

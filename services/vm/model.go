@@ -1,6 +1,10 @@
 package vm
 
-import "time"
+import (
+	"time"
+
+	"mplane/services/volume"
+)
 
 // VM states (ZStack's).
 const (
@@ -31,6 +35,7 @@ type VmInstanceVO struct {
 	LastHostUUID         string    `gorm:"column:last_host_uuid;size:32" json:"lastHostUuid,omitempty"`
 	InstanceOfferingUUID string    `gorm:"column:instance_offering_uuid;size:32;not null" json:"instanceOfferingUuid"`
 	ImageUUID            string    `gorm:"column:image_uuid;size:32;not null" json:"imageUuid"`
+	RootVolumeUUID       string    `gorm:"column:root_volume_uuid;size:32" json:"rootVolumeUuid,omitempty"`
 	DefaultL3NetworkUUID string    `gorm:"column:default_l3_network_uuid;size:32" json:"defaultL3NetworkUuid,omitempty"`
 	Type                 string    `gorm:"column:type;size:32;not null" json:"type"`
 	HypervisorType       string    `gorm:"column:hypervisor_type;size:32;not null" json:"hypervisorType"`
@@ -42,7 +47,15 @@ type VmInstanceVO struct {
 	CreateDate           time.Time `gorm:"column:create_date;not null" json:"createDate"`
 	LastOpDate           time.Time `gorm:"column:last_op_date;not null" json:"lastOpDate"`
 	VMNics               []VmNicVO `gorm:"foreignKey:VMInstanceUUID;references:UUID" json:"vmNics"`
+	// AllVolumes are the VM's volumes, root first (ZStack's allVolumes):
+	// the volume service's rows, read only here (no constraint either: a
+	// volume outlives the VM it was attached to).
+	AllVolumes []volume.VolumeVO `gorm:"foreignKey:VMInstanceUUID;references:UUID;-:migration" json:"allVolumes"`
 }
+
+// volumeOrder is the SQL order of a VM's volumes: root first, then by
+// device.
+const volumeOrder = "CASE WHEN type = 'Root' THEN 0 ELSE 1 END, device_id"
 
 // TableName is vm_instances.
 func (VmInstanceVO) TableName() string { return "vm_instances" }

@@ -9,6 +9,7 @@ import (
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/services/host"
+	"mplane/services/volume"
 )
 
 // begin loads the VM, checks that op may start from its state and shows
@@ -55,6 +56,8 @@ type startData struct {
 	Spec     allocSpec `json:"spec"`
 	Hosts    []string  `json:"hosts,omitempty"`
 	HostUUID string    `json:"hostUuid,omitempty"`
+	// Cmd is the start command, with the VM's volumes and NICs.
+	Cmd protocol.StartVMCmd `json:"cmd"`
 }
 
 // startChain: allocate host (the last one first) -> reserve capacity ->
@@ -67,18 +70,21 @@ func (s *Service) startChain() (*flow.Chain[startData], error) {
 				return err
 			}
 			if len(hosts) == 0 {
-				return errcode.New(errcode.CapacityExhausted, "no Connected and Enabled host has %d vCPUs and %d bytes of memory free", d.Spec.CPU, d.Spec.Memory)
+				return errcode.New(errcode.CapacityExhausted, "no Connected and Enabled host%s has %d vCPUs and %d bytes of memory free",
+					scopeOf(d.Spec), d.Spec.CPU, d.Spec.Memory)
 			}
-			d.Hosts = hosts
+			for _, h := range hosts {
+				d.Hosts = append(d.Hosts, h.UUID)
+			}
 			return nil
 		}},
 		{Name: "reserve-capacity", Run: func(ctx context.Context, d *startData) error {
-			h, err := reserveOn(ctx, s.db, d.VMUUID, d.Spec, d.Hosts)
+			h, err := reserveOn(ctx, s.db, d.VMUUID, d.Spec, d.Hosts, nil)
 			d.HostUUID = h
 			return err
 		}, Rollback: func(ctx context.Context, d *startData) error { return host.Release(ctx, s.db, d.VMUUID) }},
 		{Name: "start-on-hypervisor", Run: func(ctx context.Context, d *startData) error {
-			return agentCommand(ctx, s, d.HostUUID, protocol.StartVM, protocol.StartVMCmd{VMInstanceUUID: d.VMUUID, VMName: d.Name, CPUNum: d.CPUNum, Memory: d.Memory})
+			return agentCommand(ctx, s, d.HostUUID, protocol.StartVM, d.Cmd)
 		}},
 	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log})
 }
@@ -89,8 +95,19 @@ func (s *Service) handleStart(ctx context.Context, req OpReq) (VmInstanceVO, err
 		if err != nil {
 			return VmInstanceVO{}, err
 		}
-		d := &startData{VMUUID: v.UUID, Name: v.Name, CPUNum: v.CPUNum, Memory: v.MemorySize,
-			Spec: allocSpec{CPU: int64(v.CPUNum), Memory: v.MemorySize, ZoneUUID: v.ZoneUUID, ClusterUUID: v.ClusterUUID, Prefer: v.LastHostUUID}}
+		// The VM runs where its volumes are: on the host of a local
+		// storage volume, in a cluster its shared storage is attached to.
+		onHost, clusters, err := volume.Reach(ctx, s.db, v.AllVolumes)
+		if err != nil {
+			return VmInstanceVO{}, s.fail(v, prev, err)
+		}
+		tos, err := volume.TOs(ctx, s.db, v.AllVolumes)
+		if err != nil {
+			return VmInstanceVO{}, s.fail(v, prev, err)
+		}
+		d := &startData{VMUUID: v.UUID, Name: v.Name, CPUNum: v.CPUNum, Memory: v.MemorySize, Cmd: s.startCmd(v, v.VMNics, tos),
+			Spec: allocSpec{CPU: int64(v.CPUNum), Memory: v.MemorySize, ZoneUUID: v.ZoneUUID, ClusterUUID: v.ClusterUUID, Prefer: v.LastHostUUID,
+				HostUUID: onHost, Clusters: clusters}}
 		if err := s.startF.Run(ctx, d, flow.RunOptions{Resource: v.UUID}); err != nil {
 			return VmInstanceVO{}, s.fail(v, prev, err)
 		}
@@ -172,6 +189,12 @@ func (s *Service) handleExpunge(ctx context.Context, req OpReq) (cloudbus.Empty,
 		v, _, err := s.begin(ctx, req.UUID, "expunge")
 		if err != nil {
 			return cloudbus.Empty{}, err
+		}
+		// The root volume goes for good, the data volumes are detached;
+		// an expunge cut short is finished by the next (Expunging may
+		// expunge again).
+		if err := s.vols.ExpungeOfVM(ctx, v.UUID); err != nil {
+			return cloudbus.Empty{}, errcode.Wrap(errcode.AgentError, err, "expunge the volumes of VM %s (expunge it again to finish)", v.UUID)
 		}
 		if err := s.db.WithContext(ctx).Delete(&VmInstanceVO{}, "uuid = ?", v.UUID).Error; err != nil {
 			return cloudbus.Empty{}, errcode.Wrap(errcode.Internal, err, "expunge VM %s", v.UUID)

@@ -313,12 +313,13 @@ func testAgentFailuresKeepTheVM(t *testing.T, c *cloud) {
 	}
 }
 
-// testStartWithoutCapacity: a Stopped VM whose host was taken meanwhile
-// cannot start where nothing is free (SYS.1015), nor on a host whose agent
-// fails the start (rolled back: no reservation there); it stays Stopped,
-// and starts on its last host once that is free again.
+// testStartWithoutCapacity: a Stopped VM (on shared storage, so it may
+// start on any host of its cluster) whose host was taken meanwhile cannot
+// start where nothing is free (SYS.1015), nor on a host whose agent fails
+// the start (rolled back: no reservation there); it stays Stopped, and
+// starts on its last host once that is free again.
 func testStartWithoutCapacity(t *testing.T, c *cloud) {
-	c = c.in(t)
+	c = c.inShared(t)
 	_, small := c.addAgent("one-cpu", kvm.Options{CPUNum: 1})
 	v1 := c.mustCreate("first", nil)
 	c.mustAct(v1.UUID, "stopVmInstance", nil)

@@ -8,9 +8,11 @@ import (
 	"gorm.io/gorm"
 
 	"mplane/errcode"
+	"mplane/services/diskoffering"
 	"mplane/services/host"
 	"mplane/services/image"
 	"mplane/services/offering"
+	"mplane/services/resource"
 )
 
 // IP is one allocated address.
@@ -54,6 +56,11 @@ func (p *CreateParams) Validate() error {
 		}
 		seen[l3] = true
 	}
+	for _, off := range p.DataDiskOfferingUUIDs {
+		if off == "" {
+			problems = append(problems, "dataDiskOfferingUuids must not contain an empty UUID")
+		}
+	}
 	if p.DefaultL3NetworkUUID != "" && !seen[p.DefaultL3NetworkUUID] {
 		problems = append(problems, "defaultL3NetworkUuid must be one of l3NetworkUuids")
 	}
@@ -72,6 +79,17 @@ func (p *CreateParams) Check(ctx context.Context, db *gorm.DB, ipam IPAM) (*Sizi
 		return nil, err
 	}
 	sz := &Sizing{CPUNum: off.CPUNum, MemorySize: off.MemorySize, Platform: img.Platform}
+	if img.MediaType != image.MediaRootVolumeTemplate {
+		return nil, errcode.New(errcode.InvalidArgument, "imageUuid %s is a %s image: a VM boots from a %s image", img.UUID, img.MediaType, image.MediaRootVolumeTemplate)
+	}
+	for _, uuid := range p.DataDiskOfferingUUIDs {
+		if _, err := resource.Load[diskoffering.DiskOfferingVO](ctx, db, "disk offering", uuid); err != nil {
+			if errcode.Has(err, errcode.ResourceNotFound) {
+				return nil, errcode.New(errcode.InvalidArgument, "dataDiskOfferingUuids: disk offering %s does not exist", uuid)
+			}
+			return nil, err
+		}
+	}
 	for _, l3 := range p.L3NetworkUUIDs {
 		if err := ipam.Usable(ctx, l3); err != nil {
 			return nil, err

@@ -2,6 +2,8 @@ package vm_test
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,10 +12,13 @@ import (
 	"mplane/conf"
 	"mplane/flow"
 	"mplane/managementnode"
+	"mplane/server"
 	"mplane/server/servertest"
 	"mplane/services/host"
 	"mplane/services/network"
+	"mplane/services/storage"
 	"mplane/services/vm"
+	"mplane/services/volume"
 	"mplane/uid"
 )
 
@@ -76,13 +81,32 @@ func (c *cloud) halfCreated(hostUUID string) (vm.VmInstanceVO, map[string]any) {
 	if err := db.Create(&nic).Error; err != nil {
 		c.t.Fatal(err)
 	}
+	// Its root volume: the row, the reservation on the host's local
+	// storage, the file.
+	root, err := volume.RootDisk(c.ctx, db, v.UUID, uid.New(), v.Name, c.Defaults["image"])
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := volume.RecordDisks(c.ctx, db, []*volume.Disk{root}); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := storage.Reserve(c.ctx, db, root.Volume.UUID, c.Defaults["ps"], hostUUID, root.Volume.Size); err != nil {
+		c.t.Fatal(err)
+	}
+	if _, err := host.RunStorage(c.ctx, c.Node(), hostUUID, server.DefaultLocalStorageURL, protocol.CreateEmptyVolume,
+		protocol.CreateEmptyVolumeCmd{VolumeUUID: root.Volume.UUID, InstallPath: root.Volume.InstallPath, Size: root.Volume.Size}); err != nil {
+		c.t.Fatal(err)
+	}
+	root.Volume.PrimaryStorageUUID, root.Volume.HostUUID, root.URL, root.PSType = c.Defaults["ps"], hostUUID, server.DefaultLocalStorageURL, storage.TypeLocalStorage
+	to := volume.TO(root.Volume, server.DefaultLocalStorageURL, storage.TypeLocalStorage)
 	if _, err := host.Run(c.ctx, c.Node(), hostUUID, protocol.StartVM,
-		protocol.StartVMCmd{VMInstanceUUID: v.UUID, VMName: v.Name, CPUNum: v.CPUNum, Memory: v.MemorySize}); err != nil {
+		protocol.StartVMCmd{VMInstanceUUID: v.UUID, VMName: v.Name, CPUNum: v.CPUNum, Memory: v.MemorySize, RootVolume: &to}); err != nil {
 		c.t.Fatal(err)
 	}
 	v.VMNics = []vm.VmNicVO{nic}
+	v.RootVolumeUUID = root.Volume.UUID
 	return v, map[string]any{"vm": v, "l3s": []string{c.Defaults["l3"]}, "nicUuids": []string{nicUUID},
-		"hosts": []string{hostUUID}, "hostUuid": hostUUID}
+		"hosts": []string{hostUUID}, "hostUuid": hostUUID, "disks": []*volume.Disk{root}}
 }
 
 // TestRecoverAbandonedFlows: a node dies in the middle of a create and of
@@ -100,13 +124,17 @@ func TestRecoverAbandonedFlows(t *testing.T) {
 	empty := c.snapshot()
 	dead := uid.New()
 
-	// A create that died after starting the VM on the host (5 of its 6
+	// A create that died after starting the VM on the host (6 of its 7
 	// steps begun).
 	half, createData := c.halfCreated(hostUUID)
 	if st := c.agentVM(hostUUID, half.UUID); st != protocol.VMStateRunning {
 		t.Fatalf("the half-created VM is %q on the agent", st)
 	}
-	createRec := c.saveRecord(dead, createChain, half.UUID, flow.Running, 5, 6, "start-on-hypervisor", createData)
+	rootFile := filepath.Join(c.dirs[hostUUID], volume.InstallPath(volume.TypeRoot, half.RootVolumeUUID))
+	if _, err := os.Stat(rootFile); err != nil {
+		t.Fatalf("the half-created VM's root volume: %v", err)
+	}
+	createRec := c.saveRecord(dead, createChain, half.UUID, flow.Running, 6, 7, "start-on-hypervisor", createData)
 
 	// A start that died after reserving the capacity (2 of 3 steps).
 	starting := c.mustCreate("was-starting", nil)
@@ -124,7 +152,7 @@ func TestRecoverAbandonedFlows(t *testing.T) {
 
 	// A create this live node is running: not abandoned.
 	busy := c.mustCreate("busy", nil)
-	liveRec := c.saveRecord(c.Node().UUID(), createChain, busy.UUID, flow.Running, 1, 6, "create-record",
+	liveRec := c.saveRecord(c.Node().UUID(), createChain, busy.UUID, flow.Running, 1, 7, "create-record",
 		map[string]any{"vm": busy, "l3s": []string{c.Defaults["l3"]}})
 
 	if got := c.snapshot(); got.VMs != empty.VMs+3 || got.Reservations != empty.Reservations+3 {
@@ -160,6 +188,16 @@ func TestRecoverAbandonedFlows(t *testing.T) {
 	}
 	if hs := c.agentHas(half.UUID); len(hs) != 0 {
 		t.Errorf("hosts %v still have the half-created VM", hs)
+	}
+	if _, err := os.Stat(rootFile); !os.IsNotExist(err) {
+		t.Errorf("the half-created VM's root volume file is still there (%v)", err)
+	}
+	if _, ok, err := storage.Reservation(c.ctx, c.DB(), half.RootVolumeUUID); err != nil || ok {
+		t.Errorf("the half-created VM's root volume still holds storage (%v)", err)
+	}
+	var vols int64
+	if err := c.DB().Model(&volume.VolumeVO{}).Where("uuid = ?", half.RootVolumeUUID).Count(&vols).Error; err != nil || vols != 0 {
+		t.Errorf("the half-created VM's root volume row is still there (%d, %v)", vols, err)
 	}
 
 	// The VM that was starting is Stopped without capacity (its state is

@@ -14,6 +14,7 @@ import (
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/managementnode"
+	"mplane/services/volume"
 	"mplane/thread"
 )
 
@@ -24,7 +25,8 @@ type Options struct {
 	Node      *managementnode.Node
 	Scheduler *thread.Scheduler
 	Logger    *slog.Logger
-	IPAM      IPAM // required
+	IPAM      IPAM            // required
+	Volumes   *volume.Service // required: makes and removes the VMs' volumes
 	// AgentTimeout bounds one agent command of a VM operation. Default 5m.
 	AgentTimeout time.Duration
 }
@@ -39,6 +41,7 @@ type Service struct {
 	bus      *cloudbus.Bus
 	node     *managementnode.Node
 	sched    *thread.Scheduler
+	vols     *volume.Service
 	recorder *flow.GormRecorder
 	create   *flow.Chain[createData]
 	startF   *flow.Chain[startData]
@@ -51,8 +54,8 @@ type Service struct {
 
 // New builds the service.
 func New(opts Options) (*Service, error) {
-	if opts.DB == nil || opts.Bus == nil || opts.Node == nil || opts.Scheduler == nil || opts.IPAM == nil {
-		return nil, errors.New("vm: Options.DB, Bus, Node, Scheduler and IPAM are required")
+	if opts.DB == nil || opts.Bus == nil || opts.Node == nil || opts.Scheduler == nil || opts.IPAM == nil || opts.Volumes == nil {
+		return nil, errors.New("vm: Options.DB, Bus, Node, Scheduler, IPAM and Volumes are required")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -60,7 +63,7 @@ func New(opts Options) (*Service, error) {
 	if opts.AgentTimeout <= 0 {
 		opts.AgentTimeout = 5 * time.Minute
 	}
-	s := &Service{opts: opts, db: opts.DB, bus: opts.Bus, node: opts.Node, sched: opts.Scheduler,
+	s := &Service{opts: opts, db: opts.DB, bus: opts.Bus, node: opts.Node, sched: opts.Scheduler, vols: opts.Volumes,
 		log: opts.Logger.With("component", "vm"), recorder: flow.NewGormRecorder(opts.DB)}
 	var err error
 	if s.create, err = s.createChain(); err != nil {
@@ -93,6 +96,8 @@ func (s *Service) Start(ctx context.Context) error {
 		managementnode.Handle(mux, MsgReboot, s.handleReboot)
 		managementnode.Handle(mux, MsgDestroy, s.handleDestroy)
 		managementnode.Handle(mux, MsgExpunge, s.handleExpunge)
+		managementnode.Handle(mux, MsgAttachVolume, s.handleAttachVolume)
+		managementnode.Handle(mux, MsgDetachVolume, s.handleDetachVolume)
 	})
 	if err != nil {
 		return err
@@ -117,8 +122,14 @@ func inChain[T any](ctx context.Context, s *Service, uuid, op string, fn func(ct
 }
 
 func (s *Service) load(ctx context.Context, uuid string) (*VmInstanceVO, error) {
+	return loadVM(ctx, s.db, uuid)
+}
+
+// loadVM loads a VM with its NICs and volumes.
+func loadVM(ctx context.Context, db *gorm.DB, uuid string) (*VmInstanceVO, error) {
 	var v VmInstanceVO
-	err := s.db.WithContext(ctx).Preload("VMNics").First(&v, "uuid = ?", uuid).Error
+	err := db.WithContext(ctx).Preload("VMNics").Preload("AllVolumes", func(tx *gorm.DB) *gorm.DB { return tx.Order(volumeOrder) }).
+		First(&v, "uuid = ?", uuid).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, errcode.New(errcode.ResourceNotFound, "VM %s not found", uuid)
 	}
@@ -132,11 +143,16 @@ func (s *Service) load(ctx context.Context, uuid string) (*VmInstanceVO, error) 
 // given extra column updates; a concurrent writer makes it fail with
 // Conflict instead of overwriting.
 func (s *Service) setState(ctx context.Context, v *VmInstanceVO, state string, extra map[string]any) error {
+	return setState(ctx, s.db, v, state, extra)
+}
+
+// setState is Service.setState on db (a transaction).
+func setState(ctx context.Context, db *gorm.DB, v *VmInstanceVO, state string, extra map[string]any) error {
 	upd := map[string]any{"state": state, "version": v.Version + 1, "last_op_date": time.Now().UTC()}
 	for k, x := range extra {
 		upd[k] = x
 	}
-	res := s.db.WithContext(ctx).Model(&VmInstanceVO{}).Where("uuid = ? AND version = ?", v.UUID, v.Version).Updates(upd)
+	res := db.WithContext(ctx).Model(&VmInstanceVO{}).Where("uuid = ? AND version = ?", v.UUID, v.Version).Updates(upd)
 	if res.Error != nil {
 		return errcode.Wrap(errcode.Internal, res.Error, "set VM %s %s", v.UUID, state)
 	}

@@ -14,7 +14,7 @@ var allowedFrom = map[string][]string{
 	"stop":    {StateRunning},
 	"reboot":  {StateRunning},
 	"destroy": {StateCreated, StateRunning, StateStopped, StateUnknown, StateError},
-	"expunge": {StateDestroyed},
+	"expunge": {StateDestroyed, StateExpunging},
 }
 
 // transitional is the state an operation shows while it runs.

@@ -124,6 +124,7 @@ func (s *Service) resolveSource(ctx context.Context, d *createData) error {
 			return errcode.New(errcode.InvalidState, "image %s is on no Connected backup storage", img.UUID)
 		}
 		d.Volume.Size = max(d.Volume.Size, img.Size)
+		d.Volume.RootImageUUID = img.UUID // its cache is the volume's backing file
 		return nil
 	}
 	return errcode.New(errcode.InvalidArgument, "volume source %q is not supported", d.Req.Source)
@@ -187,7 +188,7 @@ func (s *Service) stepPlace(ctx context.Context, d *createData) error {
 				return errcode.Wrap(errcode.Internal, err, "reserve %d bytes on %s", d.Volume.Size, c)
 			}
 			placed = true
-			if err := s.createOn(ctx, d, c); err != nil {
+			if err := s.createOn(ctx, d, c, ""); err != nil {
 				s.log.Warn("volume create failed on a primary storage, rescheduling", "volume_uuid", d.Volume.UUID, "candidate", c.String(), "err", err)
 				d.Attempts = append(d.Attempts, fmt.Sprintf("%s: %v", c, err))
 				if uerr := s.undoPlace(ctx, d); uerr != nil {
@@ -214,11 +215,15 @@ func (s *Service) placeError(d *createData, err error) error {
 }
 
 // createOn makes the volume's file on candidate c and fills in the row.
-func (s *Service) createOn(ctx context.Context, d *createData, c candidate) error {
+// agentHost is the host whose agent does it ("": the volume's own on
+// LocalStorage, any of the storage's otherwise).
+func (s *Service) createOn(ctx context.Context, d *createData, c candidate, agentHost string) error {
 	p := &storage.PrimaryStorageVO{UUID: c.PS, URL: c.URL, Type: c.Type}
-	hostUUID, err := s.hostFor(ctx, p, c.Host)
-	if err != nil {
-		return err
+	hostUUID, err := agentHost, error(nil)
+	if hostUUID == "" {
+		if hostUUID, err = s.hostFor(ctx, p, c.Host); err != nil {
+			return err
+		}
 	}
 	var rsp protocol.VolumeRsp
 	switch d.Req.Source {
@@ -269,7 +274,13 @@ func (s *Service) hostFor(ctx context.Context, p *storage.PrimaryStorageVO, volu
 // its reservation back. It finds both from the reservation row, so it
 // works on data recorded before the attempt began (a node taking over).
 func (s *Service) undoPlace(ctx context.Context, d *createData) error {
-	r, found, err := storage.Reservation(ctx, s.db, d.Volume.UUID)
+	return s.undoPlacement(ctx, d.Volume.UUID, d.Volume.Type)
+}
+
+// undoPlacement deletes the file that volume uuid's create may have made
+// (found from its reservation) and gives the reservation back.
+func (s *Service) undoPlacement(ctx context.Context, uuid, typ string) error {
+	r, found, err := storage.Reservation(ctx, s.db, uuid)
 	if err != nil || !found {
 		return err
 	}
@@ -279,7 +290,7 @@ func (s *Service) undoPlace(ctx context.Context, d *createData) error {
 	}
 	// The host's agent may be unreachable for a moment (its owner node
 	// died and the ring is moving): retry for a while before giving up.
-	path := InstallPath(d.Volume.Type, d.Volume.UUID)
+	path := InstallPath(typ, uuid)
 	backoff := 200 * time.Millisecond
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -290,7 +301,7 @@ func (s *Service) undoPlace(ctx context.Context, d *createData) error {
 		if time.Now().Add(backoff).After(deadline) || ctx.Err() != nil {
 			return err
 		}
-		s.log.Warn("delete the file of a failed volume create; retrying", "volume_uuid", d.Volume.UUID, "err", err)
+		s.log.Warn("delete the file of a failed volume create; retrying", "volume_uuid", uuid, "err", err)
 		select {
 		case <-ctx.Done():
 			return err
@@ -298,7 +309,7 @@ func (s *Service) undoPlace(ctx context.Context, d *createData) error {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
-	return storage.Release(ctx, s.db, d.Volume.UUID)
+	return storage.Release(ctx, s.db, uuid)
 }
 
 // deleteFile deletes a volume's file (idempotent on the agent).

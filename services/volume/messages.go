@@ -92,4 +92,8 @@ var (
 	MsgCreateSnapshot = managementnode.NewOwnedMsg[SnapshotReq, VolumeSnapshotVO](BusService, "volume.CreateVolumeSnapshot")
 	MsgDeleteSnapshot = managementnode.NewOwnedMsg[SnapshotRef, cloudbus.Empty](BusService, "volume.DeleteVolumeSnapshot")
 	MsgRevert         = managementnode.NewOwnedMsg[SnapshotRef, VolumeVO](BusService, "volume.RevertVolumeFromSnapshot")
+	// MsgAttach and MsgDetach are sent by a VM's owner, from the VM's
+	// chain (the API's attach and detach are the VM service's).
+	MsgAttach = managementnode.NewOwnedMsg[AttachReq, VolumeVO](BusService, "volume.AttachDataVolume")
+	MsgDetach = managementnode.NewOwnedMsg[DetachReq, VolumeVO](BusService, "volume.DetachDataVolume")
 )

@@ -3,6 +3,7 @@ package volume
 import (
 	"context"
 	"errors"
+	"time"
 
 	"mplane/agents/protocol"
 	"mplane/cloudbus"
@@ -13,7 +14,18 @@ import (
 // handleDelete marks a data volume Deleted (ZStack's delete: the file and
 // its capacity stay until expungeDataVolume; recoverDataVolume undoes it).
 // A root volume goes with its VM; an attached volume is refused.
+//
+// With deleteMode Enforcing an attached data volume is detached first,
+// outside the volume's chain (the detach takes the VM's chain, then the
+// volume's: the lock order).
 func (s *Service) handleDelete(ctx context.Context, ref Ref) (cloudbus.Empty, error) {
+	if ref.Mode == "Enforcing" && s.opts.DetachFromVM != nil {
+		if v, err := Load(ctx, s.db, ref.UUID); err == nil && v.Type == TypeData && v.VMInstanceUUID != "" {
+			if err := s.opts.DetachFromVM(ctx, v.UUID, v.VMInstanceUUID); err != nil {
+				return cloudbus.Empty{}, errcode.Wrap(errcode.From(err).Code, err, "detach volume %s from VM %s before deleting it", v.UUID, v.VMInstanceUUID)
+			}
+		}
+	}
 	return inChain(ctx, s, ref.UUID, "delete", func(ctx context.Context) (cloudbus.Empty, error) {
 		v, err := Load(ctx, s.db, ref.UUID)
 		if errcode.Has(err, errcode.ResourceNotFound) {
@@ -32,16 +44,25 @@ func (s *Service) handleDelete(ctx context.Context, ref Ref) (cloudbus.Empty, er
 		if v.Status == StatusError {
 			return cloudbus.Empty{}, s.expunge(ctx, v)
 		}
-		return cloudbus.Empty{}, s.setStatus(ctx, v.UUID, StatusDeleted, nil)
+		// Only while still detached: an attach is a conditional update too.
+		res := s.db.WithContext(ctx).Model(&VolumeVO{}).Where("uuid = ? AND vm_instance_uuid = ?", v.UUID, "").
+			Updates(map[string]any{"status": StatusDeleted, "last_op_date": time.Now().UTC()})
+		if res.Error != nil {
+			return cloudbus.Empty{}, errcode.Wrap(errcode.Internal, res.Error, "delete volume %s", v.UUID)
+		}
+		if res.RowsAffected == 0 {
+			return cloudbus.Empty{}, errcode.New(errcode.Conflict, "volume %s was attached while it was being deleted", v.UUID)
+		}
+		return cloudbus.Empty{}, nil
 	})
 }
 
 func deletable(v *VolumeVO) error {
 	switch {
-	case v.Type == TypeRoot:
+	case v.Type == TypeRoot && v.Status != StatusError:
 		return errcode.New(errcode.InvalidState, "volume %s is the root volume of VM %s: it goes when the VM is expunged", v.UUID, v.VMInstanceUUID)
 	case v.VMInstanceUUID != "":
-		return errcode.New(errcode.InvalidState, "volume %s is attached to VM %s: detach it first", v.UUID, v.VMInstanceUUID)
+		return errcode.New(errcode.InvalidState, "volume %s is attached to VM %s: detach it first, or delete it with deleteMode Enforcing", v.UUID, v.VMInstanceUUID)
 	case v.Status == StatusCreating:
 		return errcode.New(errcode.InvalidState, "volume %s is being created", v.UUID)
 	}

@@ -38,6 +38,13 @@ type Options struct {
 	// Strategy is the default allocation strategy. Default
 	// StrategyCapacity.
 	Strategy string
+	// DetachFromVM, if set, detaches an attached volume from its VM (the
+	// VM service's detach, through the VM's owner): a delete with
+	// deleteMode Enforcing uses it before deleting.
+	DetachFromVM func(ctx context.Context, volumeUUID, vmUUID string) error
+	// CacheCleanInterval is how often the image caches of deleted images
+	// that no volume needs are removed (CleanImageCaches). Default 10m.
+	CacheCleanInterval time.Duration
 }
 
 // Service owns volumes and their snapshots: every operation on a volume
@@ -73,6 +80,9 @@ func New(opts Options) (*Service, error) {
 	}
 	if opts.Strategy == "" {
 		opts.Strategy = StrategyCapacity
+	}
+	if opts.CacheCleanInterval <= 0 {
+		opts.CacheCleanInterval = 10 * time.Minute
 	}
 	s := &Service{opts: opts, log: opts.Logger.With("component", "volume"), db: opts.DB, node: opts.Node, sched: opts.Scheduler,
 		store: opts.Storage, recorder: flow.NewGormRecorder(opts.DB)}
@@ -111,12 +121,17 @@ func (s *Service) Start(ctx context.Context) error {
 		managementnode.Handle(mux, MsgCreateSnapshot, s.handleCreateSnapshot)
 		managementnode.Handle(mux, MsgDeleteSnapshot, s.handleDeleteSnapshot)
 		managementnode.Handle(mux, MsgRevert, s.handleRevert)
+		managementnode.Handle(mux, MsgAttach, s.handleAttach)
+		managementnode.Handle(mux, MsgDetach, s.handleDetach)
 	})
 	if err != nil {
 		return err
 	}
 	s.takeover().Watch(s.ctx, &s.wg)
-	return nil
+	return s.sched.Every(s.ctx, s.opts.CacheCleanInterval, 0.2, "image-cache-clean", func(ctx context.Context) error {
+		_, err := s.CleanImageCaches(ctx)
+		return err
+	})
 }
 
 // Stop (idempotent) ends the takeover loop.

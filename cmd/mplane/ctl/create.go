@@ -21,6 +21,10 @@ const (
 	paramPath // a string flag that fills the resource path, not a param
 )
 
+// pathChoice is one value a paramPath flag with choices takes, and the
+// path segment it puts in the path.
+type pathChoice struct{ value, segment string }
+
 // paramFlag maps one flag of a create command to one API param.
 type paramFlag struct {
 	flag     string
@@ -29,6 +33,9 @@ type paramFlag struct {
 	required bool
 	def      string // default, sent when the flag is not given
 	usage    string
+	// choices, for a paramPath flag, are the values it takes (any case)
+	// and the segment each puts in the path; nil takes any UUID.
+	choices []pathChoice
 }
 
 // createSpec is one "ctl create <noun>" command.
@@ -36,8 +43,8 @@ type createSpec struct {
 	noun    *noun
 	short   string
 	example string
-	// path is the create path; for pPath flags, "{flag}" is replaced by
-	// the flag's value.
+	// path is the create path; for paramPath flags, "{flag}" is replaced by
+	// the flag's value (for one with choices, the value's segment).
 	path  string
 	flags []paramFlag
 }
@@ -89,6 +96,19 @@ var createSpecs = []createSpec{
 			{flag: "md5sum", param: "md5sum", usage: "the file's MD5 (hex), checked after the download"},
 			{flag: "description", param: "description", usage: "description"},
 		}},
+	{noun: primaryStorageNoun, short: "Add primary storage to a zone (attach it to clusters with `ctl attach primary-storage`)",
+		path: "primary-storage/{type}",
+		example: "  mplane ctl create primary-storage --name local1 --dir /var/lib/mplane/local --zone <zone-uuid>\n" +
+			"  mplane ctl create primary-storage --name shared1 --type smp --dir /mnt/shared --zone <zone-uuid>",
+		flags: []paramFlag{
+			{flag: "name", param: "name", required: true, usage: "primary storage name"},
+			{flag: "type", kind: paramPath, def: "local", choices: []pathChoice{{"local", "local-storage"}, {"smp", "smp"}},
+				usage: "local (LocalStorage: a directory of each host's own) or smp (SharedMountPoint: a directory every host mounts)"},
+			// Not --url: that is the API's URL, a flag of every command.
+			{flag: "dir", param: "url", required: true, usage: "the directory on the hosts (an absolute path; the simulated hosts serve /mplane/local)"},
+			{flag: "zone", param: "zoneUuid", required: true, usage: "UUID of the zone"},
+			{flag: "description", param: "description", usage: "description"},
+		}},
 	{noun: backupStorageNoun, short: "Add a storage agent (mplane agent storage) as image store backup storage", path: "backup-storage/image-store",
 		example: "  mplane ctl create backup-storage --name bs1 --hostname 127.0.0.1 --port 7080 --dir /var/lib/mplane/images",
 		flags: []paramFlag{
@@ -128,7 +148,8 @@ var createSpecs = []createSpec{
 		}},
 	{noun: vmNoun, short: "Create and start a VM", path: "vm-instances",
 		example: "  mplane ctl create vm --name web1 --offering <offering-uuid> --image <image-uuid> --l3 <l3-uuid>\n" +
-			"  mplane ctl create vm --name db1 --offering <uuid> --image <uuid> --l3 <uuid>,<uuid> --host <host-uuid>",
+			"  mplane ctl create vm --name db1 --offering <uuid> --image <uuid> --l3 <uuid>,<uuid> --host <host-uuid>\n" +
+			"  mplane ctl create vm --name db2 --offering <uuid> --image <uuid> --l3 <uuid> --data-disk-offering <disk-offering-uuid>",
 		flags: []paramFlag{
 			{flag: "name", param: "name", required: true, usage: "VM name"},
 			{flag: "offering", param: "instanceOfferingUuid", required: true, usage: "UUID of the instance offering"},
@@ -138,6 +159,8 @@ var createSpecs = []createSpec{
 			{flag: "host", param: "hostUuid", usage: "UUID of the host to start on (default: chosen by the server)"},
 			{flag: "cluster", param: "clusterUuid", usage: "UUID of the cluster to place the VM in"},
 			{flag: "zone", param: "zoneUuid", usage: "UUID of the zone to place the VM in"},
+			{flag: "data-disk-offering", param: "dataDiskOfferingUuids", kind: paramList,
+				usage: "UUID of a disk offering: a blank data volume of its size, made and attached with the VM; repeat (or comma separate) for more"},
 			{flag: "description", param: "description", usage: "description"},
 		}},
 }
@@ -211,6 +234,15 @@ func (v *flagValues) params(fs *pflag.FlagSet) (string, map[string]any, error) {
 			params[p.param] = n
 		case paramPath:
 			val := strings.TrimSpace(*v.str[p.flag])
+			if p.choices != nil {
+				seg, err := p.choose(val)
+				if err != nil {
+					problems = append(problems, err.Error())
+					continue
+				}
+				path = strings.ReplaceAll(path, "{"+p.flag+"}", seg)
+				continue
+			}
 			if val == "" || strings.Contains(val, "/") {
 				problems = append(problems, fmt.Sprintf("--%s must be a UUID, got %q", p.flag, val))
 				continue
@@ -232,6 +264,19 @@ func (v *flagValues) params(fs *pflag.FlagSet) (string, map[string]any, error) {
 		return "", nil, errcode.New(errcode.InvalidArgument, "%s", strings.Join(problems, "; "))
 	}
 	return path, params, nil
+}
+
+// choose is the path segment of a paramPath flag's value among its
+// choices.
+func (p paramFlag) choose(val string) (string, error) {
+	values := make([]string, len(p.choices))
+	for i, c := range p.choices {
+		if strings.EqualFold(val, c.value) {
+			return c.segment, nil
+		}
+		values[i] = c.value
+	}
+	return "", fmt.Errorf("--%s must be %s or %s, got %q", p.flag, strings.Join(values[:len(values)-1], ", "), values[len(values)-1], val)
 }
 
 func newCreateCmd(g *globals) *cobra.Command {

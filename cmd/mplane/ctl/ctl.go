@@ -46,8 +46,8 @@ func NewCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ctl",
 		Short: "Command-line client of the mplane REST API",
-		Long: "Manages zones, clusters, hosts, offerings, images, L3 networks and VMs through the\n" +
-			"REST API. Log in once with `mplane ctl login`; the session is kept in\n" +
+		Long: "Manages zones, clusters, hosts, offerings, images, storage, volumes, L3 networks and\n" +
+			"VMs through the REST API. Log in once with `mplane ctl login`; the session is kept in\n" +
 			"~/.config/mplane/ctl.json (0600). Mutating commands wait for their job and print the\n" +
 			"resulting inventory (--no-wait prints the job location instead).\n\n" +
 			"Environment: " + envURL + " (API URL), " + envSession + " (a session to use),\n" +
@@ -72,6 +72,7 @@ func NewCommand() *cobra.Command {
 		newLoginCmd(g), newLogoutCmd(g),
 		newCreateCmd(g), newAddCmd(g),
 		newListCmd(g), newGetCmd(g), newDeleteCmd(g),
+		newAttachCmd(g), newDetachCmd(g),
 		newVMCmd(g), newHostCmd(g), newWaitCmd(g),
 	)
 	return cmd

@@ -18,6 +18,7 @@ import (
 	"mplane/agents/kvm"
 	"mplane/api/client"
 	"mplane/errcode"
+	"mplane/server"
 	"mplane/server/servertest"
 )
 
@@ -188,15 +189,44 @@ func TestCtlCreateListGetFlow(t *testing.T) {
 	if b := e.lastBody("POST", "/v1/l3-networks/"+ids["l3"]+"/ip-ranges"); fmt.Sprint(b["params"]) != "map[endIp:10.0.0.20 gateway:10.0.0.1 netmask:255.255.255.0 startIp:10.0.0.10]" {
 		t.Fatalf("ip range params %v", b["params"])
 	}
+	// The primary storage: LocalStorage's path (the default --type), the
+	// directory as ZStack's url; the attach is a POST with empty params.
+	if b := e.lastBody("POST", "/v1/primary-storage/local-storage"); fmt.Sprint(b["params"]) != "map[name:ps1 url:/mplane/local zoneUuid:"+ids["zone"]+"]" {
+		t.Fatalf("primary storage params %v", b["params"])
+	}
+	if b := e.last("POST", "/v1/clusters/"+ids["cluster"]+"/primary-storage/"+ids["ps"]); string(b.Body) != `{"params":{}}` || b.JobUUID == "" {
+		t.Fatalf("attach primary storage request %+v", b)
+	}
+	// Attached to seed's cluster, and measured on its host when it connected.
+	ps := e.jsonOut("get", "ps", ids["ps"])
+	if ps["type"] != "LocalStorage" || ps["url"] != server.DefaultLocalStorageURL || ps["zoneUuid"] != ids["zone"] ||
+		fmt.Sprint(ps["attachedClusterUuids"]) != "["+ids["cluster"]+"]" || ps["totalCapacity"].(float64) <= 0 || ps["availableCapacity"].(float64) <= 0 {
+		t.Fatalf("primary storage after attach and host add: %v", ps)
+	}
 
 	out := e.ok("create", "vm", "--name", "web1", "--offering", ids["offering"], "--image", ids["image"], "--l3", ids["l3"], "--host", ids["host"])
 	rows := tableRows(out)
-	if len(rows) != 2 || !slices.Equal(rows[0], []string{"UUID", "NAME", "STATE", "HOST", "IP", "CPU", "MEMORY"}) {
+	if len(rows) != 2 || !slices.Equal(rows[0], []string{"UUID", "NAME", "STATE", "HOST", "IP", "CPU", "MEMORY", "ROOT VOLUME"}) {
 		t.Fatalf("create vm output:\n%s", out)
 	}
 	vm := rows[1]
-	if vm[1] != "web1" || vm[2] != "Running" || vm[3] != ids["host"] || vm[4] != "10.0.0.10" || vm[5] != "1" || vm[6] != "1G" {
+	if vm[1] != "web1" || vm[2] != "Running" || vm[3] != ids["host"] || vm[4] != "10.0.0.10" || vm[5] != "1" || vm[6] != "1G" || len(vm[7]) != 32 {
 		t.Fatalf("vm row %q", vm)
+	}
+	// The VM has its root volume, from the image, on seed's primary
+	// storage on its host; it is the VM's only volume.
+	inv := e.jsonOut("get", "vm", vm[0])
+	vols, _ := inv["allVolumes"].([]any)
+	if inv["rootVolumeUuid"] != vm[7] || len(vols) != 1 {
+		t.Fatalf("vm volumes: rootVolumeUuid %v, allVolumes %v", inv["rootVolumeUuid"], inv["allVolumes"])
+	}
+	if root := vols[0].(map[string]any); root["uuid"] != vm[7] || root["type"] != "Root" || root["vmInstanceUuid"] != vm[0] ||
+		root["primaryStorageUuid"] != ids["ps"] || root["hostUuid"] != ids["host"] || root["rootImageUuid"] != ids["image"] || root["status"] != "Ready" {
+		t.Fatalf("root volume %v", root)
+	}
+	rows = tableRows(e.ok("list", "volumes", "--q", "vmInstanceUuid="+vm[0]))
+	if len(rows) != 2 || !slices.Equal(rows[1], []string{vm[7], rows[1][1], "Root", "Ready", rows[1][4], ids["ps"], vm[0]}) {
+		t.Fatalf("list the vm's volumes: %v", rows)
 	}
 	params := e.lastBody("POST", "/v1/vm-instances")["params"].(map[string]any)
 	if fmt.Sprint(params["l3NetworkUuids"]) != "["+ids["l3"]+"]" || params["hostUuid"] != ids["host"] || params["clusterUuid"] != nil {
@@ -483,7 +513,17 @@ func TestCtlUsageErrors(t *testing.T) {
 		{[]string{"create", "zone", "--name", "z", "--colour", "red"}, "error: SYS.1007 invalid argument: unknown flag: --colour\n"},
 		{[]string{"create", "offering", "--name", "x", "--cpu", "one", "--memory", "1G"}, "error: SYS.1007 invalid argument: invalid argument \"one\" for \"--cpu\" flag: strconv.ParseInt: parsing \"one\": invalid syntax\n"},
 		{[]string{"create", "ip-range", "--l3", "a/b", "--start", "1", "--end", "2", "--netmask", "3", "--gateway", "4"}, "error: SYS.1007 invalid argument: --l3 must be a UUID, got \"a/b\"\n"},
-		{[]string{"create", "bucket"}, "error: SYS.1007 invalid argument: unknown noun \"bucket\" for \"ctl create\"; valid: zone, cluster, host, offering, image, backup-storage, volume, l3, ip-range, vm\n"},
+		{[]string{"create", "bucket"}, "error: SYS.1007 invalid argument: unknown noun \"bucket\" for \"ctl create\"; valid: zone, cluster, host, offering, image, primary-storage, backup-storage, volume, l3, ip-range, vm\n"},
+		{[]string{"create", "primary-storage", "--name", "p", "--type", "nfs", "--dir", "/d", "--zone", "z"}, "error: SYS.1007 invalid argument: --type must be local or smp, got \"nfs\"\n"},
+		{[]string{"create", "primary-storage", "--name", "p"}, "error: SYS.1007 invalid argument: missing required flags: --dir, --zone\n"},
+		{[]string{"create", "vm", "--name", "v", "--offering", "o", "--image", "i", "--l3", "l", "--data-disk-offering", ""}, "error: SYS.1007 invalid argument: --data-disk-offering is empty\n"},
+		{[]string{"attach", "bucket"}, "error: SYS.1007 invalid argument: unknown noun \"bucket\" for \"ctl attach\"; valid: primary-storage, volume\n"},
+		{[]string{"detach", "vm", "x"}, "error: SYS.1007 invalid argument: unknown noun \"vm\" for \"ctl detach\"; valid: primary-storage, volume\n"},
+		{[]string{"attach", "ps", "p"}, "error: SYS.1007 invalid argument: missing required flags: --cluster\n"},
+		{[]string{"detach", "primary-storage", "p", "--cluster", " "}, "error: SYS.1007 invalid argument: --cluster must be a UUID, got \"\"\n"},
+		{[]string{"attach", "volume", "--vm", "v"}, "error: SYS.1007 invalid argument: missing volume UUID; usage: ctl attach volume <uuid> --vm <vm-uuid>\n"},
+		{[]string{"attach", "volume", "a/b", "--vm", "v"}, "error: SYS.1007 invalid argument: volume UUID must be a UUID, got \"a/b\"\n"},
+		{[]string{"detach", "volume", "v", "--vm", "a/b"}, "error: SYS.1007 invalid argument: --vm must be a UUID, got \"a/b\"\n"},
 		{[]string{"list", "buckets"}, "error: SYS.1007 invalid argument: unknown noun \"buckets\" for \"ctl list\"; valid: zone, cluster, host, offering, image, l3, vm, primary-storage, backup-storage, volume\n"},
 		{[]string{"vm", "pause", "x"}, "error: SYS.1007 invalid argument: unknown vm action \"pause\" for \"ctl vm\"; valid: destroy, reboot, start, stop\n"},
 		{[]string{"add", "router"}, "error: SYS.1007 invalid argument: unknown noun \"router\" for \"ctl add\"; valid: host\n"},
@@ -509,7 +549,7 @@ func TestCtlUsageErrors(t *testing.T) {
 
 func TestCtlGroupsWithoutArgumentsPrintHelp(t *testing.T) {
 	e := newEnv(t)
-	for _, args := range [][]string{{}, {"create"}, {"list"}, {"vm"}} {
+	for _, args := range [][]string{{}, {"create"}, {"list"}, {"vm"}, {"attach"}, {"detach"}} {
 		r := e.run(nil, args...)
 		if r.err != nil || !strings.Contains(r.stdout, "Usage:") {
 			t.Fatalf("ctl %v: %v, stdout %q", args, r.err, r.stdout)
@@ -575,7 +615,7 @@ func TestCtlDamagedSessionFile(t *testing.T) {
 }
 
 func TestColumnsRenderListsAndSizes(t *testing.T) {
-	inv, err := decodeInventory(json.RawMessage(`{"uuid": "u", "ipRanges": [{"startIp": "10.0.0.10", "endIp": "10.0.0.20"}, {"name": "no ips"}],
+	inv, err := decodeInventory(json.RawMessage(`{"uuid": "u", "rootVolumeUuid": "r", "ipRanges": [{"startIp": "10.0.0.10", "endIp": "10.0.0.20"}, {"name": "no ips"}],
 		"vmNics": [{"ip": "10.0.0.11"}, {"ip": ""}, {"ip": "10.0.1.2"}], "availableMemoryCapacity": 1073741824, "totalMemoryCapacity": 3221225472,
 		"availableCpuCapacity": 3, "totalCpuCapacity": 4, "memorySize": 1610612736, "tags": ["a"], "ha": true}`))
 	if err != nil {
@@ -595,6 +635,7 @@ func TestColumnsRenderListsAndSizes(t *testing.T) {
 		{value(vmNoun, "IP"), "10.0.0.11,10.0.1.2"},
 		{value(vmNoun, "MEMORY"), "1.5G"},
 		{value(vmNoun, "HOST"), "-"},
+		{value(vmNoun, "ROOT VOLUME"), "r"},
 		{value(hostNoun, "MEMORY"), "1G/3G"},
 		{value(hostNoun, "CPU"), "3/4"},
 		{value(zoneNoun, "STATE"), "-"},
@@ -704,8 +745,8 @@ func TestCtlIsTerminalFalseForPipesAndBuffers(t *testing.T) {
 	}
 }
 
-// TestCtlStorage: backup storage and volumes through ctl: the flags'
-// params on the wire, the lists.
+// TestCtlStorage: backup and primary storage through ctl: the flags'
+// params on the wire, the lists, attach and detach of primary storage.
 func TestCtlStorage(t *testing.T) {
 	e := newEnv(t).loggedIn()
 	if out := e.ok("list", "backup-storage"); !strings.Contains(out, "default-bs") || !strings.Contains(out, "Connected") {
@@ -722,12 +763,201 @@ func TestCtlStorage(t *testing.T) {
 	if b := e.lastBody("POST", "/v1/backup-storage/image-store"); fmt.Sprint(b["params"]) != "map[agentPort:1 hostname:127.0.0.1 name:bs2 url:/srv/images]" {
 		t.Errorf("backup storage params %v", b["params"])
 	}
-	// The shared stack's hosts serve no local storage: no room anywhere.
-	stderr = e.fails("create", "volume", "--name", "v1", "--size", "1M")
-	if !strings.Contains(stderr, "SYS.1015") {
-		t.Errorf("create a volume with no primary storage capacity: %s", stderr)
+
+	// A SharedMountPoint in a zone of its own, attached to a cluster
+	// without hosts: nothing measures it, so it has no room.
+	tag := client.NewJobUUID()[:12]
+	zone := e.uuidOf("create", "zone", "--name", tag)
+	cluster := e.uuidOf("create", "cluster", "--name", tag, "--zone", zone)
+	rows := tableRows(e.ok("create", "primary-storage", "--name", tag, "--type", "SMP", "--dir", "/mnt/shared", "--zone", zone))
+	if len(rows) != 2 || !slices.Equal(rows[0], []string{"UUID", "NAME", "TYPE", "URL", "STATUS", "STATE", "CAPACITY"}) ||
+		!slices.Equal(rows[1][1:4], []string{tag, "SharedMountPoint", "/mnt/shared"}) {
+		t.Fatalf("create primary-storage: %v", rows)
 	}
-	if b := e.lastBody("POST", "/v1/volumes/data"); fmt.Sprint(b["params"]) != "map[diskSize:1.048576e+06 name:v1]" {
+	ps := rows[1][0]
+	if b := e.lastBody("POST", "/v1/primary-storage/smp"); fmt.Sprint(b["params"]) != "map[name:"+tag+" url:/mnt/shared zoneUuid:"+zone+"]" {
+		t.Fatalf("smp params %v", b["params"])
+	}
+	r := e.run(nil, "attach", "ps", ps, "--cluster", cluster)
+	if r.err != nil {
+		t.Fatal(r.err, r.stderr)
+	}
+	if rows := tableRows(r.stdout); len(rows) != 2 || rows[1][0] != ps {
+		t.Fatalf("attach output %q", r.stdout)
+	}
+	if lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n"); !strings.HasPrefix(lines[0], "attach primary-storage "+ps+" to cluster "+cluster+": job ") ||
+		!strings.HasPrefix(lines[len(lines)-1], "attach primary-storage "+ps+" to cluster "+cluster+": done in ") {
+		t.Fatalf("attach progress %q", r.stderr)
+	}
+	if b := e.last("POST", "/v1/clusters/"+cluster+"/primary-storage/"+ps); string(b.Body) != `{"params":{}}` {
+		t.Fatalf("attach body %s", b.Body)
+	}
+	if got := e.jsonOut("get", "ps", ps); fmt.Sprint(got["attachedClusterUuids"]) != "["+cluster+"]" {
+		t.Fatalf("attached clusters %v", got["attachedClusterUuids"])
+	}
+	stderr = e.fails("create", "volume", "--name", tag, "--size", "1M", "--primary-storage", ps)
+	if !strings.Contains(stderr, "\nerror: SYS.1015 not enough capacity: ") {
+		t.Errorf("create a volume on primary storage without capacity: %s", stderr)
+	}
+	if b := e.lastBody("POST", "/v1/volumes/data"); fmt.Sprint(b["params"]) != "map[diskSize:1.048576e+06 name:"+tag+" primaryStorageUuid:"+ps+"]" {
 		t.Errorf("volume params %v", b["params"])
+	}
+
+	got := e.jsonOut("detach", "primary-storage", ps, "--cluster", cluster)
+	if got["uuid"] != ps || fmt.Sprint(got["attachedClusterUuids"]) != "[]" {
+		t.Fatalf("detach: %v", got)
+	}
+	if del := e.last(http.MethodDelete, "/v1/clusters/"+cluster+"/primary-storage/"+ps); del.RawQuery != "" || del.JobUUID == "" {
+		t.Fatalf("detach request %+v", del)
+	}
+	if got := e.jsonOut("get", "ps", ps); fmt.Sprint(got["attachedClusterUuids"]) != "[]" {
+		t.Fatalf("attached clusters after detach %v", got["attachedClusterUuids"])
+	}
+	if stderr := e.fails("detach", "ps", ps, "--cluster", cluster); !strings.HasSuffix(stderr,
+		"\nerror: SYS.1007 invalid argument: primary storage "+ps+" is not attached to cluster "+cluster+"\n") {
+		t.Fatalf("detach again: %q", stderr)
+	}
+	// A primary storage goes to clusters of its zone only.
+	if stderr := e.fails("attach", "ps", ps, "--cluster", stack.Defaults["cluster"]); !strings.Contains(stderr, "\nerror: SYS.1007 invalid argument: cluster "+stack.Defaults["cluster"]+" is in zone ") {
+		t.Fatalf("attach to another zone's cluster: %q", stderr)
+	}
+	if out := e.ok("delete", "ps", ps); out != "Deleted primary-storage "+ps+"\n" {
+		t.Fatalf("delete: %q", out)
+	}
+}
+
+// TestCtlVolumesOfVMs: a VM's root volume, data volumes attached and
+// detached, deleted while attached, and made with the VM.
+func TestCtlVolumesOfVMs(t *testing.T) {
+	e := newEnv(t).loggedIn()
+	ids := e.seed()
+	vm := e.uuidOf("create", "vm", "--name", "web1", "--offering", ids["offering"], "--image", ids["image"], "--l3", ids["l3"], "--host", ids["host"])
+	root := e.jsonOut("get", "vm", vm)["rootVolumeUuid"]
+	// volumesOf are the UUID and type of vm's volumes, in device order.
+	volumesOf := func(vm string) []string {
+		t.Helper()
+		var out []string
+		for _, v := range e.jsonOut("get", "vm", vm)["allVolumes"].([]any) {
+			m := v.(map[string]any)
+			out = append(out, fmt.Sprint(m["uuid"], " ", m["type"], " ", m["deviceId"]))
+		}
+		return out
+	}
+	onlyRoot := []string{fmt.Sprint(root, " Root 0")}
+	if got := volumesOf(vm); !slices.Equal(got, onlyRoot) {
+		t.Fatalf("a new VM's volumes %v, want its root volume only", got)
+	}
+
+	vol := e.uuidOf("create", "volume", "--name", "data1", "--size", "16M", "--primary-storage", ids["ps"], "--host", ids["host"])
+	r := e.run(nil, "attach", "volume", vol, "--vm", vm)
+	if r.err != nil {
+		t.Fatal(r.err, r.stderr)
+	}
+	if rows := tableRows(r.stdout); len(rows) != 2 || !slices.Equal(rows[1], []string{vol, "data1", "Data", "Ready", "16M", ids["ps"], vm}) {
+		t.Fatalf("attach volume output %q", r.stdout)
+	}
+	if !strings.HasPrefix(r.stderr, "attach volume "+vol+" to vm "+vm+": job ") {
+		t.Fatalf("attach volume progress %q", r.stderr)
+	}
+	if b := e.last("POST", "/v1/volumes/"+vol+"/vm-instances/"+vm); string(b.Body) != `{"params":{}}` || b.JobUUID == "" {
+		t.Fatalf("attach volume request %+v", b)
+	}
+	withData := append(slices.Clone(onlyRoot), vol+" Data 1")
+	if got := volumesOf(vm); !slices.Equal(got, withData) {
+		t.Fatalf("volumes after attach %v, want %v", got, withData)
+	}
+
+	// --vm naming another VM: ctl refuses before any detach is sent.
+	other := "0123456789abcdef0123456789abcdef"
+	if stderr := e.fails("detach", "volume", vol, "--vm", other); stderr != "error: SYS.1006 operation not allowed in the resource's current state: volume "+
+		vol+" is not attached to VM "+other+": it is attached to VM "+vm+"\n" {
+		t.Fatalf("detach from another VM: %q", stderr)
+	}
+	for _, req := range e.rec.Requests() {
+		if req.Method == http.MethodDelete {
+			t.Fatalf("a refused detach sent %s %s", req.Method, req.Path)
+		}
+	}
+	got := e.jsonOut("detach", "volume", vol, "--vm", vm)
+	if got["uuid"] != vol || got["vmInstanceUuid"] != nil || got["deviceId"] != nil || got["status"] != "Ready" {
+		t.Fatalf("detached volume %v", got)
+	}
+	if del := e.last(http.MethodDelete, "/v1/volumes/"+vol+"/vm-instances"); del.RawQuery != "" || del.JobUUID == "" {
+		t.Fatalf("detach request %+v", del)
+	}
+	if got := volumesOf(vm); !slices.Equal(got, onlyRoot) {
+		t.Fatalf("volumes after detach %v", got)
+	}
+	if stderr := e.fails("detach", "volume", vol); stderr != "error: SYS.1006 operation not allowed in the resource's current state: volume "+vol+" is not attached to any VM\n" {
+		t.Fatalf("detach a detached volume: %q", stderr)
+	}
+	if stderr := e.fails("detach", "volume", vol, "--vm", vm); !strings.HasSuffix(stderr, "volume "+vol+" is not attached to VM "+vm+": it is attached to no VM\n") {
+		t.Fatalf("detach a detached volume from its old VM: %q", stderr)
+	}
+
+	// Deleting an attached volume: refused, unless Enforcing, which
+	// detaches it first.
+	e.ok("attach", "volume", vol, "--vm", vm)
+	if stderr := e.fails("delete", "volume", vol); !strings.Contains(stderr, "\nerror: SYS.1006 ") || !strings.Contains(stderr, "is attached to VM "+vm) {
+		t.Fatalf("delete an attached volume: %q", stderr)
+	}
+	if out := e.ok("delete", "volume", vol, "--mode", "enforcing"); out != "Deleted volume "+vol+"\n" {
+		t.Fatalf("delete --mode enforcing: %q", out)
+	}
+	if del := e.last(http.MethodDelete, "/v1/volumes/"+vol); del.RawQuery != "deleteMode=Enforcing" {
+		t.Fatalf("delete request %+v", del)
+	}
+	if got := e.jsonOut("get", "volume", vol); got["status"] != "Deleted" || got["vmInstanceUuid"] != nil {
+		t.Fatalf("volume after an enforced delete %v", got)
+	}
+	if got := volumesOf(vm); !slices.Equal(got, onlyRoot) {
+		t.Fatalf("volumes after the volume's delete %v", got)
+	}
+	// The root volume is not a data volume: it goes with the VM.
+	if stderr := e.fails("detach", "volume", fmt.Sprint(root)); stderr != "error: SYS.1006 operation not allowed in the resource's current state: volume "+
+		fmt.Sprint(root)+" is the root volume of VM "+vm+": it cannot be detached\n" {
+		t.Fatalf("detach a root volume: %q", stderr)
+	}
+	if got := volumesOf(vm); !slices.Equal(got, onlyRoot) {
+		t.Fatalf("volumes after detaching the root volume was refused %v", got)
+	}
+
+	// Data volumes made with the VM, one per --data-disk-offering.
+	offs := make([]string, 2)
+	for i, size := range []int64{16 << 20, 32 << 20} {
+		off, err := client.CreateAndWait[map[string]any](t.Context(), stack.Client, "disk-offerings",
+			map[string]any{"name": fmt.Sprint("ctl-disk-", i), "diskSize": size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		offs[i] = off["uuid"].(string)
+	}
+	rows := tableRows(e.ok("create", "vm", "--name", "db1", "--offering", ids["offering"], "--image", ids["image"], "--l3", ids["l3"],
+		"--host", ids["host"], "--data-disk-offering", offs[0], "--data-disk-offering", offs[1]))
+	if len(rows) != 2 || rows[1][2] != "Running" {
+		t.Fatalf("create vm with data disks: %v", rows)
+	}
+	db := rows[1][0]
+	if got := e.lastBody("POST", "/v1/vm-instances")["params"].(map[string]any)["dataDiskOfferingUuids"]; fmt.Sprint(got) != fmt.Sprint(offs) {
+		t.Fatalf("dataDiskOfferingUuids %v, want %v", got, offs)
+	}
+	inv := e.jsonOut("get", "vm", db)
+	vols := inv["allVolumes"].([]any)
+	if len(vols) != 3 || inv["rootVolumeUuid"] != rows[1][7] {
+		t.Fatalf("vm with data disks: rootVolumeUuid %v, volumes %v", inv["rootVolumeUuid"], vols)
+	}
+	for i, want := range []struct {
+		typ, offering string
+		size          float64
+	}{{"Root", "", -1}, {"Data", offs[0], 16 << 20}, {"Data", offs[1], 32 << 20}} {
+		v := vols[i].(map[string]any)
+		if v["type"] != want.typ || v["deviceId"] != float64(i) || v["vmInstanceUuid"] != db || v["status"] != "Ready" ||
+			v["primaryStorageUuid"] != ids["ps"] || v["hostUuid"] != ids["host"] ||
+			(want.offering != "" && (v["diskOfferingUuid"] != want.offering || v["size"] != want.size)) {
+			t.Errorf("volume %d of the VM: %v, want %+v", i, v, want)
+		}
+	}
+	if vols[0].(map[string]any)["uuid"] != rows[1][7] {
+		t.Errorf("the first volume %v is not the root volume %s", vols[0], rows[1][7])
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"mplane/api/client"
+	"mplane/server"
 	"mplane/server/servertest"
 )
 
@@ -168,13 +169,17 @@ func (e *env) uuidOf(args ...string) string {
 }
 
 // seed builds a small cloud with ctl itself, on a simulated host of its
-// own, and returns the UUIDs.
+// own, and returns the UUIDs. Its cluster has a local primary storage
+// ("ps") at the directory the simulated hosts serve, attached before the
+// host is added, so the host's directory is measured when it connects.
 func (e *env) seed() map[string]string {
 	e.t.Helper()
 	agent := stack.StartAgent(e.t, servertest.AgentOptions{})
 	ids := map[string]string{}
 	ids["zone"] = e.uuidOf("create", "zone", "--name", "zone1")
 	ids["cluster"] = e.uuidOf("create", "cluster", "--name", "cluster1", "--zone", ids["zone"])
+	ids["ps"] = e.uuidOf("create", "primary-storage", "--name", "ps1", "--dir", server.DefaultLocalStorageURL, "--zone", ids["zone"])
+	e.ok("attach", "primary-storage", ids["ps"], "--cluster", ids["cluster"])
 	ids["host"] = e.uuidOf("add", "host", "--ip", agent.IP, "--port", fmt.Sprint(agent.Port), "--cluster", ids["cluster"])
 	ids["offering"] = e.uuidOf("create", "offering", "--name", "small", "--cpu", "1", "--memory", "1G")
 	img := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

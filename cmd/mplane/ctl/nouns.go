@@ -54,7 +54,7 @@ var (
 		name: "vm", aliases: []string{"vms", "vm-instance", "vm-instances"}, plural: "VMs", path: "vm-instances",
 		columns: []column{field("UUID", "uuid"), field("NAME", "name"), field("STATE", "state"), field("HOST", "hostUuid"),
 			listField("IP", "vmNics", func(n map[string]any) string { return textOrEmpty(n["ip"]) }),
-			field("CPU", "cpuNum"), sizeField("MEMORY", "memorySize")},
+			field("CPU", "cpuNum"), sizeField("MEMORY", "memorySize"), field("ROOT VOLUME", "rootVolumeUuid")},
 	}
 	primaryStorageNoun = &noun{
 		name: "primary-storage", aliases: []string{"ps"}, plural: "primary storage", path: "primary-storage",

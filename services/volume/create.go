@@ -191,7 +191,13 @@ func (s *Service) stepPlace(ctx context.Context, d *createData) error {
 			if err := s.createOn(ctx, d, c, ""); err != nil {
 				s.log.Warn("volume create failed on a primary storage, rescheduling", "volume_uuid", d.Volume.UUID, "candidate", c.String(), "err", err)
 				d.Attempts = append(d.Attempts, fmt.Sprintf("%s: %v", c, err))
-				if uerr := s.undoPlace(ctx, d); uerr != nil {
+				undo := s.undoPlace
+				if notDelivered(err) {
+					// The agent never saw the create (its host is down):
+					// there is no file to delete, only the reservation.
+					undo = func(ctx context.Context, d *createData) error { return storage.Release(ctx, s.db, d.Volume.UUID) }
+				}
+				if uerr := undo(ctx, d); uerr != nil {
 					return errcode.Wrap(errcode.Internal, uerr, "undo the failed attempt on %s", c)
 				}
 				req.Avoid = append(req.Avoid, c.key())
@@ -329,4 +335,20 @@ func (s *Service) stepReady(ctx context.Context, d *createData) error {
 	v.Status = StatusReady
 	return s.setStatus(ctx, v.UUID, StatusReady, map[string]any{"primary_storage_uuid": v.PrimaryStorageUUID, "host_uuid": v.HostUUID,
 		"format": v.Format, "size": v.Size, "actual_size": v.ActualSize})
+}
+
+// notDelivered reports whether err says the command never reached the
+// agent (a refused connection, an agent that was stopping): the agent
+// marks such errors retryable because nothing ran.
+func notDelivered(err error) bool {
+	var e *errcode.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	for ; e != nil; e = e.Cause {
+		if e.Retryable && e.Code == errcode.AgentError {
+			return true
+		}
+	}
+	return false
 }

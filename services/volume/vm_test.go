@@ -494,3 +494,25 @@ func TestAttachAcrossZones(t *testing.T) {
 		t.Errorf("the refused attach left the volume on VM %s", got.VMInstanceUUID)
 	}
 }
+
+// TestCreateOnStoppedHost: a create whose host's agent is down (the host
+// not yet seen Disconnected) fails at once and leaves nothing: the agent
+// never saw the command, so there is no file to wait for.
+func TestCreateOnStoppedHost(t *testing.T) {
+	c := newCloud(t, hostOpt{})
+	h := c.hosts[0]
+	if err := h.Agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.create("volumes/data", map[string]any{"name": "nowhere", "diskSize": 1 << 20, "hostUuid": h.UUID})
+	if !errcode.Has(err, errcode.AgentError) {
+		t.Fatalf("create on a stopped host: %v, want %s", err, errcode.AgentError)
+	}
+	if n := c.countRows(t, &volume.VolumeVO{}, "name = ?", "nowhere"); n != 0 {
+		t.Errorf("%d volume rows left (kept as Error: the create waited for a file that cannot exist)", n)
+	}
+	if got := c.reserved(t); got != 0 {
+		t.Errorf("reserved %d, want 0", got)
+	}
+	c.checkCapacity(t)
+}

@@ -516,3 +516,27 @@ func TestCreateOnStoppedHost(t *testing.T) {
 	}
 	c.checkCapacity(t)
 }
+
+// TestVMCreateOnStoppedHost: a VM create pinned to a host whose agent is
+// down fails at once and leaves no VM, volume or reservation.
+func TestVMCreateOnStoppedHost(t *testing.T) {
+	c := newCloud(t, hostOpt{})
+	h := c.hosts[0]
+	if err := h.Agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.createVM(t, "nowhere", h.UUID, nil)
+	if !errcode.Has(err, errcode.AgentError) {
+		t.Fatalf("create on a stopped host: %v, want %s", err, errcode.AgentError)
+	}
+	if n := c.countRows(t, &vm.VmInstanceVO{}, "name = ?", "nowhere"); n != 0 {
+		t.Errorf("%d VM rows left", n)
+	}
+	if n := c.countRows(t, &volume.VolumeVO{}, "1 = 1"); n != 0 {
+		t.Errorf("%d volume rows left (an Error root volume: the rollback waited for a file that cannot exist)", n)
+	}
+	if got := c.reserved(t); got != 0 {
+		t.Errorf("reserved %d, want 0", got)
+	}
+	c.checkCapacity(t)
+}

@@ -31,6 +31,11 @@ type Disk struct {
 	// URL and PSType are the primary storage the disk was placed on.
 	URL    string `json:"url,omitempty"`
 	PSType string `json:"psType,omitempty"`
+	// Unmade is set, in the run that made the disks, on those whose file
+	// cannot exist: never asked for, or refused unseen by the agent. Their
+	// undo only gives the capacity back. Not recorded: a node taking over
+	// deletes every disk's file (idempotent).
+	Unmade bool `json:"-"`
 }
 
 // RootDisk resolves a VM's image into its root volume, to be made on the
@@ -176,13 +181,20 @@ func releaseAll(ctx context.Context, db *gorm.DB, disks []*Disk) error {
 // VM's host): a root volume from its image, cached on the storage first; a
 // data volume blank.
 func (s *Service) MakeDisks(ctx context.Context, disks []*Disk, hostUUID string) error {
-	for _, d := range disks {
+	for i, d := range disks {
 		c := candidate{PS: d.Volume.PrimaryStorageUUID, Host: d.Volume.HostUUID, URL: d.URL, Type: d.PSType}
 		cd := &createData{Req: CreateReq{UUID: d.Volume.UUID, Source: SourceBlank}, Volume: d.Volume, Image: d.Image}
 		if d.Image != nil {
 			cd.Req.Source, cd.Req.SourceUUID = SourceImage, d.Image.UUID
 		}
 		if err := s.createOn(ctx, cd, c, hostUUID); err != nil {
+			next := i + 1
+			if notDelivered(err) {
+				next = i
+			}
+			for _, u := range disks[next:] {
+				u.Unmade = true
+			}
 			return errcode.Wrap(errcode.AgentError, err, "create %s volume %s on %s", d.Volume.Type, d.Volume.UUID, c)
 		}
 		d.Volume.Format, d.Volume.ActualSize, d.Volume.Size = cd.Volume.Format, cd.Volume.ActualSize, cd.Volume.Size
@@ -195,6 +207,10 @@ func (s *Service) MakeDisks(ctx context.Context, disks []*Disk, hostUUID string)
 func (s *Service) UndoDisks(ctx context.Context, disks []*Disk) error {
 	var errs []error
 	for _, d := range disks {
+		if d.Unmade {
+			errs = append(errs, storage.Release(ctx, s.db, d.Volume.UUID))
+			continue
+		}
 		errs = append(errs, s.undoPlacement(ctx, d.Volume.UUID, d.Volume.Type))
 	}
 	return errors.Join(errs...)

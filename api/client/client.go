@@ -220,9 +220,10 @@ type request struct {
 	op      string // what the caller is doing, for errors: "create zones"
 	method  string
 	url     string
-	body    []byte // nil: no body
-	jobUUID string // sent as X-Job-UUID when not empty
-	noAuth  bool   // Login: send no session
+	body    []byte     // nil: no body
+	jobUUID string     // sent as X-Job-UUID when not empty
+	query   url.Values // CallOptions' query parameters, added to url by applyOpts
+	noAuth  bool       // Login: send no session
 }
 
 // answer is what the server said.

@@ -340,6 +340,64 @@ func TestActionsAndDelete(t *testing.T) {
 	}
 }
 
+// TestDeleteQueryParams: QueryParam puts a DELETE call's parameters in
+// its query, after deleteMode, escaped and repeatable; on the server,
+// vmUuid detaches a volume from that VM and a misspelled name is a 400.
+func TestDeleteQueryParams(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.c
+	// The encoding, answered before the server: deleteMode first, then
+	// the parameters in order, an empty name left out.
+	e.rec.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/v1/zones/qp-zone" {
+			return false
+		}
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"error": {"code": "SYS.1005", "description": "resource not found", "details": "zone qp-zone"}}`))
+		return true
+	})
+	_, err := c.Delete(ctx(t), "zones", "qp-zone", client.DeleteEnforcing,
+		client.QueryParam("note", "a b"), client.QueryParam("", "x"), client.QueryParam("note", "c&d"), client.JobUUID(client.NewJobUUID()))
+	if client.StatusCode(err) != http.StatusNotFound {
+		t.Fatalf("intercepted delete: %v, want its 404", err)
+	}
+	if del := requestsWith(e.rec.Requests(), http.MethodDelete); len(del) != 1 || del[0].RawQuery != "deleteMode=Enforcing&note=a+b&note=c%26d" || del[0].JobUUID == "" {
+		t.Fatalf("delete requests %+v", del)
+	}
+	e.rec.Intercept(nil)
+
+	host := stack.AddHost(t, servertest.AgentOptions{}).UUID
+	vm, err := client.CreateAndWait[inv](ctx(t), c, "vm-instances", vmParams("qp-"+tag(), host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol, err := client.CreateAndWait[inv](ctx(t), c, "volumes/data", map[string]any{"name": "qp-" + tag(), "diskSize": 1 << 20,
+		"primaryStorageUuid": stack.Defaults["ps"], "hostUuid": host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := client.CreateAndWait[inv](ctx(t), c, "volumes/"+vol.s("uuid")+"/vm-instances/"+vm.s("uuid"), nil); err != nil || got.s("vmInstanceUuid") != vm.s("uuid") {
+		t.Fatalf("attach: %v %v", got, err)
+	}
+	_, err = c.Delete(ctx(t), "volumes/"+vol.s("uuid"), "vm-instances", "", client.QueryParam("vmUUID", vm.s("uuid")))
+	if client.StatusCode(err) != http.StatusBadRequest || errcode.CodeOf(err) != errcode.InvalidArgument || !strings.Contains(err.Error(), `unknown query parameter "vmUUID"`) {
+		t.Fatalf("detach with a misspelled parameter: %v, want a 400 naming it", err)
+	}
+	job, err := c.Delete(ctx(t), "volumes/"+vol.s("uuid"), "vm-instances", "", client.QueryParam("vmUuid", vm.s("uuid")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := client.WaitAs[inv](ctx(t), job, nil)
+	if err != nil || got.s("uuid") != vol.s("uuid") || got["vmInstanceUuid"] != nil {
+		t.Fatalf("detach: %v %v", got, err)
+	}
+	del := requestsWith(e.rec.Requests(), http.MethodDelete)
+	if last := del[len(del)-1]; last.Path != "/v1/volumes/"+vol.s("uuid")+"/vm-instances" || last.RawQuery != "vmUuid="+vm.s("uuid") {
+		t.Fatalf("detach request %+v", last)
+	}
+}
+
 func TestQueryEncodesEveryParameter(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

@@ -19,6 +19,22 @@ type CallOption func(*request)
 // a crash) returns the same job instead of doing the work twice.
 func JobUUID(id string) CallOption { return func(r *request) { r.jobUUID = id } }
 
+// QueryParam adds name=value to the query of the call's URL, after
+// Delete's deleteMode: the parameters of a DELETE call beyond its path,
+// e.g. vmUuid of DELETE /v1/volumes/{uuid}/vm-instances (detach from that
+// VM). Give it again for more parameters; an empty name adds nothing.
+func QueryParam(name, value string) CallOption {
+	return func(r *request) {
+		if name == "" {
+			return
+		}
+		if r.query == nil {
+			r.query = url.Values{}
+		}
+		r.query.Add(name, value)
+	}
+}
+
 // DeleteMode is the deleteMode of a delete: how the server treats
 // resources that depend on the one deleted.
 type DeleteMode string
@@ -132,6 +148,14 @@ func (c *Client) Delete(ctx context.Context, resourcePath, uuid string, mode Del
 func applyOpts(r request, opts []CallOption) request {
 	for _, o := range opts {
 		o(&r)
+	}
+	if len(r.query) > 0 {
+		sep := "?"
+		if strings.Contains(r.url, "?") {
+			sep = "&"
+		}
+		r.url += sep + r.query.Encode()
+		r.query = nil
 	}
 	return r
 }

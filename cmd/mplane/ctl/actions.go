@@ -60,8 +60,15 @@ func newDeleteNounCmd(g *globals, n *noun, name string, aliases []string) *cobra
 	return cmd
 }
 
-// actionCmd is one "ctl vm <verb>" or "ctl host <verb>" command.
+// actionCmd is one "ctl vm <verb>" or "ctl host <verb>" command; its
+// result prints as one of n.
 func actionCmd(g *globals, n *noun, verb, action, short, example string, body func() (any, error), extra func(*cobra.Command)) *cobra.Command {
+	return actionCmdOf(g, n, n, verb, action, short, example, body, extra)
+}
+
+// actionCmdOf is actionCmd for an action whose result is another noun's:
+// "ctl snapshot revert" answers the volume.
+func actionCmdOf(g *globals, n, result *noun, verb, action, short, example string, body func() (any, error), extra func(*cobra.Command)) *cobra.Command {
 	var noWait bool
 	cmd := &cobra.Command{
 		Use:     verb + " <uuid>",
@@ -85,7 +92,7 @@ func actionCmd(g *globals, n *noun, verb, action, short, example string, body fu
 		if err != nil {
 			return err
 		}
-		return r.finishJob(job, verb+" "+n.name+" "+args[0], n, noWait, "")
+		return r.finishJob(job, verb+" "+n.name+" "+args[0], result, noWait, "")
 	})
 	return cmd
 }
@@ -128,5 +135,19 @@ func newHostCmd(g *globals) *cobra.Command {
 		RunE:    groupRunE("host action", nil),
 	}
 	cmd.AddCommand(actionCmd(g, hostNoun, "reconnect", "reconnectHost", "Reconnect a host's agent", "  mplane ctl host reconnect <uuid>", nil, nil))
+	return cmd
+}
+
+func newSnapshotCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "snapshot <revert> <uuid>",
+		Aliases: snapshotNoun.aliases,
+		Short:   "Revert a volume to a snapshot",
+		Args:    cobra.ArbitraryArgs,
+		RunE:    groupRunE("snapshot action", nil),
+	}
+	cmd.AddCommand(actionCmdOf(g, snapshotNoun, volumeNoun, "revert", "revertVolumeFromSnapshot",
+		"Revert the snapshot's volume to it: the volume's content becomes the snapshot's (prints the volume)",
+		"  mplane ctl snapshot revert <snapshot-uuid>", nil, nil))
 	return cmd
 }

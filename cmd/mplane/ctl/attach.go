@@ -1,12 +1,12 @@
 package ctl
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"mplane/api/client"
-	"mplane/errcode"
 )
 
 // linkSpec is one "ctl attach <noun>" or "ctl detach <noun>" command: the
@@ -21,6 +21,9 @@ type linkSpec struct {
 	example  string
 	// start starts the job; other is "" when the flag was not given.
 	start func(r *invocation, uuid, other string) (*client.Job, error)
+	// note, if set, is a remark on the result, printed to stderr when it
+	// is not "".
+	note func(result inventory, uuid, other string) string
 }
 
 var attachSpecs = []linkSpec{
@@ -50,36 +53,20 @@ var detachSpecs = []linkSpec{
 		example: "  mplane ctl detach volume <volume-uuid>\n" +
 			"  mplane ctl detach volume <volume-uuid> --vm <vm-uuid>",
 		start: func(r *invocation, vol, vm string) (*client.Job, error) {
+			var opts []client.CallOption
 			if vm != "" {
-				// The client sends no query parameter but deleteMode, so
-				// the server's vmUuid cannot be given: ctl checks the
-				// volume's VM itself, and the server detaches it from it.
-				if err := checkAttachedTo(r, vol, vm); err != nil {
-					return nil, err
-				}
+				opts = append(opts, client.QueryParam("vmUuid", vm))
 			}
-			return r.c.Delete(r.ctx(), "volumes/"+vol, "vm-instances", "")
+			return r.c.Delete(r.ctx(), "volumes/"+vol, "vm-instances", "", opts...)
+		},
+		// The server detaches the volume from the VM named, if it is
+		// attached to it: a volume attached to another stays.
+		note: func(result inventory, vol, vm string) string {
+			if at := textOrEmpty(result["vmInstanceUuid"]); vm != "" && at != "" && at != vm {
+				return "volume " + vol + " is attached to VM " + at + ", not to VM " + vm + ": it stays attached"
+			}
+			return ""
 		}},
-}
-
-// checkAttachedTo fails unless volume vol is attached to VM vm.
-func checkAttachedTo(r *invocation, vol, vm string) error {
-	raw, err := r.c.Get(r.ctx(), volumeNoun.path, vol)
-	if err != nil {
-		return err
-	}
-	inv, err := decodeInventory(raw)
-	if err != nil {
-		return err
-	}
-	switch at := textOrEmpty(inv["vmInstanceUuid"]); at {
-	case vm:
-		return nil
-	case "":
-		return errcode.New(errcode.InvalidState, "volume %s is not attached to VM %s: it is attached to no VM", vol, vm)
-	default:
-		return errcode.New(errcode.InvalidState, "volume %s is not attached to VM %s: it is attached to VM %s", vol, vm, at)
-	}
 }
 
 func newAttachCmd(g *globals) *cobra.Command {
@@ -171,7 +158,21 @@ func newLinkCmd(g *globals, spec linkSpec) *cobra.Command {
 			target += prep + spec.flag + " " + other
 		}
 		done := strings.ToUpper(spec.verb[:1]) + spec.verb[1:] + "ed " + target
-		return r.finishJob(job, spec.verb+" "+target, spec.noun, noWait, done)
+		if noWait || spec.note == nil {
+			return r.finishJob(job, spec.verb+" "+target, spec.noun, noWait, done)
+		}
+		raw, err := r.waitJob(job, spec.verb+" "+target)
+		if err != nil {
+			return err
+		}
+		if raw != nil {
+			if inv, err := decodeInventory(raw); err == nil {
+				if note := spec.note(inv, uuid, other); note != "" {
+					fmt.Fprintln(r.errOut, "note: "+note)
+				}
+			}
+		}
+		return r.printResult(spec.noun, raw, done)
 	})
 	return cmd
 }

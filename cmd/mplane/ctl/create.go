@@ -36,6 +36,9 @@ type paramFlag struct {
 	// choices, for a paramPath flag, are the values it takes (any case)
 	// and the segment each puts in the path; nil takes any UUID.
 	choices []pathChoice
+	// altPath, for an optional paramPath flag, is the create path when it
+	// is given, instead of the spec's: "{flag}" is replaced by its value.
+	altPath string
 }
 
 // createSpec is one "ctl create <noun>" command.
@@ -47,6 +50,9 @@ type createSpec struct {
 	// the flag's value (for one with choices, the value's segment).
 	path  string
 	flags []paramFlag
+	// check, if set, returns the problems of flags given (or not given)
+	// together, beyond each flag's own; given reports whether a flag was.
+	check func(given func(flag string) bool) []string
 }
 
 var createSpecs = []createSpec{
@@ -80,6 +86,13 @@ var createSpecs = []createSpec{
 			{flag: "name", param: "name", required: true, usage: "offering name"},
 			{flag: "cpu", param: "cpuNum", kind: paramInt, required: true, usage: "number of vCPUs"},
 			{flag: "memory", param: "memorySize", kind: paramSize, required: true, usage: "memory: bytes or 512M, 1G, 1.5G (1024-based)"},
+			{flag: "description", param: "description", usage: "description"},
+		}},
+	{noun: diskOfferingNoun, short: "Create a disk offering (the size of data volumes)", path: "disk-offerings",
+		example: "  mplane ctl create disk-offering --name disk-10g --size 10G",
+		flags: []paramFlag{
+			{flag: "name", param: "name", required: true, usage: "disk offering name"},
+			{flag: "size", param: "diskSize", kind: paramSize, required: true, usage: "size: bytes or 512M, 10G (1024-based)"},
 			{flag: "description", param: "description", usage: "description"},
 		}},
 	{noun: imageNoun, short: "Add an image: downloaded into backup storage (the job ends when the download does)", path: "images",
@@ -118,14 +131,30 @@ var createSpecs = []createSpec{
 			{flag: "dir", param: "url", required: true, usage: "the directory the agent serves (its --root, an absolute path)"},
 			{flag: "description", param: "description", usage: "description"},
 		}},
-	{noun: volumeNoun, short: "Create a blank data volume on primary storage", path: "volumes/data",
-		example: "  mplane ctl create volume --name data1 --size 10G",
+	{noun: volumeNoun, short: "Create a data volume: blank, or a copy of a snapshot or of a volume", path: "volumes/data",
+		example: "  mplane ctl create volume --name data1 --size 10G\n" +
+			"  mplane ctl create volume --name data2 --disk-offering <disk-offering-uuid> --primary-storage <ps-uuid> --host <host-uuid>\n" +
+			"  mplane ctl create volume --name restored --from-snapshot <snapshot-uuid>\n" +
+			"  mplane ctl create volume --name clone1 --from-volume <volume-uuid>",
 		flags: []paramFlag{
 			{flag: "name", param: "name", required: true, usage: "volume name"},
 			{flag: "size", param: "diskSize", kind: paramSize, usage: "size: bytes or 512M, 10G (1024-based)"},
 			{flag: "disk-offering", param: "diskOfferingUuid", usage: "UUID of a disk offering (instead of --size)"},
+			{flag: "from-snapshot", kind: paramPath, altPath: "volumes/data/from/volume-snapshots/{from-snapshot}",
+				usage: "UUID of a volume snapshot: the volume is a copy of it, as large, on its primary storage (and host)"},
+			{flag: "from-volume", kind: paramPath, altPath: "volumes/data/from/volumes/{from-volume}",
+				usage: "UUID of a volume: the volume is a copy (a clone) of it, as large, on its primary storage (and host)"},
 			{flag: "primary-storage", param: "primaryStorageUuid", usage: "UUID of the primary storage (default: chosen by the allocator)"},
 			{flag: "host", param: "hostUuid", usage: "UUID of the host, for local storage"},
+			{flag: "description", param: "description", usage: "description"},
+		},
+		check: checkVolumeSource},
+	{noun: snapshotNoun, short: "Take a snapshot of a volume (revert to it with `ctl snapshot revert`)",
+		path:    "volumes/{volume}/volume-snapshots",
+		example: "  mplane ctl create snapshot --volume <volume-uuid> --name before-upgrade",
+		flags: []paramFlag{
+			{flag: "volume", kind: paramPath, required: true, usage: "UUID of the volume"},
+			{flag: "name", param: "name", required: true, usage: "snapshot name"},
 			{flag: "description", param: "description", usage: "description"},
 		}},
 	{noun: l3Noun, short: "Create an L3 network in a zone", path: "l3-networks",
@@ -163,6 +192,39 @@ var createSpecs = []createSpec{
 				usage: "UUID of a disk offering: a blank data volume of its size, made and attached with the VM; repeat (or comma separate) for more"},
 			{flag: "description", param: "description", usage: "description"},
 		}},
+}
+
+// checkVolumeSource: a volume's size comes from one place, --size or
+// --disk-offering, unless it is a copy, which has its source's size,
+// primary storage and host.
+func checkVolumeSource(given func(string) bool) []string {
+	var from string
+	switch {
+	case given("from-snapshot") && given("from-volume"):
+		return []string{"give --from-snapshot or --from-volume, not both"}
+	case given("from-snapshot"):
+		from = "--from-snapshot"
+	case given("from-volume"):
+		from = "--from-volume"
+	case given("size") && given("disk-offering"):
+		return []string{"give --size or --disk-offering, not both"}
+	case !given("size") && !given("disk-offering"):
+		return []string{"missing the size: give --size or --disk-offering (or --from-snapshot or --from-volume for a copy)"}
+	default:
+		return nil
+	}
+	var problems []string
+	for _, f := range []string{"size", "disk-offering"} {
+		if given(f) {
+			problems = append(problems, fmt.Sprintf("--%s cannot be given with %s: a copy is as large as its source", f, from))
+		}
+	}
+	for _, f := range []string{"primary-storage", "host"} {
+		if given(f) {
+			problems = append(problems, fmt.Sprintf("--%s cannot be given with %s: a copy is made where its source is", f, from))
+		}
+	}
+	return problems
 }
 
 // flagValues holds the parsed values of a createSpec's flags.
@@ -247,6 +309,9 @@ func (v *flagValues) params(fs *pflag.FlagSet) (string, map[string]any, error) {
 				problems = append(problems, fmt.Sprintf("--%s must be a UUID, got %q", p.flag, val))
 				continue
 			}
+			if p.altPath != "" {
+				path = p.altPath
+			}
 			path = strings.ReplaceAll(path, "{"+p.flag+"}", val)
 		default:
 			val := *v.str[p.flag]
@@ -259,6 +324,9 @@ func (v *flagValues) params(fs *pflag.FlagSet) (string, map[string]any, error) {
 	}
 	if len(missing) > 0 {
 		problems = append([]string{"missing required flags: " + strings.Join(missing, ", ")}, problems...)
+	}
+	if v.spec.check != nil {
+		problems = append(problems, v.spec.check(fs.Changed)...)
 	}
 	if len(problems) > 0 {
 		return "", nil, errcode.New(errcode.InvalidArgument, "%s", strings.Join(problems, "; "))

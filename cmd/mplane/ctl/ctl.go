@@ -46,10 +46,11 @@ func NewCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ctl",
 		Short: "Command-line client of the mplane REST API",
-		Long: "Manages zones, clusters, hosts, offerings, images, storage, volumes, L3 networks and\n" +
-			"VMs through the REST API. Log in once with `mplane ctl login`; the session is kept in\n" +
-			"~/.config/mplane/ctl.json (0600). Mutating commands wait for their job and print the\n" +
-			"resulting inventory (--no-wait prints the job location instead).\n\n" +
+		Long: "Manages zones, clusters, hosts, offerings, disk offerings, images, storage, volumes,\n" +
+			"volume snapshots, L3 networks and VMs through the REST API. Log in once with\n" +
+			"`mplane ctl login`; the session is kept in ~/.config/mplane/ctl.json (0600).\n" +
+			"Mutating commands wait for their job and print the resulting inventory (--no-wait\n" +
+			"prints the job location instead).\n\n" +
 			"Environment: " + envURL + " (API URL), " + envSession + " (a session to use),\n" +
 			envSessionFile + " (session file), " + envPassword + " (password for login).",
 		Example: "  mplane ctl login --account admin\n" +
@@ -73,7 +74,7 @@ func NewCommand() *cobra.Command {
 		newCreateCmd(g), newAddCmd(g),
 		newListCmd(g), newGetCmd(g), newDeleteCmd(g),
 		newAttachCmd(g), newDetachCmd(g),
-		newVMCmd(g), newHostCmd(g), newWaitCmd(g),
+		newVMCmd(g), newHostCmd(g), newSnapshotCmd(g), newWaitCmd(g),
 	)
 	return cmd
 }

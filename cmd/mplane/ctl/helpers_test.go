@@ -174,7 +174,13 @@ func (e *env) uuidOf(args ...string) string {
 // host is added, so the host's directory is measured when it connects.
 func (e *env) seed() map[string]string {
 	e.t.Helper()
-	agent := stack.StartAgent(e.t, servertest.AgentOptions{})
+	return e.seedWith(servertest.AgentOptions{})
+}
+
+// seedWith is seed with a simulated host of opts.
+func (e *env) seedWith(opts servertest.AgentOptions) map[string]string {
+	e.t.Helper()
+	agent := stack.StartAgent(e.t, opts)
 	ids := map[string]string{}
 	ids["zone"] = e.uuidOf("create", "zone", "--name", "zone1")
 	ids["cluster"] = e.uuidOf("create", "cluster", "--name", "cluster1", "--zone", ids["zone"])

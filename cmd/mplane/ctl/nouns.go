@@ -34,6 +34,10 @@ var (
 		columns: []column{field("UUID", "uuid"), field("NAME", "name"), field("CPU", "cpuNum"),
 			sizeField("MEMORY", "memorySize"), field("STATE", "state")},
 	}
+	diskOfferingNoun = &noun{
+		name: "disk-offering", aliases: []string{"disk-offerings"}, plural: "disk offerings", path: "disk-offerings",
+		columns: []column{field("UUID", "uuid"), field("NAME", "name"), sizeField("SIZE", "diskSize"), field("STATE", "state")},
+	}
 	imageNoun = &noun{
 		name: "image", aliases: []string{"images"}, plural: "images", path: "images",
 		columns: []column{field("UUID", "uuid"), field("NAME", "name"), field("FORMAT", "format"),
@@ -71,6 +75,12 @@ var (
 		columns: []column{field("UUID", "uuid"), field("NAME", "name"), field("TYPE", "type"), field("STATUS", "status"),
 			sizeField("SIZE", "size"), field("PRIMARY STORAGE", "primaryStorageUuid"), field("VM", "vmInstanceUuid")},
 	}
+	snapshotNoun = &noun{
+		name: "snapshot", aliases: []string{"snapshots", "volume-snapshot", "volume-snapshots"}, plural: "volume snapshots",
+		path: "volume-snapshots",
+		columns: []column{field("UUID", "uuid"), field("NAME", "name"), field("VOLUME", "volumeUuid"), field("TYPE", "type"),
+			field("STATUS", "status"), sizeField("SIZE", "size")},
+	}
 	// ipRangeNoun is created under an L3 network and not listed on its own.
 	ipRangeNoun = &noun{
 		name: "ip-range", aliases: []string{"ip-ranges", "iprange"}, plural: "IP ranges",
@@ -82,7 +92,8 @@ var (
 )
 
 // listable are the nouns of list, get and delete, in help order.
-var listable = []*noun{zoneNoun, clusterNoun, hostNoun, offeringNoun, imageNoun, l3Noun, vmNoun, primaryStorageNoun, backupStorageNoun, volumeNoun}
+var listable = []*noun{zoneNoun, clusterNoun, hostNoun, offeringNoun, diskOfferingNoun, imageNoun, l3Noun, vmNoun,
+	primaryStorageNoun, backupStorageNoun, volumeNoun, snapshotNoun}
 
 func nounNames(ns []*noun) []string {
 	out := make([]string, len(ns))

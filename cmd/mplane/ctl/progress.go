@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -116,6 +117,16 @@ func (r *invocation) finishJob(job *client.Job, what string, n *noun, noWait boo
 		fmt.Fprintln(r.out, job.Location)
 		return nil
 	}
+	inv, err := r.waitJob(job, what)
+	if err != nil {
+		return err
+	}
+	return r.printResult(n, inv, doneMsg)
+}
+
+// waitJob waits for a job with the progress on stderr and returns its
+// inventory (nil for a result without one).
+func (r *invocation) waitJob(job *client.Job, what string) (json.RawMessage, error) {
 	ctx, stop := signal.NotifyContext(r.ctx(), os.Interrupt)
 	defer stop()
 	p := startProgress(r.errOut, IsTerminal(r.errOut), what, job)
@@ -123,10 +134,16 @@ func (r *invocation) finishJob(job *client.Job, what string, n *noun, noWait boo
 	p.finish(err)
 	if err != nil {
 		if ctx.Err() != nil && r.ctx().Err() == nil {
-			return fmt.Errorf("interrupted; the job goes on on the server: wait for it with `mplane ctl wait %s`", job.UUID)
+			return nil, fmt.Errorf("interrupted; the job goes on on the server: wait for it with `mplane ctl wait %s`", job.UUID)
 		}
-		return err
+		return nil, err
 	}
+	return inv, nil
+}
+
+// printResult prints a job's inventory as n's table or JSON; a result
+// without inventory prints doneMsg (table output only).
+func (r *invocation) printResult(n *noun, inv json.RawMessage, doneMsg string) error {
 	if inv == nil {
 		if doneMsg != "" && !r.json {
 			fmt.Fprintln(r.out, doneMsg)

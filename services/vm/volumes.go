@@ -100,6 +100,8 @@ func volumeCalls() []route.Op {
 				vmUUID := in.Params.VMUUID
 				if vmUUID == "" {
 					vmUUID = v.VMInstanceUUID
+				} else if v.VMInstanceUUID != "" && v.VMInstanceUUID != vmUUID {
+					return VolumeReq{}, errcode.New(errcode.InvalidArgument, "volume %s is attached to VM %s, not to VM %s", v.UUID, v.VMInstanceUUID, vmUUID)
 				}
 				if vmUUID == "" {
 					return VolumeReq{}, errcode.New(errcode.InvalidState, "volume %s is not attached to any VM", v.UUID)

@@ -193,7 +193,15 @@ func (s *Service) API() []route.Resource {
 		Query: route.QueryOf[VolumeSnapshotVO](),
 		Actions: []route.Op{
 			route.Action("revertVolumeFromSnapshot", MsgRevert, func(ctx context.Context, in route.In[struct{}]) (SnapshotRef, error) {
-				return snapshotRef(ctx, in.DB, in.UUID)
+				ref, err := snapshotRef(ctx, in.DB, in.UUID)
+				if err != nil {
+					return SnapshotRef{}, err
+				}
+				v, err := Load(ctx, in.DB, ref.VolumeUUID)
+				if err != nil {
+					return SnapshotRef{}, err
+				}
+				return ref, revertable(ctx, in.DB, v) // the owner checks again
 			}),
 		},
 		Delete: route.Ptr(route.Delete(MsgDeleteSnapshot, func(ctx context.Context, in route.In[route.DeleteParams]) (SnapshotRef, error) {

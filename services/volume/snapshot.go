@@ -208,6 +208,9 @@ func (s *Service) handleRevert(ctx context.Context, ref SnapshotRef) (VolumeVO, 
 		if v.Status != StatusReady || sp.Status != StatusReady {
 			return VolumeVO{}, errcode.New(errcode.InvalidState, "volume %s is %s and snapshot %s %s: both must be Ready", v.UUID, v.Status, sp.UUID, sp.Status)
 		}
+		if err := revertable(ctx, s.db, v); err != nil {
+			return VolumeVO{}, err
+		}
 		h, err := s.hostFor(ctx, p, v.HostUUID)
 		if err != nil {
 			return VolumeVO{}, err
@@ -223,4 +226,20 @@ func (s *Service) handleRevert(ctx context.Context, ref SnapshotRef) (VolumeVO, 
 		}
 		return *v, nil
 	})
+}
+
+// revertable refuses to revert a volume whose VM may be using it: a
+// volume attached to a VM that is not Stopped (or Destroyed), as ZStack.
+func revertable(ctx context.Context, db *gorm.DB, v *VolumeVO) error {
+	if v.VMInstanceUUID == "" {
+		return nil
+	}
+	var state string
+	if err := db.WithContext(ctx).Table("vm_instances").Select("state").Where("uuid = ?", v.VMInstanceUUID).Scan(&state).Error; err != nil {
+		return errcode.Wrap(errcode.Internal, err, "look up VM %s", v.VMInstanceUUID)
+	}
+	if state != "" && state != "Stopped" && state != "Destroyed" {
+		return errcode.New(errcode.InvalidState, "volume %s is attached to VM %s, which is %s: stop the VM before reverting its volume", v.UUID, v.VMInstanceUUID, state)
+	}
+	return nil
 }

@@ -321,8 +321,28 @@ func TestVMDataVolumes(t *testing.T) {
 		t.Errorf("agent volumes after the Enforcing delete %v, want 2", got)
 	}
 
-	// A stopped VM: the attach is recorded, the start brings it.
+	// A snapshot of an attached volume reverts only while its VM is
+	// stopped; a detach naming another VM is refused.
+	snapped := v.AllVolumes[1].UUID
+	snap, err := client.CreateAndWait[volume.VolumeSnapshotVO](c.ctx, c.st.Client, "volumes/"+snapped+"/volume-snapshots", map[string]any{"name": "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.st.Client.Action(c.ctx, "volume-snapshots", snap.UUID, "revertVolumeFromSnapshot", map[string]any{})
+	if !errcode.Has(err, errcode.InvalidState) || client.StatusCode(err) >= 500 || !strings.Contains(err.Error(), "stop the VM") {
+		t.Errorf("revert the volume of a running VM: %v, want a 4xx %s saying to stop the VM", err, errcode.InvalidState)
+	}
+	err = c.wait(c.st.Client.Delete(c.ctx, "volumes/"+snapped, "vm-instances", "", client.QueryParam("vmUuid", v2.UUID)))
+	if !errcode.Has(err, errcode.InvalidArgument) || !strings.Contains(err.Error(), v.UUID) {
+		t.Errorf("detach naming another VM: %v, want %s naming the volume's VM", err, errcode.InvalidArgument)
+	}
+
+	// A stopped VM: the attach is recorded, the start brings it; a revert
+	// works.
 	c.vmAction(t, v.UUID, "stopVmInstance")
+	if err := c.wait(c.st.Client.Action(c.ctx, "volume-snapshots", snap.UUID, "revertVolumeFromSnapshot", map[string]any{})); err != nil {
+		t.Errorf("revert the volume of a stopped VM: %v", err)
+	}
 	late, err := c.create("volumes/data", map[string]any{"name": "late", "diskSize": 1 << 20, "hostUuid": h})
 	if err != nil {
 		t.Fatal(err)

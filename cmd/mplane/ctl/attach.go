@@ -57,15 +57,8 @@ var detachSpecs = []linkSpec{
 			if vm != "" {
 				opts = append(opts, client.QueryParam("vmUuid", vm))
 			}
+			// The server refuses a VM the volume is not attached to.
 			return r.c.Delete(r.ctx(), "volumes/"+vol, "vm-instances", "", opts...)
-		},
-		// The server detaches the volume from the VM named, if it is
-		// attached to it: a volume attached to another stays.
-		note: func(result inventory, vol, vm string) string {
-			if at := textOrEmpty(result["vmInstanceUuid"]); vm != "" && at != "" && at != vm {
-				return "volume " + vol + " is attached to VM " + at + ", not to VM " + vm + ": it stays attached"
-			}
-			return ""
 		}},
 }
 

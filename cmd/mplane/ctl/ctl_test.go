@@ -878,24 +878,18 @@ func TestCtlVolumesOfVMs(t *testing.T) {
 		t.Fatalf("volumes after attach %v, want %v", got, withData)
 	}
 
-	// --vm is sent as vmUuid: the server detaches the volume from that VM
-	// only, so from another VM nothing is detached, and ctl says so.
+	// --vm is sent as vmUuid: the server refuses a VM the volume is not
+	// attached to, and nothing is detached.
 	other := "0123456789abcdef0123456789abcdef"
-	r = e.run(nil, "detach", "volume", vol, "--vm", other)
-	if r.err != nil {
-		t.Fatal(r.err, r.stderr)
-	}
-	if rows := tableRows(r.stdout); len(rows) != 2 || rows[1][0] != vol || rows[1][6] != vm {
-		t.Fatalf("detach from another VM: output %q", r.stdout)
-	}
-	if !strings.HasSuffix(r.stderr, "\nnote: volume "+vol+" is attached to VM "+vm+", not to VM "+other+": it stays attached\n") {
-		t.Fatalf("detach from another VM: stderr %q", r.stderr)
+	stderr := e.fails("detach", "volume", vol, "--vm", other)
+	if !strings.Contains(stderr, "SYS.1007") || !strings.Contains(stderr, "is attached to VM "+vm+", not to VM "+other) {
+		t.Fatalf("detach from another VM: stderr %q", stderr)
 	}
 	if del := e.last(http.MethodDelete, "/v1/volumes/"+vol+"/vm-instances"); del.RawQuery != "vmUuid="+other {
 		t.Fatalf("detach request %+v", del)
 	}
 	if got := volumesOf(vm); !slices.Equal(got, withData) {
-		t.Fatalf("volumes after a detach from another VM %v, want %v", got, withData)
+		t.Fatalf("volumes after a refused detach from another VM %v, want %v", got, withData)
 	}
 	r = e.run(nil, "-o", "json", "detach", "volume", vol, "--vm", vm)
 	if r.err != nil || strings.Contains(r.stderr, "note:") {

@@ -67,7 +67,7 @@ func TestAMQPStartWaitsForBroker(t *testing.T) {
 
 	pu := *u
 	pu.Host = proxyAddr
-	bus, err := New(Options{URL: pu.String(), Namespace: testenv.Prefix(t), NodeUUID: "late", Logger: quietLogger(),
+	bus, err := New(Options{URL: pu.String(), Namespace: testenv.BusPrefix(t, raw), NodeUUID: "late", Logger: quietLogger(),
 		ReconnectMin: 20 * time.Millisecond, ReconnectMax: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -58,7 +58,7 @@ func benchBuses(b *testing.B, url string) (*Bus, *Bus) {
 	if url == "memory://" {
 		broker = NewBroker()
 	} else {
-		ns = testenv.Prefix(b)
+		ns = testenv.BusPrefix(b, url)
 	}
 	var out []*Bus
 	for i := 0; i < 2; i++ {

@@ -72,7 +72,7 @@ func memoryHarness() harness {
 func amqpHarness() harness {
 	return harness{name: "amqp", amqp: true, cluster: func(t *testing.T, n int) []*Bus {
 		url := testenv.AMQPURL(t)
-		ns := testenv.Prefix(t)
+		ns := testenv.BusPrefix(t, url)
 		testenv.DeleteQueuesAtCleanup(t, url, ns+".portal")
 		return startBuses(t, n, func(i int) Options {
 			return Options{URL: url, Namespace: ns, NodeUUID: fmt.Sprintf("node%d", i)}

@@ -99,7 +99,8 @@ func newSeqEnv(t *testing.T, b seqBackend) *seqEnv {
 	}
 	e := &seqEnv{t: t, b: b, dsn: dsn, db: gdb, clock: &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
 	if b.amqp {
-		e.amqpURL, e.ns = testenv.AMQPURL(t), testenv.Prefix(t)
+		e.amqpURL = testenv.AMQPURL(t)
+		e.ns = testenv.BusPrefix(t, e.amqpURL)
 	} else {
 		e.broker = cloudbus.NewBroker()
 	}

@@ -89,3 +89,42 @@ func DeleteQueuesAtCleanup(t testing.TB, url string, names ...string) {
 		}
 	})
 }
+
+// BusPrefix is a fresh name prefix (Prefix) for buses on the broker at
+// url, whose exchanges ("<prefix>.p2p", "<prefix>.event": cloudbus's)
+// are deleted when the test ends. Register it before the buses start, so
+// the deletion runs after they stopped.
+func BusPrefix(t testing.TB, url string) string {
+	t.Helper()
+	p := Prefix(t)
+	DeleteExchangesAtCleanup(t, url, p+".p2p", p+".event")
+	return p
+}
+
+// DeleteExchangesAtCleanup deletes the named exchanges from the broker at
+// url when the test ends; one already gone is fine.
+func DeleteExchangesAtCleanup(t testing.TB, url string, names ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		conn, err := amqp.Dial(url)
+		if err != nil {
+			t.Errorf("delete exchanges %v: %v", names, err)
+			return
+		}
+		defer conn.Close()
+		for _, name := range names {
+			ch, err := conn.Channel()
+			if err != nil {
+				t.Errorf("delete exchange %s: %v", name, err)
+				return
+			}
+			if err := ch.ExchangeDelete(name, false, false); err != nil {
+				var ae *amqp.Error
+				if !errors.As(err, &ae) || ae.Code != amqp.NotFound {
+					t.Errorf("delete exchange %s: %v", name, err)
+				}
+			}
+			_ = ch.Close()
+		}
+	})
+}

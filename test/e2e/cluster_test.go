@@ -27,7 +27,8 @@ type clusterEnv struct {
 }
 
 func newClusterEnv(t *testing.T) *clusterEnv {
-	e := &clusterEnv{t: t, amqpURL: testenv.AMQPURL(t), prefix: testenv.Prefix(t), dsn: testenv.MySQLDSN(t),
+	url := testenv.AMQPURL(t)
+	e := &clusterEnv{t: t, amqpURL: url, prefix: testenv.BusPrefix(t, url), dsn: testenv.MySQLDSN(t),
 		interval: 500 * time.Millisecond}
 	// Registered first, so it runs after every server has stopped.
 	testenv.DeleteQueuesAtCleanup(t, e.amqpURL, e.prefix+"."+portal.SharedQueue)

@@ -8,6 +8,7 @@ import (
 
 	"gorm.io/gorm"
 
+	mdb "mplane/db"
 	"mplane/errcode"
 )
 
@@ -26,7 +27,7 @@ func Reserve(ctx context.Context, db *gorm.DB, owner, ps, host string, size int6
 	if size < 0 {
 		return errcode.New(errcode.InvalidArgument, "cannot reserve a negative size (%d bytes)", size)
 	}
-	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := mdb.Transaction(ctx, db, func(tx *gorm.DB) error {
 		var existing StorageReservationVO
 		err := tx.Take(&existing, "owner_uuid = ?", owner).Error
 		if err == nil {
@@ -61,12 +62,21 @@ func Reserve(ctx context.Context, db *gorm.DB, owner, ps, host string, size int6
 		return tx.Create(&StorageReservationVO{OwnerUUID: owner, PrimaryStorageUUID: ps, HostUUID: host, Size: size,
 			CreateDate: time.Now().UTC()}).Error
 	})
+	if errors.Is(err, gorm.ErrDuplicatedKey) {
+		// The same owner reserved at once elsewhere (two creates caching
+		// one image): this transaction was rolled back; the other's
+		// reservation is the owner's, if at the same place.
+		if r, found, rerr := Reservation(ctx, db, owner); rerr == nil && found && r.PrimaryStorageUUID == ps && r.HostUUID == host {
+			return nil
+		}
+	}
+	return err
 }
 
 // Resize changes the size owner holds (a volume that grows), with the same
 // conditions as Reserve for the difference.
 func Resize(ctx context.Context, db *gorm.DB, owner string, size int64) error {
-	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return mdb.Transaction(ctx, db, func(tx *gorm.DB) error {
 		var r StorageReservationVO
 		if err := tx.Take(&r, "owner_uuid = ?", owner).Error; err != nil {
 			return err
@@ -100,7 +110,7 @@ func Resize(ctx context.Context, db *gorm.DB, owner string, size int64) error {
 
 // Release gives back what owner holds, if anything. It is idempotent.
 func Release(ctx context.Context, db *gorm.DB, owner string) error {
-	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return mdb.Transaction(ctx, db, func(tx *gorm.DB) error {
 		var r StorageReservationVO
 		err := tx.Take(&r, "owner_uuid = ?", owner).Error
 		if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -140,7 +150,7 @@ func Reservation(ctx context.Context, db *gorm.DB, owner string) (r StorageReser
 // made meanwhile is never lost.
 func setMeasured(ctx context.Context, db *gorm.DB, ps, host string, total, avail int64) error {
 	now := time.Now().UTC()
-	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return mdb.Transaction(ctx, db, func(tx *gorm.DB) error {
 		if host != "" {
 			ref := LocalStorageHostRefVO{PrimaryStorageUUID: ps, HostUUID: host, CreateDate: now, LastOpDate: now}
 			if err := tx.Where("primary_storage_uuid = ? AND host_uuid = ?", ps, host).FirstOrCreate(&ref).Error; err != nil {
@@ -163,20 +173,18 @@ func setMeasured(ctx context.Context, db *gorm.DB, ps, host string, total, avail
 }
 
 // sumHosts makes a LocalStorage's capacities the sums over its hosts'
-// directories.
+// directories; its available capacity is its total minus its
+// reservations, computed in the same statement (as the hosts' are), so a
+// reservation or release committed meanwhile is never lost.
 func sumHosts(tx *gorm.DB, ps string, now time.Time) error {
-	var sum struct {
-		Total, Avail, TotalPhys, AvailPhys int64
+	refs := func(col string) *gorm.DB {
+		return tx.Model(&LocalStorageHostRefVO{}).Select("COALESCE(SUM("+col+"),0)").Where("primary_storage_uuid = ?", ps)
 	}
-	if err := tx.Model(&LocalStorageHostRefVO{}).Where("primary_storage_uuid = ?", ps).
-		Select("COALESCE(SUM(total_capacity),0) AS total, COALESCE(SUM(available_capacity),0) AS avail, " +
-			"COALESCE(SUM(total_physical_capacity),0) AS total_phys, COALESCE(SUM(available_physical_capacity),0) AS avail_phys").
-		Scan(&sum).Error; err != nil {
-		return err
-	}
+	reserved := tx.Model(&StorageReservationVO{}).Select("COALESCE(SUM(size),0)").Where("primary_storage_uuid = ?", ps)
 	return tx.Model(&PrimaryStorageVO{}).Where("uuid = ?", ps).Updates(map[string]any{
-		"total_capacity": sum.Total, "available_capacity": sum.Avail, "total_physical_capacity": sum.TotalPhys,
-		"available_physical_capacity": sum.AvailPhys, "last_op_date": now}).Error
+		"total_capacity": gorm.Expr("(?)", refs("total_capacity")), "available_capacity": gorm.Expr("(?) - (?)", refs("total_capacity"), reserved),
+		"total_physical_capacity":     gorm.Expr("(?)", refs("total_physical_capacity")),
+		"available_physical_capacity": gorm.Expr("(?)", refs("available_physical_capacity")), "last_op_date": now}).Error
 }
 
 // Drift is a storage whose available capacity is not its total minus its

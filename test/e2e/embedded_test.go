@@ -16,6 +16,7 @@ import (
 	"mplane/api/client"
 	"mplane/errcode"
 	"mplane/internal/testenv"
+	mserver "mplane/server"
 	"mplane/services/vm"
 )
 
@@ -157,15 +158,21 @@ func TestEmbeddedVMLifecycle(t *testing.T) {
 func TestAgentStartFailureLeaksNothing(t *testing.T) {
 	p, password := startEmbedded(t)
 	c := login(t, p.url, password)
+	// The host serves the embedded cloud's LocalStorage too: the create
+	// gets as far as starting the VM.
+	local := t.TempDir()
 	ag := startAgent(t, "failing-agent", freePort(t), filepath.Join(t.TempDir(), "a.json"),
-		"--fail-rate", "1", "--fault-paths", protocol.PathStartVM)
+		"--storage", mserver.DefaultLocalStorageURL+"="+local, "--fail-rate", "1", "--fault-paths", protocol.PathStartVM)
 	cl := cloud{offering: firstUUID(t, c, "instance-offerings"), image: firstUUID(t, c, "images"), l3: firstUUID(t, c, "l3-networks"),
 		cluster: firstUUID(t, c, "clusters")}
 	h := addHost(t, c, cl, "failing", ag.port)
 	before := capacityOf(t, c, cl.l3)
-	var vmsBefore int
+	var vmsBefore, volsBefore int
 	if _, total, err := c.Query(context.Background(), "vm-instances", client.Query{Count: true}); err == nil {
 		vmsBefore = total
+	}
+	if _, total, err := c.Query(context.Background(), "volumes", client.Query{Count: true}); err == nil {
+		volsBefore = total
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -180,6 +187,14 @@ func TestAgentStartFailureLeaksNothing(t *testing.T) {
 	}
 	if _, total, err := c.Query(context.Background(), "vm-instances", client.Query{Count: true}); err != nil || total != vmsBefore {
 		t.Fatalf("VM rows %d after a failed create, want %d (%v)", total, vmsBefore, err)
+	}
+	// Its root volume was made before the start failed: the rollback
+	// deleted its file and its row.
+	if _, total, err := c.Query(context.Background(), "volumes", client.Query{Count: true}); err != nil || total != volsBefore {
+		t.Fatalf("volume rows %d after a failed create, want %d (%v)", total, volsBefore, err)
+	}
+	if files := filesUnder(t, filepath.Join(local, "rootVolumes")); len(files) != 0 {
+		t.Fatalf("root volume files left by a failed create: %v", files)
 	}
 }
 

@@ -24,11 +24,32 @@ type agentProc struct {
 	port      int
 	stateFile string
 	args      []string
+	// localDir is the directory the agent serves as the host's
+	// LocalStorage at localStorageURL.
+	localDir string
 }
 
+// localStorageURL is the URL of the LocalStorage that every agent of the
+// tests serves (its own directory, agentProc.localDir) and setupCloud
+// adds.
+const localStorageURL = "/e2e/local"
+
+// localDirOf is the LocalStorage directory of the agent with stateFile:
+// next to the state file and named after it (agent1.json: agent1-local),
+// so an agent restarted with the same state file (under another process
+// name) finds its volumes again.
+func localDirOf(stateFile string) string {
+	base := strings.TrimSuffix(filepath.Base(stateFile), filepath.Ext(stateFile))
+	return filepath.Join(filepath.Dir(stateFile), base+"-local")
+}
+
+// startAgent runs `mplane agent kvm` with stateFile, serving a LocalStorage
+// (localStorageURL, in localDirOf(stateFile)) besides what extra adds.
 func startAgent(t *testing.T, name string, port int, stateFile string, extra ...string) *agentProc {
 	t.Helper()
-	args := append([]string{"agent", "kvm", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--state-file", stateFile}, extra...)
+	local := localDirOf(stateFile)
+	args := append([]string{"agent", "kvm", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--state-file", stateFile,
+		"--storage", localStorageURL + "=" + local}, extra...)
 	p := startProc(t, name, nil, args...)
 	p.url = fmt.Sprintf("http://127.0.0.1:%d", port)
 	testenv.Eventually(t, 30*time.Second, func() bool {
@@ -38,7 +59,7 @@ func startAgent(t *testing.T, name string, port int, stateFile string, extra ...
 		code, err := postJSON(context.Background(), p.url+protocol.PathEcho, nil)
 		return err == nil && code == 200
 	}, "agent %s up", name)
-	return &agentProc{proc: p, port: port, stateFile: stateFile, args: extra}
+	return &agentProc{proc: p, port: port, stateFile: stateFile, args: extra, localDir: local}
 }
 
 func getHost(t *testing.T, b *cloudbus.Bus, via *server, hostUUID string) hostsvc.HostVO {

@@ -88,6 +88,14 @@ func startProc(t *testing.T, name string, env []string, args ...string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// MPLANE_E2E_LOG_DIR keeps every process's whole log there (a failed
+	// test prints only the last lines).
+	var logFile *os.File
+	if d := os.Getenv("MPLANE_E2E_LOG_DIR"); d != "" {
+		if f, err := os.Create(filepath.Join(d, strings.ReplaceAll(t.Name(), "/", "_")+"-"+name+".log")); err == nil {
+			logFile = f
+		}
+	}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64*1024), 1024*1024)
@@ -95,6 +103,12 @@ func startProc(t *testing.T, name string, env []string, args ...string) *proc {
 			p.mu.Lock()
 			p.logs = append(p.logs, sc.Text())
 			p.mu.Unlock()
+			if logFile != nil {
+				fmt.Fprintln(logFile, sc.Text())
+			}
+		}
+		if logFile != nil {
+			logFile.Close()
 		}
 		p.err = cmd.Wait()
 		close(p.done)

@@ -33,7 +33,7 @@ func TestClusterVolumeCapacityRace(t *testing.T) {
 	const url = "/e2e/shared"
 	ag := startAgent(t, "agent1", freePort(t), filepath.Join(dir, "a1.json"), "--storage", url+"="+shared)
 	clients := []*client.Client{login(t, servers[0].url, "e2e-secret"), login(t, servers[1].url, "e2e-secret")}
-	cl := setupCloud(t, clients[0], 1, 512<<20)
+	cl := setupCloud(t, clients[0], 1, 512<<20, withoutLocalStorage)
 	addHost(t, clients[0], cl, "host1", ag.port)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -42,7 +42,7 @@ func TestClusterVolumeCapacityRace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ps, err = client.CreateAndWait[storage.PrimaryStorageVO](ctx, clients[1], "clusters/"+cl.cluster+"/primary-storage/"+ps.UUID, nil); err != nil {
+	if ps, err = client.CreateAndWait[storage.PrimaryStorageVO](ctx, clients[1], "clusters/"+cl.cluster+"/primary-storage/"+ps.UUID, map[string]any{}); err != nil {
 		t.Fatal(err)
 	}
 	size := ps.TotalCapacity / 150
@@ -129,7 +129,7 @@ func TestClusterVolumeCreatesSurviveKill(t *testing.T) {
 	for _, s := range servers {
 		clients = append(clients, login(t, s.url, "e2e-secret"))
 	}
-	cl := setupCloud(t, clients[0], 1, 512<<20)
+	cl := setupCloud(t, clients[0], 1, 512<<20, withoutLocalStorage)
 	h := addHost(t, clients[0], cl, "host1", ag.port)
 	// The victim owns the host; the creates go through the other two.
 	owner := probeVia(t, clientBus(t, e), servers[0].uuid, h.UUID).NodeUUID
@@ -151,7 +151,7 @@ func TestClusterVolumeCreatesSurviveKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err = client.CreateAndWait[storage.PrimaryStorageVO](ctx, clients[0], "clusters/"+cl.cluster+"/primary-storage/"+ps.UUID, nil); err != nil {
+	if _, err = client.CreateAndWait[storage.PrimaryStorageVO](ctx, clients[0], "clusters/"+cl.cluster+"/primary-storage/"+ps.UUID, map[string]any{}); err != nil {
 		t.Fatal(err)
 	}
 	gdb, err := db.Open(context.Background(), e.dsn, db.Options{})

@@ -11,7 +11,9 @@ import (
 	"mplane/internal/testenv"
 	hostsvc "mplane/services/host"
 	"mplane/services/network"
+	"mplane/services/storage"
 	"mplane/services/vm"
+	"mplane/services/volume"
 )
 
 // TestCreateAbandonedByDeadOwnerIsRolledBack kills the owner of a VM while
@@ -77,6 +79,23 @@ func TestCreateAbandonedByDeadOwnerIsRolledBack(t *testing.T) {
 	if used != 0 {
 		t.Fatalf("%d IPs still allocated", used)
 	}
+	// The root volume made before the start: its file, row and room on
+	// the storage are gone too (the image cache stays).
+	var vols int64
+	gdb.Model(&volume.VolumeVO{}).Count(&vols)
+	if vols != 0 {
+		t.Fatalf("%d volume rows left", vols)
+	}
+	if files := filesUnder(t, filepath.Join(ag.localDir, "rootVolumes")); len(files) != 0 {
+		t.Fatalf("root volume files left: %v", files)
+	}
+	var resv, caches int64
+	gdb.Model(&storage.StorageReservationVO{}).Count(&resv)
+	gdb.Model(&storage.ImageCacheVO{}).Count(&caches)
+	if resv != caches {
+		t.Fatalf("%d storage reservations for %d image caches", resv, caches)
+	}
+	checkNoDrift(t, gdb)
 	// The job ends (failed) unless the killed node was the one driving it;
 	// either way the client is told something definite or keeps waiting
 	// for the sweeper, never a success.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
@@ -21,7 +22,17 @@ import (
 // cloud holds the UUIDs of a cloud's default resources.
 type cloud struct {
 	zone, cluster, offering, image, l3 string
+	// localPS is the LocalStorage at localStorageURL attached to the
+	// cluster ("" with withoutLocalStorage).
+	localPS string
 }
+
+// cloudOption changes what setupCloud makes.
+type cloudOption int
+
+// withoutLocalStorage: no LocalStorage, for tests that attach a storage of
+// their own and count on it being the only one.
+const withoutLocalStorage cloudOption = 1
 
 func login(t *testing.T, base, password string) *client.Client {
 	t.Helper()
@@ -111,9 +122,11 @@ func destroyVM(ctx context.Context, c *client.Client, uuid string) error {
 	return err
 }
 
-// setupCloud creates zone, cluster, offering, image and an L3 network with
-// a range, through the REST API.
-func setupCloud(t *testing.T, c *client.Client, cpu int, mem int64) cloud {
+// setupCloud creates zone, cluster, offering, image, an L3 network with a
+// range and (unless withoutLocalStorage) a LocalStorage at localStorageURL
+// attached to the cluster, through the REST API; add the hosts after it,
+// so that their directories are measured as they are added.
+func setupCloud(t *testing.T, c *client.Client, cpu int, mem int64, opts ...cloudOption) cloud {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -137,6 +150,10 @@ func setupCloud(t *testing.T, c *client.Client, cpu int, mem int64) cloud {
 	if _, err := client.CreateAndWait[network.IpRangeVO](ctx, c, "l3-networks/"+cl.l3+"/ip-ranges",
 		map[string]any{"name": "r1", "startIp": "10.1.0.10", "endIp": "10.1.3.250", "netmask": "255.255.252.0", "gateway": "10.1.0.1"}); err != nil {
 		t.Fatalf("add ip range: %v", err)
+	}
+	if !slices.Contains(opts, withoutLocalStorage) {
+		cl.localPS = mk("primary-storage/local-storage", map[string]any{"name": "local", "url": localStorageURL, "zoneUuid": cl.zone})
+		mk("clusters/"+cl.cluster+"/primary-storage/"+cl.localPS, map[string]any{})
 	}
 	return cl
 }

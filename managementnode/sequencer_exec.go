@@ -5,13 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
-	"strings"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"gorm.io/gorm"
 
 	"mplane/cloudbus"
+	"mplane/db"
 	"mplane/errcode"
 )
 
@@ -322,16 +321,5 @@ func (s *Sequencer) recordOnce(ctx context.Context, epoch int64, batch []*submis
 // transaction may not hit: deadlocks and lock waits (MySQL), a busy
 // database (SQLite), a duplicate key (a concurrent writer of the same row).
 func isTransient(err error) bool {
-	if errors.Is(err, gorm.ErrDuplicatedKey) {
-		return true
-	}
-	var me *mysql.MySQLError
-	if errors.As(err, &me) {
-		switch me.Number {
-		case 1213, 1205: // deadlock, lock wait timeout
-			return true
-		}
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "database is locked") || strings.Contains(msg, "SQLITE_BUSY")
+	return errors.Is(err, gorm.ErrDuplicatedKey) || db.Transient(err)
 }

@@ -65,28 +65,9 @@ func redactURL(s string) string {
 // deletes them; a queue already gone is fine.
 func DeleteQueuesAtCleanup(t testing.TB, url string, names ...string) {
 	t.Helper()
-	t.Cleanup(func() {
-		conn, err := amqp.Dial(url)
-		if err != nil {
-			t.Errorf("delete queues %v: %v", names, err)
-			return
-		}
-		defer conn.Close()
-		for _, name := range names {
-			ch, err := conn.Channel()
-			if err != nil {
-				t.Errorf("delete queue %s: %v", name, err)
-				return
-			}
-			// A missing queue closes the channel with 404: not an error here.
-			if _, err := ch.QueueDelete(name, false, false, false); err != nil {
-				var ae *amqp.Error
-				if !errors.As(err, &ae) || ae.Code != amqp.NotFound {
-					t.Errorf("delete queue %s: %v", name, err)
-				}
-			}
-			_ = ch.Close()
-		}
+	deleteAtCleanup(t, url, "queue", names, func(ch *amqp.Channel, name string) error {
+		_, err := ch.QueueDelete(name, false, false, false)
+		return err
 	})
 }
 
@@ -105,23 +86,31 @@ func BusPrefix(t testing.TB, url string) string {
 // url when the test ends; one already gone is fine.
 func DeleteExchangesAtCleanup(t testing.TB, url string, names ...string) {
 	t.Helper()
+	deleteAtCleanup(t, url, "exchange", names, func(ch *amqp.Channel, name string) error {
+		return ch.ExchangeDelete(name, false, false)
+	})
+}
+
+// deleteAtCleanup runs del on each name, a channel each (a missing one
+// closes the channel with 404: not an error here), when the test ends.
+func deleteAtCleanup(t testing.TB, url, kind string, names []string, del func(ch *amqp.Channel, name string) error) {
 	t.Cleanup(func() {
 		conn, err := amqp.Dial(url)
 		if err != nil {
-			t.Errorf("delete exchanges %v: %v", names, err)
+			t.Errorf("delete %ss %v: %v", kind, names, err)
 			return
 		}
 		defer conn.Close()
 		for _, name := range names {
 			ch, err := conn.Channel()
 			if err != nil {
-				t.Errorf("delete exchange %s: %v", name, err)
+				t.Errorf("delete %s %s: %v", kind, name, err)
 				return
 			}
-			if err := ch.ExchangeDelete(name, false, false); err != nil {
+			if err := del(ch, name); err != nil {
 				var ae *amqp.Error
 				if !errors.As(err, &ae) || ae.Code != amqp.NotFound {
-					t.Errorf("delete exchange %s: %v", name, err)
+					t.Errorf("delete %s %s: %v", kind, name, err)
 				}
 			}
 			_ = ch.Close()

@@ -65,16 +65,36 @@ func newCloud(t *testing.T, opts servertest.Options) *cloud {
 	return &cloud{Stack: st, t: t, ctx: ctx, agents: map[string]*kvm.Agent{}, dirs: map[string]string{}}
 }
 
-// in is the cloud as test t sees it: a new cluster of the default zone
-// with a simulated host per option (none: a cluster without hosts).
+// in is the cloud as test t sees it: a new cluster of the default zone,
+// whose VMs' volumes go on the hosts' local storage, with a simulated host
+// per option (none: a cluster without hosts).
 func (c *cloud) in(t *testing.T, hosts ...kvm.Options) *cloud {
 	t.Helper()
+	return c.within(t, false, hosts)
+}
+
+// inShared is in with the cluster's VMs on a SharedMountPoint primary
+// storage (a directory of the test's that every host of the cluster
+// serves) instead of the hosts' local storage: a stopped VM may start on
+// any of them.
+func (c *cloud) inShared(t *testing.T, hosts ...kvm.Options) *cloud {
+	t.Helper()
+	return c.within(t, true, hosts)
+}
+
+func (c *cloud) within(t *testing.T, shared bool, hosts []kvm.Options) *cloud {
+	t.Helper()
 	v := *c
-	v.t, v.mine = t, nil
+	v.t, v.mine, v.storage = t, nil, nil
 	v.cluster = v.createResource("clusters", map[string]any{"name": "cluster-" + uid.New()[:8],
 		"zoneUuid": c.Defaults["zone"], "hypervisorType": "KVM"})
-	v.attachStorage(v.cluster, c.Defaults["ps"])
-	v.storage = nil
+	ps := c.Defaults["ps"]
+	if shared {
+		url := "/mplane/smp-" + uid.New()[:8]
+		v.storage = map[string]string{url: t.TempDir()}
+		ps = v.createResource("primary-storage/smp", map[string]any{"name": "smp-" + uid.New()[:8], "url": url, "zoneUuid": c.Defaults["zone"]})
+	}
+	v.attachStorage(v.cluster, ps)
 	for i, o := range hosts {
 		v.addAgent(fmt.Sprintf("host%d", i+1), o)
 	}
@@ -243,27 +263,6 @@ type inv struct {
 	UUID string `json:"uuid"`
 }
 
-// createResource creates anything through the REST API and returns its UUID.
-// inShared is in with the cluster's VMs on a SharedMountPoint primary
-// storage (a directory of the test's that every host of the cluster
-// serves) instead of the hosts' local storage: a stopped VM may start on
-// any of them.
-func (c *cloud) inShared(t *testing.T, hosts ...kvm.Options) *cloud {
-	t.Helper()
-	v := *c
-	v.t, v.mine = t, nil
-	v.cluster = v.createResource("clusters", map[string]any{"name": "cluster-" + uid.New()[:8],
-		"zoneUuid": c.Defaults["zone"], "hypervisorType": "KVM"})
-	url := "/mplane/smp-" + uid.New()[:8]
-	v.storage = map[string]string{url: t.TempDir()}
-	ps := v.createResource("primary-storage/smp", map[string]any{"name": "smp-" + uid.New()[:8], "url": url, "zoneUuid": c.Defaults["zone"]})
-	v.attachStorage(v.cluster, ps)
-	for i, o := range hosts {
-		v.addAgent(fmt.Sprintf("host%d", i+1), o)
-	}
-	return &v
-}
-
 // attachStorage attaches primary storage ps to a cluster: its hosts keep
 // their VMs' volumes there.
 func (c *cloud) attachStorage(clusterUUID, ps string) {
@@ -279,6 +278,7 @@ func (c *cloud) localStorage(zoneUUID string) string {
 		"url": server.DefaultLocalStorageURL, "zoneUuid": zoneUUID})
 }
 
+// createResource creates anything through the REST API and returns its UUID.
 func (c *cloud) createResource(path string, params map[string]any) string {
 	c.t.Helper()
 	r, err := client.CreateAndWait[inv](c.ctx, c.Client, path, params)

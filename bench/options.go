@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -34,6 +35,9 @@ const (
 	DefaultAccount       = "admin"
 	DefaultWebhookListen = "127.0.0.1:0"
 	DefaultTimeout       = time.Hour
+	// DefaultLocalStorageURL is the url of the bench's LocalStorage, as
+	// `mplane run` serves its own (server.DefaultLocalStorageURL).
+	DefaultLocalStorageURL = "/mplane/local"
 	// maxVMs bounds --vms: the bench keeps a record per VM and the /16 the
 	// setup creates has 65,533 addresses.
 	maxVMs = 60000
@@ -60,6 +64,11 @@ type Options struct {
 	// Setup creates the bench cloud when it does not exist (no instance
 	// offering named "bench").
 	Setup bool
+	// LocalStorageURL is the url of the LocalStorage primary storage Setup
+	// creates: every agent of AgentURLs must serve its own directory at
+	// it (mplane agent kvm --storage URL=DIR), where the VMs' root volumes
+	// go.
+	LocalStorageURL string
 	// SubmitAll starts every job of a phase (Concurrency calls at a time)
 	// before waiting for any.
 	SubmitAll bool
@@ -110,6 +119,9 @@ func (o Options) withDefaults() Options {
 	if o.Timeout == 0 {
 		o.Timeout = DefaultTimeout
 	}
+	if o.LocalStorageURL == "" {
+		o.LocalStorageURL = DefaultLocalStorageURL
+	}
 	return o
 }
 
@@ -145,6 +157,9 @@ func (o Options) Validate() error {
 	}
 	if o.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("--timeout must not be negative, got %v", o.Timeout))
+	}
+	if u := o.LocalStorageURL; !strings.HasPrefix(u, "/") || path.Clean(u) != u || u == "/" {
+		errs = append(errs, fmt.Errorf("--local-storage-url must be an absolute directory path such as %s, got %q", DefaultLocalStorageURL, u))
 	}
 	return errors.Join(errs...)
 }

@@ -75,8 +75,11 @@ type runner struct {
 	setup *client.Client
 	hooks *tracker
 	cloud cloud
-	vms   []vmState
-	rep   *Report
+	// stopBackup stops the bench image's backup storage agent, which runs
+	// in this process for the whole run.
+	stopBackup func()
+	vms        []vmState
+	rep        *Report
 
 	hookSrv  *http.Server
 	hookDone chan error
@@ -105,7 +108,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	var err error
-	if r.cloud, err = prepareCloud(ctx, r.setup, o.Setup, o.AgentURLs); err != nil {
+	if r.cloud, r.stopBackup, err = prepareCloud(ctx, r.setup, o.Setup, o.AgentURLs, o.LocalStorageURL); err != nil {
 		return nil, err
 	}
 	r.vms = make([]vmState, o.VMs)
@@ -170,6 +173,10 @@ func (r *runner) connect(ctx context.Context) error {
 }
 
 func (r *runner) close() {
+	if r.stopBackup != nil {
+		r.stopBackup()
+		r.stopBackup = nil
+	}
 	if r.hookSrv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = r.hookSrv.Shutdown(sctx)

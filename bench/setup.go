@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -23,6 +24,8 @@ const (
 	benchCluster  = "bench-cluster"
 	benchOffering = "bench"
 	benchImage    = "bench-image"
+	benchBackup   = "bench-bs"
+	benchPrimary  = "bench-local"
 	benchL3       = "bench-l3"
 	benchRange    = "bench-range"
 	// The VMs are small (1 vCPU, 256 MiB) so that thousands fit on three
@@ -57,31 +60,52 @@ func findByName(ctx context.Context, c *client.Client, path, name string) (strin
 }
 
 // prepareCloud finds the bench cloud, or creates it when setup is true
-// and there is no offering named "bench": zone, cluster, offering, image,
-// L3 network with a /16 range, and every agent as a host of the cluster.
-func prepareCloud(ctx context.Context, c *client.Client, setup bool, agents []string) (cloud, error) {
+// and there is no offering named "bench": zone, cluster, image, L3
+// network with a /16 range, a LocalStorage at localURL attached to the
+// cluster, every agent as a host of the cluster, and the offering. The
+// backup storage agent of the bench image runs in this process until the
+// returned stop (never nil) is called: VM creates copy the image from it
+// into a host's image cache the first time the host needs it.
+func prepareCloud(ctx context.Context, c *client.Client, setup bool, agents []string, localURL string) (cloud, func(), error) {
+	nop := func() {}
 	off, err := findByName(ctx, c, "instance-offerings", benchOffering)
 	if err != nil {
-		return cloud{}, err
+		return cloud{}, nop, err
 	}
 	if off != "" {
 		cl := cloud{offering: off}
 		if cl.image, err = findByName(ctx, c, "images", benchImage); err != nil {
-			return cloud{}, err
+			return cloud{}, nop, err
 		}
 		if cl.l3, err = findByName(ctx, c, "l3-networks", benchL3); err != nil {
-			return cloud{}, err
+			return cloud{}, nop, err
 		}
 		if cl.image == "" || cl.l3 == "" {
-			return cloud{}, fmt.Errorf("the instance offering %q exists but image %q or L3 network %q does not: "+
+			return cloud{}, nop, fmt.Errorf("the instance offering %q exists but image %q or L3 network %q does not: "+
 				"delete the offering and run with --setup, or create them", benchOffering, benchImage, benchL3)
 		}
-		return cl, nil
+		stop, err := reviveBackup(ctx, c, cl.image)
+		if err != nil {
+			return cloud{}, nop, err
+		}
+		return cl, stop, nil
 	}
 	if !setup {
-		return cloud{}, fmt.Errorf("no instance offering named %q: run with --setup to create the bench cloud "+
-			"(zone, cluster, offering, image, L3 network with a range, the --agents as hosts)", benchOffering)
+		return cloud{}, nop, fmt.Errorf("no instance offering named %q: run with --setup to create the bench cloud "+
+			"(zone, cluster, offering, image, L3 network with a range, local primary storage, the --agents as hosts)", benchOffering)
 	}
+	cl, stop, err := setupCloud(ctx, c, agents, localURL)
+	if err != nil {
+		stop()
+		return cloud{}, nop, err
+	}
+	return cl, stop, nil
+}
+
+// setupCloud creates the bench cloud; stop ends its backup storage agent
+// (also on an error).
+func setupCloud(ctx context.Context, c *client.Client, agents []string, localURL string) (cl cloud, stop func(), err error) {
+	stop = func() {}
 	mk := func(path string, params map[string]any) (string, error) {
 		inv, err := client.CreateAndWait[uuidOnly](ctx, c, path, params)
 		if err != nil {
@@ -91,37 +115,58 @@ func prepareCloud(ctx context.Context, c *client.Client, setup bool, agents []st
 	}
 	zone, err := mk("zones", map[string]any{"name": benchZone})
 	if err != nil {
-		return cloud{}, err
+		return cloud{}, stop, err
 	}
 	cluster, err := mk("clusters", map[string]any{"name": benchCluster, "zoneUuid": zone, "hypervisorType": "KVM"})
 	if err != nil {
-		return cloud{}, err
+		return cloud{}, stop, err
 	}
-	var cl cloud
-	if cl.image, err = setupImage(ctx, mk, zone); err != nil {
-		return cloud{}, err
+	if cl.image, stop, err = setupImage(ctx, mk, zone); err != nil {
+		return cloud{}, stop, err
 	}
 	if cl.l3, err = mk("l3-networks", map[string]any{"name": benchL3, "zoneUuid": zone}); err != nil {
-		return cloud{}, err
+		return cloud{}, stop, err
 	}
 	if _, err = mk("l3-networks/"+cl.l3+"/ip-ranges", benchIPRange); err != nil {
-		return cloud{}, err
+		return cloud{}, stop, err
 	}
+	// The primary storage before the hosts: a host's add measures its
+	// directory of every LocalStorage attached to its cluster.
+	ps, err := mk("primary-storage/local-storage", map[string]any{"name": benchPrimary, "url": localURL, "zoneUuid": zone})
+	if err != nil {
+		return cloud{}, stop, err
+	}
+	if _, err := mk("clusters/"+cluster+"/primary-storage/"+ps, map[string]any{}); err != nil {
+		return cloud{}, stop, err
+	}
+	// Each host's add measures its directory, which the storage's total
+	// capacity sums: a host that does not serve it adds nothing.
+	total := int64(0)
 	for i, a := range agents {
 		ip, port, err := hostPort(a)
 		if err != nil {
-			return cloud{}, err
+			return cloud{}, stop, err
 		}
 		if _, err := mk("hosts/kvm", map[string]any{"name": fmt.Sprintf("bench-host-%d", i+1), "managementIp": ip,
 			"agentPort": port, "clusterUuid": cluster}); err != nil {
-			return cloud{}, fmt.Errorf("add agent %s as a host: %w", a, err)
+			return cloud{}, stop, fmt.Errorf("add agent %s as a host: %w", a, err)
 		}
+		inv, err := client.GetAs[primaryInv](ctx, c, "primary-storage", ps)
+		if err != nil {
+			return cloud{}, stop, fmt.Errorf("setup: read primary storage %s: %w", benchPrimary, err)
+		}
+		if inv.TotalCapacity <= total {
+			return cloud{}, stop, fmt.Errorf("setup: host %s (agent %s) does not serve the local primary storage at %s, "+
+				"where VMs get their root volumes: start its agent with --storage %s=DIR (a directory of its own), "+
+				"or give --local-storage-url the url it serves", fmt.Sprintf("bench-host-%d", i+1), a, localURL, localURL)
+		}
+		total = inv.TotalCapacity
 	}
 	// The offering last: its existence says the setup is complete.
 	if cl.offering, err = mk("instance-offerings", map[string]any{"name": benchOffering, "cpuNum": benchCPU, "memorySize": benchMemory}); err != nil {
-		return cloud{}, err
+		return cloud{}, stop, err
 	}
-	return cl, nil
+	return cl, stop, nil
 }
 
 // hostPort splits an agent URL into the host's management IP and port.
@@ -141,51 +186,157 @@ func hostPort(agentURL string) (string, int, error) {
 	return host, port, nil
 }
 
+// benchImageBody is the bench image: 304 KiB of text, the same on every
+// run, so that a restarted backup storage agent can serve it again.
+func benchImageBody() []byte { return bytes.Repeat([]byte("mplane bench image "), 1<<14) }
+
+// backupAgent is the storage agent, in this process, that serves the
+// bench image's backup storage on a temporary directory.
+type backupAgent struct {
+	agent *storage.Agent
+	dir   string
+}
+
+// startBackup starts a storage agent on a new temporary directory,
+// listening on listen.
+func startBackup(ctx context.Context, listen string) (*backupAgent, error) {
+	dir, err := os.MkdirTemp("", "mplane-bench-bs-")
+	if err != nil {
+		return nil, err
+	}
+	a, err := storage.New(storage.Options{Root: dir, Listen: listen})
+	if err == nil {
+		err = a.Start(ctx)
+	}
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("start the bench backup storage agent on %s: %w", listen, err)
+	}
+	return &backupAgent{agent: a, dir: dir}, nil
+}
+
+// stop stops the agent and removes its directory.
+func (b *backupAgent) stop() {
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = b.agent.Stop(sctx)
+	_ = os.RemoveAll(b.dir)
+}
+
 // setupImage gives the bench cloud its image: the setup runs a storage
 // agent on a temporary directory as the zone's backup storage and serves
 // a small image from this process over loopback, which the backup
-// storage downloads; both stop when the download is done (VM creates do
-// not read images yet), and the backup storage is Disconnected after.
-func setupImage(ctx context.Context, mk func(string, map[string]any) (string, error), zone string) (string, error) {
-	dir, err := os.MkdirTemp("", "mplane-bench-bs-")
+// storage downloads. The image source stops when the download is done;
+// the agent runs until stop (the end of the run): VM creates copy the
+// image from it into each host's image cache on first use. After the run
+// the backup storage is Disconnected; a later run restarts an agent for
+// it (reviveBackup).
+func setupImage(ctx context.Context, mk func(string, map[string]any) (string, error), zone string) (string, func(), error) {
+	nop := func() {}
+	b, err := startBackup(ctx, "127.0.0.1:0")
 	if err != nil {
-		return "", err
+		return "", nop, fmt.Errorf("setup: %w", err)
 	}
-	defer os.RemoveAll(dir)
-	a, err := storage.New(storage.Options{Root: dir, Listen: "127.0.0.1:0"})
-	if err != nil {
-		return "", err
-	}
-	if err := a.Start(ctx); err != nil {
-		return "", fmt.Errorf("setup: start the bench backup storage agent: %w", err)
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = a.Stop(sctx)
-	}()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", err
+		b.stop()
+		return "", nop, err
 	}
-	body := bytes.Repeat([]byte("mplane bench image "), 1<<14)
+	body := benchImageBody()
 	src := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(body) }),
 		ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = src.Serve(ln) }()
 	defer src.Close()
-	host, portStr, _ := net.SplitHostPort(a.Addr())
+	host, portStr, _ := net.SplitHostPort(b.agent.Addr())
 	port, _ := strconv.Atoi(portStr)
-	bs, err := mk("backup-storage/image-store", map[string]any{"name": "bench-bs", "url": dir, "hostname": host, "agentPort": port})
+	bs, err := mk("backup-storage/image-store", map[string]any{"name": benchBackup, "url": b.agent.Root(), "hostname": host, "agentPort": port})
 	if err != nil {
-		return "", err
+		return "", b.stop, err
 	}
 	if _, err := mk("zones/"+zone+"/backup-storage/"+bs, map[string]any{}); err != nil {
-		return "", err
+		return "", b.stop, err
 	}
 	img, err := mk("images", map[string]any{"name": benchImage, "url": "http://" + ln.Addr().String() + "/bench.img", "format": "raw",
 		"backupStorageUuids": []string{bs}})
 	if err != nil {
-		return "", errors.Join(err, fmt.Errorf("setup: the bench image did not download"))
+		return "", b.stop, errors.Join(err, fmt.Errorf("setup: the bench image did not download"))
 	}
-	return img, nil
+	return img, b.stop, nil
+}
+
+type imageRefs struct {
+	BackupStorageRefs []struct {
+		BackupStorageUUID string `json:"backupStorageUuid"`
+		InstallPath       string `json:"installPath"`
+	} `json:"backupStorageRefs"`
+}
+
+type primaryInv struct {
+	TotalCapacity int64 `json:"totalCapacity"`
+}
+
+type backupInv struct {
+	UUID      string `json:"uuid"`
+	Name      string `json:"name"`
+	Hostname  string `json:"hostname"`
+	AgentPort int    `json:"agentPort"`
+	Status    string `json:"status"`
+}
+
+// reviveBackup makes the bench image's backup storage serve again for a
+// run that found the bench cloud: a VM create needs its image on a
+// Connected backup storage even when the host has the image in its cache,
+// and the agent of the setup ran in the process of that run. If the
+// bench backup storage's address answers, it is left as it is; otherwise
+// an agent is started at that address (a loopback one, as the setup
+// makes) on a new temporary directory with the image written at its
+// install path, and the backup storage is reconnected. stop ends that
+// agent.
+func reviveBackup(ctx context.Context, c *client.Client, imageUUID string) (func(), error) {
+	nop := func() {}
+	img, err := client.GetAs[imageRefs](ctx, c, "images", imageUUID)
+	if err != nil {
+		return nop, fmt.Errorf("read image %s: %w", benchImage, err)
+	}
+	for _, ref := range img.BackupStorageRefs {
+		bs, err := client.GetAs[backupInv](ctx, c, "backup-storage", ref.BackupStorageUUID)
+		if err != nil {
+			return nop, fmt.Errorf("read the backup storage of image %s: %w", benchImage, err)
+		}
+		if bs.Name != benchBackup {
+			continue
+		}
+		addr := net.JoinHostPort(bs.Hostname, strconv.Itoa(bs.AgentPort))
+		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			conn.Close()
+			if bs.Status == "Connected" {
+				return nop, nil
+			}
+			_, err := client.ActionAndWait[backupInv](ctx, c, "backup-storage", bs.UUID, "reconnectBackupStorage", map[string]any{})
+			return nop, err
+		}
+		if ip := net.ParseIP(bs.Hostname); ip == nil || !ip.IsLoopback() || !filepath.IsLocal(ref.InstallPath) {
+			return nop, fmt.Errorf("the backup storage %s of image %s at %s does not answer, and it is not one this bench can restart: "+
+				"start its agent, or run on a new cloud with --setup", bs.UUID, benchImage, addr)
+		}
+		b, err := startBackup(ctx, addr)
+		if err != nil {
+			return nop, fmt.Errorf("the bench image's backup storage %s at %s is gone: %w", bs.UUID, addr, err)
+		}
+		file := filepath.Join(b.dir, filepath.FromSlash(ref.InstallPath))
+		err = os.MkdirAll(filepath.Dir(file), 0o755)
+		if err == nil {
+			err = os.WriteFile(file, benchImageBody(), 0o644)
+		}
+		if err != nil {
+			b.stop()
+			return nop, fmt.Errorf("restore the bench image on its backup storage: %w", err)
+		}
+		if _, err := client.ActionAndWait[backupInv](ctx, c, "backup-storage", bs.UUID, "reconnectBackupStorage", map[string]any{}); err != nil {
+			b.stop()
+			return nop, fmt.Errorf("reconnect the bench image's backup storage %s at %s: %w", bs.UUID, addr, err)
+		}
+		return b.stop, nil
+	}
+	return nop, nil
 }

@@ -14,16 +14,24 @@
 #          64 in flight
 #
 # Each scenario starts its own processes (3 simulated agents with room for
-# 10,000 one-vCPU VMs, the node(s)), with its own data directory, database
-# and bus_prefix (in a RabbitMQ vhost of the run), and stops them at its end;
-# a trap stops whatever is left and drops the databases on any exit.
+# 10,000 one-vCPU VMs, each serving the bench's local primary storage, where
+# every VM gets its root volume, on a directory of its own; the node(s)),
+# with its own data directory, database and bus_prefix (in a RabbitMQ vhost
+# of the run), and stops them at its end, removing the agents' directories;
+# a trap stops whatever is left, drops the databases and removes the run's
+# temporary directory on any exit.
 # Results: bench-results/<time>/ (JSON reports, tables, logs, profiles,
 # summary.md); bench-results/latest points to the last run.
 #
 # Environment: BENCH_SCENARIOS (default "micro a b c d e"), BENCH_VMS (1000),
 # BENCH_BIG_VMS (10000), BENCH_IDLE_VMS (100), BENCH_CONCURRENCY (64),
 # BENCH_PROFILE_SECONDS (20), BENCH_RESULTS (bench-results), BIN
-# (bin/mplane, built here without -race), GO, MAKE.
+# (bin/mplane, built here without -race), BENCH_BUILD (1; 0 runs BIN as it
+# is, e.g. an earlier build: BIN=/tmp/prev-bin/mplane BENCH_BUILD=0; flags
+# it lacks are left out), BENCH_CODE (what the summary says of the code;
+# default the tree's commit), BENCH_AGENT_FLAGS (more flags for every
+# `mplane agent kvm`, e.g. "--qemu-img none": raw copies instead of qcow2
+# linked clones made by a qemu-img process), GO, MAKE.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -32,6 +40,7 @@ GO=${GO:-go}
 MAKE=${MAKE:-make}
 BIN=${BIN:-bin/mplane}
 [[ $BIN = /* ]] || BIN=$ROOT/$BIN
+BUILD=${BENCH_BUILD:-1}
 SCENARIOS=${BENCH_SCENARIOS:-micro a b c d e}
 VMS=${BENCH_VMS:-1000}
 BIG_VMS=${BENCH_BIG_VMS:-10000}
@@ -46,6 +55,10 @@ PASSWORD=bench-$RANDOM$RANDOM$RANDOM
 MYSQL=(mariadb -h 127.0.0.1 -P 3306 -u root)
 AGENT_MEMORY=$((16 << 40)) # 16 TiB: 65,536 VMs of 256 MiB per agent
 AGENT_CPUS=4096
+read -r -a AGENT_FLAGS <<<"${BENCH_AGENT_FLAGS:-}"
+# The url of the bench's LocalStorage (mplane bench --local-storage-url):
+# each agent serves it on its own directory, $TMP/<scenario>-agent<N>.
+LOCAL_URL=/mplane/local
 
 # Settings of the caller's environment must not leak into the processes.
 while read -r v; do unset "$v"; done < <(compgen -e | grep '^MPLANE_' || true)
@@ -126,17 +139,23 @@ wait_http() {
 	return 1
 }
 
-# start_agents LATENCY: three simulated KVM agents; sets AGENTS. No
-# --state-file: with one, an agent rewrites and fsyncs the JSON of all its
-# VMs on every change, CPU (milliseconds per change at thousands of VMs)
-# taken from the management plane on this shared machine.
+# start_agents LATENCY: three simulated KVM agents, each serving the local
+# primary storage at $LOCAL_URL on a directory of its own (removed by
+# end_scenario); sets AGENTS. No --state-file: with one, an agent rewrites
+# and fsyncs the JSON of all its VMs on every change, CPU (milliseconds per
+# change at thousands of VMs) taken from the management plane on this
+# shared machine.
 start_agents() {
-	local i p
+	local i p storage=()
 	AGENTS=
 	for i in 1 2 3; do
 		free_port p
+		if ((HAS_AGENT_STORAGE)); then
+			mkdir -p "$TMP/$SCEN-agent$i"
+			storage=(--storage "$LOCAL_URL=$TMP/$SCEN-agent$i")
+		fi
 		start "agent$i" "$BIN" agent kvm --listen "127.0.0.1:$p" --cpu "$AGENT_CPUS" --memory "$AGENT_MEMORY" \
-			--latency "$1" --log-level warn
+			--latency "$1" --log-level warn "${storage[@]}" "${AGENT_FLAGS[@]}"
 		AGENT_PIDS+=("${SCEN_PIDS[-1]}")
 		AGENTS+="${AGENTS:+,}http://127.0.0.1:$p"
 	done
@@ -170,15 +189,16 @@ start_cluster() {
 }
 
 # Where the machine's CPU goes during each `mplane bench` run, from /proc:
-# the nodes, the agents, MariaDB, RabbitMQ, and the whole machine (the rest
-# is the bench client and everything else), with MariaDB's statement count.
+# the nodes, the agents (with the qemu-img processes they ran), MariaDB,
+# RabbitMQ, and the whole machine (the rest is the bench client and
+# everything else), with MariaDB's statement count.
 CLK_TCK=$(getconf CLK_TCK)
 MARIADB_PID=$(pgrep -xo mariadbd || pgrep -xo mysqld || true)
 RABBIT_PID=$(pgrep -xo beam.smp || true)
-ticks_of() { # PID... -> CPU ticks (user + system) of those processes
+ticks_of() { # PID... -> CPU ticks (user + system) of those processes and of the children they waited for (the agents' qemu-img)
 	local t=0 p v
 	for p in "$@"; do
-		v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || v=0
+		v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13 + $14 + $15}') || v=0
 		t=$((t + ${v:-0}))
 	done
 	echo "$t"
@@ -196,6 +216,7 @@ machine_snap() { # -> "busy nodes agents mariadb rabbitmq statements"
 bench() {
 	local label=$1 before after t0 jobs
 	shift
+	if ((HAS_BENCH_LOCAL_URL)); then set -- "$@" --local-storage-url "$LOCAL_URL"; fi
 	log "$label: mplane bench $*"
 	before=$(machine_snap)
 	t0=$(date +%s.%N)
@@ -217,6 +238,8 @@ end_scenario() {
 	stop_scenario
 	local db="mplane_bench_${RUN_ID}_$SCEN"
 	if printf '%s\n' "${DBS[@]}" | grep -qx "$db"; then drop_db "$db"; fi
+	# The agents' storage (root volumes, image caches) and the nodes' data.
+	rm -rf "$TMP/$SCEN"-*
 	log "scenario $SCEN done ($((SECONDS - SCEN_START)) s)"
 }
 
@@ -322,11 +345,27 @@ main() {
 	if ((idle_note > 15)); then
 		echo "bench: warning: the machine is ${idle_note}% busy before the run; other load distorts the figures" >&2
 	fi
-	# Read-only: no index refresh (GIT_OPTIONAL_LOCKS=0).
-	COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-	if GIT_OPTIONAL_LOCKS=0 git status --porcelain --untracked-files=no 2>/dev/null | grep -q .; then COMMIT+=" with local changes"; fi
-	log "build $BIN (without -race)"
-	"$GO" build -o "$BIN" ./cmd/mplane
+	if ((BUILD)); then
+		# Read-only: no index refresh (GIT_OPTIONAL_LOCKS=0).
+		COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+		if GIT_OPTIONAL_LOCKS=0 git status --porcelain --untracked-files=no 2>/dev/null | grep -q .; then COMMIT+=" with local changes"; fi
+		log "build $BIN (without -race)"
+		"$GO" build -o "$BIN" ./cmd/mplane
+		BUILT_NOTE="Binary built without -race."
+	else
+		COMMIT="$BIN as given (BENCH_BUILD=0)"
+		BUILT_NOTE="Binary $BIN, not built by this run."
+		log "using $BIN as it is (BENCH_BUILD=0)"
+	fi
+	COMMIT=${BENCH_CODE:-$COMMIT}
+	# An earlier build may lack these (before VMs had root volumes).
+	HAS_AGENT_STORAGE=0
+	HAS_BENCH_LOCAL_URL=0
+	local help # (not piped into grep -q: pipefail would see the SIGPIPE)
+	help=$("$BIN" agent kvm --help 2>&1 || true)
+	if [[ $help == *--storage* ]]; then HAS_AGENT_STORAGE=1; fi
+	help=$("$BIN" bench --help 2>&1 || true)
+	if [[ $help == *--local-storage-url* ]]; then HAS_BENCH_LOCAL_URL=1; fi
 
 	local s
 	for s in $SCENARIOS; do
@@ -361,11 +400,11 @@ main() {
 		local micro=()
 		[ -f "$R/micro.txt" ] && micro=(--micro "$R/micro.txt")
 		"$BIN" bench summary "${micro[@]}" --took "${took}s" "${reports[@]}" \
-			--note "Code: $COMMIT. Machine busy before the run (3 s sample): $idle_note%. Binary built without -race." >"$R/summary.md"
+			--note "Code: $COMMIT. Machine busy before the run (3 s sample): $idle_note%. $BUILT_NOTE" >"$R/summary.md"
 		if [ -f "$R/machine.md" ]; then
 			{
 				printf '\n### Where the CPU went during each run (from /proc; "rest" is the bench client and the rest of the machine)\n\n'
-				printf '| run | wall s | machine busy CPU s | nodes CPU s | MariaDB | RabbitMQ | agents | rest | SQL statements |\n'
+				printf '| run | wall s | machine busy CPU s | nodes CPU s | MariaDB | RabbitMQ | agents (with their qemu-img) | rest | SQL statements |\n'
 				printf '|---|---|---|---|---|---|---|---|---|\n'
 				cat "$R/machine.md"
 			} >>"$R/summary.md"

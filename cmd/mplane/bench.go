@@ -32,6 +32,7 @@ type benchFlags struct {
 	profileDir               string
 	wait, webhookListen      string
 	label, save              string
+	localStorageURL          string
 	timeout                  time.Duration
 }
 
@@ -48,6 +49,11 @@ func newBenchCmd() *cobra.Command {
 			"Job results come by webhook to a receiver on --webhook-listen (--wait poll to poll instead).\n" +
 			"Progress goes to stderr, the report to stdout. Exits 1 if a job failed or an agent saw two\n" +
 			"commands on one VM at once.\n\n" +
+			"Every VM has a root volume: --setup adds a LocalStorage at --local-storage-url to the bench\n" +
+			"cluster, which each agent serves on a directory of its own, and runs the bench image's\n" +
+			"backup storage agent in this process until the run ends (a later run restarts it).\n\n" +
+			"  mplane agent kvm --listen 127.0.0.1:7071 --storage /mplane/local=/srv/bench/host1 &\n" +
+			"  mplane agent kvm --listen 127.0.0.1:7072 --storage /mplane/local=/srv/bench/host2 &\n" +
 			"  mplane bench --url http://127.0.0.1:8080 --password secret --setup \\\n" +
 			"      --agents http://127.0.0.1:7071,http://127.0.0.1:7072 --vms 1000 --concurrency 64",
 		Args:          cobra.NoArgs,
@@ -78,7 +84,9 @@ func newBenchCmd() *cobra.Command {
 	fl.StringVar(&f.agents, "agents", "", "agent base URLs, comma list: API-call-to-agent latency, overlap check, hosts for --setup")
 	fl.StringVar(&f.nodes, "nodes", "", "management node base URLs for /admin/process and /admin/bus, comma list (default: --url)")
 	fl.StringVar(&f.ops, "ops", strings.Join(bench.AllOps, ","), "phases, in order, comma list; create first")
-	fl.BoolVar(&f.setup, "setup", false, "create the bench cloud (zone, cluster, 1 vCPU/256 MiB offering, image, L3 with a /16, the agents as hosts) unless an offering named bench exists")
+	fl.BoolVar(&f.setup, "setup", false, "create the bench cloud (zone, cluster, 1 vCPU/256 MiB offering, image, L3 with a /16, local primary storage, the agents as hosts) unless an offering named bench exists")
+	fl.StringVar(&f.localStorageURL, "local-storage-url", bench.DefaultLocalStorageURL,
+		"the url every --agents host serves its local primary storage at (mplane agent kvm --storage URL=DIR); --setup creates that LocalStorage, where the VMs' root volumes go")
 	fl.BoolVar(&f.submitAll, "submit-all", false, "submit every job of a phase (--concurrency calls at a time) before waiting for any")
 	fl.StringVarP(&f.output, "output", "o", "table", "report format: table or json")
 	fl.StringVar(&f.save, "save", "", "also write the JSON report to this file")
@@ -100,7 +108,7 @@ func (f benchFlags) options(envPassword string) (bench.Options, error) {
 		Ops: strings.Split(strings.ReplaceAll(f.ops, " ", ""), ","), Account: f.account, Password: f.password,
 		VMs: f.vms, Concurrency: f.concurrency, Setup: f.setup, SubmitAll: f.submitAll, Wait: f.wait,
 		WebhookListen: f.webhookListen, ProfileSeconds: f.profileSeconds, ProfileDir: f.profileDir,
-		Label: f.label, Timeout: f.timeout,
+		Label: f.label, Timeout: f.timeout, LocalStorageURL: f.localStorageURL,
 	}
 	if o.Password == "" {
 		o.Password = envPassword

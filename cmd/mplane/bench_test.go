@@ -56,6 +56,8 @@ func TestBenchFlagValidation(t *testing.T) {
 		{"output", []string{"--password", "p", "-o", "yaml"}, []string{`-o/--output must be table or json, got "yaml"`}},
 		{"wait", []string{"--password", "p", "--wait", "sleep"}, []string{"--wait must be webhook or poll"}},
 		{"timeout", []string{"--password", "p", "--timeout", "0s"}, []string{"--timeout must be positive"}},
+		{"local storage url", []string{"--password", "p", "--local-storage-url", "mplane/local"}, []string{`--local-storage-url must be an absolute directory path such as /mplane/local, got "mplane/local"`}},
+		{"local storage url not clean", []string{"--password", "p", "--local-storage-url", "/mplane/local/"}, []string{"--local-storage-url must be an absolute"}},
 		{"positional argument", []string{"--password", "p", "extra"}, []string{`unknown command "extra"`}},
 		{"every problem listed", []string{"--vms", "0", "--url", "x"}, []string{"invalid arguments:", "--vms", `--url "x"`, "no password"}},
 	}
@@ -121,9 +123,12 @@ func TestBenchAgainstEmbeddedCloud(t *testing.T) {
 		t.Skip("starts a node")
 	}
 	dir := t.TempDir()
-	var agents []string
+	var agents, storageDirs []string
 	for i := 0; i < 2; i++ {
-		a, err := kvm.New(kvm.Options{CPUNum: 64, MemoryBytes: 64 << 30})
+		// Each host serves the bench's local primary storage, where the
+		// VMs' root volumes go.
+		storageDirs = append(storageDirs, t.TempDir())
+		a, err := kvm.New(kvm.Options{CPUNum: 64, MemoryBytes: 64 << 30, Storage: map[string]string{bench.DefaultLocalStorageURL: storageDirs[i]}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -198,6 +203,10 @@ func TestBenchAgainstEmbeddedCloud(t *testing.T) {
 	if !strings.Contains(stderr, "create: 6/6 done, 0 failed") {
 		t.Errorf("no progress on stderr:\n%s", stderr)
 	}
+	// Destroyed VMs keep their root volumes (expunge removes them).
+	if n := rootVolumes(t, storageDirs); n != 6 {
+		t.Errorf("%d root volume files on the hosts' local storage, want 6", n)
+	}
 
 	// Again on the same cloud (no --setup needed), every job submitted at
 	// once and results by polling, with the table.
@@ -210,6 +219,9 @@ func TestBenchAgainstEmbeddedCloud(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("table lacks %q:\n%s", want, stdout)
 		}
+	}
+	if n := rootVolumes(t, storageDirs); n != 10 {
+		t.Errorf("%d root volume files on the hosts' local storage after the second run, want 10", n)
 	}
 
 	// The summary of a saved report.
@@ -226,4 +238,19 @@ func TestBenchAgainstEmbeddedCloud(t *testing.T) {
 	if _, _, err := runBench(t, "summary", filepath.Join(dir, "missing.json")); err == nil {
 		t.Error("summary of a missing file succeeded")
 	}
+}
+
+// rootVolumes counts the root volume files in the hosts' storage
+// directories.
+func rootVolumes(t *testing.T, dirs []string) int {
+	t.Helper()
+	n := 0
+	for _, d := range dirs {
+		files, err := filepath.Glob(filepath.Join(d, "rootVolumes", "vol-*", "*"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(files)
+	}
+	return n
 }

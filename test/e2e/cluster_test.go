@@ -38,16 +38,19 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 type server struct {
 	*proc
 	uuid string
+	// runDir holds its admin socket (mplane daemon --run-dir).
+	runDir string
 }
 
 func (e *clusterEnv) startServer(name string) *server {
 	e.t.Helper()
 	port := freePort(e.t)
+	runDir := e.t.TempDir()
 	p := startProc(e.t, name, append([]string{
 		"MPLANE_BUS_URL=" + e.amqpURL,
 		"MPLANE_BUS_PREFIX=" + e.prefix,
 		"MPLANE_DATABASE_DSN=" + e.dsn,
-		"MPLANE_RUN_DIR=" + e.t.TempDir(),
+		"MPLANE_RUN_DIR=" + runDir,
 		fmt.Sprintf("MPLANE_API_LISTEN=127.0.0.1:%d", port),
 		"MPLANE_HEARTBEAT_INTERVAL=" + e.interval.String(),
 		"MPLANE_HEARTBEAT_THRESHOLD=3",
@@ -56,7 +59,7 @@ func (e *clusterEnv) startServer(name string) *server {
 		"MPLANE_LOG_LEVEL=info",
 	}, e.extraEnv...), "server")
 	p.url = fmt.Sprintf("http://127.0.0.1:%d", port)
-	s := &server{proc: p}
+	s := &server{proc: p, runDir: runDir}
 	testenv.Eventually(e.t, 60*time.Second, func() bool {
 		if p.exited() {
 			e.t.Fatalf("%s exited during start-up", name)

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -388,6 +389,40 @@ func TestClusterVMRootVolumes(t *testing.T) {
 		if hostsAfter.cpu[h] != cpu || hostsAfter.mem[h] != hostsBefore.mem[h] {
 			t.Errorf("host %s: cpu %d mem %d after expunge, want %d %d", h, hostsAfter.cpu[h], hostsAfter.mem[h], cpu, hostsBefore.mem[h])
 		}
+	}
+	checkNoDrift(t, gdb)
+
+	// The image deleted, its caches go too (a node's admin command; the
+	// volume service also does it every 10 minutes): every directory has
+	// exactly the room it had before the creates.
+	dctx, dcancel := context.WithTimeout(ctx, time.Minute)
+	defer dcancel()
+	j, err := v.clients[0].Delete(dctx, "images", cl.image, "")
+	if err == nil {
+		_, err = j.Wait(dctx, nil)
+	}
+	if err != nil {
+		t.Fatalf("delete the image: %v", err)
+	}
+	r := daemon(t, t.TempDir(), "--run-dir", v.servers[2].runDir, "mplane", "storage", "clean-image-caches")
+	if r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf(`"removed": %d`, len(caches))) {
+		t.Fatalf("clean the image caches: exit %d, %s %s; want %d removed", r.code, r.stdout, r.stderr, len(caches))
+	}
+	final := localCapacityOf(t, gdb, cl.localPS)
+	for h, was := range before.hosts {
+		if final.hosts[h] != was {
+			t.Errorf("host %s: %d bytes available once the caches went, want %d as before the creates", h, final.hosts[h], was)
+		}
+		if _, err := os.Stat(v.cachePath(h)); !os.IsNotExist(err) {
+			t.Errorf("image cache file on host %s still there (%v)", h, err)
+		}
+	}
+	if final.ps != before.ps {
+		t.Errorf("LocalStorage: %d bytes available once the caches went, want %d as before the creates", final.ps, before.ps)
+	}
+	gdb.Model(&storage.StorageReservationVO{}).Count(&rows)
+	if rows != 0 {
+		t.Errorf("%d storage reservations left", rows)
 	}
 	checkNoDrift(t, gdb)
 }

@@ -63,6 +63,7 @@ type Node struct {
 	resyncCh  chan struct{}
 	hooks     ringHooks
 	seq       *Sequencer // this node's part in the operation log (sequencer.go)
+	txn       *txns      // this node's part in cluster transactions (txn.go)
 
 	// inflight counts held resource work per partition; waking is
 	// signalled on idle whenever a count drops to zero.
@@ -119,6 +120,7 @@ func New(opts Options) (*Node, error) {
 	n.handover.init()
 	n.hooks.init()
 	n.seq = newSequencer(n)
+	n.txn = newTxns(n)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	return n, nil
 }
@@ -220,6 +222,7 @@ func (n *Node) Start(ctx context.Context) error {
 	cloudbus.Handle(mux, msgAwaitRelease, n.awaitRelease)
 	cloudbus.Handle(mux, MsgProbe, n.probe)
 	cloudbus.Handle(mux, msgSubmit, n.seq.handleSubmit)
+	cloudbus.Handle(mux, msgTxn, n.txn.handle)
 	mux.Intercept(n.Guard(Service))
 	if err := n.bus.Serve(Service, mux); err != nil {
 		return fmt.Errorf("serve %s queue: %w", Service, err)

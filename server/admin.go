@@ -19,6 +19,7 @@ import (
 	"mplane/conf"
 	"mplane/errcode"
 	"mplane/flow"
+	"mplane/services/globalconfig"
 	"mplane/services/storage"
 )
 
@@ -76,6 +77,43 @@ func (s *Server) liveSettings() map[string]func(conf.Config) error {
 		"host_ping_interval":     func(c conf.Config) error { return s.hosts.SetPingInterval(c.HostPingInterval) },
 		"host_ping_max_failures": func(c conf.Config) error { return s.hosts.SetMaxPingFailures(c.HostPingMaxFailures) },
 	}
+}
+
+// globalConfigs are the cluster's global configurations
+// (services/globalconfig): live settings that every node applies, changed
+// through the API as cluster transactions. Each is one of liveSettings.
+func globalConfigs() []globalconfig.Definition {
+	return []globalconfig.Definition{
+		{Category: "host", Name: "ping.interval", Type: globalconfig.TypeDuration, Key: "host_ping_interval",
+			Description: "how often the owner of a host pings its agent"},
+		{Category: "host", Name: "ping.maxFailures", Type: globalconfig.TypeInteger, Key: "host_ping_max_failures",
+			Description: "failed pings in a row after which a host is Disconnected"},
+		{Category: "log", Name: "level", Type: globalconfig.TypeString, Key: "log_level",
+			Description: "the log level of every node: debug, info, warn or error"},
+	}
+}
+
+// checkSetting validates a value of a live setting as configSet does,
+// without applying it, and answers it as the configuration shows it
+// (config show): the global configurations' Check.
+func (s *Server) checkSetting(key, value string) (string, error) {
+	if s.liveSettings()[key] == nil {
+		return "", fmt.Errorf("%s cannot change while the node runs", key)
+	}
+	next, err := s.Config().With(key, value)
+	if err != nil {
+		return "", err
+	}
+	if err := next.Validate(); err != nil {
+		return "", err
+	}
+	return next.Display(key), nil
+}
+
+// applySetting is configSet for the global configurations' Apply.
+func (s *Server) applySetting(key, value string) error {
+	_, err := s.configSet(key, value)
+	return err
 }
 
 func (s *Server) liveKeys() []string {

@@ -27,6 +27,7 @@ import (
 	"mplane/managementnode"
 	"mplane/services/cluster"
 	"mplane/services/diskoffering"
+	"mplane/services/globalconfig"
 	hostsvc "mplane/services/host"
 	"mplane/services/image"
 	"mplane/services/network"
@@ -90,6 +91,7 @@ type Server struct {
 	store  *storage.Service
 	images *image.Service
 	vols   *volume.Service
+	gcs    *globalconfig.Service
 	res    *resource.Service
 	auth   *auth.Service
 	portal *portal.Portal
@@ -216,6 +218,13 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		ln.Close()
 		return nil, err
 	}
+	// Before the node starts: New registers the configurations' part in
+	// the cluster transactions (managementnode.Node.RegisterTxn).
+	if s.gcs, err = globalconfig.New(globalconfig.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log,
+		Definitions: globalConfigs(), Check: s.checkSetting, Apply: s.applySetting}); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	if s.res, err = resource.New(resource.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log, Kinds: kinds}); err != nil {
 		ln.Close()
 		return nil, err
@@ -228,6 +237,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	resources = append(resources, s.vms.API()...)
 	resources = append(resources, s.store.API()...)
 	resources = append(resources, s.images.API()...)
+	resources = append(resources, s.gcs.API()...)
 	resources = append(resources, s.vols.API()...)
 	if s.portal, err = portal.New(portal.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Jobs: jobs.NewStore(s.db),
 		Logger: log, Resources: resources}); err != nil {
@@ -254,8 +264,10 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		}
 		s.serveHTTP(aln, adminHandler)
 	}
-	// The admin socket last: its commands use every part.
-	for _, c := range []component{s.node, s.hosts, s.store, s.images, s.vols, s.vms, s.res, s.portal, s.asok} {
+	// The admin socket last: its commands use every part. The global
+	// configurations after the hosts, whose Start sets the ping interval
+	// of their options, so that a changed global value wins.
+	for _, c := range []component{s.node, s.hosts, s.store, s.images, s.vols, s.vms, s.gcs, s.res, s.portal, s.asok} {
 		if err := c.Start(startCtx); err != nil {
 			return nil, fmt.Errorf("start %T: %w", c, err)
 		}
@@ -277,6 +289,7 @@ func migrate(ctx context.Context, gdb *gorm.DB, kinds []resource.Kind) error {
 		image.Migrate,
 		volume.Migrate,
 		vm.Migrate,
+		globalconfig.Migrate,
 		auth.Migrate,
 		jobs.Migrate,
 	}
@@ -293,6 +306,9 @@ func (s *Server) URL() string { return s.url }
 
 // Volumes is the node's volume service.
 func (s *Server) Volumes() *volume.Service { return s.vols }
+
+// GlobalConfigs is the node's global configuration service.
+func (s *Server) GlobalConfigs() *globalconfig.Service { return s.gcs }
 
 // DB is the node's database handle.
 func (s *Server) DB() *gorm.DB { return s.db }

@@ -5,8 +5,11 @@
 // A service declares Resources. Each names its path ("vm-instances"), its
 // query (QueryOf, a schema derived from the model's tags), and its mutating
 // calls as Ops: Create (POST /<path>), Action (PUT /<path>/{uuid}/actions,
-// keyed by ZStack's action name) and Delete (DELETE /<path>/{uuid}). An Op
-// binds three typed things:
+// keyed by ZStack's action name) and Delete (DELETE /<path>/{uuid}); Call
+// for a call on a path of its own (attach, detach), and CallActions for
+// ZStack's actions on such a path (PUT
+// /global-configurations/{category}/{name}/actions). An Op binds three
+// typed things:
 //
 //   - P, the params type the request body decodes into, strictly (api/rest);
 //     if P has Validate() error, the decoder runs it: that is the one place

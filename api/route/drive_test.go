@@ -46,6 +46,10 @@ func TestDrive(t *testing.T) {
 		{"delete answers nothing", route.Delete(msgDelete, buildDelete), `{"uuid": "w1", "mode": "Enforcing"}`, `{}`, "", ""},
 		{"the owner's error", route.Create(msgCreate, buildWidget), `{"uuid": "w2", "name": "boom"}`, "", errcode.InvalidState, "widget w2 cannot go boom"},
 		{"a body that does not decode", route.Create(msgCreate, buildWidget), `{"uuid": 5}`, "", errcode.MalformedMessage, "decode routetest.CreateWidget"},
+		{"call actions: the action the body named", paintActions(), `{"action": "paintWidget", "body": {"uuid": "w1", "name": "red"}}`, `{"inventory":{"uuid":"w1","name":"red"}}`, "", ""},
+		{"call actions: an action without result", paintActions(), `{"action": "scrubWidget", "body": {"uuid": "w1"}}`, `{}`, "", ""},
+		{"call actions: an action of another build", paintActions(), `{"action": "bendWidget", "body": {}}`, "", errcode.UnknownMessage, `no action "bendWidget"`},
+		{"call actions: NoResult", paintActions().NoResult(), `{"action": "paintWidget", "body": {"uuid": "w1"}}`, `{}`, "", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

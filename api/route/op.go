@@ -62,6 +62,9 @@ type op interface {
 	accept(ctx context.Context, src source) (json.RawMessage, string, error)
 	drive(ctx context.Context, n *managementnode.Node, body json.RawMessage) (any, error)
 	withoutResult() op
+	// atPath makes an action take the variables of a path of its own
+	// (CallActions); it panics on a variable naming no string field.
+	atPath(path string) op
 }
 
 // source is where an op's params come from.
@@ -94,8 +97,13 @@ func (o Op) Key() string {
 }
 
 // Params lists the JSON names of o's params, as the body carries them (a
-// delete's come from the query: deleteMode).
+// delete's come from the query: deleteMode; CallActions' are
+// "<action>.<field>" but for the path's variables, or the action's name
+// alone for one without other params).
 func (o Op) Params() []string {
+	if set, ok := o.impl.(*actionSet); ok {
+		return set.paramNames()
+	}
 	if o.kind == kindDelete {
 		return []string{"deleteMode"}
 	}
@@ -245,6 +253,17 @@ func Call[P any, Req managementnode.Owned, Rep any](method, path string, msg man
 		panic("route.Call " + path + ": method must be POST, PUT or DELETE, got " + method)
 	}
 	path = strings.Trim(path, "/")
+	t := &typed[P, Req, Rep]{kind: kindCall, msg: msg, build: build, result: Inventory[Rep], vars: pathVars[P]("route.Call "+method, path), method: method}
+	if method == http.MethodDelete {
+		t.vars = stringFields(reflect.TypeFor[P](), nil, map[string][]int{}) // the query fills any string field
+	}
+	return Op{kind: kindCall, method: method, path: path, impl: t}
+}
+
+// pathVars maps the {name} variables of path to the index paths of the
+// string fields of P they fill; a variable naming none is a programming
+// error: it panics, naming what declared it.
+func pathVars[P any](what, path string) map[string][]int {
 	fields := stringFields(reflect.TypeFor[P](), nil, map[string][]int{})
 	vars := map[string][]int{}
 	for _, seg := range strings.Split(path, "/") {
@@ -252,16 +271,53 @@ func Call[P any, Req managementnode.Owned, Rep any](method, path string, msg man
 			name := seg[1 : len(seg)-1]
 			idx, ok := fields[name]
 			if !ok {
-				panic(fmt.Sprintf("route.Call %s %s: path variable {%s} names no string field of %s", method, path, name, reflect.TypeFor[P]()))
+				panic(fmt.Sprintf("%s %s: path variable {%s} names no string field of %s", what, path, name, reflect.TypeFor[P]()))
 			}
 			vars[name] = idx
 		}
 	}
-	t := &typed[P, Req, Rep]{kind: kindCall, msg: msg, build: build, result: Inventory[Rep], vars: vars, method: method}
-	if method == http.MethodDelete {
-		t.vars = fields // the query fills any string field
+	return vars
+}
+
+// CallActions declares PUT path, a path of its own with {name} variables,
+// whose body is ZStack's action body {"<action>": P}, one of actions (made
+// with Action or ActionNoResult): the actions ZStack puts on resources
+// named by more than a UUID, such as PUT
+// global-configurations/{category}/{name}/actions with
+// {"updateGlobalConfig": {"value": "2s"}} or {"resetGlobalConfig": {}}.
+// Each variable fills the string field of the chosen action's P whose JSON
+// name it is, before the params are validated; the body may repeat it but
+// not contradict it. Nothing checks that the path names an existing
+// resource: Build does. The actions share one message, whose name is the
+// job's API name (Op.Name); each keeps its own params, Build and result.
+// Actions that are not Action ops, with other messages, with one name
+// twice, or a variable naming no string field of some P, are programming
+// errors: CallActions panics.
+func CallActions(path string, actions ...Op) Op {
+	path = strings.Trim(path, "/")
+	if len(actions) == 0 {
+		panic("route.CallActions " + path + ": no actions")
 	}
-	return Op{kind: kindCall, method: method, path: path, impl: t}
+	set := &actionSet{ops: map[string]op{}, vars: map[string]bool{}}
+	for _, seg := range strings.Split(path, "/") {
+		if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "}") {
+			set.vars[seg[1:len(seg)-1]] = true
+		}
+	}
+	for _, a := range actions {
+		switch {
+		case a.kind != kindAction:
+			panic("route.CallActions " + path + ": every action must be made with Action or ActionNoResult")
+		case a.impl.name() != actions[0].impl.name():
+			panic(fmt.Sprintf("route.CallActions %s: actions %s and %s have different messages (%s, %s); a call has one",
+				path, actions[0].action, a.action, actions[0].impl.name(), a.impl.name()))
+		case set.ops[a.action] != nil:
+			panic("route.CallActions " + path + ": action " + a.action + " declared twice")
+		}
+		set.names = append(set.names, a.action)
+		set.ops[a.action] = a.impl.atPath(path)
+	}
+	return Op{kind: kindCall, method: http.MethodPut, path: path, impl: set}
 }
 
 // NoResult makes a call's job answer {} instead of its inventory.
@@ -273,6 +329,12 @@ func (o Op) NoResult() Op {
 func (t *typed[P, Req, Rep]) withoutResult() op {
 	c := *t
 	c.result = Nothing[Rep]
+	return &c
+}
+
+func (t *typed[P, Req, Rep]) atPath(path string) op {
+	c := *t
+	c.vars = pathVars[P]("route.CallActions", path)
 	return &c
 }
 
@@ -340,6 +402,18 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
+// sameVars refuses params whose body contradicts the path variables set
+// (fillVars).
+func (t *typed[P, Req, Rep]) sameVars(p *P, set map[string]string) error {
+	pv := reflect.ValueOf(p).Elem()
+	for _, name := range sortedKeys(set) {
+		if got, want := pv.FieldByIndex(t.vars[name]).String(), set[name]; got != want {
+			return errcode.New(errcode.InvalidArgument, "the body gives %s %q but the path gives %q; leave it out of the body", name, got, want)
+		}
+	}
+	return nil
+}
+
 func (t *typed[P, Req, Rep]) name() string { return t.msg.Name() }
 
 func (t *typed[P, Req, Rep]) params() reflect.Type { return reflect.TypeFor[P]() }
@@ -360,7 +434,14 @@ func (t *typed[P, Req, Rep]) accept(ctx context.Context, src source) (json.RawMe
 			return nil, "", errcode.New(errcode.InvalidArgument, "the body names parent %s but the path names %s; leave it out of the body", *field, src.parent)
 		}
 	case kindAction:
+		set, err := t.fillVars(&p, src) // a CallActions path's variables
+		if err != nil {
+			return nil, "", err
+		}
 		if err := src.action.Decode(&p); err != nil {
+			return nil, "", err
+		}
+		if err := t.sameVars(&p, set); err != nil {
 			return nil, "", err
 		}
 	case kindDelete:
@@ -393,11 +474,8 @@ func (t *typed[P, Req, Rep]) accept(ctx context.Context, src source) (json.RawMe
 				return nil, "", err
 			}
 		}
-		pv := reflect.ValueOf(&p).Elem()
-		for name, want := range set {
-			if got := pv.FieldByIndex(t.vars[name]).String(); got != want {
-				return nil, "", errcode.New(errcode.InvalidArgument, "the body gives %s %q but the path gives %q; leave it out of the body", name, got, want)
-			}
+		if err := t.sameVars(&p, set); err != nil {
+			return nil, "", err
 		}
 	}
 	req, err := t.build(ctx, In[P]{Params: p, UUID: src.uuid, Parent: src.parent, Query: src.r.URL.Query(), DB: src.db.WithContext(ctx)})

@@ -100,14 +100,21 @@ func (s *Server) checkSetting(key, value string) (string, error) {
 	if s.liveSettings()[key] == nil {
 		return "", fmt.Errorf("%s cannot change while the node runs", key)
 	}
-	next, err := s.Config().With(key, value)
+	next, err := withSetting(s.Config(), key, value)
 	if err != nil {
 		return "", err
 	}
-	if err := next.Validate(); err != nil {
-		return "", err
-	}
 	return next.Display(key), nil
+}
+
+// withSetting is cur with key set to value, parsed and validated as the
+// configuration is.
+func withSetting(cur conf.Config, key, value string) (conf.Config, error) {
+	next, err := cur.With(key, value)
+	if err != nil {
+		return next, err
+	}
+	return next, next.Validate()
 }
 
 // applySetting is configSet for the global configurations' Apply.
@@ -247,11 +254,8 @@ func (s *Server) configSet(key, value string) (any, error) {
 	s.cfgMu.Lock()
 	defer s.cfgMu.Unlock()
 	cur := s.live
-	next, err := cur.With(key, value)
+	next, err := withSetting(cur, key, value)
 	if err != nil {
-		return nil, errcode.New(errcode.InvalidArgument, "config set: %v", err)
-	}
-	if err := next.Validate(); err != nil {
 		return nil, errcode.New(errcode.InvalidArgument, "config set: %v", err)
 	}
 	if err := apply(next); err != nil {

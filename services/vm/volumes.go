@@ -10,6 +10,7 @@ import (
 	"mplane/api/route"
 	"mplane/errcode"
 	"mplane/managementnode"
+	"mplane/services/host"
 	"mplane/services/resource"
 	"mplane/services/storage"
 	"mplane/services/volume"
@@ -219,13 +220,11 @@ func attachRequest(ctx context.Context, db *gorm.DB, v *VmInstanceVO, volUUID st
 	}
 	if v.HostUUID != "" {
 		onHost = v.HostUUID
-		var c string
-		if err := db.WithContext(ctx).Table("hosts").Select("cluster_uuid").Where("uuid = ?", v.HostUUID).Scan(&c).Error; err != nil {
+		var h host.HostVO
+		if err := db.WithContext(ctx).Select("cluster_uuid").Take(&h, "uuid = ?", v.HostUUID).Error; err != nil {
 			return volume.AttachReq{}, errcode.Wrap(errcode.Internal, err, "look up host %s", v.HostUUID)
 		}
-		if c != "" {
-			clusters = []string{c}
-		}
+		clusters = []string{h.ClusterUUID}
 	}
 	dev := 1
 	for _, vol := range v.AllVolumes {

@@ -108,20 +108,8 @@ func (s *Service) resolveSource(ctx context.Context, d *createData) error {
 		if img.MediaType != image.MediaDataVolumeTemplate {
 			return errcode.New(errcode.InvalidArgument, "image %s is a %s: a data volume is made from a %s image", img.UUID, img.MediaType, image.MediaDataVolumeTemplate)
 		}
-		refs, err := image.BackupRefs(ctx, s.db, img.UUID)
-		if err != nil {
+		if d.Image, err = imageOnBackup(ctx, s.db, img); err != nil {
 			return err
-		}
-		for _, r := range refs {
-			bs, err := storage.LoadBackup(ctx, s.db, r.BackupStorageUUID)
-			if err != nil || bs.Status != storage.StatusConnected {
-				continue
-			}
-			d.Image = &imageSource{UUID: img.UUID, Backup: bs.UUID, Path: r.InstallPath, Md5Sum: img.Md5Sum, ActualSize: img.ActualSize, Format: img.Format}
-			break
-		}
-		if d.Image == nil {
-			return errcode.New(errcode.InvalidState, "image %s is on no Connected backup storage", img.UUID)
 		}
 		d.Volume.Size = max(d.Volume.Size, img.Size)
 		d.Volume.RootImageUUID = img.UUID // its cache is the volume's backing file

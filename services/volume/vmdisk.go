@@ -231,31 +231,6 @@ func DisksReady(ctx context.Context, tx *gorm.DB, disks []*Disk) error {
 	return nil
 }
 
-// OfVM lists a VM's volumes: the root first, then the data volumes by
-// device.
-func OfVM(ctx context.Context, db *gorm.DB, vmUUID string) ([]VolumeVO, error) {
-	var vols []VolumeVO
-	if err := db.WithContext(ctx).Where("vm_instance_uuid = ?", vmUUID).Find(&vols).Error; err != nil {
-		return nil, errcode.Wrap(errcode.Internal, err, "list the volumes of VM %s", vmUUID)
-	}
-	SortByDevice(vols)
-	return vols, nil
-}
-
-// SortByDevice orders volumes root first, then by device.
-func SortByDevice(vols []VolumeVO) {
-	dev := func(v VolumeVO) int {
-		if v.Type == TypeRoot {
-			return -1
-		}
-		if v.DeviceID == nil {
-			return 1 << 30
-		}
-		return *v.DeviceID
-	}
-	sort.SliceStable(vols, func(i, j int) bool { return dev(vols[i]) < dev(vols[j]) })
-}
-
 // TO is a volume as a VM command carries it: its file's absolute path on
 // the host is the storage's url joined with its install path.
 func TO(v VolumeVO, psURL, psType string) protocol.VolumeTO {
@@ -290,9 +265,9 @@ func TOs(ctx context.Context, db *gorm.DB, vols []VolumeVO) ([]protocol.VolumeTO
 // snapshots, file, capacity and row) and detaches its data volumes, which
 // stay. Idempotent: an expunge cut short is finished by the next.
 func (s *Service) ExpungeOfVM(ctx context.Context, vmUUID string) error {
-	vols, err := OfVM(ctx, s.db, vmUUID)
-	if err != nil {
-		return err
+	var vols []VolumeVO
+	if err := s.db.WithContext(ctx).Where("vm_instance_uuid = ?", vmUUID).Find(&vols).Error; err != nil {
+		return errcode.Wrap(errcode.Internal, err, "list the volumes of VM %s", vmUUID)
 	}
 	for i := range vols {
 		v := &vols[i]

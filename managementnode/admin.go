@@ -72,7 +72,8 @@ func (n *Node) RingInfo() RingInfo {
 
 // AdminCommands are the node's admin commands (mplane/admin), served on
 // the admin socket and under /admin/ over HTTP: status, ring, queues (the
-// scheduler's chain queues), bus (pending calls and counters) and probe.
+// scheduler's chain queues), bus (pending calls and counters), locks (the
+// cluster transactions' locks) and probe.
 func (n *Node) AdminCommands() []admin.Command {
 	return []admin.Command{
 		{Name: "status", ReadOnly: true, Description: "this node: UUID, state, ring epoch, members, partitions owned, in-flight work",
@@ -97,6 +98,10 @@ func (n *Node) AdminCommands() []admin.Command {
 					p = []cloudbus.PendingCall{}
 				}
 				return BusInfo{Pending: p, Stats: n.bus.Stats()}, nil
+			}},
+		{Name: "locks", ReadOnly: true, Description: "the cluster transactions' locks this node holds: scope, transaction, originator, lease expiry",
+			Run: func(context.Context, []string) (any, error) {
+				return map[string]any{"locks": n.TxnLocks(), "at": time.Now().UTC()}, nil
 			}},
 		{Name: "probe", ReadOnly: true, Description: "ask the owner of a resource, through this node's ring, to identify itself",
 			Args: []admin.Arg{

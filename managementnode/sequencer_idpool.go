@@ -48,8 +48,11 @@ type IDPool struct {
 }
 
 type idAllocReq struct {
-	// ID asks for one ID; 0 takes the lowest free one.
+	// ID asks for one ID; 0 takes the lowest free one, within [Lo, Hi]
+	// if they are set (a part of the pool's range), else in the pool.
 	ID     int    `json:"id,omitempty"`
+	Lo     int    `json:"lo,omitempty"`
+	Hi     int    `json:"hi,omitempty"`
 	Holder string `json:"holder"`
 }
 
@@ -97,10 +100,21 @@ func (p *IDPool) Allocate(ctx context.Context, holder string) (int, error) {
 // unknown outcome passes the same sub and gets the same ID. Taking an ID
 // in use fails with InvalidState, one out of range with InvalidArgument.
 func (p *IDPool) AllocateWithID(ctx context.Context, sub string, id int, holder string) (int, error) {
-	if id != 0 && (id < p.lo || id > p.hi) {
-		return 0, errcode.New(errcode.InvalidArgument, "%s ID %d out of range %d-%d", p.name, id, p.lo, p.hi)
+	return p.AllocateIn(ctx, sub, p.lo, p.hi, id, holder)
+}
+
+// AllocateIn is AllocateWithID within [lo, hi], a part of the pool's
+// range (a VXLAN pool's VNI range in the cluster's VNI pool): id must be
+// in it, and 0 takes its lowest free ID; a full part is
+// CapacityExhausted.
+func (p *IDPool) AllocateIn(ctx context.Context, sub string, lo, hi, id int, holder string) (int, error) {
+	if lo < p.lo || hi > p.hi || hi < lo {
+		return 0, errcode.New(errcode.InvalidArgument, "%s range %d-%d is not within %d-%d", p.name, lo, hi, p.lo, p.hi)
 	}
-	rep, _, err := p.alloc.SubmitID(ctx, p.seq, sub, idAllocReq{ID: id, Holder: holder})
+	if id != 0 && (id < lo || id > hi) {
+		return 0, errcode.New(errcode.InvalidArgument, "%s ID %d out of range %d-%d", p.name, id, lo, hi)
+	}
+	rep, _, err := p.alloc.SubmitID(ctx, p.seq, sub, idAllocReq{ID: id, Lo: lo, Hi: hi, Holder: holder})
 	return rep.ID, err
 }
 
@@ -128,19 +142,29 @@ func (p *IDPool) Holder(id int) (string, bool) {
 }
 
 func (p *IDPool) execAlloc(ctx context.Context, tx *gorm.DB, req idAllocReq) (idAllocRep, error) {
+	lo, hi := p.lo, p.hi
+	if req.Lo != 0 || req.Hi != 0 {
+		if req.Lo < p.lo || req.Hi > p.hi || req.Hi < req.Lo {
+			return idAllocRep{}, errcode.New(errcode.InvalidArgument, "%s range %d-%d is not within %d-%d", p.name, req.Lo, req.Hi, p.lo, p.hi)
+		}
+		lo, hi = req.Lo, req.Hi
+	}
 	id := req.ID
 	if id == 0 {
-		free, err := p.lowestFree(tx)
+		free, err := p.lowestFree(tx, lo, hi)
 		if err != nil {
 			return idAllocRep{}, err
 		}
 		if free == 0 {
+			if lo != p.lo || hi != p.hi {
+				return idAllocRep{}, errcode.New(errcode.CapacityExhausted, "ID pool %s has no free ID in %d-%d", p.name, lo, hi)
+			}
 			return idAllocRep{}, errcode.New(errcode.CapacityExhausted, "ID pool %s (%d-%d) is full", p.name, p.lo, p.hi)
 		}
 		id = free
 	} else {
-		if id < p.lo || id > p.hi {
-			return idAllocRep{}, errcode.New(errcode.InvalidArgument, "%s ID %d out of range %d-%d", p.name, id, p.lo, p.hi)
+		if id < lo || id > hi {
+			return idAllocRep{}, errcode.New(errcode.InvalidArgument, "%s ID %d out of range %d-%d", p.name, id, lo, hi)
 		}
 		var cur []IDPoolEntryVO
 		if err := tx.Where("pool = ? AND id = ?", p.name, id).Limit(1).Find(&cur).Error; err != nil {
@@ -163,21 +187,22 @@ func (p *IDPool) execAlloc(ctx context.Context, tx *gorm.DB, req idAllocReq) (id
 	return idAllocRep{ID: id}, nil
 }
 
-// lowestFree is the lowest ID of the pool not in use, 0 if none: lo if it
-// is free, else the lowest in-use ID whose successor is free.
-func (p *IDPool) lowestFree(tx *gorm.DB) (int, error) {
+// lowestFree is the lowest ID in [lo, hi] not in use, 0 if none: lo if
+// it is free, else the lowest in-use ID of [lo, hi) whose successor is
+// free.
+func (p *IDPool) lowestFree(tx *gorm.DB, lo, hi int) (int, error) {
 	var n int64
-	if err := tx.Model(&IDPoolEntryVO{}).Where("pool = ? AND id = ?", p.name, p.lo).Count(&n).Error; err != nil {
+	if err := tx.Model(&IDPoolEntryVO{}).Where("pool = ? AND id = ?", p.name, lo).Count(&n).Error; err != nil {
 		return 0, err
 	}
 	if n == 0 {
-		return p.lo, nil
+		return lo, nil
 	}
 	var free *int
 	err := tx.Raw(`SELECT MIN(e.id + 1) FROM cluster_id_pool_entries e
 		WHERE e.pool = ? AND e.id >= ? AND e.id < ?
 		AND NOT EXISTS (SELECT 1 FROM cluster_id_pool_entries f WHERE f.pool = e.pool AND f.id = e.id + 1)`,
-		p.name, p.lo, p.hi).Scan(&free).Error
+		p.name, lo, hi).Scan(&free).Error
 	if err != nil || free == nil {
 		return 0, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -172,4 +173,42 @@ func TestIDPoolRules(t *testing.T) {
 			testenv.Eventually(t, 5*time.Second, func() bool { return maps.Equal(n.pool.InUse(), want) }, "node %s caches the pool", n.UUID())
 		}
 	})
+}
+
+// TestIDPoolAllocateIn: allocations within a part of the pool's range
+// (a VXLAN pool's VNI range) take that part's lowest free ID, skip what
+// other parts hold, fill it, and refuse IDs and parts outside it.
+func TestIDPoolAllocateIn(t *testing.T) {
+	e := newSeqEnv(t, seqBackends[0])
+	a := e.start(e.newNode("a", withPool("vni", 1, 1000)))
+	e.converged(1, a)
+	ctx := context.Background()
+	if id, err := a.pool.Allocate(ctx, "other"); err != nil || id != 1 {
+		t.Fatalf("Allocate: %d %v", id, err)
+	}
+	if _, err := a.pool.AllocateIn(ctx, "", 20, 22, 21, "x"); err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for range 2 {
+		id, err := a.pool.AllocateIn(ctx, "", 20, 22, 0, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, id)
+	}
+	if fmt.Sprint(got) != "[20 22]" {
+		t.Fatalf("allocations in 20-22 around a taken 21: %v, want [20 22]", got)
+	}
+	if _, err := a.pool.AllocateIn(ctx, "", 20, 22, 0, "x"); errcode.CodeOf(err) != errcode.CapacityExhausted || !strings.Contains(err.Error(), "20-22") {
+		t.Fatalf("a full part: %v, want CapacityExhausted naming 20-22", err)
+	}
+	for _, c := range []struct{ lo, hi, id int }{{20, 22, 23}, {0, 22, 0}, {990, 1001, 0}, {30, 29, 0}} {
+		if _, err := a.pool.AllocateIn(ctx, "", c.lo, c.hi, c.id, "x"); errcode.CodeOf(err) != errcode.InvalidArgument {
+			t.Errorf("AllocateIn(%d, %d, %d): %v, want InvalidArgument", c.lo, c.hi, c.id, err)
+		}
+	}
+	if id, err := a.pool.Allocate(ctx, "other"); err != nil || id != 2 {
+		t.Fatalf("Allocate in the whole pool: %d %v, want 2", id, err)
+	}
 }

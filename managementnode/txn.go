@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -287,19 +288,65 @@ func (r *txnRun) send(ctx context.Context, phase string, version int64) (acc []s
 }
 
 // txnTestHook, if set (tests), runs at the named points of an originator
-// ("after-lock", "after-stage", "after-durable"); an error aborts there
-// (before the durable write). By default it is the environment's pause.
+// ("after-lock", "after-stage", "after-durable", "after-commit"); an error
+// aborts there (before the durable write). By default it is the
+// environment's pause.
 var txnTestHook = envPause
 
-// envPause holds an originator at the point MPLANE_TEST_TXN_PAUSE names
-// for two minutes (for tests that kill it there).
-func envPause(node, point string) error {
-	if os.Getenv("MPLANE_TEST_TXN_PAUSE") != point {
+// PauseEnv names the test hook of the cluster transactions: a directory.
+// An originator whose environment sets it looks there, at each point of
+// a transaction, for a file "pause" reading "<point> <scope>"; the first
+// originator to reach that point of a transaction on that scope renames
+// it to "paused-<node UUID>" (one node wins, wherever the ring put the
+// transaction) and holds the transaction there for two minutes, so that
+// tests can kill it at a chosen point.
+const PauseEnv = "MPLANE_TEST_TXN_PAUSE"
+
+// pauseFor is how long envPause holds a transaction.
+var pauseFor = 2 * time.Minute
+
+func envPause(node, scope, point string) error {
+	dir := os.Getenv(PauseEnv)
+	if dir == "" {
 		return nil
 	}
-	slog.Warn("transaction paused by MPLANE_TEST_TXN_PAUSE", "node_uuid", node, "point", point)
-	time.Sleep(2 * time.Minute)
+	req := filepath.Join(dir, "pause")
+	b, err := os.ReadFile(req)
+	if err != nil || strings.TrimSpace(string(b)) != point+" "+scope {
+		return nil
+	}
+	if os.Rename(req, filepath.Join(dir, "paused-"+node)) != nil {
+		return nil // another node won it
+	}
+	slog.Warn("transaction paused by "+PauseEnv, "node_uuid", node, "scope", scope, "point", point)
+	time.Sleep(pauseFor)
 	return nil
+}
+
+// TxnLock is a lock this node holds for a cluster transaction (the admin
+// command locks).
+type TxnLock struct {
+	Scope      string    `json:"scope"`
+	Txn        string    `json:"txn"`
+	Originator string    `json:"originator"`
+	Expires    time.Time `json:"expires"`
+}
+
+// TxnLocks lists the transaction locks this node holds whose lease has not
+// run out, by scope.
+func (n *Node) TxnLocks() []TxnLock {
+	t := n.txn
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	out := []TxnLock{}
+	for scope, l := range t.locks {
+		if l.expires.After(now) {
+			out = append(out, TxnLock{Scope: scope, Txn: l.id, Originator: l.originator, Expires: l.expires.UTC()})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Scope < out[j].Scope })
+	return out
 }
 
 // RunTxn runs a transaction over every running node: lock, stage, the
@@ -320,7 +367,7 @@ func (n *Node) RunTxn(ctx context.Context, spec TxnSpec) (TxnResult, error) {
 	}
 	hook := func(point string) error {
 		if txnTestHook != nil {
-			return txnTestHook(n.uuid, point)
+			return txnTestHook(n.uuid, spec.Scope, point)
 		}
 		return nil
 	}
@@ -382,6 +429,7 @@ func (n *Node) RunTxn(ctx context.Context, spec TxnSpec) (TxnResult, error) {
 			"node", x.node, "err", x.err)
 	}
 	r.fire(TxnEvAcked, fmt.Sprintf("%d applied, %d missed", len(acc), len(rjt)))
+	_ = hook("after-commit")
 	r.fire(TxnEvStart, "unlock")
 	if _, rjt := r.send(cctx, phaseUnlock, 0); len(rjt) > 0 {
 		r.fire(TxnEvRjt, "some nodes did not answer the unlock: their lease runs out")

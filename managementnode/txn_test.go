@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,6 +156,11 @@ func TestTxnLockIsALease(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	for _, sn := range e.nodes {
+		if l := sn.TxnLocks(); len(l) != 1 || l[0].Txn != "dead-txn" || l[0].Scope != "test/one" || l[0].Originator != "gone" {
+			t.Fatalf("node %s's locks: %+v, want dead-txn's lock of test/one", sn.UUID(), l)
+		}
+	}
 	_, err := e.nodes[0].RunTxn(ctx, e.spec("x"))
 	if !errcode.Has(err, errcode.Conflict) || !errcode.IsRetryable(err) || !strings.Contains(err.Error(), "dead-txn") {
 		t.Fatalf("a transaction on a locked scope: %v; want a retryable %s naming dead-txn", err, errcode.Conflict)
@@ -165,6 +172,11 @@ func TestTxnLockIsALease(t *testing.T) {
 		_, err := e.nodes[1].RunTxn(ctx, e.spec("y"))
 		return err == nil
 	}, "a transaction once the dead originator's lease ran out")
+	for _, sn := range e.nodes {
+		if l := sn.TxnLocks(); len(l) != 0 {
+			t.Errorf("node %s holds %+v after the transaction ended", sn.UUID(), l)
+		}
+	}
 	for _, p := range e.parts {
 		if c := p.commits(); len(c) != 1 {
 			t.Errorf("node %s committed %v, want one commit", p.node, c)
@@ -179,7 +191,7 @@ func TestTxnAbortBeforeDurable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	old := txnTestHook
-	txnTestHook = func(_, point string) error {
+	txnTestHook = func(_, _, point string) error {
 		if point == "after-stage" {
 			return errcode.New(errcode.Internal, "the originator stops")
 		}
@@ -227,5 +239,38 @@ func TestTxnStateMachine(t *testing.T) {
 	}
 	if len(TxnTransitions()) != 14 {
 		t.Errorf("%d transitions listed", len(TxnTransitions()))
+	}
+}
+
+// TestTxnPauseEnv: the environment's pause holds the first originator
+// that reaches the point of a transaction on the scope the request file
+// names, and only that one: the file is renamed to paused-<node>.
+func TestTxnPauseEnv(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(PauseEnv, dir)
+	old := pauseFor
+	pauseFor = 50 * time.Millisecond
+	defer func() { pauseFor = old }()
+	if err := os.WriteFile(filepath.Join(dir, "pause"), []byte("after-stage globalconfig/a/b\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	held := func(node, scope, point string) bool {
+		start := time.Now()
+		if err := envPause(node, scope, point); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(start) >= pauseFor
+	}
+	if held("n1", "globalconfig/a/b", "after-lock") || held("n1", "globalconfig/a/c", "after-stage") {
+		t.Fatal("paused at a point or scope the request does not name")
+	}
+	if !held("n2", "globalconfig/a/b", "after-stage") {
+		t.Fatal("not paused at the point and scope requested")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "paused-n2")); err != nil {
+		t.Fatalf("the request was not claimed by n2: %v", err)
+	}
+	if held("n3", "globalconfig/a/b", "after-stage") {
+		t.Fatal("a second originator paused on a claimed request")
 	}
 }

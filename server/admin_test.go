@@ -162,7 +162,7 @@ func TestAdminSocket(t *testing.T) {
 	for _, c := range help.Commands {
 		names = append(names, c.Command)
 	}
-	want := []string{"bus", "config set", "config show", "exit", "flows", "heap", "help", "log level", "probe", "process",
+	want := []string{"bus", "config set", "config show", "exit", "flows", "heap", "help", "locks", "log level", "probe", "process",
 		"profile cpu", "queues", "respawn", "ring", "status", "storage clean-image-caches", "storage drift"}
 	if !slices.Equal(names, want) {
 		t.Errorf("help lists %q, want %q", names, want)

@@ -30,7 +30,7 @@ func (s *Server) routes() (apiHandler, adminHandler http.Handler) {
 		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			st := s.node.Status()
-			if st.State != managementnode.StateRunning || !s.node.Ring().Has(s.node.UUID()) {
+			if !s.started.Load() || st.State != managementnode.StateRunning || !s.node.Ring().Has(s.node.UUID()) {
 				w.WriteHeader(http.StatusServiceUnavailable)
 				fmt.Fprintf(w, `{"status":"not ready","state":%q}`+"\n", st.State)
 				return

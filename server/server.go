@@ -109,6 +109,9 @@ type Server struct {
 	live        conf.Config // the configuration now
 
 	serveErr chan error
+	// started is set once every part runs: /readyz answers ready only
+	// then (the node may run in the ring before the API portal serves).
+	started atomic.Bool
 	// stops run in reverse order at Stop: each part registers its stop
 	// once it has started.
 	stops []func(ctx context.Context) error
@@ -273,6 +276,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		}
 		s.onStop(c.Stop)
 	}
+	s.started.Store(true)
 	log.Info("management node running", "node_uuid", nodeUUID, "api", s.url,
 		"bus_prefix", cfg.BusPrefix, "epoch", s.node.Ring().Epoch, "admin_socket", s.asok.Path())
 	return s, nil

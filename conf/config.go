@@ -70,6 +70,15 @@ type Config struct {
 	// HostChainLevel is how many commands may run at once on one host.
 	HostChainLevel int
 
+	// VMAllocationStrategy is how the hosts that can take a VM are
+	// ordered: one of AllocationStrategies.
+	VMAllocationStrategy string
+	// JobTimeout bounds one API call, from its submission to its result.
+	JobTimeout time.Duration
+	// FlowRetention is how long the records of flows that finished
+	// cleanly are kept before they are pruned.
+	FlowRetention time.Duration
+
 	// AdminPassword is the initial admin password. Empty means one is
 	// generated at first start.
 	AdminPassword string
@@ -80,27 +89,53 @@ type Config struct {
 // ./mplane-data.
 func Default() Config {
 	return Config{
-		DataDir:             "mplane-data",
-		BusURL:              "memory://",
-		BusPrefix:           "mplane",
-		DatabaseDSN:         "",
-		APIListen:           "127.0.0.1:8080",
-		AdvertiseHost:       "",
-		AdminListen:         "",
-		RunDir:              "",
-		HeartbeatInterval:   2 * time.Second,
-		HeartbeatThreshold:  3,
-		DrainTimeout:        30 * time.Second,
-		CallTimeout:         30 * time.Second,
-		StartupTimeout:      60 * time.Second,
-		RingResyncInterval:  10 * time.Second,
-		HostPingInterval:    5 * time.Second,
-		HostPingMaxFailures: 3,
-		HostChainLevel:      10,
-		LogLevel:            "info",
-		LogFormat:           "text",
-		AdminPassword:       "",
+		DataDir:              "mplane-data",
+		BusURL:               "memory://",
+		BusPrefix:            "mplane",
+		DatabaseDSN:          "",
+		APIListen:            "127.0.0.1:8080",
+		AdvertiseHost:        "",
+		AdminListen:          "",
+		RunDir:               "",
+		HeartbeatInterval:    2 * time.Second,
+		HeartbeatThreshold:   3,
+		DrainTimeout:         30 * time.Second,
+		CallTimeout:          30 * time.Second,
+		StartupTimeout:       60 * time.Second,
+		RingResyncInterval:   10 * time.Second,
+		HostPingInterval:     5 * time.Second,
+		HostPingMaxFailures:  3,
+		HostChainLevel:       10,
+		VMAllocationStrategy: AllocationLeastUsed,
+		JobTimeout:           30 * time.Minute,
+		FlowRetention:        time.Hour,
+		LogLevel:             "info",
+		LogFormat:            "text",
+		AdminPassword:        "",
 	}
+}
+
+// The VM allocation strategies (vm_allocation_strategy): how services/vm
+// orders the hosts that have the CPU and memory a VM needs. The host a
+// stopped VM last ran on comes first in each. The names live here, not in
+// services/vm, so that Validate refuses a bad value at the start; the VM
+// service checks its setter against the same list.
+const (
+	// AllocationLeastUsed: the host with the largest share of free memory
+	// and CPU first (spread), random among hosts within 5% of each other.
+	// The default.
+	AllocationLeastUsed = "LeastUsed"
+	// AllocationMostUsed: the host with the smallest share of free memory
+	// and CPU that still fits first (pack), so whole hosts stay free.
+	AllocationMostUsed = "MostUsed"
+	// AllocationRandom: any host that fits, in random order.
+	AllocationRandom = "Random"
+)
+
+// AllocationStrategies are the valid values of vm_allocation_strategy,
+// the default first.
+func AllocationStrategies() []string {
+	return []string{AllocationLeastUsed, AllocationMostUsed, AllocationRandom}
 }
 
 // DatabaseURL returns the effective database DSN: DatabaseDSN, or

@@ -137,7 +137,7 @@ heartbeat_threshold: 7
 			args: []string{"--api-listen=0.0.0.0:9000", "--advertise-host=node1", "--admin-listen=127.0.0.1:9100",
 				"--drain-timeout=1m", "--call-timeout=5s", "--startup-timeout=2m", "--ring-resync-interval=1s",
 				"--log-format=json", "--log-level=debug", "--host-ping-interval=750ms", "--host-ping-max-failures=4",
-				"--host-chain-level=2"},
+				"--host-chain-level=2", "--vm-allocation-strategy=MostUsed", "--job-timeout=5m", "--flow-retention=90m"},
 			check: func(t *testing.T, c Config) {
 				want := Config{
 					DataDir: "/var/lib/mplane", BusURL: "amqp://u:p@mq:5672/", BusPrefix: "mplane",
@@ -147,6 +147,7 @@ heartbeat_threshold: 7
 					CallTimeout: 5 * time.Second, StartupTimeout: 2 * time.Minute, RingResyncInterval: time.Second,
 					LogLevel: "debug", LogFormat: "json", AdminPassword: "s3cret",
 					HostPingInterval: 750 * time.Millisecond, HostPingMaxFailures: 4, HostChainLevel: 2,
+					VMAllocationStrategy: AllocationMostUsed, JobTimeout: 5 * time.Minute, FlowRetention: 90 * time.Minute,
 				}
 				if c != want {
 					t.Errorf("got  %+v\nwant %+v", c, want)
@@ -238,6 +239,17 @@ func TestLoadErrors(t *testing.T) {
 			file:    "nope: 1\n",
 			environ: []string{"MPLANE_CALL_TIMEOUT=x", "MPLANE_DRAIN_TIMEOUT=y"},
 			want:    []string{`unknown key "nope"`, "MPLANE_CALL_TIMEOUT", "MPLANE_DRAIN_TIMEOUT"},
+		},
+		{
+			name: "unknown allocation strategy in the file",
+			file: "vm_allocation_strategy: Packed\n",
+			want: []string{`vm_allocation_strategy: must be one of LeastUsed, MostUsed, Random (got "Packed"); set MPLANE_VM_ALLOCATION_STRATEGY or vm_allocation_strategy in the config file`},
+		},
+		{
+			name:    "zero job timeout and flow retention",
+			environ: []string{"MPLANE_JOB_TIMEOUT=0s", "MPLANE_FLOW_RETENTION=0"},
+			want: []string{"job_timeout: must be > 0 (got 0s); set MPLANE_JOB_TIMEOUT",
+				"flow_retention: must be > 0 (got 0s); set MPLANE_FLOW_RETENTION"},
 		},
 		{
 			name:    "valid syntax, invalid value",

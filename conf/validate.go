@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,6 +74,8 @@ func (c Config) Validate() error {
 		{"startup_timeout", c.StartupTimeout},
 		{"ring_resync_interval", c.RingResyncInterval},
 		{"host_ping_interval", c.HostPingInterval},
+		{"job_timeout", c.JobTimeout},
+		{"flow_retention", c.FlowRetention},
 	}
 	for _, p := range positive {
 		if p.d <= 0 {
@@ -90,6 +93,10 @@ func (c Config) Validate() error {
 	}
 	if c.HostChainLevel < 1 {
 		bad("host_chain_level", "must be >= 1 (got %d)", c.HostChainLevel)
+	}
+
+	if !slices.Contains(AllocationStrategies(), c.VMAllocationStrategy) {
+		bad("vm_allocation_strategy", "must be one of %s (got %q)", strings.Join(AllocationStrategies(), ", "), c.VMAllocationStrategy)
 	}
 
 	switch strings.ToLower(c.LogLevel) {

@@ -65,6 +65,18 @@ func TestValidateErrors(t *testing.T) {
 			`startup_timeout: must be > 0 (got -1m0s); set MPLANE_STARTUP_TIMEOUT or startup_timeout in the config file (or flag --startup-timeout)`},
 		{"ring_resync_interval zero", func(c *Config) { c.RingResyncInterval = 0 },
 			`ring_resync_interval: must be > 0 (got 0s); set MPLANE_RING_RESYNC_INTERVAL or ring_resync_interval in the config file (or flag --ring-resync-interval)`},
+		{"vm_allocation_strategy unknown", func(c *Config) { c.VMAllocationStrategy = "FirstFit" },
+			`vm_allocation_strategy: must be one of LeastUsed, MostUsed, Random (got "FirstFit"); set MPLANE_VM_ALLOCATION_STRATEGY or vm_allocation_strategy in the config file (or flag --vm-allocation-strategy)`},
+		{"vm_allocation_strategy wrong case", func(c *Config) { c.VMAllocationStrategy = "leastused" },
+			`vm_allocation_strategy: must be one of LeastUsed, MostUsed, Random (got "leastused"); set MPLANE_VM_ALLOCATION_STRATEGY or vm_allocation_strategy in the config file (or flag --vm-allocation-strategy)`},
+		{"vm_allocation_strategy empty", func(c *Config) { c.VMAllocationStrategy = "" },
+			`vm_allocation_strategy: must be one of LeastUsed, MostUsed, Random (got ""); set MPLANE_VM_ALLOCATION_STRATEGY or vm_allocation_strategy in the config file (or flag --vm-allocation-strategy)`},
+		{"job_timeout zero", func(c *Config) { c.JobTimeout = 0 },
+			`job_timeout: must be > 0 (got 0s); set MPLANE_JOB_TIMEOUT or job_timeout in the config file (or flag --job-timeout)`},
+		{"job_timeout negative", func(c *Config) { c.JobTimeout = -time.Minute },
+			`job_timeout: must be > 0 (got -1m0s); set MPLANE_JOB_TIMEOUT or job_timeout in the config file (or flag --job-timeout)`},
+		{"flow_retention zero", func(c *Config) { c.FlowRetention = 0 },
+			`flow_retention: must be > 0 (got 0s); set MPLANE_FLOW_RETENTION or flow_retention in the config file (or flag --flow-retention)`},
 		{"log_level", func(c *Config) { c.LogLevel = "verbose" },
 			`log_level: must be one of debug, info, warn, error (got "verbose"); set MPLANE_LOG_LEVEL or log_level in the config file (or flag --log-level)`},
 		{"log_format", func(c *Config) { c.LogFormat = "xml" },
@@ -102,6 +114,9 @@ func TestValidateAccepts(t *testing.T) {
 		{"ipv6 advertise host", func(c *Config) { c.AdvertiseHost = "fd00::1" }},
 		{"upper-case level", func(c *Config) { c.LogLevel = "DEBUG"; c.LogFormat = "JSON" }},
 		{"zero drain", func(c *Config) { c.DrainTimeout = 0 }},
+		{"most used", func(c *Config) { c.VMAllocationStrategy = AllocationMostUsed }},
+		{"random", func(c *Config) { c.VMAllocationStrategy = AllocationRandom }},
+		{"short job timeout and retention", func(c *Config) { c.JobTimeout = time.Second; c.FlowRetention = time.Millisecond }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -76,6 +76,9 @@ func (s *Server) liveSettings() map[string]func(conf.Config) error {
 		},
 		"host_ping_interval":     func(c conf.Config) error { return s.hosts.SetPingInterval(c.HostPingInterval) },
 		"host_ping_max_failures": func(c conf.Config) error { return s.hosts.SetMaxPingFailures(c.HostPingMaxFailures) },
+		"vm_allocation_strategy": func(c conf.Config) error { return s.vms.SetAllocationStrategy(c.VMAllocationStrategy) },
+		"job_timeout":            func(c conf.Config) error { return s.portal.SetJobTimeout(c.JobTimeout) },
+		"flow_retention":         func(c conf.Config) error { return s.vms.SetFlowRetention(c.FlowRetention) },
 	}
 }
 
@@ -90,6 +93,13 @@ func globalConfigs() []globalconfig.Definition {
 			Description: "failed pings in a row after which a host is Disconnected"},
 		{Category: "log", Name: "level", Type: globalconfig.TypeString, Key: "log_level",
 			Description: "the log level of every node: debug, info, warn or error"},
+		{Category: "hostAllocator", Name: "strategy", Type: globalconfig.TypeString, Key: "vm_allocation_strategy",
+			Description: "how a VM's host is chosen among those that fit: LeastUsed (the least used first: spread), " +
+				"MostUsed (the most used first: pack, whole hosts stay free) or Random"},
+		{Category: "api", Name: "job.timeout", Type: globalconfig.TypeDuration, Key: "job_timeout",
+			Description: "how long one API call may take, from its submission to its result"},
+		{Category: "flow", Name: "retention", Type: globalconfig.TypeDuration, Key: "flow_retention",
+			Description: "how long the records of flows that finished cleanly are kept before they are pruned"},
 	}
 }
 

@@ -22,12 +22,14 @@ import (
 
 	"mplane/admin"
 	"mplane/agents/protocol"
+	"mplane/api/client"
 	"mplane/conf"
 	"mplane/errcode"
 	"mplane/internal/testenv"
 	"mplane/managementnode"
 	"mplane/server"
 	"mplane/server/servertest"
+	"mplane/services/globalconfig"
 	hostsvc "mplane/services/host"
 	"mplane/services/storage"
 )
@@ -244,7 +246,7 @@ func TestAdminSocket(t *testing.T) {
 	if !slices.Equal(keys, conf.Keys()) {
 		t.Errorf("config show keys %q, want %q", keys, conf.Keys())
 	}
-	liveWant := []string{"host_ping_interval", "host_ping_max_failures", "log_level"}
+	liveWant := []string{"flow_retention", "host_ping_interval", "host_ping_max_failures", "job_timeout", "log_level", "vm_allocation_strategy"}
 	sort.Strings(cs.Live)
 	if !slices.Equal(cs.Live, liveWant) {
 		t.Errorf("live settings %q, want %q", cs.Live, liveWant)
@@ -288,7 +290,8 @@ func TestAdminSocket(t *testing.T) {
 
 	// Settings that cannot change live are refused, naming those that can.
 	refused(t, path, errcode.InvalidArgument, []string{"config", "set", "api_listen", "127.0.0.1:1"},
-		"api_listen cannot change while the node runs", "host_ping_interval, host_ping_max_failures, log_level")
+		"api_listen cannot change while the node runs",
+		"host_ping_interval, host_ping_max_failures, vm_allocation_strategy, job_timeout, flow_retention, log_level")
 	refused(t, path, errcode.InvalidArgument, []string{"config", "set", "admin_password", "x"}, "admin_password cannot change")
 	if got := e.Config().APIListen; got != "127.0.0.1:0" {
 		t.Errorf("api_listen changed to %q", got)
@@ -296,6 +299,11 @@ func TestAdminSocket(t *testing.T) {
 	refused(t, path, errcode.InvalidArgument, []string{"config", "set", "nope", "1"}, `unknown setting "nope"`, "log_level")
 	refused(t, path, errcode.InvalidArgument, []string{"config", "set", "host_ping_interval", "0s"}, "host_ping_interval: must be > 0")
 	refused(t, path, errcode.InvalidArgument, []string{"config", "set", "host_ping_max_failures", "many"}, "want a whole number")
+	refused(t, path, errcode.InvalidArgument, []string{"config", "set", "vm_allocation_strategy", "Packed"},
+		`vm_allocation_strategy: must be one of LeastUsed, MostUsed, Random (got "Packed")`)
+	refused(t, path, errcode.InvalidArgument, []string{"config", "set", "job_timeout", "0s"}, "job_timeout: must be > 0")
+	refused(t, path, errcode.InvalidArgument, []string{"config", "set", "flow_retention", "-1h"}, "flow_retention: must be > 0")
+	refused(t, path, errcode.InvalidArgument, []string{"config", "set", "flow_retention", "1d"}, "flow_retention: want a Go duration")
 
 	// Bad arguments and unknown commands.
 	refused(t, path, errcode.InvalidArgument, []string{"config", "set", "log_level"}, "missing argument VALUE", "usage: config set KEY VALUE")
@@ -395,5 +403,70 @@ func TestAdminHostPingLive(t *testing.T) {
 	testenv.Eventually(t, 15*time.Second, func() bool { return status() == hostsvc.StatusDisconnected }, "host Disconnected after one failed ping")
 	if c := st.Config(); c.HostPingInterval != 100*time.Millisecond || c.HostPingMaxFailures != 1 {
 		t.Errorf("Config() %v %d", c.HostPingInterval, c.HostPingMaxFailures)
+	}
+}
+
+// TestAdminVMAndAPILive: vm_allocation_strategy, job_timeout and
+// flow_retention reach their services from the configuration at the
+// start, change them at once with config set, and are global
+// configurations.
+func TestAdminVMAndAPILive(t *testing.T) {
+	st := servertest.Start(t, servertest.Options{Hosts: -1, Configure: func(c *conf.Config) {
+		c.VMAllocationStrategy, c.FlowRetention = conf.AllocationMostUsed, 3*time.Hour
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	path, vms := st.AdminSocket(), st.VMs()
+	if got, r := vms.AllocationStrategy(), vms.FlowRetention(); got != conf.AllocationMostUsed || r != 3*time.Hour {
+		t.Fatalf("started with MostUsed and 3h: the VM service has %s and %s", got, r)
+	}
+
+	var set struct{ Key, Value, Previous string }
+	callInto(t, path, &set, "config", "set", "vm_allocation_strategy", "Random")
+	if set.Value != "Random" || set.Previous != "MostUsed" || vms.AllocationStrategy() != conf.AllocationRandom {
+		t.Errorf("config set vm_allocation_strategy Random: %+v, the VM service has %s", set, vms.AllocationStrategy())
+	}
+	callInto(t, path, &set, "config", "set", "flow_retention", "90s")
+	if set.Value != "1m30s" || set.Previous != "3h0m0s" || vms.FlowRetention() != 90*time.Second {
+		t.Errorf("config set flow_retention 90s: %+v, the VM service has %s", set, vms.FlowRetention())
+	}
+
+	// job_timeout: a call submitted under a timeout it cannot meet fails
+	// with Timeout; under the previous one again, it succeeds.
+	zone := func(name string) error {
+		_, err := client.CreateAndWait[json.RawMessage](ctx, st.Client, "zones", map[string]any{"name": name})
+		return err
+	}
+	callInto(t, path, &set, "config", "set", "job_timeout", "1ns")
+	if set.Value != "1ns" || set.Previous != "30m0s" {
+		t.Errorf("config set job_timeout 1ns: %+v", set)
+	}
+	if err := zone("in-no-time"); !errcode.Has(err, errcode.Timeout) {
+		t.Errorf("a create under a 1ns job timeout: %v, want %s", err, errcode.Timeout)
+	}
+	call(t, path, "config", "set", "job_timeout", "30m")
+	if err := zone("in-time"); err != nil {
+		t.Errorf("a create under a 30m job timeout: %v", err)
+	}
+	refused(t, path, errcode.InvalidArgument, []string{"config", "set", "vm_allocation_strategy", "leastused"}, "must be one of LeastUsed, MostUsed, Random")
+	if c := st.Config(); c.VMAllocationStrategy != conf.AllocationRandom || c.FlowRetention != 90*time.Second || c.JobTimeout != 30*time.Minute {
+		t.Errorf("Config() %s %s %s", c.VMAllocationStrategy, c.FlowRetention, c.JobTimeout)
+	}
+
+	// Each is a global configuration, of its type, with its setting's
+	// built-in default.
+	rows, _, err := client.QueryAs[globalconfig.GlobalConfigVO](ctx, st.Client, "global-configurations", client.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range rows {
+		got[r.Category+"/"+r.Name] = r.Type + " " + r.DefaultValue
+	}
+	for id, want := range map[string]string{"hostAllocator/strategy": "String LeastUsed", "api/job.timeout": "Duration 30m0s",
+		"flow/retention": "Duration 1h0m0s"} {
+		if got[id] != want {
+			t.Errorf("global configuration %s: %q, want %q (listed: %v)", id, got[id], want, got)
+		}
 	}
 }

@@ -217,7 +217,8 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		ln.Close()
 		return nil, err
 	}
-	if s.vms, err = vm.New(vm.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log, IPAM: networkIPAM{db: s.db}, Volumes: s.vols}); err != nil {
+	if s.vms, err = vm.New(vm.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log, IPAM: networkIPAM{db: s.db}, Volumes: s.vols,
+		AllocationStrategy: cfg.VMAllocationStrategy, FlowRetention: cfg.FlowRetention}); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -243,7 +244,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	resources = append(resources, s.gcs.API()...)
 	resources = append(resources, s.vols.API()...)
 	if s.portal, err = portal.New(portal.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Jobs: jobs.NewStore(s.db),
-		Logger: log, Resources: resources}); err != nil {
+		Logger: log, Resources: resources, JobTimeout: cfg.JobTimeout}); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -268,8 +269,9 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		s.serveHTTP(aln, adminHandler)
 	}
 	// The admin socket last: its commands use every part. The global
-	// configurations after the hosts, whose Start sets the ping interval
-	// of their options, so that a changed global value wins.
+	// configurations after the hosts and the VMs, whose Start sets the
+	// ping interval and the flow prune period of their options, so that a
+	// changed global value wins.
 	for _, c := range []component{s.node, s.hosts, s.store, s.images, s.vols, s.vms, s.gcs, s.res, s.portal, s.asok} {
 		if err := c.Start(startCtx); err != nil {
 			return nil, fmt.Errorf("start %T: %w", c, err)
@@ -310,6 +312,9 @@ func (s *Server) URL() string { return s.url }
 
 // Volumes is the node's volume service.
 func (s *Server) Volumes() *volume.Service { return s.vols }
+
+// VMs is the node's VM service.
+func (s *Server) VMs() *vm.Service { return s.vms }
 
 // GlobalConfigs is the node's global configuration service.
 func (s *Server) GlobalConfigs() *globalconfig.Service { return s.gcs }

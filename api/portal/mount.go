@@ -92,7 +92,7 @@ func (p *Portal) accept(w http.ResponseWriter, r *http.Request, op route.Op, uui
 	if created {
 		ctx := cloudbus.WithMeta(r.Context(), cloudbus.Meta{APIID: job.UUID})
 		sub := submission{JobUUID: job.UUID, Op: op.Key(), Body: body}
-		if err := cloudbus.Send(ctx, p.bus, p.bus.SharedTarget(SharedQueue), msgSubmit, sub, cloudbus.WithTimeout(p.opts.JobTimeout)); err != nil {
+		if err := cloudbus.Send(ctx, p.bus, p.bus.SharedTarget(SharedQueue), msgSubmit, sub, cloudbus.WithTimeout(p.JobTimeout())); err != nil {
 			_, _ = p.jobs.Fail(context.Background(), job.UUID, errcode.From(err))
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -32,7 +33,7 @@ type Options struct {
 	// Resources are what the services declare; the portal mounts them.
 	Resources []route.Resource
 	// JobTimeout bounds one API call from submission to result. Default
-	// 30m.
+	// 30m; SetJobTimeout changes it at run time.
 	JobTimeout time.Duration
 }
 
@@ -47,8 +48,11 @@ type Portal struct {
 	webhook jobs.Webhook
 	// ops is the registry of typed calls, keyed by Op.Key (their message's
 	// name): the driving node finds the call it was handed here.
-	ops    map[string]route.Op
-	cancel context.CancelFunc
+	ops map[string]route.Op
+	// jobTimeout is JobTimeout (nanoseconds), changed at run time by
+	// SetJobTimeout.
+	jobTimeout atomic.Int64
+	cancel     context.CancelFunc
 }
 
 // New builds the portal. Two resources on one path, or two calls with one
@@ -65,6 +69,7 @@ func New(opts Options) (*Portal, error) {
 	}
 	p := &Portal{opts: opts, log: opts.Logger.With("component", "portal"), db: opts.DB, bus: opts.Bus, node: opts.Node,
 		jobs: opts.Jobs, ops: map[string]route.Op{}}
+	p.jobTimeout.Store(int64(opts.JobTimeout))
 	paths := map[string]bool{}
 	for _, res := range opts.Resources {
 		if res.Path == "" || paths[res.Path] {
@@ -108,14 +113,36 @@ func (p *Portal) Start(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
-	return p.opts.Scheduler.Every(sctx, time.Minute, 0.2, "api-job-sweeper", func(ctx context.Context) error {
-		n, err := p.jobs.FailStale(ctx, p.opts.JobTimeout+time.Minute)
-		if n > 0 {
-			p.log.Warn("failed API jobs left processing by a node that went away", "jobs", n)
-		}
-		return err
-	})
+	return p.opts.Scheduler.Every(sctx, time.Minute, 0.2, "api-job-sweeper", p.sweep)
 }
+
+// sweep fails the jobs still processing a minute after the job timeout
+// (as it is now): the node driving them has most likely gone away.
+func (p *Portal) sweep(ctx context.Context) error {
+	n, err := p.jobs.FailStale(ctx, p.JobTimeout()+time.Minute)
+	if n > 0 {
+		p.log.Warn("failed API jobs left processing by a node that went away", "jobs", n)
+	}
+	return err
+}
+
+// SetJobTimeout changes the job timeout (Options.JobTimeout) at run time;
+// safe from any goroutine. Calls submitted from now on are bounded by d,
+// and the stale-job sweeper fails from its next round the jobs processing
+// for longer than d (plus its minute of slack); a call already submitted
+// keeps the deadline it was given.
+func (p *Portal) SetJobTimeout(d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("API job timeout must be > 0 (got %s)", d)
+	}
+	if old := time.Duration(p.jobTimeout.Swap(int64(d))); old != d {
+		p.log.Info("job timeout changed", "timeout", d, "previous", old)
+	}
+	return nil
+}
+
+// JobTimeout is the job timeout now.
+func (p *Portal) JobTimeout() time.Duration { return time.Duration(p.jobTimeout.Load()) }
 
 // Stop ends the job sweeper. Idempotent.
 func (p *Portal) Stop(context.Context) error {

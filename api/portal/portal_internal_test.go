@@ -497,3 +497,114 @@ func TestEndpoints(t *testing.T) {
 		t.Errorf("endpoints of crates: %+v", got)
 	}
 }
+
+// TestSetJobTimeout: the job timeout refuses a value that is not
+// positive, and a new one applies at once to the stale-job sweeper (which
+// fails the jobs processing for longer than the timeout plus a minute)
+// and to the calls submitted from then on (their deadline).
+func TestSetJobTimeout(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	// A box whose create never ends before its deadline: its owner records
+	// how long its context had left, and waits until it is done.
+	left := make(chan time.Duration, 1)
+	msgStall := managementnode.NewOwnedMsg[boxReq, boxVO](ownerService, "portaltest.StallBox")
+	h := startHarness(t, harnessOptions{
+		resources: []route.Resource{{Path: "stalls", Name: "box", Query: route.QueryOf[boxVO](),
+			Create: route.Ptr(route.Create(msgStall, func(_ context.Context, in route.In[boxParams]) (boxReq, error) {
+				return boxReq{UUID: in.UUID, Name: in.Params.Name}, nil
+			}))}},
+		models: []any{&boxVO{}},
+		serve: func(mux *cloudbus.Mux) {
+			managementnode.Handle(mux, msgStall, func(ctx context.Context, _ boxReq) (boxVO, error) {
+				d := time.Duration(-1) // no deadline
+				if dl, ok := ctx.Deadline(); ok {
+					d = time.Until(dl)
+				}
+				select {
+				case left <- d:
+				default:
+				}
+				select {
+				case <-ctx.Done():
+					return boxVO{}, ctx.Err()
+				case <-release:
+					return boxVO{}, errcode.New(errcode.Internal, "the test ended")
+				}
+			})
+		},
+	})
+	p, ctx := h.portal, context.Background()
+	if got := p.JobTimeout(); got != 30*time.Minute {
+		t.Fatalf("JobTimeout() = %s, want the default 30m", got)
+	}
+	for _, bad := range []time.Duration{0, -time.Second} {
+		if err := p.SetJobTimeout(bad); err == nil || !strings.Contains(err.Error(), "must be > 0") {
+			t.Errorf("SetJobTimeout(%s) = %v, want an error saying it must be > 0", bad, err)
+		}
+	}
+	if got := p.JobTimeout(); got != 30*time.Minute {
+		t.Fatalf("JobTimeout() = %s after refused changes, want 30m", got)
+	}
+
+	// The sweeper: a job processing for 10 minutes is not stale under the
+	// default timeout, and is under a 5-minute one; one processing for 2
+	// minutes is under neither.
+	created := func(name string, age time.Duration) string {
+		t.Helper()
+		j, _, err := h.jobs.Create(ctx, jobs.NewJob{APIName: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.db.Model(&jobs.Job{}).Where("uuid = ?", j.UUID).Update("created_at", time.Now().UTC().Add(-age)).Error; err != nil {
+			t.Fatal(err)
+		}
+		return j.UUID
+	}
+	state := func(uuid string) jobs.State {
+		t.Helper()
+		j, err := h.jobs.Get(ctx, uuid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j.State
+	}
+	older, younger := created("portaltest.TenMinutes", 10*time.Minute), created("portaltest.TwoMinutes", 2*time.Minute)
+	if err := p.sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := state(older); s != jobs.Processing {
+		t.Fatalf("a 10-minute-old job is %s under a 30m timeout, want processing", s)
+	}
+	if err := p.SetJobTimeout(5 * time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := state(older); s != jobs.Failed {
+		t.Errorf("a 10-minute-old job is %s under a 5m timeout, want failed", s)
+	}
+	if s := state(younger); s != jobs.Processing {
+		t.Errorf("a 2-minute-old job is %s under a 5m timeout, want processing", s)
+	}
+
+	// A call submitted now is bounded by the new timeout: the owner gets
+	// at most that much time (under 5 minutes it would get the bus's 30s
+	// call timeout), and the job fails with Timeout.
+	const short = 300 * time.Millisecond
+	if err := p.SetJobTimeout(short); err != nil {
+		t.Fatal(err)
+	}
+	a := h.finished(h.accepted(h.do(http.MethodPost, "/v1/stalls", `{"params": {"name": "stuck"}}`)))
+	if d := <-left; d < 0 || d > short {
+		t.Errorf("the owner's call had %s left, want at most the job timeout %s", d, short)
+	}
+	var e struct {
+		Error errcode.Error `json:"error"`
+	}
+	a.decode(t, &e)
+	if a.status == http.StatusOK || !errcode.Has(&e.Error, errcode.Timeout) {
+		t.Errorf("a call under a %s timeout answered %d %s, want its job failed with %s", short, a.status, a.body, errcode.Timeout)
+	}
+}

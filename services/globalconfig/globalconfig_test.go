@@ -76,7 +76,7 @@ func put(t *testing.T, st *servertest.Stack, path, body string) (int, string) {
 	return resp.StatusCode, answer.Error.Details
 }
 
-// TestListDefaults: the three configurations are listed with the built-in
+// TestListDefaults: the configurations are listed with the built-in
 // defaults of their settings, never changed; one is found by its uuid.
 func TestListDefaults(t *testing.T) {
 	st := servertest.Start(t, servertest.Options{Hosts: -1})
@@ -86,9 +86,12 @@ func TestListDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string][2]string{ // id -> type, default
-		"host/ping.interval":    {"Duration", conf.Default().HostPingInterval.String()},
-		"host/ping.maxFailures": {"Integer", "3"},
-		"log/level":             {"String", "info"},
+		"host/ping.interval":     {"Duration", conf.Default().HostPingInterval.String()},
+		"host/ping.maxFailures":  {"Integer", "3"},
+		"log/level":              {"String", "info"},
+		"hostAllocator/strategy": {"String", "LeastUsed"},
+		"api/job.timeout":        {"Duration", "30m0s"},
+		"flow/retention":         {"Duration", "1h0m0s"},
 	}
 	if len(rows) != len(want) {
 		t.Errorf("%d configurations listed, want %d: %+v", len(rows), len(want), rows)
@@ -129,6 +132,16 @@ func TestUpdate(t *testing.T) {
 		{"host", "ping.interval", "1500ms", "1.5s", 2, func(c conf.Config) bool { return c.HostPingInterval == 1500*time.Millisecond }},
 		{"host", "ping.maxFailures", " 7", "7", 1, func(c conf.Config) bool { return c.HostPingMaxFailures == 7 }},
 		{"log", "level", "debug", "debug", 1, func(c conf.Config) bool { return c.LogLevel == "debug" }},
+		{"hostAllocator", "strategy", "MostUsed", "MostUsed", 1, func(c conf.Config) bool {
+			return c.VMAllocationStrategy == "MostUsed" && st.VMs().AllocationStrategy() == "MostUsed"
+		}},
+		{"hostAllocator", "strategy", "Random", "Random", 2, func(c conf.Config) bool {
+			return c.VMAllocationStrategy == "Random" && st.VMs().AllocationStrategy() == "Random"
+		}},
+		{"api", "job.timeout", "90s", "1m30s", 1, func(c conf.Config) bool { return c.JobTimeout == 90*time.Second }},
+		{"flow", "retention", "2h", "2h0m0s", 1, func(c conf.Config) bool {
+			return c.FlowRetention == 2*time.Hour && st.VMs().FlowRetention() == 2*time.Hour
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.category+"/"+tc.name+"="+tc.value, func(t *testing.T) {
@@ -149,7 +162,8 @@ func TestUpdate(t *testing.T) {
 
 func keyOf(category, name string) string {
 	return map[string]string{"host/ping.interval": "host_ping_interval", "host/ping.maxFailures": "host_ping_max_failures",
-		"log/level": "log_level"}[category+"/"+name]
+		"log/level": "log_level", "hostAllocator/strategy": "vm_allocation_strategy", "api/job.timeout": "job_timeout",
+		"flow/retention": "flow_retention"}[category+"/"+name]
 }
 
 // TestUpdateRefused: a value the node's configuration refuses, a missing
@@ -173,9 +187,20 @@ func TestUpdateRefused(t *testing.T) {
 	if _, err := update(ctx, st, "log", "level", "verbose"); client.StatusCode(err) != http.StatusBadRequest {
 		t.Errorf("update log/level to verbose: %v, want 400", err)
 	}
+	for _, bad := range []string{"Packed", "leastused", ""} {
+		_, err := update(ctx, st, "hostAllocator", "strategy", bad)
+		if client.StatusCode(err) != http.StatusBadRequest || (bad != "" && !strings.Contains(err.Error(), "must be one of LeastUsed, MostUsed, Random")) {
+			t.Errorf("update hostAllocator/strategy to %q: %v, want 400 listing the strategies", bad, err)
+		}
+	}
+	for _, c := range [][2]string{{"api", "job.timeout"}, {"flow", "retention"}} {
+		if _, err := update(ctx, st, c[0], c[1], "0s"); client.StatusCode(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "must be > 0") {
+			t.Errorf("update %s/%s to 0s: %v, want 400 saying it must be > 0", c[0], c[1], err)
+		}
+	}
 	for _, unknown := range [][2]string{{"host", "no.such"}, {"nope", "level"}} {
 		_, err := update(ctx, st, unknown[0], unknown[1], "1")
-		if client.StatusCode(err) != http.StatusNotFound || !strings.Contains(err.Error(), "host/ping.interval, host/ping.maxFailures, log/level") {
+		if client.StatusCode(err) != http.StatusNotFound || !strings.Contains(err.Error(), "api/job.timeout, flow/retention, host/ping.interval, host/ping.maxFailures, hostAllocator/strategy, log/level") {
 			t.Errorf("update %s/%s: %v, want 404 listing the known configurations", unknown[0], unknown[1], err)
 		}
 		if _, err := reset(ctx, st, unknown[0], unknown[1]); client.StatusCode(err) != http.StatusNotFound {
@@ -198,8 +223,16 @@ func TestUpdateRefused(t *testing.T) {
 	wantRow(t, st, "host", "ping.interval", def.HostPingInterval.String(), 0)
 	wantRow(t, st, "host", "ping.maxFailures", "3", 0)
 	wantRow(t, st, "log", "level", "info", 0)
-	if cfg := st.Config(); cfg.HostPingInterval != def.HostPingInterval || cfg.HostPingMaxFailures != 3 || cfg.LogLevel != "info" {
-		t.Errorf("refused updates changed the node: %s, %d, %s", cfg.HostPingInterval, cfg.HostPingMaxFailures, cfg.LogLevel)
+	wantRow(t, st, "hostAllocator", "strategy", "LeastUsed", 0)
+	wantRow(t, st, "api", "job.timeout", "30m0s", 0)
+	wantRow(t, st, "flow", "retention", "1h0m0s", 0)
+	if cfg := st.Config(); cfg.HostPingInterval != def.HostPingInterval || cfg.HostPingMaxFailures != 3 || cfg.LogLevel != "info" ||
+		cfg.VMAllocationStrategy != def.VMAllocationStrategy || cfg.JobTimeout != def.JobTimeout || cfg.FlowRetention != def.FlowRetention {
+		t.Errorf("refused updates changed the node: %s, %d, %s, %s, %s, %s", cfg.HostPingInterval, cfg.HostPingMaxFailures, cfg.LogLevel,
+			cfg.VMAllocationStrategy, cfg.JobTimeout, cfg.FlowRetention)
+	}
+	if got := st.VMs().AllocationStrategy(); got != "LeastUsed" {
+		t.Errorf("refused updates changed the VM service's allocation strategy to %s", got)
 	}
 }
 
@@ -289,17 +322,29 @@ func TestResync(t *testing.T) {
 func TestChangedValueWinsAtStart(t *testing.T) {
 	dir := t.TempDir()
 	first := servertest.Start(t, servertest.Options{Hosts: -1, Configure: func(c *conf.Config) { c.DataDir = dir }})
-	if _, err := update(testCtx(t), first, "host", "ping.interval", "2s"); err != nil {
-		t.Fatal(err)
+	for _, u := range [][3]string{{"host", "ping.interval", "2s"}, {"hostAllocator", "strategy", "MostUsed"}, {"flow", "retention", "3h"}} {
+		if _, err := update(testCtx(t), first, u[0], u[1], u[2]); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := first.Close(); err != nil {
 		t.Fatal(err)
 	}
 	second := servertest.Start(t, servertest.Options{Hosts: -1, Configure: func(c *conf.Config) {
 		c.DataDir, c.HostPingInterval, c.HostPingMaxFailures = dir, 7*time.Second, 7
+		c.VMAllocationStrategy, c.FlowRetention, c.JobTimeout = "Random", 5*time.Minute, 5*time.Minute
 	}})
 	if cfg := second.Config(); cfg.HostPingInterval != 2*time.Second || cfg.HostPingMaxFailures != 7 {
 		t.Errorf("restarted with ping interval 7s and max failures 7: the node has %s and %d, want the global 2s and its own 7",
 			cfg.HostPingInterval, cfg.HostPingMaxFailures)
+	}
+	// The VM service starts with the node's own values, then the changed
+	// global ones win; the job timeout, never changed, stays the node's.
+	vms := second.VMs()
+	if cfg := second.Config(); cfg.VMAllocationStrategy != "MostUsed" || vms.AllocationStrategy() != "MostUsed" ||
+		cfg.FlowRetention != 3*time.Hour || vms.FlowRetention() != 3*time.Hour || cfg.JobTimeout != 5*time.Minute {
+		t.Errorf("restarted with strategy Random, flow retention 5m and job timeout 5m: the node has %s (VMs %s), %s (VMs %s) and %s, "+
+			"want the global MostUsed and 3h and its own 5m", cfg.VMAllocationStrategy, vms.AllocationStrategy(), cfg.FlowRetention,
+			vms.FlowRetention(), cfg.JobTimeout)
 	}
 }

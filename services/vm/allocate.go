@@ -8,6 +8,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"mplane/conf"
 	"mplane/errcode"
 	"mplane/services/host"
 )
@@ -25,10 +26,19 @@ type allocSpec struct {
 
 // candidates runs the filters (Connected and Enabled, zone and cluster,
 // enough free CPU and memory, avoid-list, a required host) in one query and
-// orders the survivors with the weigher: least used first (the larger
-// share of free memory, then of free CPU), random among equals, the
-// preferred host ahead of all.
-func candidates(ctx context.Context, db *gorm.DB, spec allocSpec) ([]host.HostVO, error) {
+// orders the survivors with the weigher of strategy (one of
+// conf.AllocationStrategies):
+//
+//   - LeastUsed: the larger share of free memory plus free CPU first
+//     (spread);
+//   - MostUsed: the smaller share first (pack: the most used host that
+//     still fits, so whole hosts stay free);
+//   - Random: any order.
+//
+// LeastUsed and MostUsed order at random among hosts whose scores are
+// within 5% of each other. The preferred host goes ahead of all, whatever
+// the strategy.
+func candidates(ctx context.Context, db *gorm.DB, spec allocSpec, strategy string) ([]host.HostVO, error) {
 	q := db.WithContext(ctx).Model(&host.HostVO{}).
 		Where("status = ? AND state = ? AND available_cpu >= ? AND available_memory >= ?",
 			host.StatusConnected, host.StateEnabled, spec.CPU, spec.Memory)
@@ -51,26 +61,41 @@ func candidates(ctx context.Context, db *gorm.DB, spec allocSpec) ([]host.HostVO
 	if err := q.Find(&hosts).Error; err != nil {
 		return nil, errcode.Wrap(errcode.Internal, err, "list candidate hosts")
 	}
+	return weigh(hosts, spec.Prefer, strategy), nil
+}
+
+// weigh orders hosts for strategy, prefer (if among them) first; see
+// candidates.
+func weigh(hosts []host.HostVO, prefer, strategy string) []host.HostVO {
 	type scored struct {
 		h     host.HostVO
-		score float64
+		score float64 // higher first
 		tie   float64
 	}
 	list := make([]scored, 0, len(hosts))
 	for _, h := range hosts {
-		s := 0.0
+		free := 0.0
 		if h.TotalMemoryCapacity > 0 {
-			s += float64(h.AvailableMemoryCapacity) / float64(h.TotalMemoryCapacity)
+			free += float64(h.AvailableMemoryCapacity) / float64(h.TotalMemoryCapacity)
 		}
 		if h.TotalCPUCapacity > 0 {
-			s += float64(h.AvailableCPUCapacity) / float64(h.TotalCPUCapacity)
+			free += float64(h.AvailableCPUCapacity) / float64(h.TotalCPUCapacity)
 		}
-		if h.UUID == spec.Prefer {
-			s += 10
+		var s float64
+		switch strategy {
+		case conf.AllocationMostUsed:
+			s = -free
+		case conf.AllocationRandom:
+			s = 0 // every host ties: the order is the random tie-break
+		default: // conf.AllocationLeastUsed
+			s = free
 		}
 		list = append(list, scored{h, s, rand.Float64()})
 	}
 	sort.Slice(list, func(i, j int) bool {
+		if pi, pj := list[i].h.UUID == prefer, list[j].h.UUID == prefer; pi != pj {
+			return pi
+		}
 		// Scores within 5% count as equal: spread concurrent creates over
 		// equally used hosts instead of piling them on the first.
 		if d := list[i].score - list[j].score; d > 0.05 || d < -0.05 {
@@ -82,7 +107,7 @@ func candidates(ctx context.Context, db *gorm.DB, spec allocSpec) ([]host.HostVO
 	for i, s := range list {
 		out[i] = s.h
 	}
-	return out, nil
+	return out
 }
 
 // reserveOn takes the capacity on the first candidate that still has it

@@ -156,7 +156,7 @@ func (s *Service) undoRecord(ctx context.Context, d *createData) error {
 }
 
 func (s *Service) stepAllocateHost(ctx context.Context, d *createData) error {
-	hosts, err := candidates(ctx, s.db, d.Spec)
+	hosts, err := candidates(ctx, s.db, d.Spec, s.AllocationStrategy())
 	if err != nil {
 		return err
 	}

@@ -5,14 +5,20 @@
 // before anything happens).
 //
 // Creating a VM is a flow: write the VM (Starting) -> allocate a host
-// (filters, then a least-used weigher, random among equals) -> reserve its
-// capacity (a conditional update in the database: two nodes allocating at
-// once can never overcommit a host) -> allocate an IP per L3 network (a
-// unique index decides) -> start it on the hypervisor through the host's
-// owner -> Running. A failure rolls back every step that ran, in reverse:
-// no capacity, IP or VM row is left behind, and the error names the step.
-// The flow records its progress, so a node taking over can roll back what
-// a dead owner left.
+// (filters, then the weigher of the allocation strategy: least used first
+// by default, most used first, or random; random among equals) -> reserve
+// its capacity (a conditional update in the database: two nodes
+// allocating at once can never overcommit a host) -> allocate an IP per L3
+// network (a unique index decides) -> start it on the hypervisor through
+// the host's owner -> Running. A failure rolls back every step that ran,
+// in reverse: no capacity, IP or VM row is left behind, and the error
+// names the step. The flow records its progress, so a node taking over
+// can roll back what a dead owner left; the records of flows that finished
+// cleanly are pruned once older than the flow retention (1h by default).
+//
+// The allocation strategy and the flow retention change at run time
+// (SetAllocationStrategy, SetFlowRetention: the node's live settings
+// vm_allocation_strategy and flow_retention).
 //
 // Stopping releases the host capacity (a stopped VM holds none; starting
 // allocates again, its last host first); destroying releases capacity and

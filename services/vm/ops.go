@@ -65,7 +65,7 @@ type startData struct {
 func (s *Service) startChain() (*flow.Chain[startData], error) {
 	return flow.New("start-vm", []flow.Step[startData]{
 		{Name: "allocate-host", Run: func(ctx context.Context, d *startData) error {
-			hosts, err := candidates(ctx, s.db, d.Spec)
+			hosts, err := candidates(ctx, s.db, d.Spec, s.AllocationStrategy())
 			if err != nil {
 				return err
 			}

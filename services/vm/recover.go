@@ -31,9 +31,10 @@ func (s *Service) takeover() resource.Takeover {
 	}
 }
 
-// prune deletes the records of flows that finished cleanly an hour ago.
+// prune deletes the records of flows that finished cleanly longer than the
+// flow retention ago (SetFlowRetention).
 func (s *Service) prune(ctx context.Context) error {
-	n, err := s.recorder.Prune(ctx, time.Now().Add(-time.Hour))
+	n, err := s.recorder.Prune(ctx, time.Now().Add(-s.FlowRetention()))
 	if n > 0 {
 		s.log.Debug("pruned finished flow records", "records", n)
 	}

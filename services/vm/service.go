@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
 
 	"mplane/cloudbus"
+	"mplane/conf"
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/managementnode"
@@ -29,6 +31,14 @@ type Options struct {
 	Volumes   *volume.Service // required: makes and removes the VMs' volumes
 	// AgentTimeout bounds one agent command of a VM operation. Default 5m.
 	AgentTimeout time.Duration
+	// AllocationStrategy orders the hosts a VM may go to: one of
+	// conf.AllocationStrategies. Default conf.AllocationLeastUsed;
+	// SetAllocationStrategy changes it at run time.
+	AllocationStrategy string
+	// FlowRetention is how long the records of flows that finished
+	// cleanly (every service's, in flow_records) are kept. Default 1h;
+	// SetFlowRetention changes it at run time.
+	FlowRetention time.Duration
 }
 
 // Service owns the VMs: every operation on one VM runs on its owner, in the
@@ -47,6 +57,17 @@ type Service struct {
 	startF   *flow.Chain[startData]
 	flows    *flow.Registry
 
+	// strategy is AllocationStrategy and retention FlowRetention (in
+	// nanoseconds), changed at run time by their setters.
+	strategy  atomic.Pointer[string]
+	retention atomic.Int64
+	// pruneMu guards pruneStop, which ends the prune loop started last
+	// (nil before Start), and prunePeriod, its period. Held across
+	// Scheduler.Every (which takes only Scheduler.mu).
+	pruneMu     sync.Mutex
+	pruneStop   context.CancelFunc
+	prunePeriod time.Duration
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -63,8 +84,19 @@ func New(opts Options) (*Service, error) {
 	if opts.AgentTimeout <= 0 {
 		opts.AgentTimeout = 5 * time.Minute
 	}
+	if opts.AllocationStrategy == "" {
+		opts.AllocationStrategy = conf.AllocationLeastUsed
+	}
+	if err := checkStrategy(opts.AllocationStrategy); err != nil {
+		return nil, fmt.Errorf("vm: Options.AllocationStrategy: %w", err)
+	}
+	if opts.FlowRetention <= 0 {
+		opts.FlowRetention = time.Hour
+	}
 	s := &Service{opts: opts, db: opts.DB, bus: opts.Bus, node: opts.Node, sched: opts.Scheduler, vols: opts.Volumes,
 		log: opts.Logger.With("component", "vm"), recorder: flow.NewGormRecorder(opts.DB)}
+	s.strategy.Store(&opts.AllocationStrategy)
+	s.retention.Store(int64(opts.FlowRetention))
 	var err error
 	if s.create, err = s.createChain(); err != nil {
 		return nil, err
@@ -104,7 +136,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	// Takeover: after every ring change, roll back what dead owners left.
 	s.takeover().Watch(s.ctx, &s.wg)
-	return s.sched.Every(s.ctx, 10*time.Minute, 0.2, "vm-flow-prune", s.prune)
+	return s.schedulePrune(true)
 }
 
 // Stop (idempotent) ends the takeover loop.

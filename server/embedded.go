@@ -159,6 +159,10 @@ const (
 	DefaultOffering = "small"
 	DefaultImage    = "cirros"
 	DefaultL3       = "default-l3"
+	// DefaultL2 is an L2NoVlanNetwork on DefaultPhysicalInterface,
+	// attached to the default cluster; the default L3 network is on it.
+	DefaultL2                = "default-l2"
+	DefaultPhysicalInterface = "eth0"
 	// DefaultBackupStorage is the in-process storage agent's backup
 	// storage, attached to the default zone.
 	DefaultBackupStorage = "default-bs"
@@ -191,9 +195,19 @@ func (e *Embedded) bootstrap(ctx context.Context) error {
 	if err := e.ensureImage(ctx, bsUUID); err != nil {
 		return err
 	}
-	l3UUID, err := ensure(ctx, s, network.L3Kind, DefaultL3, network.L3Params{Name: DefaultL3, ZoneUUID: zoneUUID})
+	l2UUID, err := e.ensureL2(ctx, clusterUUID, zoneUUID)
 	if err != nil {
 		return err
+	}
+	l3UUID, err := ensure(ctx, s, network.L3Kind, DefaultL3, network.L3Params{Name: DefaultL3, L2NetworkUUID: l2UUID})
+	if err != nil {
+		return err
+	}
+	// A default L3 network made before L2 networks were goes under the
+	// default L2 network (both are in the default zone).
+	if err := s.db.WithContext(ctx).Model(&network.L3NetworkVO{}).Where("uuid = ? AND l2_network_uuid IS NULL", l3UUID).
+		Update("l2_network_uuid", l2UUID).Error; err != nil {
+		return fmt.Errorf("put the default L3 network on the default L2 network: %w", err)
 	}
 	var ranges int64
 	if err := s.db.WithContext(ctx).Model(&network.IpRangeVO{}).Where("l3_network_uuid = ?", l3UUID).Count(&ranges).Error; err != nil {
@@ -222,6 +236,24 @@ func (e *Embedded) bootstrap(ctx context.Context) error {
 		}
 	}
 	return e.ensurePrimaryStorage(ctx, zoneUUID, clusterUUID)
+}
+
+// ensureL2 returns the default L2 network (an L2NoVlanNetwork on
+// DefaultPhysicalInterface), creating it if there is none, attached to the
+// default cluster (attaching again is a no-op).
+func (e *Embedded) ensureL2(ctx context.Context, clusterUUID, zoneUUID string) (string, error) {
+	s := e.Server
+	l2UUID, err := ensure(ctx, s, s.l2.Networks, DefaultL2, network.L2NoVlanParams{L2Params: network.L2Params{
+		Params: resource.Params{Name: DefaultL2}, ZoneUUID: zoneUUID, PhysicalInterface: DefaultPhysicalInterface,
+		VSwitchType: network.VSwitchLinuxBridge}})
+	if err != nil {
+		return "", err
+	}
+	req := resource.ActionReq[network.ClusterRefParams]{UUID: l2UUID, Params: network.ClusterRefParams{L2NetworkUUID: l2UUID, ClusterUUID: clusterUUID}}
+	if _, err := managementnode.CallOwner(ctx, s.node, s.l2.Attach.Msg, req); err != nil {
+		return "", fmt.Errorf("attach the default L2 network to the default cluster: %w", err)
+	}
+	return l2UUID, nil
 }
 
 // ensureBackupStorage adds the in-process storage agent as the default

@@ -41,10 +41,16 @@ import (
 	"mplane/uid"
 )
 
-// Kinds are the simple kinds every node serves, in migration order (an IP
-// range's table refers to its L3 network's). Adding a simple resource is
-// one line here.
-var Kinds = []resource.Kind{zone.Kind, cluster.Kind, offering.Kind, diskoffering.Kind, network.L3Kind, network.IPRangeKind}
+// Kinds are the simple kinds every node serves, in migration order (an L2
+// network's attachments refer to clusters, an L3 network to its L2
+// network, an IP range to its L3 network); l2 are the L2 kinds made with
+// the node's VNI pool (network.NewL2Kinds(nil) serves to migrate). Adding
+// a simple resource is one line here.
+func Kinds(l2 network.L2Kinds) []resource.Kind {
+	kinds := []resource.Kind{zone.Kind, cluster.Kind, offering.Kind, diskoffering.Kind}
+	kinds = append(kinds, l2.All()...)
+	return append(kinds, network.L3Kind, network.IPRangeKind)
+}
 
 // Options vary between `mplane server`, `mplane run` and tests.
 type Options struct {
@@ -93,6 +99,8 @@ type Server struct {
 	vols   *volume.Service
 	gcs    *globalconfig.Service
 	res    *resource.Service
+	vnis   *managementnode.IDPool // the cluster's VNIs (network.VNIPool)
+	l2     network.L2Kinds
 	auth   *auth.Service
 	portal *portal.Portal
 	url    string
@@ -136,7 +144,8 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if broker == nil && cfg.BusURL == "memory://" {
 		broker = cloudbus.NewBroker()
 	}
-	kinds := append(append([]resource.Kind(nil), Kinds...), opts.ExtraKinds...)
+	// The tables need no VNI pool; the kinds served get the node's below.
+	kinds := append(Kinds(network.NewL2Kinds(nil)), opts.ExtraKinds...)
 	nodeUUID := uid.New()
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
 	defer cancel()
@@ -195,6 +204,14 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		ln.Close()
 		return nil, err
 	}
+	// Before the node starts, the same on every node: the cluster's VNIs,
+	// allocated through the sequencer (VXLAN networks' creates).
+	if s.vnis, err = managementnode.NewIDPool(s.node, network.VNIPool, network.MinVNI, network.MaxVNI); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s.l2 = network.NewL2Kinds(s.vnis)
+	kinds = append(Kinds(s.l2), opts.ExtraKinds...)
 	s.agents = agentclient.New(agentclient.Options{CallbackURL: s.url + protocol.DefaultCallbackPath, Logger: log})
 	s.onStop(func(context.Context) error { s.agents.Close(); return nil })
 	if s.hosts, err = hostsvc.New(hostsvc.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Agents: s.agents, Logger: log,
@@ -318,6 +335,12 @@ func (s *Server) VMs() *vm.Service { return s.vms }
 
 // GlobalConfigs is the node's global configuration service.
 func (s *Server) GlobalConfigs() *globalconfig.Service { return s.gcs }
+
+// VNIs is the node's copy of the cluster's VNI pool.
+func (s *Server) VNIs() *managementnode.IDPool { return s.vnis }
+
+// L2 are the L2 network kinds the node serves, for their typed messages.
+func (s *Server) L2() network.L2Kinds { return s.l2 }
 
 // DB is the node's database handle.
 func (s *Server) DB() *gorm.DB { return s.db }

@@ -27,7 +27,9 @@ var (
 //   - its column is the gorm tag's column (or GORM's default name); a field
 //     tagged gorm:"-", and a slice or struct (an association such as a
 //     VM's NICs), can be named in fields= only;
-//   - strings are String, integers Int, booleans Bool, time.Time Time;
+//   - strings are String, integers Int, booleans Bool, time.Time Time; a
+//     pointer to one of them (a nullable column, "is null" matches its
+//     NULLs) is its element's type;
 //   - the primaryKey field is the Key.
 //
 // The result is cached per type. It panics on a model it cannot describe
@@ -87,6 +89,9 @@ func collectModel(t reflect.Type, out *[]Field) {
 }
 
 func fieldType(t reflect.Type) (Type, bool) {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
 	if t == timeType {
 		return Time, true
 	}

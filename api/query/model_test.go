@@ -19,6 +19,8 @@ type testModel struct {
 	modelBase
 	TotalCPU int64        `gorm:"column:total_cpu;not null" json:"totalCpuCapacity"`
 	Enabled  bool         `json:"enabled,omitempty"`
+	Vlan     *int         `gorm:"column:vlan" json:"vlan,omitempty"`
+	Parent   *string      `gorm:"column:parent_uuid" json:"parentUuid,omitempty"`
 	Secret   string       `gorm:"column:secret" json:"-"`
 	Virtual  string       `gorm:"-" json:"virtual"`
 	Children []modelChild `gorm:"foreignKey:UUID" json:"children"`
@@ -32,6 +34,8 @@ func TestSchemaOfDerivesFieldsFromTags(t *testing.T) {
 		{Name: "createDate", Column: "create_date", Type: Time},
 		{Name: "totalCpuCapacity", Column: "total_cpu", Type: Int},
 		{Name: "enabled", Column: "enabled", Type: Bool},
+		{Name: "vlan", Column: "vlan", Type: Int},
+		{Name: "parentUuid", Column: "parent_uuid", Type: String},
 		{Name: "virtual"},
 		{Name: "children"},
 	}
@@ -53,6 +57,13 @@ func TestSchemaOfDerivesFieldsFromTags(t *testing.T) {
 	// The derived schema parses queries like a written one.
 	if _, err := Parse(s, map[string][]string{"q": {"totalCpuCapacity>=2"}, "sort": {"-createDate"}}); err != nil {
 		t.Fatal(err)
+	}
+	// A nullable column is its element's type, with "is null" for NULL.
+	if _, err := Parse(s, map[string][]string{"q": {"vlan>=10", "parentUuid is null"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(s, map[string][]string{"q": {"vlan=x"}}); err == nil {
+		t.Fatal("vlan=x was accepted for an integer field")
 	}
 	if _, err := Parse(s, map[string][]string{"q": {"children=x"}}); err == nil {
 		t.Fatal("an association was accepted in q=")

@@ -31,10 +31,16 @@ func Patterns(pattern string) []string {
 }
 
 // Handle registers h on mux under both prefixes (see Patterns). Like
-// ServeMux.Handle it panics on an invalid or conflicting pattern.
+// ServeMux.Handle it panics on an invalid pattern; a pattern that
+// conflicts with one registered before is served as ZStack's router
+// serves it, the literal segments winning (see overlap.go), or, if even
+// that cannot be, panics.
 func Handle(mux *http.ServeMux, pattern string, h http.Handler) {
-	for _, p := range Patterns(pattern) {
-		mux.Handle(p, h)
+	method, path := splitPattern(pattern)
+	for _, prefix := range Prefixes() {
+		// The prefix and the resource's name are never generalized.
+		fixed := len(strings.Split(strings.Trim(prefix, "/"), "/")) + 1
+		handle(mux, method+prefix+path, fixed, h)
 	}
 }
 

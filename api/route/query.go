@@ -14,15 +14,24 @@ import (
 type Query struct {
 	schema *query.Schema
 	model  any
+	scope  func(*gorm.DB) *gorm.DB
 	find   func(ctx context.Context, db *gorm.DB, q *query.Query, uuid string) (any, int64, int, error)
 }
 
 // QueryOption adjusts a Query.
 type QueryOption func(*queryOpts)
 
-type queryOpts struct{ preload []preload }
+type queryOpts struct {
+	preload []preload
+	where   []where
+}
 
 type preload struct{ association, order string }
+
+type where struct {
+	cond string
+	args []any
+}
 
 // Preload loads an association of every row (a VM's "VMNics").
 func Preload(association string) QueryOption {
@@ -35,6 +44,22 @@ func PreloadOrdered(association, order string) QueryOption {
 	return func(o *queryOpts) { o.preload = append(o.preload, preload{association: association, order: order}) }
 }
 
+// Where keeps the rows for which cond holds, a condition with its
+// arguments as gorm.DB.Where takes them ("type = ?", "L2VlanNetwork"): a
+// query of some of a model's rows on a path of its own, as ZStack's
+// /l2-networks/vlan is of its L2 networks. A {uuid} of another row is not
+// found there (404).
+func Where(cond string, args ...any) QueryOption {
+	return func(o *queryOpts) { o.where = append(o.where, where{cond: cond, args: args}) }
+}
+
+func (o queryOpts) scope(db *gorm.DB) *gorm.DB {
+	for _, w := range o.where {
+		db = db.Where(w.cond, w.args...)
+	}
+	return db
+}
+
 // QueryOf declares the query of the GORM model T, whose JSON form is the
 // inventory.
 func QueryOf[T any](opts ...QueryOption) Query {
@@ -45,8 +70,9 @@ func QueryOf[T any](opts ...QueryOption) Query {
 	return Query{
 		schema: query.SchemaOf[T](),
 		model:  new(T),
+		scope:  o.scope,
 		find: func(ctx context.Context, db *gorm.DB, q *query.Query, uuid string) (any, int64, int, error) {
-			db = db.Model(new(T))
+			db = o.scope(db.Model(new(T)))
 			for _, a := range o.preload {
 				if a.order == "" {
 					db = db.Preload(a.association)
@@ -80,7 +106,11 @@ func (q Query) Find(ctx context.Context, db *gorm.DB, pq *query.Query, uuid stri
 // uuid.
 func (q Query) Exists(ctx context.Context, db *gorm.DB, what, uuid string) error {
 	var n int64
-	if err := db.WithContext(ctx).Model(q.model).Where("uuid = ?", uuid).Count(&n).Error; err != nil {
+	tx := db.WithContext(ctx).Model(q.model)
+	if q.scope != nil {
+		tx = q.scope(tx)
+	}
+	if err := tx.Where("uuid = ?", uuid).Count(&n).Error; err != nil {
 		return errcode.Wrap(errcode.Internal, err, "look up %s %s", what, uuid)
 	}
 	if n == 0 {

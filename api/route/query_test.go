@@ -50,6 +50,9 @@ func TestQueryOf(t *testing.T) {
 
 	preloaded := route.QueryOf[boxVO](route.Preload("Items"))
 	plain := route.QueryOf[boxVO]()
+	// A view of some rows: b1 and b3, the names starting with neither t
+	// nor w, and two conditions ANDed.
+	view := route.QueryOf[boxVO](route.Where("name <> ?", "two"), route.Where("name NOT LIKE ?", "w%"), route.Preload("Items"))
 	if !preloaded.Declared() || !plain.Declared() || (route.Query{}).Declared() {
 		t.Fatalf("Declared: QueryOf %v %v, zero Query %v", preloaded.Declared(), plain.Declared(), (route.Query{}).Declared())
 	}
@@ -72,6 +75,10 @@ func TestQueryOf(t *testing.T) {
 		{"one missing", preloaded, nil, "b9", nil, nil, 0},
 		{"filtered with a total", preloaded, url.Values{"q": {"name~=t%"}, "replyWithCount": {"true"}, "limit": {"1"}, "sort": {"-name"}},
 			"", []string{"b2"}, []int{1}, 2},
+		{"a view", view, url.Values{"sort": {"+name"}, "replyWithCount": {"true"}}, "", []string{"b1", "b3"}, []int{2, 0}, 2},
+		{"a view and q", view, url.Values{"q": {"name~=t%"}, "count": {"true"}}, "", nil, nil, 1},
+		{"one outside the view", view, nil, "b2", nil, nil, 0},
+		{"one in the view", view, nil, "b1", []string{"b1"}, []int{2}, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -100,6 +107,10 @@ func TestQueryOf(t *testing.T) {
 			t.Errorf("Exists b2: %v", err)
 		}
 		wantCode(t, plain.Exists(ctx, gdb, "box", "b9"), errcode.ResourceNotFound, "box b9 not found")
+		if err := view.Exists(ctx, gdb, "box", "b3"); err != nil {
+			t.Errorf("Exists b3 in the view: %v", err)
+		}
+		wantCode(t, view.Exists(ctx, gdb, "box", "b2"), errcode.ResourceNotFound, "box b2 not found")
 		wantCode(t, route.QueryOf[missingVO]().Exists(ctx, gdb, "thing", "m1"), errcode.Internal, "look up thing m1")
 	})
 	t.Run("find without a table", func(t *testing.T) {

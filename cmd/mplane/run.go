@@ -21,8 +21,9 @@ func newRunCmd() *cobra.Command {
 		Short: "Run a whole single-node cloud in this process (the embedded default)",
 		Long: "Starts one management node on the in-process bus and a SQLite file under data_dir,\n" +
 			"simulated KVM hosts on loopback ports (added as hosts), and a default zone, cluster,\n" +
-			"instance offering, image and L3 network with an IP range, then prints the API URL and\n" +
-			"how to log in. State survives restarts (same data_dir). Stop with Ctrl-C.",
+			"instance offering, image, L2 network (no VLAN, on eth0, attached to the cluster) and an\n" +
+			"L3 network on it with an IP range, then prints the API URL and how to log in. State\n" +
+			"survives restarts (same data_dir). Stop with Ctrl-C.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd.Flags())
@@ -42,7 +43,7 @@ func newRunCmd() *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "\nmplane is running: %d simulated hosts, a default zone, cluster, offering, image and L3 network.\n", hosts)
+			fmt.Fprintf(out, "\nmplane is running: %d simulated hosts, a default zone, cluster, offering, image, L2 and L3 network.\n", hosts)
 			fmt.Fprintf(out, "  API:    %s/v1   (ZStack REST conventions; also under /zstack/v1)\n", e.URL())
 			fmt.Fprintf(out, "  login:  mplane ctl login --url %s --account admin\n", e.URL())
 			fmt.Fprintf(out, "          (password: printed above at the first start, or admin_password)\n")

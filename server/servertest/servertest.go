@@ -1,7 +1,7 @@
 // Package servertest starts the real thing for tests: a whole embedded
 // cloud in the test's process — one management node on the in-process bus
 // and a SQLite file in the test's temporary directory, simulated KVM hosts
-// on loopback HTTP, the default zone, cluster, offering, image and L3
+// on loopback HTTP, the default zone, cluster, offering, image, L2 and L3
 // network — and a REST client logged in as admin. It is what `mplane run`
 // builds, so a test through it exercises the same portal, services and
 // agents as a user does, in a few hundred milliseconds.
@@ -70,7 +70,8 @@ type Stack struct {
 	// Client is logged in as admin.
 	Client *client.Client
 	// Defaults are the UUIDs of the default resources by kind: "zone",
-	// "cluster", "offering", "image", "l3", "ps" (the local primary
+	// "cluster", "offering", "image", "l2" (attached to the default
+	// cluster), "l3" (on the default L2 network), "ps" (the local primary
 	// storage, attached to the default cluster).
 	Defaults map[string]string
 
@@ -186,6 +187,7 @@ func launch(opts Options, dir string) (*Stack, error) {
 		"zone": {"zones", server.DefaultZone}, "cluster": {"clusters", server.DefaultCluster},
 		"offering": {"instance-offerings", server.DefaultOffering}, "image": {"images", server.DefaultImage},
 		"l3": {"l3-networks", server.DefaultL3}, "ps": {"primary-storage", server.DefaultPrimaryStorage},
+		"l2": {"l2-networks", server.DefaultL2},
 	} {
 		rows, _, err := client.QueryAs[struct {
 			UUID string `json:"uuid"`

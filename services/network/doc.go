@@ -1,13 +1,38 @@
 // Package network is the network service's model and IP address management
-// (IPAM): L3 networks, their IPv4 ranges, and the allocation of addresses
-// to VM NICs (or any owner), in ZStack's terms and JSON field names
-// (L3NetworkVO, IpRangeVO, UsedIpVO). The bus messages and REST API that
-// expose it live elsewhere; this package is plain functions over a
-// *gorm.DB, safe to call from any number of goroutines and nodes at once.
+// (IPAM): L2 networks (L2NoVlanNetwork, L2VlanNetwork, VxlanNetworkPool and
+// VxlanNetwork, their VNI ranges and their attachments to clusters), L3
+// networks, their IPv4 ranges, and the allocation of addresses to VM NICs
+// (or any owner), in ZStack's terms and JSON field names (L2NetworkVO,
+// VniRangeVO, L3NetworkVO, IpRangeVO, UsedIpVO). Its simple kinds (L2Kinds,
+// L3Kind, IPRangeKind) are served by the resource service; the rest is
+// plain functions over a *gorm.DB, safe to call from any number of
+// goroutines and nodes at once.
 //
-// Tables (Migrate): l3_networks; ip_ranges (foreign key to l3_networks);
+// Tables (Migrate): l2_networks (UNIQUE (zone_uuid, physical_interface,
+// vlan) and UNIQUE vni, both NULL but for the types that have them; a
+// VXLAN network's pool_uuid refers to its pool, restricting its delete);
+// vni_ranges and l2_network_cluster_refs (cascading with their L2 network;
+// an attachment also with its cluster, a foreign key the L2 kinds' models
+// add after the clusters' table); l3_networks (l2_network_uuid, NULL for
+// networks made without one); ip_ranges (foreign key to l3_networks);
 // used_ips (foreign keys to both, and a UNIQUE index on (l3_network_uuid,
-// ip_in_long)). Every foreign key restricts deletes.
+// ip_in_long)). Every other foreign key restricts deletes.
+//
+// # L2 networks and VNIs
+//
+// A VLAN is unique per zone and physical interface: the unique index
+// decides between racing creates, the loser is refused naming the winner.
+// A VXLAN network's VNI comes from the cluster's ID pool VNIPool through
+// VNIAllocator (managementnode.IDPool: totally ordered by the sequencer,
+// so VNIs are unique across the whole cluster, not only per pool as in
+// ZStack), within its pool's VNI ranges: the given one, or the lowest free
+// one, ranges in order. The allocation's submission ID is the network's
+// (a redelivered create gets the same VNI); a create that fails after it,
+// and the delete, release it. Whatever is made under an L2 network (an L3
+// network, a pool's VXLAN network or VNI range) locks its row, and so does
+// its delete (docs/locking.md). The detach from a cluster is refused while
+// a VM of the cluster has a NIC on one of its L3 networks (the VM
+// service's vm_nics and vm_instances tables).
 //
 // # Parameters and the resource service
 //

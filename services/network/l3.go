@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"mplane/db"
 	"mplane/errcode"
 	"mplane/services/resource"
 	"mplane/services/zone"
@@ -34,8 +35,13 @@ type L3Params struct {
 	UUID        string `json:"-"`
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
-	// ZoneUUID is required; Check verifies that the zone exists.
-	ZoneUUID string `json:"zoneUuid"`
+	// ZoneUUID is required unless L2NetworkUUID is given; Check verifies
+	// that the zone exists.
+	ZoneUUID string `json:"zoneUuid,omitempty"`
+	// L2NetworkUUID, if given, is the L2 network the L3 network is on: it
+	// must exist and not be a VxlanNetworkPool, and its zone is the L3
+	// network's (a zoneUuid given too must be the same).
+	L2NetworkUUID string `json:"l2NetworkUuid,omitempty"`
 	// Type is L3BasicNetwork, the default when empty.
 	Type string `json:"type,omitempty"`
 }
@@ -52,25 +58,56 @@ func (p L3Params) Validate() error {
 		return errcode.New(errcode.InvalidArgument, "name is longer than %d characters", maxNameLen)
 	case utf8.RuneCountInString(p.Description) > maxDescriptionLen:
 		return errcode.New(errcode.InvalidArgument, "description is longer than %d characters", maxDescriptionLen)
-	case strings.TrimSpace(p.ZoneUUID) == "":
-		return errcode.New(errcode.InvalidArgument, "zoneUuid is required")
+	case strings.TrimSpace(p.ZoneUUID) == "" && strings.TrimSpace(p.L2NetworkUUID) == "":
+		return errcode.New(errcode.InvalidArgument, "zoneUuid is required (or l2NetworkUuid, whose zone the network is in)")
 	case len(p.ZoneUUID) > maxForeignUUIDLen:
 		return errcode.New(errcode.InvalidArgument, "zoneUuid is longer than %d characters", maxForeignUUIDLen)
+	case len(p.L2NetworkUUID) > maxForeignUUIDLen:
+		return errcode.New(errcode.InvalidArgument, "l2NetworkUuid is longer than %d characters", maxForeignUUIDLen)
 	case p.Type != "" && p.Type != L3BasicNetwork:
 		return errcode.New(errcode.InvalidArgument, "type %q is not supported; the only type is %s", p.Type, L3BasicNetwork)
 	}
 	return nil
 }
 
-// Check verifies p's references: the zone must exist (InvalidArgument
-// otherwise, as for a malformed parameter). Validate checks the rest.
-func (p L3Params) Check(ctx context.Context, gdb *gorm.DB) error {
+// Check verifies p's references (InvalidArgument otherwise, as for a
+// malformed parameter): the L2 network if given, whose zone becomes p's,
+// and the zone. Validate checks the rest.
+func (p *L3Params) Check(ctx context.Context, gdb *gorm.DB) error {
+	if p.L2NetworkUUID != "" {
+		l2, err := GetL2Network(ctx, gdb, p.L2NetworkUUID)
+		if errcode.Has(err, errcode.ResourceNotFound) {
+			return errcode.New(errcode.InvalidArgument, "l2NetworkUuid %s does not exist", p.L2NetworkUUID)
+		}
+		if err != nil {
+			return err
+		}
+		if err := l3OnL2(*p, l2); err != nil {
+			return err
+		}
+		p.ZoneUUID = l2.ZoneUUID
+	}
 	return resource.MustExist(ctx, gdb, &zone.ZoneVO{}, "zoneUuid", p.ZoneUUID)
+}
+
+// l3OnL2 checks that an L3 network of p can be on l2.
+func l3OnL2(p L3Params, l2 L2NetworkVO) error {
+	if l2.Type == VxlanNetworkPool {
+		return errcode.New(errcode.InvalidArgument, "l2NetworkUuid %s is a %s: an L3 network is on one of its vxlan networks, not on the pool",
+			l2.UUID, VxlanNetworkPool)
+	}
+	if p.ZoneUUID != "" && p.ZoneUUID != l2.ZoneUUID {
+		return errcode.New(errcode.InvalidArgument, "zoneUuid %s is not the zone %s of l2 network %s; leave it out, or give the L2 network's",
+			p.ZoneUUID, l2.ZoneUUID, l2.UUID)
+	}
+	return nil
 }
 
 // CreateL3Network validates p and creates an Enabled L3 network without IP
 // ranges (add them with AddIpRange). It does not look the zone up: see
-// Check. A UUID that exists already is InvalidArgument.
+// Check. On an L2 network, it locks the L2 network's row while it inserts
+// (so that the L2 network's delete sees it or it sees no L2 network:
+// ResourceNotFound). A UUID that exists already is InvalidArgument.
 func CreateL3Network(ctx context.Context, gdb *gorm.DB, p L3Params) (L3NetworkVO, error) {
 	if err := p.Validate(); err != nil {
 		return L3NetworkVO{}, err
@@ -79,19 +116,46 @@ func CreateL3Network(ctx context.Context, gdb *gorm.DB, p L3Params) (L3NetworkVO
 		p.UUID = uid.New()
 	}
 	l3 := l3Row(resource.NewBase(p.UUID, "", ""), p)
-	err := gdb.WithContext(ctx).Create(&l3).Error
-	if errors.Is(err, gorm.ErrDuplicatedKey) {
+	err := db.Transaction(ctx, gdb.WithContext(ctx), func(tx *gorm.DB) error {
+		if p.L2NetworkUUID != "" {
+			l2, err := lockL2(tx, p.L2NetworkUUID)
+			if err != nil {
+				return err
+			}
+			if err := l3OnL2(p, l2); err != nil {
+				return err
+			}
+			l3.ZoneUUID = l2.ZoneUUID
+		}
+		return tx.Create(&l3).Error
+	})
+	var ce *errcode.Error
+	switch {
+	case err == nil:
+		return l3, nil
+	case errors.As(err, &ce):
+		return L3NetworkVO{}, err
+	case errors.Is(err, gorm.ErrDuplicatedKey):
 		return L3NetworkVO{}, errcode.New(errcode.InvalidArgument, "an L3 network with uuid %s already exists", l3.UUID)
 	}
-	if err != nil {
-		return L3NetworkVO{}, fmt.Errorf("create l3 network %q: %w", p.Name, err)
-	}
-	return l3, nil
+	return L3NetworkVO{}, fmt.Errorf("create l3 network %q: %w", p.Name, err)
+}
+
+// createL3 is the L3 kind's create: CreateL3Network with the UUID the API
+// chose.
+func createL3(ctx context.Context, gdb *gorm.DB, uuid string, p L3Params) (L3NetworkVO, error) {
+	p.UUID = uuid
+	return CreateL3Network(ctx, gdb, p)
 }
 
 func l3Row(b resource.Base, p L3Params) L3NetworkVO {
 	b.Name, b.Description = p.Name, p.Description
-	return L3NetworkVO{Base: b, ZoneUUID: p.ZoneUUID, Type: L3BasicNetwork, State: L3StateEnabled}
+	l3 := L3NetworkVO{Base: b, ZoneUUID: p.ZoneUUID, Type: L3BasicNetwork, State: L3StateEnabled}
+	if p.L2NetworkUUID != "" {
+		l2 := p.L2NetworkUUID
+		l3.L2NetworkUUID = &l2
+	}
+	return l3
 }
 
 // GetL3Network reads an L3 network; a missing one is ResourceNotFound.

@@ -25,8 +25,11 @@ const (
 type L3NetworkVO struct {
 	resource.Base
 	ZoneUUID string `gorm:"column:zone_uuid;size:64;not null;index" json:"zoneUuid"`
-	Type     string `gorm:"column:type;size:64;not null" json:"type"`
-	State    string `gorm:"column:state;size:16;not null" json:"state"`
+	// L2NetworkUUID is the L2 network the L3 network is on; NULL for one
+	// made without (optional so far).
+	L2NetworkUUID *string `gorm:"column:l2_network_uuid;size:32;index" json:"l2NetworkUuid,omitempty"`
+	Type          string  `gorm:"column:type;size:64;not null" json:"type"`
+	State         string  `gorm:"column:state;size:16;not null" json:"state"`
 }
 
 // TableName is l3_networks.
@@ -97,9 +100,13 @@ type usedIPSchema struct {
 
 func (usedIPSchema) TableName() string { return "used_ips" }
 
-// Migrate creates the network tables, indexes and foreign keys.
+// Migrate creates the network tables, indexes and foreign keys: the L2
+// networks' (l2_networks, vni_ranges, l2_network_cluster_refs; the
+// attachments' foreign key to clusters comes with the L2 kinds' models,
+// after the clusters' table), then the L3 networks'.
 func Migrate(ctx context.Context, gdb *gorm.DB) error {
-	if err := gdb.WithContext(ctx).AutoMigrate(&L3NetworkVO{}, &ipRangeSchema{}, &usedIPSchema{}); err != nil {
+	if err := gdb.WithContext(ctx).AutoMigrate(&l2Schema{}, &vniRangeSchema{}, &l2RefSchema{},
+		&L3NetworkVO{}, &ipRangeSchema{}, &usedIPSchema{}); err != nil {
 		return fmt.Errorf("migrate network tables: %w", err)
 	}
 	return nil

@@ -3,16 +3,19 @@ package resource
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"mplane/api/route"
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/managementnode"
 	"mplane/thread"
+	"mplane/uid"
 )
 
 // BusService is the bus service of the simple kinds: each node consumes
@@ -43,18 +46,46 @@ type Spec[VO any, P any] struct {
 	Create func(ctx context.Context, db *gorm.DB, uuid string, p P) (VO, error)
 	// CreateAt and Parent put the create under a parent resource:
 	// "l3-networks/{uuid}/ip-ranges", and the params field the path's
-	// {uuid} fills.
+	// {uuid} fills. CreateAt alone gives the create a path of its own
+	// ("l2-networks/no-vlan").
 	CreateAt string
 	Parent   func(*P) *string
+	// CreateNoun, if set, names the create's message instead of Noun:
+	// resource.CreateL2NoVlanNetwork for a kind whose Noun is L2Network.
+	CreateNoun string
+	// CreateAliases are further paths of the create (another spelling of
+	// ZStack's path); a parent in one is the {variable} named as the
+	// Parent field's JSON name.
+	CreateAliases []string
 	// Dependents keep a resource from being deleted while they refer to it.
 	Dependents []Dependent
 	// Delete, if set, deletes instead of RefuseIfUsed(Dependents) and a
-	// plain delete of the row; deleting a missing resource must succeed.
-	Delete func(ctx context.Context, db *gorm.DB, uuid string) error
+	// plain delete of the row; req has the delete mode (Permissive or
+	// Enforcing). Deleting a missing resource must succeed.
+	Delete func(ctx context.Context, db *gorm.DB, req DeleteReq) error
 	// Models are migrated for the kind; default the model VO.
 	Models []any
 	// Actions are the kind's actions besides update<Noun>.
 	Actions []Action[VO]
+	// Calls are the kind's calls on paths of their own: further creates
+	// with params of their own (NewCreate) and operations on a resource
+	// the path names (NewCall), such as ZStack's attach and detach.
+	Calls []Call[VO]
+	// Query adjusts the kind's query (route.Preload) and its Views'.
+	Query []route.QueryOption
+	// Views are query-only paths over some of the kind's rows.
+	Views []View
+}
+
+// View is a query-only path over the rows of a kind for which Where (with
+// Args, as gorm.DB.Where takes them) holds: GET /<Path> and
+// GET /<Path>/{uuid}, as ZStack's /l2-networks/vlan shows its L2
+// networks of one type; without Where, all of them (another spelling of
+// the kind's path). What is what errors call one.
+type View struct {
+	Path, What string
+	Where      string
+	Args       []any
 }
 
 // CreateReq creates a resource with the UUID the API layer chose.
@@ -175,7 +206,7 @@ type Kind interface {
 	kindName() string
 	models() []any
 	register(mux *cloudbus.Mux, s *Service)
-	resource() route.Resource
+	resources() []route.Resource
 }
 
 // KindOf is a simple kind of model VO and create params P: its messages
@@ -186,6 +217,7 @@ type KindOf[VO any, P any] struct {
 	MsgUpdate managementnode.OwnedMsg[ActionReq[UpdateParams], VO]
 	MsgDelete managementnode.OwnedMsg[DeleteReq, cloudbus.Empty]
 	actions   []boundAction
+	calls     []boundAction
 	setBase   func(*VO) *Base
 }
 
@@ -206,12 +238,15 @@ func NewKind[VO any, P any, PVO interface {
 	if spec.What == "" {
 		spec.What = spec.Name
 	}
+	if spec.CreateNoun == "" {
+		spec.CreateNoun = spec.Noun
+	}
 	if len(spec.Models) == 0 {
 		spec.Models = []any{new(VO)}
 	}
 	k := &KindOf[VO, P]{
 		spec:      spec,
-		MsgCreate: managementnode.NewOwnedMsg[CreateReq[P], VO](BusService, BusService+".Create"+spec.Noun),
+		MsgCreate: managementnode.NewOwnedMsg[CreateReq[P], VO](BusService, BusService+".Create"+spec.CreateNoun),
 		MsgUpdate: managementnode.NewOwnedMsg[ActionReq[UpdateParams], VO](BusService, BusService+".Update"+spec.Noun),
 		MsgDelete: managementnode.NewOwnedMsg[DeleteReq, cloudbus.Empty](BusService, BusService+".Delete"+spec.Noun),
 		setBase:   func(v *VO) *Base { return PVO(v).BaseOf() },
@@ -229,6 +264,9 @@ func NewKind[VO any, P any, PVO interface {
 	k.actions = append(k.actions, update.(*action[VO, UpdateParams]).bindWith(k.core(), k.MsgUpdate))
 	for _, a := range spec.Actions {
 		k.actions = append(k.actions, a.bind(k.core()))
+	}
+	for _, c := range spec.Calls {
+		k.calls = append(k.calls, c.bindCall(k.core()))
 	}
 	return k
 }
@@ -261,27 +299,44 @@ func (k *KindOf[VO, P]) register(mux *cloudbus.Mux, s *Service) {
 	})
 	managementnode.Handle(mux, k.MsgDelete, func(ctx context.Context, req DeleteReq) (cloudbus.Empty, error) {
 		return inChain(ctx, s, k.core().chain(req.UUID), "delete", func(ctx context.Context) (cloudbus.Empty, error) {
-			return cloudbus.Empty{}, k.delete(ctx, s.opts.DB.WithContext(ctx), req.UUID)
+			return cloudbus.Empty{}, k.delete(ctx, s.opts.DB.WithContext(ctx), req)
 		})
 	})
 	for _, a := range k.actions {
 		a.register(mux, s)
 	}
+	for _, c := range k.calls {
+		c.register(mux, s)
+	}
 }
 
 func (k *KindOf[VO, P]) create(ctx context.Context, db *gorm.DB, req CreateReq[P]) (VO, error) {
+	if k.spec.Create != nil {
+		return createWith(ctx, db, k.spec.What, req, k.spec.Check, k.spec.Create)
+	}
+	return createWith(ctx, db, k.spec.What, req, k.spec.Check, k.insertNew)
+}
+
+// createWith is a create on the owner: a redelivered one answers the row
+// that exists; otherwise check the references again, then create.
+func createWith[VO, P any](ctx context.Context, db *gorm.DB, what string, req CreateReq[P],
+	check func(context.Context, *gorm.DB, *P) error, create func(context.Context, *gorm.DB, string, P) (VO, error)) (VO, error) {
 	var zero VO
-	if row, err := Load[VO](ctx, db, k.spec.What, req.UUID); err == nil {
+	if row, err := Load[VO](ctx, db, what, req.UUID); err == nil {
 		return *row, nil // a redelivered create: answer with what exists
 	}
-	if k.spec.Check != nil {
-		if err := k.spec.Check(ctx, db, &req.Params); err != nil {
+	if check != nil {
+		if err := check(ctx, db, &req.Params); err != nil {
 			return zero, err
 		}
 	}
-	if k.spec.Create != nil {
-		return k.spec.Create(ctx, db, req.UUID, req.Params)
-	}
+	return create(ctx, db, req.UUID, req.Params)
+}
+
+// insertNew inserts New's row, named by the params if they embed Params.
+func (k *KindOf[VO, P]) insertNew(ctx context.Context, db *gorm.DB, uuid string, p P) (VO, error) {
+	var zero VO
+	req := CreateReq[P]{UUID: uuid, Params: p}
 	base := NewBase(req.UUID, "", "")
 	if named, ok := any(req.Params).(interface{ BaseParams() Params }); ok {
 		base.Name, base.Description = named.BaseParams().Name, named.BaseParams().Description
@@ -300,9 +355,10 @@ func (k *KindOf[VO, P]) create(ctx context.Context, db *gorm.DB, req CreateReq[P
 	return *out, nil
 }
 
-func (k *KindOf[VO, P]) delete(ctx context.Context, db *gorm.DB, uuid string) error {
+func (k *KindOf[VO, P]) delete(ctx context.Context, db *gorm.DB, req DeleteReq) error {
+	uuid := req.UUID
 	if k.spec.Delete != nil {
-		return k.spec.Delete(ctx, db, uuid)
+		return k.spec.Delete(ctx, db, req)
 	}
 	if err := RefuseIfUsed(ctx, db, k.spec.What, uuid, k.spec.Dependents...); err != nil {
 		return err
@@ -313,7 +369,7 @@ func (k *KindOf[VO, P]) delete(ctx context.Context, db *gorm.DB, uuid string) er
 	return nil
 }
 
-func (k *KindOf[VO, P]) resource() route.Resource {
+func (k *KindOf[VO, P]) resources() []route.Resource {
 	build := func(ctx context.Context, in route.In[P]) (CreateReq[P], error) {
 		if k.spec.Check != nil {
 			if err := k.spec.Check(ctx, in.DB, &in.Params); err != nil {
@@ -332,7 +388,7 @@ func (k *KindOf[VO, P]) resource() route.Resource {
 	res := route.Resource{
 		Path:   k.spec.Path,
 		Name:   k.spec.What,
-		Query:  route.QueryOf[VO](),
+		Query:  route.QueryOf[VO](k.spec.Query...),
 		Create: route.Ptr(create),
 		Delete: route.Ptr(route.Delete(k.MsgDelete, func(_ context.Context, in route.In[route.DeleteParams]) (DeleteReq, error) {
 			return DeleteReq{UUID: in.UUID, Mode: in.Params.Mode}, nil
@@ -341,7 +397,28 @@ func (k *KindOf[VO, P]) resource() route.Resource {
 	for _, a := range k.actions {
 		res.Actions = append(res.Actions, a.op)
 	}
-	return res
+	for _, alias := range k.spec.CreateAliases {
+		res.Calls = append(res.Calls, route.Call(http.MethodPost, alias, k.MsgCreate, func(ctx context.Context, in route.In[P]) (CreateReq[P], error) {
+			in.UUID = uid.New()
+			return build(ctx, in)
+		}))
+	}
+	for _, c := range k.calls {
+		res.Calls = append(res.Calls, c.op)
+	}
+	out := []route.Resource{res}
+	for _, v := range k.spec.Views {
+		opts := append([]route.QueryOption(nil), k.spec.Query...)
+		if v.Where != "" {
+			opts = append(opts, route.Where(v.Where, v.Args...))
+		}
+		what := v.What
+		if what == "" {
+			what = k.spec.What
+		}
+		out = append(out, route.Resource{Path: v.Path, Name: what, Query: route.QueryOf[VO](opts...)})
+	}
+	return out
 }
 
 // Action is an action of a simple kind of model VO: it changes the row.
@@ -385,7 +462,9 @@ func (a *action[VO, AP]) bindWith(k kindCore[VO], msg managementnode.OwnedMsg[Ac
 						return err
 					}
 					k.base(row).LastOpDate = time.Now().UTC()
-					if err := tx.Save(row).Error; err != nil {
+					// The row's own columns: an association it shows
+					// (attached clusters) is not the action's to write.
+					if err := tx.Omit(clause.Associations).Save(row).Error; err != nil {
 						return errcode.Wrap(errcode.Internal, err, "%s %s %s", a.name, k.what, req.UUID)
 					}
 					out = *row

@@ -59,11 +59,12 @@ func Migrate(ctx context.Context, db *gorm.DB, kinds []Kind) error {
 	return nil
 }
 
-// API is the REST surface of every kind, for the portal.
+// API is the REST surface of every kind, for the portal: each kind's
+// resource, then its views.
 func (s *Service) API() []route.Resource {
-	out := make([]route.Resource, len(s.opts.Kinds))
-	for i, k := range s.opts.Kinds {
-		out[i] = k.resource()
+	var out []route.Resource
+	for _, k := range s.opts.Kinds {
+		out = append(out, k.resources()...)
 	}
 	return out
 }

@@ -80,7 +80,95 @@ var toyKind = resource.NewKind(resource.Spec[ToyVO, CreateToyParams]{
 			return nil
 		}),
 	},
+	// A further create, a call on a path of its own and a view.
+	Calls: []resource.Call[ToyVO]{shinyToy, paintToy},
+	Views: []resource.View{{Path: "toys/red", What: "red toy", Where: "color = ?", Args: []any{"red"}}},
 })
+
+type ShinyToyParams struct {
+	resource.Params
+	Shine int `json:"shine"`
+}
+
+func (p *ShinyToyParams) Validate() error {
+	problems := p.Problems()
+	if p.Shine < 1 || p.Shine > 10 {
+		problems = append(problems, "shine must be between 1 and 10")
+	}
+	return resource.Invalid(problems)
+}
+
+var shinyToy = resource.NewCreate(resource.CreateSpec[ToyVO, ShinyToyParams]{
+	Noun: "ShinyToy", Path: "toys/shiny",
+	Create: func(ctx context.Context, db *gorm.DB, uuid string, p ShinyToyParams) (ToyVO, error) {
+		row := ToyVO{Base: resource.NewBase(uuid, p.Name, p.Description), Color: "blue", Shine: p.Shine}
+		out, err := resource.Insert(ctx, db, uuid, &row)
+		if err != nil {
+			return ToyVO{}, err
+		}
+		return *out, nil
+	},
+})
+
+type PaintParams struct {
+	ToyUUID string `json:"toyUuid"`
+	Color   string `json:"color"`
+}
+
+var paintToy = resource.NewCall(resource.CallSpec[ToyVO, PaintParams]{
+	Name: "PaintToy", Method: http.MethodPost, Path: "toys/{toyUuid}/colors/{color}",
+	Target: func(p *PaintParams) string { return p.ToyUUID },
+	Check: func(_ context.Context, _ *gorm.DB, row *ToyVO, p *PaintParams) error {
+		if p.Color != "red" && p.Color != "blue" {
+			return errcode.New(errcode.InvalidArgument, "toy %s cannot be %s", row.UUID, p.Color)
+		}
+		return nil
+	},
+	Apply: func(_ context.Context, tx *gorm.DB, row *ToyVO, p PaintParams) error {
+		return tx.Model(&ToyVO{}).Where("uuid = ?", row.UUID).Update("color", p.Color).Error
+	},
+})
+
+// TestToyCallsAndViews: a further create on a path of its own, a call on
+// a path naming the toy (run on its owner, answering the row read again),
+// and a view of the red toys.
+func TestToyCallsAndViews(t *testing.T) {
+	st := servertest.Start(t, servertest.Options{Hosts: -1, ExtraKinds: []resource.Kind{toyKind}})
+	c := st.Client
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	shiny, err := client.CreateAndWait[ToyVO](ctx, c, "toys/shiny", map[string]any{"name": "star", "shine": 9})
+	if err != nil || len(shiny.UUID) != 32 || shiny.Shine != 9 || shiny.Color != "blue" {
+		t.Fatalf("create at toys/shiny: %+v, %v", shiny, err)
+	}
+	if _, err := c.Create(ctx, "toys/shiny", map[string]any{"name": "dull", "shine": 0}); client.StatusCode(err) != http.StatusBadRequest ||
+		!strings.Contains(err.Error(), "shine must be between 1 and 10") {
+		t.Fatalf("a shiny toy with shine 0: %v, want 400", err)
+	}
+	if got, err := client.GetAs[ToyVO](ctx, c, "toys", shiny.UUID); err != nil || got.Shine != 9 {
+		t.Fatalf("the shiny toy under toys: %+v, %v", got, err)
+	}
+	if _, err := c.Get(ctx, "toys/red", shiny.UUID); client.StatusCode(err) != http.StatusNotFound {
+		t.Fatalf("a blue toy in the red view: %v, want 404", err)
+	}
+	painted, err := client.CreateAndWait[ToyVO](ctx, c, "toys/"+shiny.UUID+"/colors/red", nil)
+	if err != nil || painted.UUID != shiny.UUID || painted.Color != "red" || painted.Shine != 9 {
+		t.Fatalf("paint: %+v, %v", painted, err)
+	}
+	rows, total, err := client.QueryAs[ToyVO](ctx, c, "toys/red", client.Query{ReplyWithCount: true})
+	if err != nil || total != 1 || len(rows) != 1 || rows[0].UUID != shiny.UUID {
+		t.Fatalf("the red view: %+v (total %d), %v", rows, total, err)
+	}
+	if _, err := c.Create(ctx, "toys/"+shiny.UUID+"/colors/green", nil); client.StatusCode(err) != http.StatusBadRequest ||
+		!strings.Contains(err.Error(), "cannot be green") {
+		t.Fatalf("paint green: %v, want 400 from Check", err)
+	}
+	missing := strings.Repeat("0", 32)
+	if _, err := c.Create(ctx, "toys/"+missing+"/colors/red", nil); client.StatusCode(err) != http.StatusNotFound ||
+		!strings.Contains(err.Error(), "toy "+missing+" not found") {
+		t.Fatalf("paint a missing toy: %v, want 404", err)
+	}
+}
 
 func TestToyResourceOverREST(t *testing.T) {
 	st := servertest.Start(t, servertest.Options{Hosts: -1, ExtraKinds: []resource.Kind{toyKind}})

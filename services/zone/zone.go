@@ -29,6 +29,7 @@ var Kind = resource.NewKind(resource.Spec[ZoneVO, CreateParams]{
 	New: func(b resource.Base, _ CreateParams) ZoneVO { return ZoneVO{Base: b, State: "Enabled", Type: "zstack"} },
 	Dependents: []resource.Dependent{
 		{Table: "clusters", Column: "zone_uuid", What: "clusters"},
+		{Table: "l2_networks", Column: "zone_uuid", What: "L2 networks"},
 		{Table: "l3_networks", Column: "zone_uuid", What: "L3 networks"},
 		{Table: "hosts", Column: "zone_uuid", What: "hosts"},
 	},

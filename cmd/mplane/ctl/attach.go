@@ -33,6 +33,12 @@ var attachSpecs = []linkSpec{
 		start: func(r *invocation, ps, cluster string) (*client.Job, error) {
 			return r.c.Create(r.ctx(), "clusters/"+cluster+"/primary-storage/"+ps, nil)
 		}},
+	{verb: "attach", noun: l2Noun, flag: "cluster", other: "cluster", required: true,
+		short:   "Attach an L2 network to a cluster of its zone (its hosts reach it); again is a no-op",
+		example: "  mplane ctl attach l2 <l2-uuid> --cluster <cluster-uuid>",
+		start: func(r *invocation, l2, cluster string) (*client.Job, error) {
+			return r.c.Create(r.ctx(), "l2-networks/"+l2+"/clusters/"+cluster, nil)
+		}},
 	{verb: "attach", noun: volumeNoun, flag: "vm", other: "VM", required: true,
 		short:   "Attach a data volume to a running or stopped VM",
 		example: "  mplane ctl attach volume <volume-uuid> --vm <vm-uuid>",
@@ -47,6 +53,12 @@ var detachSpecs = []linkSpec{
 		example: "  mplane ctl detach primary-storage <ps-uuid> --cluster <cluster-uuid>",
 		start: func(r *invocation, ps, cluster string) (*client.Job, error) {
 			return r.c.Delete(r.ctx(), "clusters/"+cluster+"/primary-storage", ps, "")
+		}},
+	{verb: "detach", noun: l2Noun, flag: "cluster", other: "cluster", required: true,
+		short:   "Detach an L2 network from a cluster (refused while a VM of the cluster has a NIC on it)",
+		example: "  mplane ctl detach l2 <l2-uuid> --cluster <cluster-uuid>",
+		start: func(r *invocation, l2, cluster string) (*client.Job, error) {
+			return r.c.Delete(r.ctx(), "l2-networks/"+l2+"/clusters", cluster, "")
 		}},
 	{verb: "detach", noun: volumeNoun, flag: "vm", other: "VM",
 		short: "Detach a data volume from its VM",
@@ -65,10 +77,11 @@ var detachSpecs = []linkSpec{
 func newAttachCmd(g *globals) *cobra.Command {
 	return newLinkGroupCmd(g, attachSpecs, &cobra.Command{
 		Use:   "attach <noun> <uuid> [flags]",
-		Short: "Attach primary storage to a cluster, or a data volume to a VM",
+		Short: "Attach primary storage or an L2 network to a cluster, or a data volume to a VM",
 		Long: "Attaches a resource to another and waits for the job; prints the attached\n" +
 			"resource. Nouns: " + strings.Join(linkNounNames(attachSpecs), ", ") + ".",
 		Example: "  mplane ctl attach primary-storage <ps-uuid> --cluster <cluster-uuid>\n" +
+			"  mplane ctl attach l2 <l2-uuid> --cluster <cluster-uuid>\n" +
 			"  mplane ctl attach volume <volume-uuid> --vm <vm-uuid>",
 	})
 }
@@ -76,10 +89,11 @@ func newAttachCmd(g *globals) *cobra.Command {
 func newDetachCmd(g *globals) *cobra.Command {
 	return newLinkGroupCmd(g, detachSpecs, &cobra.Command{
 		Use:   "detach <noun> <uuid> [flags]",
-		Short: "Detach primary storage from a cluster, or a data volume from its VM",
+		Short: "Detach primary storage or an L2 network from a cluster, or a data volume from its VM",
 		Long: "Detaches a resource from another and waits for the job; prints the detached\n" +
 			"resource. Nouns: " + strings.Join(linkNounNames(detachSpecs), ", ") + ".",
 		Example: "  mplane ctl detach primary-storage <ps-uuid> --cluster <cluster-uuid>\n" +
+			"  mplane ctl detach l2 <l2-uuid> --cluster <cluster-uuid>\n" +
 			"  mplane ctl detach volume <volume-uuid>",
 	})
 }

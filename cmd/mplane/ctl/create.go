@@ -51,8 +51,9 @@ type createSpec struct {
 	path  string
 	flags []paramFlag
 	// check, if set, returns the problems of flags given (or not given)
-	// together, beyond each flag's own; given reports whether a flag was.
-	check func(given func(flag string) bool) []string
+	// together, beyond each flag's own; given reports whether a flag was,
+	// value is a string flag's value.
+	check func(given func(flag string) bool, value func(flag string) string) []string
 }
 
 var createSpecs = []createSpec{
@@ -157,12 +158,49 @@ var createSpecs = []createSpec{
 			{flag: "name", param: "name", required: true, usage: "snapshot name"},
 			{flag: "description", param: "description", usage: "description"},
 		}},
-	{noun: l3Noun, short: "Create an L3 network in a zone", path: "l3-networks",
-		example: "  mplane ctl create l3 --name public --zone <zone-uuid>",
+	{noun: l2Noun, short: "Create an L2 network: no VLAN, a VLAN, a VXLAN pool or a VXLAN network of a pool",
+		path: "l2-networks/{type}",
+		example: "  mplane ctl create l2 --name flat --zone <zone-uuid> --interface eth0\n" +
+			"  mplane ctl create l2 --type vlan --vlan 100 --name v100 --zone <zone-uuid> --interface eth1\n" +
+			"  mplane ctl create l2 --type vxlan-pool --name pool1 --zone <zone-uuid> --interface eth2\n" +
+			"  mplane ctl create l2 --type vxlan --name vx1 --pool <pool-uuid> [--vni 5000]",
 		flags: []paramFlag{
 			{flag: "name", param: "name", required: true, usage: "network name"},
-			{flag: "zone", param: "zoneUuid", required: true, usage: "UUID of the zone"},
+			{flag: "type", kind: paramPath, def: "novlan", choices: []pathChoice{{"novlan", "no-vlan"}, {"vlan", "vlan"},
+				{"vxlan-pool", "vxlan-pool"}, {"vxlan", "vxlan"}},
+				usage: "novlan (L2NoVlanNetwork), vlan (L2VlanNetwork), vxlan-pool (VxlanNetworkPool) or vxlan (VxlanNetwork, in a pool)"},
+			{flag: "zone", param: "zoneUuid", usage: "UUID of the zone (required but for --type vxlan: the pool's)"},
+			{flag: "interface", param: "physicalInterface", usage: "the hosts' physical interface, e.g. eth0 (required but for --type vxlan: the pool's)"},
+			{flag: "vlan", param: "vlan", kind: paramInt, usage: "VLAN ID, 1 to 4094, for --type vlan (unique per zone and interface)"},
+			{flag: "pool", param: "poolUuid", usage: "UUID of the VXLAN pool, for --type vxlan"},
+			{flag: "vni", param: "vni", kind: paramInt, usage: "VNI of a --type vxlan network, in one of the pool's ranges (default: the lowest free)"},
 			{flag: "description", param: "description", usage: "description"},
+		},
+		check: checkL2Type},
+	{noun: vniRangeNoun, short: "Add a range of VNIs to a VXLAN pool (its VXLAN networks take theirs from its ranges)",
+		path:    "l2-networks/vxlan-pool/{pool}/vni-range",
+		example: "  mplane ctl create vni-range --pool <pool-uuid> --name r1 --start 5000 --end 5999",
+		flags: []paramFlag{
+			{flag: "pool", kind: paramPath, required: true, usage: "UUID of the VXLAN pool"},
+			{flag: "name", param: "name", required: true, usage: "range name"},
+			{flag: "start", param: "startVni", kind: paramInt, required: true, usage: "first VNI (1 to 16777214)"},
+			{flag: "end", param: "endVni", kind: paramInt, required: true, usage: "last VNI"},
+			{flag: "description", param: "description", usage: "description"},
+		}},
+	{noun: l3Noun, short: "Create an L3 network on an L2 network (or, without one, in a zone)", path: "l3-networks",
+		example: "  mplane ctl create l3 --name public --l2 <l2-uuid>\n" +
+			"  mplane ctl create l3 --name public --zone <zone-uuid>",
+		flags: []paramFlag{
+			{flag: "name", param: "name", required: true, usage: "network name"},
+			{flag: "l2", param: "l2NetworkUuid", usage: "UUID of the L2 network it is on (its zone is the L3 network's)"},
+			{flag: "zone", param: "zoneUuid", usage: "UUID of the zone (default: the L2 network's)"},
+			{flag: "description", param: "description", usage: "description"},
+		},
+		check: func(given func(string) bool, _ func(string) string) []string {
+			if !given("l2") && !given("zone") {
+				return []string{"missing the network's place: give --l2 (or --zone)"}
+			}
+			return nil
 		}},
 	{noun: ipRangeNoun, short: "Add an IP range to an L3 network", path: "l3-networks/{l3}/ip-ranges",
 		example: "  mplane ctl create ip-range --l3 <l3-uuid> --start 10.0.0.10 --end 10.0.0.200 \\\n" +
@@ -194,10 +232,37 @@ var createSpecs = []createSpec{
 		}},
 }
 
+// checkL2Type: the flags each type of L2 network takes.
+func checkL2Type(given func(string) bool, value func(string) string) []string {
+	typ := strings.ToLower(strings.TrimSpace(value("type")))
+	own := map[string][]string{"novlan": {"zone", "interface"}, "vlan": {"zone", "interface", "vlan"},
+		"vxlan-pool": {"zone", "interface"}, "vxlan": {"pool"}}
+	needs, ok := own[typ]
+	if !ok {
+		return nil // the --type choice's own error
+	}
+	var missing, problems []string
+	for _, f := range needs {
+		if !given(f) {
+			missing = append(missing, "--"+f)
+		}
+	}
+	if len(missing) > 0 {
+		problems = append(problems, "--type "+typ+" needs "+strings.Join(missing, ", "))
+	}
+	only := map[string]string{"vlan": "vlan", "pool": "vxlan", "vni": "vxlan"}
+	for _, f := range []string{"vlan", "pool", "vni"} {
+		if given(f) && only[f] != typ {
+			problems = append(problems, fmt.Sprintf("--%s is only for --type %s", f, only[f]))
+		}
+	}
+	return problems
+}
+
 // checkVolumeSource: a volume's size comes from one place, --size or
 // --disk-offering, unless it is a copy, which has its source's size,
 // primary storage and host.
-func checkVolumeSource(given func(string) bool) []string {
+func checkVolumeSource(given func(string) bool, _ func(string) string) []string {
 	var from string
 	switch {
 	case given("from-snapshot") && given("from-volume"):
@@ -326,7 +391,13 @@ func (v *flagValues) params(fs *pflag.FlagSet) (string, map[string]any, error) {
 		problems = append([]string{"missing required flags: " + strings.Join(missing, ", ")}, problems...)
 	}
 	if v.spec.check != nil {
-		problems = append(problems, v.spec.check(fs.Changed)...)
+		value := func(flag string) string {
+			if p, ok := v.str[flag]; ok {
+				return *p
+			}
+			return ""
+		}
+		problems = append(problems, v.spec.check(fs.Changed, value)...)
 	}
 	if len(problems) > 0 {
 		return "", nil, errcode.New(errcode.InvalidArgument, "%s", strings.Join(problems, "; "))

@@ -243,7 +243,7 @@ func TestCtlCreateListGetFlow(t *testing.T) {
 		t.Fatalf("list offerings: %v", offerings)
 	}
 	l3s := tableRows(e.ok("list", "l3"))
-	if !slices.Equal(l3s[0], []string{"UUID", "NAME", "ZONE", "STATE", "IP RANGES"}) || !slices.Equal(rowOf(t, l3s, ids["l3"])[1:4], []string{"public", ids["zone"], "Enabled"}) {
+	if !slices.Equal(l3s[0], []string{"UUID", "NAME", "ZONE", "L2", "STATE", "IP RANGES"}) || !slices.Equal(rowOf(t, l3s, ids["l3"])[1:5], []string{"public", ids["zone"], ids["l2"], "Enabled"}) {
 		t.Fatalf("list l3: %v", l3s)
 	}
 
@@ -513,18 +513,18 @@ func TestCtlUsageErrors(t *testing.T) {
 		{[]string{"create", "zone", "--name", "z", "--colour", "red"}, "error: SYS.1007 invalid argument: unknown flag: --colour\n"},
 		{[]string{"create", "offering", "--name", "x", "--cpu", "one", "--memory", "1G"}, "error: SYS.1007 invalid argument: invalid argument \"one\" for \"--cpu\" flag: strconv.ParseInt: parsing \"one\": invalid syntax\n"},
 		{[]string{"create", "ip-range", "--l3", "a/b", "--start", "1", "--end", "2", "--netmask", "3", "--gateway", "4"}, "error: SYS.1007 invalid argument: --l3 must be a UUID, got \"a/b\"\n"},
-		{[]string{"create", "bucket"}, "error: SYS.1007 invalid argument: unknown noun \"bucket\" for \"ctl create\"; valid: zone, cluster, host, offering, disk-offering, image, primary-storage, backup-storage, volume, snapshot, l3, ip-range, vm\n"},
+		{[]string{"create", "bucket"}, "error: SYS.1007 invalid argument: unknown noun \"bucket\" for \"ctl create\"; valid: zone, cluster, host, offering, disk-offering, image, primary-storage, backup-storage, volume, snapshot, l2, vni-range, l3, ip-range, vm\n"},
 		{[]string{"create", "primary-storage", "--name", "p", "--type", "nfs", "--dir", "/d", "--zone", "z"}, "error: SYS.1007 invalid argument: --type must be local or smp, got \"nfs\"\n"},
 		{[]string{"create", "primary-storage", "--name", "p"}, "error: SYS.1007 invalid argument: missing required flags: --dir, --zone\n"},
 		{[]string{"create", "vm", "--name", "v", "--offering", "o", "--image", "i", "--l3", "l", "--data-disk-offering", ""}, "error: SYS.1007 invalid argument: --data-disk-offering is empty\n"},
-		{[]string{"attach", "bucket"}, "error: SYS.1007 invalid argument: unknown noun \"bucket\" for \"ctl attach\"; valid: primary-storage, volume\n"},
-		{[]string{"detach", "vm", "x"}, "error: SYS.1007 invalid argument: unknown noun \"vm\" for \"ctl detach\"; valid: primary-storage, volume\n"},
+		{[]string{"attach", "bucket"}, "error: SYS.1007 invalid argument: unknown noun \"bucket\" for \"ctl attach\"; valid: primary-storage, l2, volume\n"},
+		{[]string{"detach", "vm", "x"}, "error: SYS.1007 invalid argument: unknown noun \"vm\" for \"ctl detach\"; valid: primary-storage, l2, volume\n"},
 		{[]string{"attach", "ps", "p"}, "error: SYS.1007 invalid argument: missing required flags: --cluster\n"},
 		{[]string{"detach", "primary-storage", "p", "--cluster", " "}, "error: SYS.1007 invalid argument: --cluster must be a UUID, got \"\"\n"},
 		{[]string{"attach", "volume", "--vm", "v"}, "error: SYS.1007 invalid argument: missing volume UUID; usage: ctl attach volume <uuid> --vm <vm-uuid>\n"},
 		{[]string{"attach", "volume", "a/b", "--vm", "v"}, "error: SYS.1007 invalid argument: volume UUID must be a UUID, got \"a/b\"\n"},
 		{[]string{"detach", "volume", "v", "--vm", "a/b"}, "error: SYS.1007 invalid argument: --vm must be a UUID, got \"a/b\"\n"},
-		{[]string{"list", "buckets"}, "error: SYS.1007 invalid argument: unknown noun \"buckets\" for \"ctl list\"; valid: zone, cluster, host, offering, disk-offering, image, l3, vm, primary-storage, backup-storage, volume, snapshot\n"},
+		{[]string{"list", "buckets"}, "error: SYS.1007 invalid argument: unknown noun \"buckets\" for \"ctl list\"; valid: zone, cluster, host, offering, disk-offering, image, l2, vni-range, l3, vm, primary-storage, backup-storage, volume, snapshot\n"},
 		{[]string{"create", "volume", "--name", "v", "--size", "1G", "--from-snapshot", "s"}, "error: SYS.1007 invalid argument: --size cannot be given with --from-snapshot: a copy is as large as its source\n"},
 		{[]string{"create", "volume", "--name", "v", "--from-volume", "s", "--disk-offering", "d", "--host", "h"}, "error: SYS.1007 invalid argument: --disk-offering cannot be given with --from-volume: a copy is as large as its source; --host cannot be given with --from-volume: a copy is made where its source is\n"},
 		{[]string{"create", "volume", "--name", "v", "--from-snapshot", "s", "--from-volume", "v"}, "error: SYS.1007 invalid argument: give --from-snapshot or --from-volume, not both\n"},
@@ -534,6 +534,14 @@ func TestCtlUsageErrors(t *testing.T) {
 		{[]string{"create", "snapshot", "--name", "s"}, "error: SYS.1007 invalid argument: missing required flags: --volume\n"},
 		{[]string{"create", "disk-offering", "--name", "d", "--size", "big"}, "error: SYS.1007 invalid argument: --size: \"big\" is not a size; use bytes or a number with K, M, G, T (1024-based), e.g. 512M or 1.5G\n"},
 		{[]string{"create", "disk-offering", "--name", "d"}, "error: SYS.1007 invalid argument: missing required flags: --size\n"},
+		{[]string{"create", "l2", "--name", "n"}, "error: SYS.1007 invalid argument: --type novlan needs --zone, --interface\n"},
+		{[]string{"create", "l2", "--name", "n", "--type", "vlan", "--zone", "z", "--interface", "eth0"}, "error: SYS.1007 invalid argument: --type vlan needs --vlan\n"},
+		{[]string{"create", "l2", "--name", "n", "--type", "VXLAN", "--vlan", "3"}, "error: SYS.1007 invalid argument: --type vxlan needs --pool; --vlan is only for --type vlan\n"},
+		{[]string{"create", "l2", "--name", "n", "--zone", "z", "--interface", "eth0", "--vni", "7", "--pool", "p"}, "error: SYS.1007 invalid argument: --pool is only for --type vxlan; --vni is only for --type vxlan\n"},
+		{[]string{"create", "l2", "--name", "n", "--type", "qinq"}, "error: SYS.1007 invalid argument: --type must be novlan, vlan, vxlan-pool or vxlan, got \"qinq\"\n"},
+		{[]string{"create", "vni-range", "--pool", "p", "--name", "r"}, "error: SYS.1007 invalid argument: missing required flags: --start, --end\n"},
+		{[]string{"create", "l3", "--name", "n"}, "error: SYS.1007 invalid argument: missing the network's place: give --l2 (or --zone)\n"},
+		{[]string{"attach", "l2", "n"}, "error: SYS.1007 invalid argument: missing required flags: --cluster\n"},
 		{[]string{"snapshot", "revert"}, "error: SYS.1007 invalid argument: missing snapshot UUID; usage: ctl snapshot revert <uuid>\n"},
 		{[]string{"snapshot", "delete", "s"}, "error: SYS.1007 invalid argument: unknown snapshot action \"delete\" for \"ctl snapshot\"; valid: revert\n"},
 		{[]string{"vm", "pause", "x"}, "error: SYS.1007 invalid argument: unknown vm action \"pause\" for \"ctl vm\"; valid: destroy, reboot, start, stop\n"},

@@ -194,7 +194,9 @@ func (e *env) seedWith(opts servertest.AgentOptions) map[string]string {
 	e.t.Cleanup(img.Close)
 	ids["image"] = e.uuidOf("create", "image", "--name", "cirros", "--image-url", img.URL+"/cirros.img",
 		"--backup-storage", stack.DefaultBackupStorage(e.t))
-	ids["l3"] = e.uuidOf("create", "l3", "--name", "public", "--zone", ids["zone"])
+	ids["l2"] = e.uuidOf("create", "l2", "--name", "flat", "--zone", ids["zone"], "--interface", "eth0")
+	e.ok("attach", "l2", ids["l2"], "--cluster", ids["cluster"])
+	ids["l3"] = e.uuidOf("create", "l3", "--name", "public", "--l2", ids["l2"])
 	ids["range"] = e.uuidOf("create", "ip-range", "--l3", ids["l3"], "--start", "10.0.0.10", "--end", "10.0.0.20",
 		"--netmask", "255.255.255.0", "--gateway", "10.0.0.1")
 	return ids

@@ -44,9 +44,25 @@ var (
 			field("MEDIA TYPE", "mediaType"), field("PLATFORM", "platform"), sizeField("SIZE", "size"),
 			field("STATUS", "status")},
 	}
+	l2Noun = &noun{
+		name: "l2", aliases: []string{"l2s", "l2-network", "l2-networks"}, plural: "L2 networks", path: "l2-networks",
+		columns: []column{field("UUID", "uuid"), field("NAME", "name"), field("TYPE", "type"), field("ZONE", "zoneUuid"),
+			field("INTERFACE", "physicalInterface"), {"VLAN/VNI", func(i inventory) string {
+				if i["vlan"] != nil {
+					return text(i["vlan"])
+				}
+				return text(i["vni"])
+			}}, field("POOL", "poolUuid"), stringsField("CLUSTERS", "attachedClusterUuids")},
+	}
+	// vniRangeNoun is a VXLAN pool's range of VNIs.
+	vniRangeNoun = &noun{
+		name: "vni-range", aliases: []string{"vni-ranges"}, plural: "VNI ranges", path: "l2-networks/vxlan-pool/vni-range",
+		columns: []column{field("UUID", "uuid"), field("NAME", "name"), field("POOL", "l2NetworkUuid"),
+			field("START", "startVni"), field("END", "endVni")},
+	}
 	l3Noun = &noun{
 		name: "l3", aliases: []string{"l3s", "l3-network", "l3-networks"}, plural: "L3 networks", path: "l3-networks",
-		columns: []column{field("UUID", "uuid"), field("NAME", "name"), field("ZONE", "zoneUuid"), field("STATE", "state"),
+		columns: []column{field("UUID", "uuid"), field("NAME", "name"), field("ZONE", "zoneUuid"), field("L2", "l2NetworkUuid"), field("STATE", "state"),
 			listField("IP RANGES", "ipRanges", func(r map[string]any) string {
 				if r["startIp"] == nil {
 					return ""
@@ -92,7 +108,7 @@ var (
 )
 
 // listable are the nouns of list, get and delete, in help order.
-var listable = []*noun{zoneNoun, clusterNoun, hostNoun, offeringNoun, diskOfferingNoun, imageNoun, l3Noun, vmNoun,
+var listable = []*noun{zoneNoun, clusterNoun, hostNoun, offeringNoun, diskOfferingNoun, imageNoun, l2Noun, vniRangeNoun, l3Noun, vmNoun,
 	primaryStorageNoun, backupStorageNoun, volumeNoun, snapshotNoun}
 
 func nounNames(ns []*noun) []string {

@@ -106,6 +106,23 @@ func listField(header, list string, f func(map[string]any) string) column {
 	}}
 }
 
+// stringsField joins a list of strings ("attachedClusterUuids").
+func stringsField(header, list string) column {
+	return column{header, func(i inventory) string {
+		items, _ := i[list].([]any)
+		var parts []string
+		for _, it := range items {
+			if s, ok := it.(string); ok && s != "" {
+				parts = append(parts, s)
+			}
+		}
+		if len(parts) == 0 {
+			return none
+		}
+		return strings.Join(parts, ",")
+	}}
+}
+
 // genericColumns are used for an inventory of an unknown kind (ctl wait)
 // and for --fields.
 func genericColumns(fields ...string) []column {

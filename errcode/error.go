@@ -40,6 +40,18 @@ func Wrap(code Code, cause error, format string, args ...any) *Error {
 	return e
 }
 
+// OrInternal is err unless it is an error without a code: nil stays nil
+// and an error whose chain has an *Error is answered as is; any other
+// becomes Internal, described by format and args (what was being done),
+// with err as its cause.
+func OrInternal(err error, format string, args ...any) error {
+	var e *Error
+	if err == nil || errors.As(err, &e) {
+		return err
+	}
+	return Wrap(Internal, err, format, args...)
+}
+
 func fromCode(code Code) *Error {
 	entry, ok := byCode[code]
 	if !ok {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -105,5 +106,23 @@ func TestErrorString(t *testing.T) {
 	want := "SYS.1000 internal error (outer): SYS.1001 operation timed out (inner)"
 	if e.Error() != want {
 		t.Fatalf("got %q want %q", e.Error(), want)
+	}
+}
+
+// TestOrInternal: nil stays nil, an error with a code anywhere in its
+// chain passes unchanged, any other becomes Internal with the context and
+// its cause.
+func TestOrInternal(t *testing.T) {
+	if err := OrInternal(nil, "x"); err != nil {
+		t.Fatalf("OrInternal(nil) = %v", err)
+	}
+	coded := fmt.Errorf("while writing: %w", New(InvalidState, "taken"))
+	if got := OrInternal(coded, "create %s", "a"); got != coded {
+		t.Fatalf("a coded error became %v", got)
+	}
+	plain := errors.New("disk full")
+	got := OrInternal(plain, "create %s", "a")
+	if CodeOf(got) != Internal || !strings.Contains(got.Error(), "create a") || !errors.Is(got, plain) {
+		t.Fatalf("OrInternal(plain) = %v (code %s); want Internal naming the work, caused by disk full", got, CodeOf(got))
 	}
 }

@@ -108,8 +108,8 @@ func (p *IDPool) AllocateWithID(ctx context.Context, sub string, id int, holder 
 // in it, and 0 takes its lowest free ID; a full part is
 // CapacityExhausted.
 func (p *IDPool) AllocateIn(ctx context.Context, sub string, lo, hi, id int, holder string) (int, error) {
-	if lo < p.lo || hi > p.hi || hi < lo {
-		return 0, errcode.New(errcode.InvalidArgument, "%s range %d-%d is not within %d-%d", p.name, lo, hi, p.lo, p.hi)
+	if err := p.within(lo, hi); err != nil {
+		return 0, err
 	}
 	if id != 0 && (id < lo || id > hi) {
 		return 0, errcode.New(errcode.InvalidArgument, "%s ID %d out of range %d-%d", p.name, id, lo, hi)
@@ -123,6 +123,15 @@ func (p *IDPool) AllocateIn(ctx context.Context, sub string, lo, hi, id int, hol
 func (p *IDPool) Release(ctx context.Context, id int, holder string) error {
 	_, _, err := p.free.Submit(ctx, p.seq, idReleaseReq{ID: id, Holder: holder})
 	return err
+}
+
+// within is InvalidArgument unless [lo, hi] is a part of the pool's
+// range.
+func (p *IDPool) within(lo, hi int) error {
+	if lo < p.lo || hi > p.hi || hi < lo {
+		return errcode.New(errcode.InvalidArgument, "%s range %d-%d is not within %d-%d", p.name, lo, hi, p.lo, p.hi)
+	}
+	return nil
 }
 
 // InUse is this node's copy of the in-use set (ID → holder), as of its
@@ -144,8 +153,8 @@ func (p *IDPool) Holder(id int) (string, bool) {
 func (p *IDPool) execAlloc(ctx context.Context, tx *gorm.DB, req idAllocReq) (idAllocRep, error) {
 	lo, hi := p.lo, p.hi
 	if req.Lo != 0 || req.Hi != 0 {
-		if req.Lo < p.lo || req.Hi > p.hi || req.Hi < req.Lo {
-			return idAllocRep{}, errcode.New(errcode.InvalidArgument, "%s range %d-%d is not within %d-%d", p.name, req.Lo, req.Hi, p.lo, p.hi)
+		if err := p.within(req.Lo, req.Hi); err != nil {
+			return idAllocRep{}, err
 		}
 		lo, hi = req.Lo, req.Hi
 	}

@@ -258,11 +258,7 @@ func deleteL2(ctx context.Context, gdb *gorm.DB, vni VNIAllocator, req resource.
 	case errors.Is(err, gorm.ErrForeignKeyViolated):
 		return errcode.New(errcode.InvalidState, "l2 network %s got a dependent while it was deleted; try again", row.UUID)
 	case err != nil:
-		var ce *errcode.Error
-		if errors.As(err, &ce) {
-			return err
-		}
-		return errcode.Wrap(errcode.Internal, err, "delete l2 network %s", row.UUID)
+		return errcode.OrInternal(err, "delete l2 network %s", row.UUID)
 	}
 	if row.Type == VxlanNetwork && row.Vni != nil {
 		if err := releaseVNI(ctx, vni, *row.Vni, row.UUID); err != nil {

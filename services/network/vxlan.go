@@ -181,11 +181,7 @@ func createVxlan(ctx context.Context, gdb *gorm.DB, vni VNIAllocator, uuid strin
 	if errcode.Has(err, errcode.Conflict) {
 		return L2NetworkVO{}, errcode.Wrap(errcode.Conflict, err, "vni %d is in use by another vxlan network", id)
 	}
-	var ce *errcode.Error
-	if errors.As(err, &ce) {
-		return L2NetworkVO{}, err
-	}
-	return L2NetworkVO{}, errcode.Wrap(errcode.Internal, err, "create vxlan network %s", uuid)
+	return L2NetworkVO{}, errcode.OrInternal(err, "create vxlan network %s", uuid)
 }
 
 // allocateVNI allocates want (0: the lowest free VNI of the pool's ranges,
@@ -354,7 +350,7 @@ func deleteVniRange(ctx context.Context, gdb *gorm.DB, uuid string) error {
 		}
 		var used []L2NetworkVO
 		if err := tx.Omit(clause.Associations).Select("uuid", "vni").Where("pool_uuid = ? AND vni BETWEEN ? AND ?", r.L2NetworkUUID, r.StartVni, r.EndVni).
-			Order("vni").Limit(3).Find(&used).Error; err != nil {
+			Order("vni").Limit(1).Find(&used).Error; err != nil {
 			return err
 		}
 		if len(used) > 0 {
@@ -367,9 +363,5 @@ func deleteVniRange(ctx context.Context, gdb *gorm.DB, uuid string) error {
 		}
 		return tx.Where("uuid = ?", uuid).Delete(&VniRangeVO{}).Error
 	})
-	var ce *errcode.Error
-	if err == nil || errors.As(err, &ce) {
-		return err
-	}
-	return errcode.Wrap(errcode.Internal, err, "delete vni range %s", uuid)
+	return errcode.OrInternal(err, "delete vni range %s", uuid)
 }

@@ -2,14 +2,12 @@ package resource
 
 import (
 	"context"
-	"errors"
 	"net/http"
 
 	"gorm.io/gorm"
 
 	"mplane/api/route"
 	"mplane/cloudbus"
-	"mplane/errcode"
 	"mplane/managementnode"
 	"mplane/uid"
 )
@@ -131,27 +129,11 @@ func (c *CallOf[VO, P]) bindCall(k kindCore[VO]) boundAction {
 	})
 	register := func(mux *cloudbus.Mux, s *Service) {
 		managementnode.Handle(mux, c.Msg, func(ctx context.Context, req ActionReq[P]) (VO, error) {
-			return inChain(ctx, s, k.chain(req.UUID), c.spec.Name, func(ctx context.Context) (VO, error) {
-				var out VO
-				err := s.opts.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-					row, err := Load[VO](ctx, tx, k.what, req.UUID)
-					if err != nil {
-						return err
-					}
-					if err := c.spec.Apply(ctx, tx, row, req.Params); err != nil {
-						return err
-					}
-					if row, err = Load[VO](ctx, tx, k.what, req.UUID); err != nil {
-						return err
-					}
-					out = *row
-					return nil
-				})
-				var ce *errcode.Error
-				if err != nil && !errors.As(err, &ce) {
-					err = errcode.Wrap(errcode.Internal, err, "%s %s %s", c.spec.Name, k.what, req.UUID)
+			return onRow(ctx, s, k, req.UUID, c.spec.Name, func(ctx context.Context, tx *gorm.DB, row *VO) (*VO, error) {
+				if err := c.spec.Apply(ctx, tx, row, req.Params); err != nil {
+					return nil, err
 				}
-				return out, err
+				return Load[VO](ctx, tx, k.what, req.UUID)
 			})
 		})
 	}

@@ -451,28 +451,39 @@ func (a *action[VO, AP]) bindWith(k kindCore[VO], msg managementnode.OwnedMsg[Ac
 	})
 	register := func(mux *cloudbus.Mux, s *Service) {
 		managementnode.Handle(mux, msg, func(ctx context.Context, req ActionReq[AP]) (VO, error) {
-			return inChain(ctx, s, k.chain(req.UUID), a.name, func(ctx context.Context) (VO, error) {
-				var out VO
-				err := s.opts.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-					row, err := Load[VO](ctx, tx, k.what, req.UUID)
-					if err != nil {
-						return err
-					}
-					if err := a.apply(ctx, tx, row, req.Params); err != nil {
-						return err
-					}
-					k.base(row).LastOpDate = time.Now().UTC()
-					// The row's own columns: an association it shows
-					// (attached clusters) is not the action's to write.
-					if err := tx.Omit(clause.Associations).Save(row).Error; err != nil {
-						return errcode.Wrap(errcode.Internal, err, "%s %s %s", a.name, k.what, req.UUID)
-					}
-					out = *row
-					return nil
-				})
-				return out, err
+			return onRow(ctx, s, k, req.UUID, a.name, func(ctx context.Context, tx *gorm.DB, row *VO) (*VO, error) {
+				if err := a.apply(ctx, tx, row, req.Params); err != nil {
+					return nil, err
+				}
+				k.base(row).LastOpDate = time.Now().UTC()
+				// The row's own columns: an association it shows
+				// (attached clusters) is not the action's to write.
+				return row, tx.Omit(clause.Associations).Save(row).Error
 			})
 		})
 	}
 	return boundAction{op: op, register: register}
+}
+
+// onRow runs fn on the resource's owner, in its chain, in one transaction
+// with its row loaded, and answers the row fn returns (an action's, saved;
+// a call's, read again). An error that is not an *errcode.Error is
+// Internal, naming the call and the resource.
+func onRow[VO any](ctx context.Context, s *Service, k kindCore[VO], uuid, name string,
+	fn func(ctx context.Context, tx *gorm.DB, row *VO) (*VO, error)) (VO, error) {
+	return inChain(ctx, s, k.chain(uuid), name, func(ctx context.Context) (VO, error) {
+		var out VO
+		err := s.opts.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			row, err := Load[VO](ctx, tx, k.what, uuid)
+			if err != nil {
+				return err
+			}
+			if row, err = fn(ctx, tx, row); err != nil {
+				return err
+			}
+			out = *row
+			return nil
+		})
+		return out, errcode.OrInternal(err, "%s %s %s", name, k.what, uuid)
+	})
 }

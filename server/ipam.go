@@ -43,3 +43,11 @@ func (n networkIPAM) Usable(ctx context.Context, l3UUID string) error {
 	}
 	return nil
 }
+
+func (n networkIPAM) Placement(ctx context.Context, l3UUIDs []string) (vm.NetPlacement, error) {
+	p, err := network.PlacementOf(ctx, n.db, l3UUIDs)
+	if err != nil {
+		return vm.NetPlacement{}, err
+	}
+	return vm.NetPlacement{Zone: p.Zone, L2s: p.L2s, Clusters: p.Clusters}, nil
+}

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -156,13 +155,14 @@ func (s *Service) undoRecord(ctx context.Context, d *createData) error {
 }
 
 func (s *Service) stepAllocateHost(ctx context.Context, d *createData) error {
-	hosts, err := candidates(ctx, s.db, d.Spec, s.AllocationStrategy())
+	net, err := s.opts.IPAM.Placement(ctx, d.L3s)
 	if err != nil {
 		return err
 	}
-	if len(hosts) == 0 {
-		return errcode.New(errcode.CapacityExhausted, "no Connected and Enabled host%s has %d vCPUs and %d bytes of memory free",
-			scopeOf(d.Spec), d.Spec.CPU, d.Spec.Memory)
+	d.Spec.Net = net
+	hosts, err := candidates(ctx, s.db, d.Spec, s.AllocationStrategy())
+	if err != nil {
+		return err
 	}
 	d.HostClusters, d.HostZones = map[string]string{}, map[string]string{}
 	for _, h := range hosts {
@@ -170,23 +170,6 @@ func (s *Service) stepAllocateHost(ctx context.Context, d *createData) error {
 		d.HostClusters[h.UUID], d.HostZones[h.UUID] = h.ClusterUUID, h.ZoneUUID
 	}
 	return nil
-}
-
-func scopeOf(spec allocSpec) string {
-	var parts []string
-	if spec.HostUUID != "" {
-		parts = append(parts, "host "+spec.HostUUID)
-	}
-	if spec.ClusterUUID != "" {
-		parts = append(parts, "cluster "+spec.ClusterUUID)
-	}
-	if spec.ZoneUUID != "" {
-		parts = append(parts, "zone "+spec.ZoneUUID)
-	}
-	if len(parts) == 0 {
-		return ""
-	}
-	return " (in " + strings.Join(parts, ", ") + ")"
 }
 
 // stepReserve takes, on the first candidate where both hold, the host's

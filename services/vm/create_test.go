@@ -402,24 +402,46 @@ func testPlacementSpreads(t *testing.T, c *cloud) {
 
 // testPinnedPlacement: a VM asked on a host runs there; one asked in a
 // cluster or zone runs on a host of it, and the inventory keeps the
-// cluster or zone; a cluster without hosts has no capacity.
+// cluster or zone; a cluster without hosts has no capacity. The VM's L3
+// networks decide too (two zones): a VM never runs outside its L3
+// networks' zone, nor in a cluster that lacks one of their L2 networks;
+// with no such host the job fails naming the filter that removed the last
+// candidates, and nothing stays behind.
 func testPinnedPlacement(t *testing.T, c *cloud) {
 	c = c.in(t, kvm.Options{}, kvm.Options{})
 	zone := c.createResource("zones", map[string]any{"name": "zone-" + uid.New()[:8]})
 	zonePS := c.localStorage(zone)
-	var zoneHosts []string
+	// Zone B: clusters 0 and 1 with a host each; its L2 network is
+	// attached to cluster 0 only.
+	var zoneHosts, zoneClusters []string
 	for i := range 2 {
 		cl := c.createResource("clusters", map[string]any{"name": fmt.Sprintf("zone-cluster-%d", i), "zoneUuid": zone, "hypervisorType": "KVM"})
 		c.attachStorage(cl, zonePS)
 		_, h := c.addAgentTo(fmt.Sprintf("zone-host-%d", i), cl, kvm.Options{})
-		zoneHosts = append(zoneHosts, h.UUID)
+		zoneHosts, zoneClusters = append(zoneHosts, h.UUID), append(zoneClusters, cl)
+	}
+	l2b := c.createResource("l2-networks/no-vlan", map[string]any{"name": "l2-b-" + uid.New()[:8], "zoneUuid": zone, "physicalInterface": "eth1"})
+	c.attachL2(l2b, zoneClusters[0])
+	l3b := c.createResource("l3-networks", map[string]any{"name": "l3-b", "l2NetworkUuid": l2b})
+	c.createResource("l3-networks/"+l3b+"/ip-ranges", map[string]any{"name": "l3-b-range",
+		"startIp": "10.20.0.10", "endIp": "10.20.0.200", "netmask": "255.255.255.0", "gateway": "10.20.0.1"})
+	onB := func(extra map[string]any) map[string]any {
+		out := map[string]any{"clusterUuid": nil, "l3NetworkUuids": []string{l3b}}
+		for k, v := range extra {
+			out[k] = v
+		}
+		return out
 	}
 	empty := c.in(t)
 
-	for _, uuid := range append(c.mine, zoneHosts...) {
+	for _, uuid := range append(c.mine, zoneHosts[0]) {
 		t.Run("host "+uuid, func(t *testing.T) {
+			extra := map[string]any{"clusterUuid": nil, "hostUuid": uuid}
+			if uuid == zoneHosts[0] {
+				extra = onB(map[string]any{"hostUuid": uuid})
+			}
 			for i := range 2 {
-				v := c.mustCreate(fmt.Sprintf("on-%s-%d", uuid, i), map[string]any{"clusterUuid": nil, "hostUuid": uuid})
+				v := c.mustCreate(fmt.Sprintf("on-%s-%d", uuid, i), extra)
 				if v.HostUUID != uuid {
 					t.Errorf("VM pinned to %s runs on %s", uuid, v.HostUUID)
 				}
@@ -436,17 +458,66 @@ func testPinnedPlacement(t *testing.T, c *cloud) {
 	})
 	t.Run("zone", func(t *testing.T) {
 		for i := range 4 {
-			v := c.mustCreate(fmt.Sprintf("in-zone-%d", i), map[string]any{"clusterUuid": nil, "zoneUuid": zone})
-			if v.ZoneUUID != zone || (v.HostUUID != zoneHosts[0] && v.HostUUID != zoneHosts[1]) {
-				t.Errorf("VM in zone %s (%q) runs on %s, want one of %v", zone, v.ZoneUUID, v.HostUUID, zoneHosts)
+			v := c.mustCreate(fmt.Sprintf("in-zone-%d", i), onB(map[string]any{"zoneUuid": zone}))
+			if v.ZoneUUID != zone || v.HostUUID != zoneHosts[0] {
+				t.Errorf("VM in zone %s (%q) runs on %s, want %s (the only host whose cluster has l2 network %s)", zone, v.ZoneUUID, v.HostUUID, zoneHosts[0], l2b)
 			}
 		}
+	})
+	t.Run("L3 networks decide", func(t *testing.T) {
+		// No zone, no cluster asked: an L3 network of the default zone
+		// whose L2 network only this test's cluster has keeps VMs there,
+		// zone B's L3 network keeps them on zone B's cluster 0.
+		l2a := c.createResource("l2-networks/no-vlan", map[string]any{"name": "l2-a-" + uid.New()[:8], "zoneUuid": c.Defaults["zone"], "physicalInterface": "eth2"})
+		c.attachL2(l2a, c.cluster)
+		l3a := c.createResource("l3-networks", map[string]any{"name": "l3-a", "l2NetworkUuid": l2a})
+		c.createResource("l3-networks/"+l3a+"/ip-ranges", map[string]any{"name": "l3-a-range",
+			"startIp": "10.30.0.10", "endIp": "10.30.0.200", "netmask": "255.255.255.0", "gateway": "10.30.0.1"})
+		for i := range 6 {
+			v := c.mustCreate(fmt.Sprintf("l3-a-%d", i), map[string]any{"clusterUuid": nil, "l3NetworkUuids": []string{l3a}})
+			if !c.isMine(v.HostUUID) || v.ClusterUUID != c.cluster || v.ZoneUUID != c.Defaults["zone"] {
+				t.Errorf("VM on L3 network %s runs on host %s (cluster %s, zone %s), want one of %v (cluster %s)", l3a, v.HostUUID, v.ClusterUUID, v.ZoneUUID,
+					c.mine, c.cluster)
+			}
+			v = c.mustCreate(fmt.Sprintf("l3-b-%d", i), onB(nil))
+			if v.HostUUID != zoneHosts[0] || v.ClusterUUID != zoneClusters[0] || v.ZoneUUID != zone {
+				t.Errorf("VM on L3 network %s runs on host %s (cluster %s, zone %s), want host %s of cluster %s", l3b, v.HostUUID, v.ClusterUUID, v.ZoneUUID,
+					zoneHosts[0], zoneClusters[0])
+			}
+		}
+	})
+	t.Run("no host passes", func(t *testing.T) {
+		before := c.snapshot()
+		// A host of zone B for a VM on the default zone's L3 network.
+		_, err := c.create("wrong-zone", map[string]any{"clusterUuid": nil, "hostUuid": zoneHosts[0]})
+		wantErr(t, err, jobFailed, errcode.CapacityExhausted, "allocate-host", "the l3-zone filter removed the last candidates", "host "+zoneHosts[0])
+		// Zone B's cluster 1 lacks the L2 network.
+		_, err = c.create("no-l2", onB(map[string]any{"hostUuid": zoneHosts[1]}))
+		wantErr(t, err, jobFailed, errcode.CapacityExhausted, "allocate-host", "the l2-network filter removed the last candidates", l2b)
+		_, err = c.create("no-l2-cluster", onB(map[string]any{"clusterUuid": zoneClusters[1]}))
+		wantErr(t, err, jobFailed, errcode.CapacityExhausted, "the l2-network filter removed the last candidates", "cluster "+zoneClusters[1])
+		c.requireUnchanged(before, "creates that no host passes")
+	})
+	t.Run("refused at once", func(t *testing.T) {
+		_, err := c.create("two-zones", map[string]any{"clusterUuid": nil, "l3NetworkUuids": []string{c.Defaults["l3"], l3b}})
+		wantErr(t, err, http.StatusBadRequest, errcode.InvalidArgument, "one zone", l3b)
+		_, err = c.create("other-zone", onB(map[string]any{"zoneUuid": c.Defaults["zone"]}))
+		wantErr(t, err, http.StatusBadRequest, errcode.InvalidArgument, "zoneUuid", zone)
 	})
 	t.Run("cluster without hosts", func(t *testing.T) {
 		before := c.snapshot()
 		_, err := c.create("nowhere", map[string]any{"clusterUuid": empty.cluster})
-		wantErr(t, err, jobFailed, errcode.CapacityExhausted, "cluster "+empty.cluster)
+		wantErr(t, err, jobFailed, errcode.CapacityExhausted, "cluster "+empty.cluster, "the cluster filter removed the last candidates")
 		c.requireUnchanged(before, "a create in an empty cluster")
+	})
+	t.Run("start", func(t *testing.T) {
+		// A stopped VM of zone B starts again only where its L2 network is.
+		v := c.mustCreate("restart-b", onB(nil))
+		c.mustAct(v.UUID, "stopVmInstance", map[string]any{})
+		v = c.mustAct(v.UUID, "startVmInstance", map[string]any{})
+		if v.HostUUID != zoneHosts[0] {
+			t.Errorf("restarted VM on L3 network %s runs on %s, want %s", l3b, v.HostUUID, zoneHosts[0])
+		}
 	})
 }
 

@@ -95,6 +95,7 @@ func (c *cloud) within(t *testing.T, shared bool, hosts []kvm.Options) *cloud {
 		ps = v.createResource("primary-storage/smp", map[string]any{"name": "smp-" + uid.New()[:8], "url": url, "zoneUuid": c.Defaults["zone"]})
 	}
 	v.attachStorage(v.cluster, ps)
+	v.attachL2(c.Defaults["l2"], v.cluster)
 	for i, o := range hosts {
 		v.addAgent(fmt.Sprintf("host%d", i+1), o)
 	}
@@ -268,6 +269,12 @@ type inv struct {
 func (c *cloud) attachStorage(clusterUUID, ps string) {
 	c.t.Helper()
 	c.createResource("clusters/"+clusterUUID+"/primary-storage/"+ps, map[string]any{})
+}
+
+// attachL2 attaches L2 network l2 to a cluster.
+func (c *cloud) attachL2(l2, clusterUUID string) {
+	c.t.Helper()
+	c.createResource("l2-networks/"+l2+"/clusters/"+clusterUUID, map[string]any{})
 }
 
 // localStorage adds a local primary storage to a zone (served by every

@@ -65,13 +65,18 @@ type startData struct {
 func (s *Service) startChain() (*flow.Chain[startData], error) {
 	return flow.New("start-vm", []flow.Step[startData]{
 		{Name: "allocate-host", Run: func(ctx context.Context, d *startData) error {
-			hosts, err := candidates(ctx, s.db, d.Spec, s.AllocationStrategy())
+			var l3s []string
+			for _, n := range d.Cmd.Nics {
+				l3s = append(l3s, n.L3NetworkUUID)
+			}
+			net, err := s.opts.IPAM.Placement(ctx, l3s)
 			if err != nil {
 				return err
 			}
-			if len(hosts) == 0 {
-				return errcode.New(errcode.CapacityExhausted, "no Connected and Enabled host%s has %d vCPUs and %d bytes of memory free",
-					scopeOf(d.Spec), d.Spec.CPU, d.Spec.Memory)
+			d.Spec.Net = net
+			hosts, err := candidates(ctx, s.db, d.Spec, s.AllocationStrategy())
+			if err != nil {
+				return err
 			}
 			for _, h := range hosts {
 				d.Hosts = append(d.Hosts, h.UUID)

@@ -30,6 +30,9 @@ type IPAM interface {
 	ReleaseByOwner(ctx context.Context, ownerUUID string) error
 	// Usable reports an error if l3 does not exist or has no IP range.
 	Usable(ctx context.Context, l3UUID string) error
+	// Placement is where a VM on the L3 networks can run; an error if one
+	// does not exist or they are in different zones (InvalidArgument).
+	Placement(ctx context.Context, l3UUIDs []string) (NetPlacement, error)
 }
 
 // Validate checks the parameters' shape.
@@ -94,6 +97,14 @@ func (p *CreateParams) Check(ctx context.Context, db *gorm.DB, ipam IPAM) (*Sizi
 		if err := ipam.Usable(ctx, l3); err != nil {
 			return nil, err
 		}
+	}
+	net, err := ipam.Placement(ctx, p.L3NetworkUUIDs)
+	if err != nil {
+		return nil, err
+	}
+	if p.ZoneUUID != "" && net.Zone != "" && p.ZoneUUID != net.Zone {
+		return nil, errcode.New(errcode.InvalidArgument, "zoneUuid %s is not the zone of the VM's L3 networks (%s): leave it out or name zone %s",
+			p.ZoneUUID, net.Zone, net.Zone)
 	}
 	if p.HostUUID != "" {
 		var n int64

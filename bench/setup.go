@@ -26,6 +26,7 @@ const (
 	benchImage    = "bench-image"
 	benchBackup   = "bench-bs"
 	benchPrimary  = "bench-local"
+	benchL2       = "bench-l2"
 	benchL3       = "bench-l3"
 	benchRange    = "bench-range"
 	// The VMs are small (1 vCPU, 256 MiB) so that thousands fit on three
@@ -60,8 +61,9 @@ func findByName(ctx context.Context, c *client.Client, path, name string) (strin
 }
 
 // prepareCloud finds the bench cloud, or creates it when setup is true
-// and there is no offering named "bench": zone, cluster, image, L3
-// network with a /16 range, a LocalStorage at localURL attached to the
+// and there is no offering named "bench": zone, cluster, image, an L2
+// network on eth0 attached to the cluster with an L3 network on it with a
+// /16 range, a LocalStorage at localURL attached to the
 // cluster, every agent as a host of the cluster, and the offering. The
 // backup storage agent of the bench image runs in this process until the
 // returned stop (never nil) is called: VM creates copy the image from it
@@ -92,7 +94,7 @@ func prepareCloud(ctx context.Context, c *client.Client, setup bool, agents []st
 	}
 	if !setup {
 		return cloud{}, nop, fmt.Errorf("no instance offering named %q: run with --setup to create the bench cloud "+
-			"(zone, cluster, offering, image, L3 network with a range, local primary storage, the --agents as hosts)", benchOffering)
+			"(zone, cluster, offering, image, L2 and L3 networks with a range, local primary storage, the --agents as hosts)", benchOffering)
 	}
 	cl, stop, err := setupCloud(ctx, c, agents, localURL)
 	if err != nil {
@@ -124,7 +126,16 @@ func setupCloud(ctx context.Context, c *client.Client, agents []string, localURL
 	if cl.image, stop, err = setupImage(ctx, mk, zone); err != nil {
 		return cloud{}, stop, err
 	}
-	if cl.l3, err = mk("l3-networks", map[string]any{"name": benchL3, "zoneUuid": zone}); err != nil {
+	// The L3 network on an L2 network of the hosts' eth0, reached from
+	// the cluster.
+	l2, err := mk("l2-networks/no-vlan", map[string]any{"name": benchL2, "zoneUuid": zone, "physicalInterface": "eth0"})
+	if err != nil {
+		return cloud{}, stop, err
+	}
+	if _, err := mk("l2-networks/"+l2+"/clusters/"+cluster, map[string]any{}); err != nil {
+		return cloud{}, stop, err
+	}
+	if cl.l3, err = mk("l3-networks", map[string]any{"name": benchL3, "l2NetworkUuid": l2}); err != nil {
 		return cloud{}, stop, err
 	}
 	if _, err = mk("l3-networks/"+cl.l3+"/ip-ranges", benchIPRange); err != nil {

@@ -11,11 +11,21 @@ import (
 	"mplane/services/vm"
 )
 
-// networkIPAM gives the VM service the network service's IP allocation.
-type networkIPAM struct{ db *gorm.DB }
+// networkIPAM gives the VM service the network service's IP allocation
+// and its L2 networks' bridges on the hosts.
+type networkIPAM struct {
+	db      *gorm.DB
+	bridges *network.Bridges
+}
 
-func (n networkIPAM) Allocate(ctx context.Context, l3UUID, ownerUUID string) (vm.IP, error) {
-	ip, err := network.AllocateIP(ctx, n.db, l3UUID, ownerUUID, network.AllocateOptions{})
+func (n networkIPAM) Allocate(ctx context.Context, l3UUID, ownerUUID, staticIP string) (vm.IP, error) {
+	var ip network.UsedIpVO
+	var err error
+	if staticIP != "" {
+		ip, err = network.AllocateSpecificIP(ctx, n.db, l3UUID, ownerUUID, staticIP)
+	} else {
+		ip, err = network.AllocateIP(ctx, n.db, l3UUID, ownerUUID, network.AllocateOptions{})
+	}
 	if err != nil {
 		return vm.IP{}, err
 	}
@@ -50,4 +60,12 @@ func (n networkIPAM) Placement(ctx context.Context, l3UUIDs []string) (vm.NetPla
 		return vm.NetPlacement{}, err
 	}
 	return vm.NetPlacement{Zone: p.Zone, L2s: p.L2s, Clusters: p.Clusters}, nil
+}
+
+func (n networkIPAM) Release(ctx context.Context, usedIPUUID string) error {
+	return network.ReleaseIP(ctx, n.db, usedIPUUID)
+}
+
+func (n networkIPAM) Realize(ctx context.Context, hostUUID string, l3UUIDs []string) (map[string]string, error) {
+	return n.bridges.Realize(ctx, hostUUID, l3UUIDs)
 }

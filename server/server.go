@@ -100,7 +100,9 @@ type Server struct {
 	gcs    *globalconfig.Service
 	res    *resource.Service
 	vnis   *managementnode.IDPool // the cluster's VNIs (network.VNIPool)
+	leaks  *network.VNIReconciler // releases the VNIs held for VXLAN networks that do not exist
 	l2     network.L2Kinds
+	nets   *network.Bridges
 	auth   *auth.Service
 	portal *portal.Portal
 	url    string
@@ -211,6 +213,10 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	s.l2 = network.NewL2Kinds(s.vnis)
+	if s.leaks, err = network.NewVNIReconciler(network.VNIReconcileOptions{DB: s.db, Pool: s.vnis, Owner: s.node, Logger: log}); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	kinds = append(Kinds(s.l2), opts.ExtraKinds...)
 	s.agents = agentclient.New(agentclient.Options{CallbackURL: s.url + protocol.DefaultCallbackPath, Logger: log})
 	s.onStop(func(context.Context) error { s.agents.Close(); return nil })
@@ -220,6 +226,11 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		ln.Close()
 		return nil, err
 	}
+	if s.nets, err = network.NewBridges(network.BridgesOptions{DB: s.db, Node: s.node, Scheduler: s.sched, Logger: log}); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s.hosts.OnConnected(func(ctx context.Context, h hostsvc.HostVO) { s.nets.Reconnected(ctx, h.UUID) })
 	if s.store, err = storage.New(storage.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Hosts: s.hosts, Agents: s.agents,
 		Logger: log, EventURL: s.url + StorageEventPath}); err != nil {
 		ln.Close()
@@ -234,7 +245,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		ln.Close()
 		return nil, err
 	}
-	if s.vms, err = vm.New(vm.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log, IPAM: networkIPAM{db: s.db}, Volumes: s.vols,
+	if s.vms, err = vm.New(vm.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log, IPAM: networkIPAM{db: s.db, bridges: s.nets}, Volumes: s.vols,
 		AllocationStrategy: cfg.VMAllocationStrategy, FlowRetention: cfg.FlowRetention}); err != nil {
 		ln.Close()
 		return nil, err
@@ -289,7 +300,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	// configurations after the hosts and the VMs, whose Start sets the
 	// ping interval and the flow prune period of their options, so that a
 	// changed global value wins.
-	for _, c := range []component{s.node, s.hosts, s.store, s.images, s.vols, s.vms, s.gcs, s.res, s.portal, s.asok} {
+	for _, c := range []component{s.node, s.nets, s.hosts, s.store, s.images, s.vols, s.vms, s.gcs, s.res, s.leaks, s.portal, s.asok} {
 		if err := c.Start(startCtx); err != nil {
 			return nil, fmt.Errorf("start %T: %w", c, err)
 		}
@@ -341,6 +352,10 @@ func (s *Server) VNIs() *managementnode.IDPool { return s.vnis }
 
 // L2 are the L2 network kinds the node serves, for their typed messages.
 func (s *Server) L2() network.L2Kinds { return s.l2 }
+
+// Bridges makes the L2 networks' bridges on the hosts (Realize before a
+// VM starts on a host).
+func (s *Server) Bridges() *network.Bridges { return s.nets }
 
 // DB is the node's database handle.
 func (s *Server) DB() *gorm.DB { return s.db }

@@ -170,6 +170,8 @@ type Agent struct {
 	vms            map[string]*protocol.VM
 	version        uint64 // bumped by every change to persist
 
+	net netState // the bridges (network.go); its lock is a leaf
+
 	persistMu sync.Mutex
 	persisted uint64
 
@@ -244,7 +246,7 @@ func (a *Agent) register() {
 	agentserver.HandleSync(s, protocol.PathConnect, a.connect)
 	agentserver.HandleAsync(s, protocol.PathPing, a.ping)
 	agentserver.HandleAsync(s, protocol.PathCapacity, a.capacity)
-	agentserver.HandleAsync(s, protocol.PathStartVM, a.startVM)
+	agentserver.HandleAsync(s, protocol.PathStartVM, a.withBridges(a.startVM))
 	agentserver.HandleAsync(s, protocol.PathStopVM, a.stopVM)
 	agentserver.HandleAsync(s, protocol.PathRebootVM, a.rebootVM)
 	agentserver.HandleAsync(s, protocol.PathDestroyVM, a.destroyVM)
@@ -252,7 +254,10 @@ func (a *Agent) register() {
 	agentserver.HandleAsync(s, protocol.PathAttachVolume, a.attachVolume)
 	agentserver.HandleAsync(s, protocol.PathDetachVolume, a.detachVolume)
 	agentserver.HandleAsync(s, protocol.PathListVMs, a.listVMs)
+	agentserver.HandleAsync(s, protocol.PathAttachNic, a.attachNic)
+	agentserver.HandleAsync(s, protocol.PathDetachNic, a.detachNic)
 	agentserver.HandleSync(s, protocol.PathIncomingVM, a.incomingVM)
+	a.registerNetwork(s)
 	s.HandleRaw(protocol.PathDebugStats, getOnly(a.serveStats))
 	s.HandleRaw(protocol.PathDebugArrivals, getOnly(a.serveArrivals))
 	s.HandleRaw(protocol.PathDebugVMArrivals, getOnly(func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, a.VMArrivals()) }))

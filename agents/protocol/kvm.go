@@ -16,6 +16,11 @@ const (
 	// with its next start).
 	PathAttachVolume = "/vm/attachdatavolume"
 	PathDetachVolume = "/vm/detachdatavolume"
+	// PathAttachNic and PathDetachNic are async: NicCmd -> VMRsp. They
+	// plug a NIC into, and out of, a running VM (a stopped VM gets its
+	// NICs with its next start).
+	PathAttachNic = "/vm/attachnic"
+	PathDetachNic = "/vm/detachnic"
 	// PathMigrateVM is async: MigrateVMCmd -> VMRsp. The source agent hands
 	// the VM to the destination agent at PathIncomingVM.
 	PathMigrateVM = "/vm/migrate"
@@ -148,6 +153,14 @@ type AttachVolumeCmd struct {
 	Addons         struct{} `json:"addons"`
 }
 
+// NicCmd is the body of /vm/attachnic and /vm/detachnic (kvmagent's
+// AttachNicCommand and DetachNicCommand).
+type NicCmd struct {
+	VMUUID string   `json:"vmUuid"`
+	Nic    NicTO    `json:"nic"`
+	Addons struct{} `json:"addons"`
+}
+
 // StopVMCmd is the body of /vm/stop. Type is "grace" or "cold" (both do the
 // same here); Timeout is in seconds, as in ZStack.
 type StopVMCmd struct {
@@ -244,4 +257,7 @@ var (
 	AttachVolume = Command[AttachVolumeCmd, VMRsp]{PathAttachVolume}
 	DetachVolume = Command[AttachVolumeCmd, VMRsp]{PathDetachVolume}
 	ListVMs      = Command[struct{}, ListVMsRsp]{PathListVMs}
+	// AttachNic and DetachNic plug a NIC into, and out of, a running VM.
+	AttachNic = Command[NicCmd, VMRsp]{PathAttachNic}
+	DetachNic = Command[NicCmd, VMRsp]{PathDetachNic}
 )

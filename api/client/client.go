@@ -223,6 +223,7 @@ type request struct {
 	body    []byte     // nil: no body
 	jobUUID string     // sent as X-Job-UUID when not empty
 	query   url.Values // CallOptions' query parameters, added to url by applyOpts
+	tags    []string   // CallOptions' system tags, added to body by applyOpts
 	noAuth  bool       // Login: send no session
 }
 

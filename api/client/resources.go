@@ -35,6 +35,13 @@ func QueryParam(name, value string) CallOption {
 	}
 }
 
+// SystemTags sends tags as the call's "systemTags", beside its params or
+// action (ZStack's system tags, e.g. staticIp::<l3NetworkUuid>::<ip> on a
+// VM create). Give it again for more.
+func SystemTags(tags ...string) CallOption {
+	return func(r *request) { r.tags = append(r.tags, tags...) }
+}
+
 // DeleteMode is the deleteMode of a delete: how the server treats
 // resources that depend on the one deleted.
 type DeleteMode string
@@ -148,6 +155,18 @@ func (c *Client) Delete(ctx context.Context, resourcePath, uuid string, mode Del
 func applyOpts(r request, opts []CallOption) request {
 	for _, o := range opts {
 		o(&r)
+	}
+	if len(r.tags) > 0 && len(r.body) > 0 {
+		var top map[string]json.RawMessage
+		if err := json.Unmarshal(r.body, &top); err == nil {
+			if tags, err := json.Marshal(r.tags); err == nil {
+				top["systemTags"] = tags
+				if body, err := json.Marshal(top); err == nil {
+					r.body = body
+				}
+			}
+		}
+		r.tags = nil
 	}
 	if len(r.query) > 0 {
 		sep := "?"

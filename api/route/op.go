@@ -31,6 +31,9 @@ type In[P any] struct {
 	Query url.Values
 	// DB is for reading what the params reference.
 	DB *gorm.DB
+	// SystemTags are the call's "systemTags" (ZStack's, e.g.
+	// staticIp::<l3NetworkUuid>::<ip>), beside its params.
+	SystemTags []string
 }
 
 // Build turns validated params into the message's request.
@@ -420,6 +423,7 @@ func (t *typed[P, Req, Rep]) params() reflect.Type { return reflect.TypeFor[P]()
 
 func (t *typed[P, Req, Rep]) accept(ctx context.Context, src source) (json.RawMessage, string, error) {
 	var p P
+	var tags rest.Tags
 	switch t.kind {
 	case kindCreate:
 		var field *string
@@ -427,7 +431,8 @@ func (t *typed[P, Req, Rep]) accept(ctx context.Context, src source) (json.RawMe
 			field = t.parentField(&p)
 			*field = src.parent
 		}
-		if _, err := rest.DecodeParams(src.r, &p); err != nil {
+		var err error
+		if tags, err = rest.DecodeParams(src.r, &p); err != nil {
 			return nil, "", err
 		}
 		if field != nil && *field != src.parent {
@@ -441,6 +446,7 @@ func (t *typed[P, Req, Rep]) accept(ctx context.Context, src source) (json.RawMe
 		if err := src.action.Decode(&p); err != nil {
 			return nil, "", err
 		}
+		tags = src.action.Tags
 		if err := t.sameVars(&p, set); err != nil {
 			return nil, "", err
 		}
@@ -470,7 +476,7 @@ func (t *typed[P, Req, Rep]) accept(ctx context.Context, src source) (json.RawMe
 				return nil, "", err
 			}
 		default:
-			if _, err := rest.DecodeParams(src.r, &p); err != nil {
+			if tags, err = rest.DecodeParams(src.r, &p); err != nil {
 				return nil, "", err
 			}
 		}
@@ -478,7 +484,8 @@ func (t *typed[P, Req, Rep]) accept(ctx context.Context, src source) (json.RawMe
 			return nil, "", err
 		}
 	}
-	req, err := t.build(ctx, In[P]{Params: p, UUID: src.uuid, Parent: src.parent, Query: src.r.URL.Query(), DB: src.db.WithContext(ctx)})
+	req, err := t.build(ctx, In[P]{Params: p, UUID: src.uuid, Parent: src.parent, Query: src.r.URL.Query(), DB: src.db.WithContext(ctx),
+		SystemTags: tags.SystemTags})
 	if err != nil {
 		return nil, "", err
 	}

@@ -172,7 +172,7 @@ func TestAllocateAcrossRanges(t *testing.T) {
 		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
 			gdb := openDB(t, b.DSN(t))
-			l3, err := CreateL3Network(ctx, gdb, L3Params{Name: "n", ZoneUUID: "z"})
+			l3, err := CreateL3Network(ctx, gdb, L3Params{Name: "n", L2NetworkUUID: newL2(t, gdb)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -340,7 +340,7 @@ func TestAllocateErrors(t *testing.T) {
 			if err := gdb.Model(&L3NetworkVO{}).Where("uuid = ?", disabled.UUID).Update("state", L3StateDisabled).Error; err != nil {
 				t.Fatal(err)
 			}
-			bare, err := CreateL3Network(ctx, gdb, L3Params{Name: "bare", ZoneUUID: "z"})
+			bare, err := CreateL3Network(ctx, gdb, L3Params{Name: "bare", L2NetworkUUID: newL2(t, gdb)})
 			if err != nil {
 				t.Fatal(err)
 			}

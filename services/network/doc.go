@@ -13,8 +13,10 @@
 // VXLAN network's pool_uuid refers to its pool, restricting its delete);
 // vni_ranges and l2_network_cluster_refs (cascading with their L2 network;
 // an attachment also with its cluster, a foreign key the L2 kinds' models
-// add after the clusters' table); l3_networks (l2_network_uuid, NULL for
-// networks made without one); ip_ranges (foreign key to l3_networks);
+// add after the clusters' table); l3_networks (l2_network_uuid, a foreign
+// key restricting the L2 network's delete, NULL only for networks made
+// before L2 networks); l3_network_dns (an L3 network's DNS servers,
+// cascading with it); ip_ranges (foreign key to l3_networks);
 // used_ips (foreign keys to both, and a UNIQUE index on (l3_network_uuid,
 // ip_in_long)). Every other foreign key restricts deletes.
 //
@@ -31,15 +33,28 @@
 // and the delete, release it. Whatever is made under an L2 network (an L3
 // network, a pool's VXLAN network or VNI range) locks its row, and so does
 // its delete (docs/locking.md). The detach from a cluster is refused while
-// a VM of the cluster has a NIC on one of its L3 networks (the VM
-// service's vm_nics and vm_instances tables).
+// a VM of the cluster has a NIC on one of its L3 networks (for a pool, of
+// its VXLAN networks'; the VM service's vm_nics and vm_instances tables).
+// A VXLAN network has no attachments of its own: it reaches its pool's
+// clusters, and its attach and detach are refused. Two L2NoVlanNetworks
+// on one physical interface are never attached to one cluster (ZStack's
+// rule; the attach locks the cluster's row). VNIReconciler releases the
+// VNIs left held for VXLAN networks that do not exist (a create or a
+// delete that died between the allocation and the row).
+//
+// # L3 networks
+//
+// An L3 network is on an L2 network (required; not a pool), in its zone,
+// with ZStack's category (Private, Public, System), system, ipVersion (4),
+// dnsDomain and DNS servers (AddDNS, RemoveDNS); its inventory shows its
+// DNS servers and its IP ranges.
 //
 // # Parameters and the resource service
 //
 // L3Params and IPRangeParams are both the Go parameters and, as JSON, the
-// REST API's "params" (ZStack names: name, zoneUuid, startIp, endIp,
+// REST API's "params" (ZStack names: name, l2NetworkUuid, startIp, endIp,
 // netmask, gateway, networkCidr ...). Validate checks their shape; Check
-// also reads the database (the zone exists; the range fits with the
+// also reads the database (the L2 network exists; the range fits with the
 // network's other ranges) so that the API can refuse at once. L3Kind and
 // IPRangeKind serve creates and deletes through the resource service;
 // their creates are idempotent by UUID.

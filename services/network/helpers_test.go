@@ -10,6 +10,8 @@ import (
 	"mplane/db"
 	"mplane/errcode"
 	"mplane/internal/testenv"
+	"mplane/services/resource"
+	"mplane/uid"
 )
 
 var backends = testenv.Backends
@@ -34,12 +36,24 @@ func openDB(t testing.TB, dsn string) *gorm.DB {
 	return gdb
 }
 
-// newL3 creates an L3 network with one range made from cidr (gateway = the
-// first host).
+// newL2 creates an L2NoVlanNetwork on eth0 in zone "zone1" (the tables of
+// Migrate have no zones) for L3 networks to be on.
+func newL2(t testing.TB, gdb *gorm.DB) string {
+	t.Helper()
+	l2, err := createNoVlan(context.Background(), gdb, uid.New(), L2NoVlanParams{L2Params{Params: resource.Params{Name: "l2"},
+		ZoneUUID: "zone1", PhysicalInterface: "eth0", VSwitchType: VSwitchLinuxBridge}})
+	if err != nil {
+		t.Fatalf("create an l2 network: %v", err)
+	}
+	return l2.UUID
+}
+
+// newL3 creates an L3 network on a new L2 network with one range made
+// from cidr (gateway = the first host).
 func newL3(t testing.TB, gdb *gorm.DB, cidr string) (L3NetworkVO, IpRangeVO) {
 	t.Helper()
 	ctx := context.Background()
-	l3, err := CreateL3Network(ctx, gdb, L3Params{Name: "l3-" + cidr, ZoneUUID: "zone1"})
+	l3, err := CreateL3Network(ctx, gdb, L3Params{Name: "l3-" + cidr, L2NetworkUUID: newL2(t, gdb)})
 	if err != nil {
 		t.Fatalf("CreateL3Network: %v", err)
 	}

@@ -10,8 +10,12 @@ import (
 	"mplane/services/resource"
 )
 
-// L3Kind is the L3 network's simple kind: POST/GET/DELETE /v1/l3-networks
-// and updateL3Network. A delete refuses while an IP of the network is used.
+// L3Kind is the L3 network's simple kind: POST/GET/DELETE /v1/l3-networks,
+// updateL3Network, and ZStack's AddDnsToL3Network (POST
+// /v1/l3-networks/{l3NetworkUuid}/dns) and RemoveDnsFromL3Network (DELETE
+// /v1/l3-networks/{l3NetworkUuid}/dns/{dns}), which answer the network. Its
+// inventory has its DNS servers and IP ranges. A delete refuses while an IP
+// of the network is used.
 var L3Kind = resource.NewKind(resource.Spec[L3NetworkVO, L3Params]{
 	Name: "l3-network", Noun: "L3Network", Path: "l3-networks", What: "l3 network",
 	Check:  func(ctx context.Context, db *gorm.DB, p *L3Params) error { return p.Check(ctx, db) },
@@ -20,7 +24,28 @@ var L3Kind = resource.NewKind(resource.Spec[L3NetworkVO, L3Params]{
 	Delete: func(ctx context.Context, db *gorm.DB, req resource.DeleteReq) error {
 		return DeleteL3Network(ctx, db, req.UUID)
 	},
+	Calls: []resource.Call[L3NetworkVO]{AddDNS, RemoveDNS},
+	Query: []route.QueryOption{route.PreloadOrdered("DNSRefs", "id"), route.PreloadOrdered("IPRanges", "start_ip_long")},
+	// The foreign key to l2_networks comes with Migrate (which adds it to
+	// a table made without it); its DNS servers' to it here.
+	Models: []any{&L3NetworkVO{}, &l3DNSSchema{}},
 })
+
+// AddDNS and RemoveDNS are the L3 kind's DNS calls (ZStack's
+// AddDnsToL3Network and RemoveDnsFromL3Network), in the network's chain:
+// adding one it has, or removing one it has not, is a no-op.
+var (
+	AddDNS = resource.NewCall(resource.CallSpec[L3NetworkVO, DNSParams]{
+		Name: "AddDnsToL3Network", Method: http.MethodPost, Path: "l3-networks/{l3NetworkUuid}/dns",
+		Target: func(p *DNSParams) string { return p.L3NetworkUUID },
+		Apply:  addDNS,
+	})
+	RemoveDNS = resource.NewCall(resource.CallSpec[L3NetworkVO, DNSParams]{
+		Name: "RemoveDnsFromL3Network", Method: http.MethodDelete, Path: "l3-networks/{l3NetworkUuid}/dns/{dns}",
+		Target: func(p *DNSParams) string { return p.L3NetworkUUID },
+		Apply:  removeDNS,
+	})
+)
 
 // IPRangeKind is the IP range's simple kind: POST
 // /v1/l3-networks/{uuid}/ip-ranges, GET and DELETE /v1/l3-networks/ip-ranges,
@@ -49,7 +74,9 @@ var IPRangeKind = resource.NewKind(resource.Spec[IpRangeVO, IPRangeParams]{
 //     (/vxlan-pool) and CreateVxlan (/vxlan); GET /v1/l2-networks and the
 //     views of one type (/vlan, /vxlan, /vxlan-pool); DELETE
 //     /v1/l2-networks/{uuid}; updateL2Network; Attach and Detach (POST and
-//     DELETE /v1/l2-networks/{l2NetworkUuid}/clusters/{clusterUuid});
+//     DELETE /v1/l2-networks/{l2NetworkUuid}/clusters/{clusterUuid}; a
+//     VXLAN network is neither attached nor detached: it follows its
+//     pool's clusters);
 //   - VniRanges, a pool's VNI ranges: POST
 //     /v1/l2-networks/vxlan-pool/{uuid}/vni-range, GET
 //     /v1/l2-networks/vxlan-pool/vni-range, DELETE and updateVniRange
@@ -100,6 +127,7 @@ func NewL2Kinds(vni VNIAllocator) L2Kinds {
 		Detach: resource.NewCall(resource.CallSpec[L2NetworkVO, ClusterRefParams]{
 			Name: "DetachL2NetworkFromCluster", Method: http.MethodDelete, Path: attachPath,
 			Target: func(p *ClusterRefParams) string { return p.L2NetworkUUID },
+			Check:  checkDetach,
 			Apply: func(ctx context.Context, tx *gorm.DB, row *L2NetworkVO, p ClusterRefParams) error {
 				return detach(ctx, tx, row, p.ClusterUUID)
 			},
@@ -115,7 +143,8 @@ func NewL2Kinds(vni VNIAllocator) L2Kinds {
 			return deleteL2(ctx, db, vni, req)
 		},
 		Calls: []resource.Call[L2NetworkVO]{k.CreateVlan, k.CreatePool, k.CreateVxlan, k.Attach, k.Detach},
-		Query: []route.QueryOption{route.Preload("ClusterRefs"), route.PreloadOrdered("VniRanges", "start_vni")},
+		Query: []route.QueryOption{route.PreloadOrdered("ClusterRefs", "create_date, cluster_uuid"), route.PreloadOrdered("PoolClusterRefs", "create_date, cluster_uuid"),
+			route.PreloadOrdered("VniRanges", "start_vni")},
 		Views: []resource.View{
 			{Path: "l2-networks/vlan", What: "l2 vlan network", Where: "type = ?", Args: []any{L2VlanNetwork}},
 			{Path: "l2-networks/vxlan", What: "vxlan network", Where: "type = ?", Args: []any{VxlanNetwork}},

@@ -436,7 +436,7 @@ func testL3OnL2(t *testing.T, ctx context.Context, st *servertest.Stack) {
 			"zoneUuid " + other + " is not the zone " + zone + " of l2 network " + l2UUID},
 		{"unknown l2", map[string]any{"name": "x", "l2NetworkUuid": missing}, "l2NetworkUuid " + missing + " does not exist"},
 		{"on a pool", map[string]any{"name": "x", "l2NetworkUuid": pool["uuid"]}, "is a VxlanNetworkPool: an L3 network is on one of its vxlan networks"},
-		{"neither zone nor l2", map[string]any{"name": "x"}, "zoneUuid is required (or l2NetworkUuid"},
+		{"a zone, no l2", map[string]any{"name": "x", "zoneUuid": zone}, "l2NetworkUuid is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := c.Create(ctx, "l3-networks", tc.params)
@@ -467,6 +467,9 @@ func testL2Delete(t *testing.T, ctx context.Context, st *servertest.Stack) {
 	// takes the L3 networks and the attachments along.
 	busy := createL3On(t, ctx, st, "del-busy", l2UUID)
 	addRange(t, ctx, st, busy.UUID, map[string]any{"networkCidr": "10.56.0.0/24"})
+	if _, err := client.CreateAndWait[network.L3NetworkVO](ctx, c, "l3-networks/"+busy.UUID+"/dns", map[string]any{"dns": "10.56.0.53"}); err != nil {
+		t.Fatal(err)
+	}
 	ip, err := network.AllocateIP(ctx, st.DB(), busy.UUID, "nic-del", network.AllocateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -483,10 +486,12 @@ func testL2Delete(t *testing.T, ctx context.Context, st *servertest.Stack) {
 		_, err := c.Get(ctx, p.path, p.uuid)
 		wantAPIError(t, err, http.StatusNotFound, errcode.ResourceNotFound)
 	}
-	var refs int64
+	var refs, ranges, dns int64
 	st.DB().Model(&network.L2NetworkClusterRefVO{}).Where("l2_network_uuid = ?", l2UUID).Count(&refs)
-	if refs != 0 {
-		t.Fatalf("%d attachments left after the enforcing delete", refs)
+	st.DB().Model(&network.IpRangeVO{}).Where("l3_network_uuid = ?", busy.UUID).Count(&ranges)
+	st.DB().Model(&network.L3NetworkDNSVO{}).Where("l3_network_uuid = ?", busy.UUID).Count(&dns)
+	if refs != 0 || ranges != 0 || dns != 0 {
+		t.Fatalf("%d attachments, %d ip ranges and %d dns servers left after the enforcing delete", refs, ranges, dns)
 	}
 	// The VLAN is free again.
 	createRaw(t, ctx, st, "l2-networks/vlan", map[string]any{"name": "del-again", "zoneUuid": zone, "physicalInterface": "eth8", "vlan": 7})

@@ -96,7 +96,8 @@ func TestL2ParamsValidate(t *testing.T) {
 		{"cluster ref", &ClusterRefParams{L2NetworkUUID: "a", ClusterUUID: "b"}, ""},
 		{"cluster ref without a cluster", &ClusterRefParams{L2NetworkUUID: "a"}, "clusterUuid is required"},
 		{"l3 on an l2 without a zone", &L3Params{Name: "n", L2NetworkUUID: uid.New()}, ""},
-		{"l3 with neither", &L3Params{Name: "n"}, "zoneUuid is required (or l2NetworkUuid, whose zone the network is in)"},
+		{"l3 without an l2", &L3Params{Name: "n"}, "l2NetworkUuid is required: an L3 network is on an L2 network"},
+		{"l3 in a zone only", &L3Params{Name: "n", ZoneUUID: uid.New()}, "l2NetworkUuid is required"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

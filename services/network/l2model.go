@@ -62,8 +62,11 @@ type L2NetworkVO struct {
 
 	// ClusterRefs are the attachments (preloaded by the query, else read
 	// by AfterFind); AttachedClusterUUIDs are their clusters, as ZStack's
-	// inventory shows them.
+	// inventory shows them. A VxlanNetwork has none of its own: it reaches
+	// the clusters its pool is attached to, PoolClusterRefs (read as
+	// ClusterRefs), and those are its AttachedClusterUUIDs.
 	ClusterRefs          []L2NetworkClusterRefVO `gorm:"foreignKey:L2NetworkUUID;references:UUID;-:migration" json:"-"`
+	PoolClusterRefs      []L2NetworkClusterRefVO `gorm:"foreignKey:L2NetworkUUID;references:PoolUUID;-:migration" json:"-"`
 	AttachedClusterUUIDs []string                `gorm:"-" json:"attachedClusterUuids"`
 	// VniRanges are a pool's VNI ranges, lowest first (as ClusterRefs).
 	VniRanges []VniRangeVO `gorm:"foreignKey:L2NetworkUUID;references:UUID;-:migration" json:"attachedVniRanges,omitempty"`
@@ -72,18 +75,23 @@ type L2NetworkVO struct {
 // TableName is l2_networks.
 func (L2NetworkVO) TableName() string { return "l2_networks" }
 
-// AfterFind fills AttachedClusterUUIDs and a pool's VniRanges, from the
-// preloads (GORM runs it after them) or, for a row read without them, by
-// reading them in the same transaction.
+// AfterFind fills AttachedClusterUUIDs (a VXLAN network's are its
+// pool's) and a pool's VniRanges, from the preloads (GORM runs it after
+// them) or, for a row read without them, by reading them in the same
+// transaction.
 func (n *L2NetworkVO) AfterFind(tx *gorm.DB) error {
-	if n.ClusterRefs == nil {
-		if err := tx.Session(&gorm.Session{NewDB: true}).Where("l2_network_uuid = ?", n.UUID).
-			Order("create_date, cluster_uuid").Find(&n.ClusterRefs).Error; err != nil {
-			return fmt.Errorf("read the clusters of l2 network %s: %w", n.UUID, err)
+	refs, of := &n.ClusterRefs, n.UUID
+	if n.Type == VxlanNetwork && n.PoolUUID != nil {
+		refs, of = &n.PoolClusterRefs, *n.PoolUUID
+	}
+	if *refs == nil {
+		if err := tx.Session(&gorm.Session{NewDB: true}).Where("l2_network_uuid = ?", of).
+			Order("create_date, cluster_uuid").Find(refs).Error; err != nil {
+			return fmt.Errorf("read the clusters of l2 network %s: %w", of, err)
 		}
 	}
-	n.AttachedClusterUUIDs = make([]string, 0, len(n.ClusterRefs))
-	for _, r := range n.ClusterRefs {
+	n.AttachedClusterUUIDs = make([]string, 0, len(*refs))
+	for _, r := range *refs {
 		n.AttachedClusterUUIDs = append(n.AttachedClusterUUIDs, r.ClusterUUID)
 	}
 	if n.Type == VxlanNetworkPool && n.VniRanges == nil {

@@ -6,7 +6,12 @@ import (
 	"strings"
 	"testing"
 
+	"gorm.io/gorm/clause"
+
+	"mplane/db"
 	"mplane/errcode"
+	"mplane/services/resource"
+	"mplane/uid"
 )
 
 func TestCreateL3NetworkAndInventoryJSON(t *testing.T) {
@@ -14,7 +19,8 @@ func TestCreateL3NetworkAndInventoryJSON(t *testing.T) {
 		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
 			gdb := openDB(t, b.DSN(t))
-			l3, err := CreateL3Network(ctx, gdb, L3Params{Name: "pub", Description: "public", ZoneUUID: "zone1"})
+			l2 := newL2(t, gdb)
+			l3, err := CreateL3Network(ctx, gdb, L3Params{Name: "pub", Description: "public", L2NetworkUUID: l2})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -26,7 +32,7 @@ func TestCreateL3NetworkAndInventoryJSON(t *testing.T) {
 				got.CreateDate.IsZero() || !got.CreateDate.Equal(l3.CreateDate) || len(got.UUID) != 32 {
 				t.Fatalf("read back %+v, created %+v", got, l3)
 			}
-			if _, err := CreateL3Network(ctx, gdb, L3Params{UUID: l3.UUID, Name: "again", ZoneUUID: "zone1"}); !errcode.Has(err, errcode.InvalidArgument) {
+			if _, err := CreateL3Network(ctx, gdb, L3Params{UUID: l3.UUID, Name: "again", L2NetworkUUID: l2}); !errcode.Has(err, errcode.InvalidArgument) {
 				t.Errorf("duplicate uuid: %v, want InvalidArgument", err)
 			}
 			_, err = GetL3Network(ctx, gdb, "nope")
@@ -68,11 +74,12 @@ func TestAddIpRangeDatabaseRules(t *testing.T) {
 		t.Run(b.Name, func(t *testing.T) {
 			ctx := context.Background()
 			gdb := openDB(t, b.DSN(t))
-			l3, err := CreateL3Network(ctx, gdb, L3Params{Name: "n", ZoneUUID: "z"})
+			l2 := newL2(t, gdb)
+			l3, err := CreateL3Network(ctx, gdb, L3Params{Name: "n", L2NetworkUUID: l2})
 			if err != nil {
 				t.Fatal(err)
 			}
-			other, err := CreateL3Network(ctx, gdb, L3Params{Name: "other", ZoneUUID: "z"})
+			other, err := CreateL3Network(ctx, gdb, L3Params{Name: "other", L2NetworkUUID: l2})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -193,6 +200,72 @@ func TestDeleteIpRange(t *testing.T) {
 			}
 			_, err := AllocateIP(ctx, gdb, l3.UUID, "nic1", AllocateOptions{})
 			wantCode(t, err, errcode.CapacityExhausted)
+		})
+	}
+}
+
+// TestMigrateAddsTheL2Key: a database whose l3_networks was made before
+// its foreign key to l2_networks (with networks, ranges and used IPs
+// referring to it) gets the key, its rows intact.
+func TestMigrateAddsTheL2Key(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.Name, func(t *testing.T) {
+			ctx := context.Background()
+			gdb, err := db.Open(ctx, b.DSN(t), db.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = db.Close(gdb) })
+			// The tables as they were: l3_networks without the key (one
+			// model at a time, as the kinds migrate).
+			for _, m := range []any{&l2Schema{}, &vniRangeSchema{}, &l2RefSchema{}, &L3NetworkVO{}, &ipRangeSchema{}, &usedIPSchema{}} {
+				if err := gdb.AutoMigrate(m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if gdb.Migrator().HasConstraint(&l3Schema{}, "L2Network") {
+				t.Fatal("the old table has the key already")
+			}
+			l2 := newL2(t, gdb)
+			l3, r := newL3(t, gdb, "10.9.0.0/24")
+			if _, err := AllocateIP(ctx, gdb, l3.UUID, "nic1", AllocateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			// A row on a missing L2 network stops the migration, named.
+			missing := uid.New()
+			orphan := L3NetworkVO{Base: resource.NewBase(uid.New(), "orphan", ""), ZoneUUID: "zone1", L2NetworkUUID: &missing,
+				Type: L3BasicNetwork, State: L3StateEnabled, Category: L3CategoryPrivate, IPVersion: IPv4}
+			if err := gdb.Omit(clause.Associations).Create(&orphan).Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := Migrate(ctx, gdb); err == nil || !strings.Contains(err.Error(), "1 l3 network(s) name an l2 network that does not exist, e.g. "+orphan.UUID) {
+				t.Fatalf("Migrate with an orphan: %v", err)
+			}
+			if err := gdb.Delete(&L3NetworkVO{}, "uuid = ?", orphan.UUID).Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := Migrate(ctx, gdb); err != nil {
+				t.Fatalf("Migrate: %v", err)
+			}
+			if !gdb.Migrator().HasConstraint(&l3Schema{}, "L2Network") {
+				t.Fatal("no foreign key to l2_networks after Migrate")
+			}
+			got, err := GetL3Network(ctx, gdb, l3.UUID)
+			if err != nil || len(got.IPRanges) != 1 || got.IPRanges[0].UUID != r.UUID || got.Category != L3CategoryPrivate || got.IPVersion != IPv4 {
+				t.Fatalf("the network after Migrate: %+v, %v", got, err)
+			}
+			if c := capacity(t, gdb, l3.UUID); c.Used != 1 {
+				t.Fatalf("used IPs after Migrate: %+v", c)
+			}
+			if err := gdb.Exec("DELETE FROM l2_networks WHERE uuid = ?", *l3.L2NetworkUUID).Error; err == nil {
+				t.Fatal("an l2 network with an l3 network was deleted")
+			}
+			if err := gdb.Exec("DELETE FROM l2_networks WHERE uuid = ?", l2).Error; err != nil {
+				t.Fatalf("an l2 network without l3 networks: %v", err)
+			}
+			if err := Migrate(ctx, gdb); err != nil {
+				t.Fatalf("Migrate again: %v", err)
+			}
 		})
 	}
 }

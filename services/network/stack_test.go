@@ -40,7 +40,7 @@ func TestNetworkAPI(t *testing.T) {
 // the edge answers at once.
 func testL3Networks(t *testing.T, ctx context.Context, st *servertest.Stack) {
 	c := st.Client
-	zone := st.Defaults["zone"]
+	zone, l2 := st.Defaults["zone"], st.Defaults["l2"]
 	l3 := createL3(t, ctx, st, "public", "the public network")
 	if len(l3.UUID) != 32 || l3.Name != "public" || l3.Description != "the public network" || l3.ZoneUUID != zone ||
 		l3.Type != network.L3BasicNetwork || l3.State != network.L3StateEnabled || l3.CreateDate.IsZero() {
@@ -71,14 +71,15 @@ func testL3Networks(t *testing.T, ctx context.Context, st *servertest.Stack) {
 			params map[string]any
 			detail string
 		}{
-			{"missing name", map[string]any{"zoneUuid": zone}, "name is required"},
-			{"blank name", map[string]any{"name": "  ", "zoneUuid": zone}, "name is required"},
-			{"long name", map[string]any{"name": strings.Repeat("n", 256), "zoneUuid": zone}, "name is longer than 255"},
-			{"missing zone", map[string]any{"name": "n"}, "zoneUuid is required"},
-			{"unknown zone", map[string]any{"name": "n", "zoneUuid": missing}, "zoneUuid " + missing + " does not exist"},
-			{"unknown type", map[string]any{"name": "n", "zoneUuid": zone, "type": "L3VpcNetwork"}, "L3VpcNetwork"},
-			{"unknown field", map[string]any{"name": "n", "zoneUuid": zone, "vlan": 5}, "vlan"},
-			{"name of the wrong type", map[string]any{"name": 5, "zoneUuid": zone}, "name"},
+			{"missing name", map[string]any{"l2NetworkUuid": l2}, "name is required"},
+			{"blank name", map[string]any{"name": "  ", "l2NetworkUuid": l2}, "name is required"},
+			{"long name", map[string]any{"name": strings.Repeat("n", 256), "l2NetworkUuid": l2}, "name is longer than 255"},
+			{"missing l2", map[string]any{"name": "n"}, "l2NetworkUuid is required"},
+			{"a zone, no l2", map[string]any{"name": "n", "zoneUuid": zone}, "l2NetworkUuid is required"},
+			{"unknown l2", map[string]any{"name": "n", "l2NetworkUuid": missing}, "l2NetworkUuid " + missing + " does not exist"},
+			{"unknown type", map[string]any{"name": "n", "l2NetworkUuid": l2, "type": "L3VpcNetwork"}, "L3VpcNetwork"},
+			{"unknown field", map[string]any{"name": "n", "l2NetworkUuid": l2, "vlan": 5}, "vlan"},
+			{"name of the wrong type", map[string]any{"name": 5, "l2NetworkUuid": l2}, "name"},
 		}
 		var before int64
 		st.DB().Model(&network.L3NetworkVO{}).Count(&before)
@@ -139,7 +140,7 @@ func testL3Networks(t *testing.T, ctx context.Context, st *servertest.Stack) {
 // (at-least-once): the second answers the row the first made.
 func testRedeliveredCreate(t *testing.T, ctx context.Context, st *servertest.Stack) {
 	id := uid.New()
-	req := resource.CreateReq[network.L3Params]{UUID: id, Params: network.L3Params{Name: "redelivered", ZoneUUID: st.Defaults["zone"]}}
+	req := resource.CreateReq[network.L3Params]{UUID: id, Params: network.L3Params{Name: "redelivered", L2NetworkUUID: st.Defaults["l2"]}}
 	first, err := managementnode.CallOwner(ctx, st.Node(), network.L3Kind.MsgCreate, req)
 	if err != nil {
 		t.Fatal(err)
@@ -173,10 +174,10 @@ func testRedeliveredCreate(t *testing.T, ctx context.Context, st *servertest.Sta
 	if rs, err := network.ListIpRanges(ctx, st.DB(), id); err != nil || len(rs) != 1 {
 		t.Fatalf("%d ranges after a redelivered create, %v; want 1", len(rs), err)
 	}
-	// The owner checks the zone again: a create that reaches it with a
-	// zone gone fails there.
+	// The owner checks the L2 network again: a create that reaches it with
+	// its L2 network gone fails there.
 	_, err = managementnode.CallOwner(ctx, st.Node(), network.L3Kind.MsgCreate,
-		resource.CreateReq[network.L3Params]{UUID: uid.New(), Params: network.L3Params{Name: "orphan", ZoneUUID: uid.New()}})
+		resource.CreateReq[network.L3Params]{UUID: uid.New(), Params: network.L3Params{Name: "orphan", L2NetworkUUID: uid.New()}})
 	wantCode(t, err, errcode.InvalidArgument, "does not exist")
 }
 
@@ -407,10 +408,11 @@ func testCapacity(t *testing.T, ctx context.Context, st *servertest.Stack) {
 	}
 }
 
+// createL3 creates an L3 network on the default L2 network.
 func createL3(t *testing.T, ctx context.Context, st *servertest.Stack, name, description string) network.L3NetworkVO {
 	t.Helper()
 	l3, err := client.CreateAndWait[network.L3NetworkVO](ctx, st.Client, "l3-networks",
-		map[string]any{"name": name, "description": description, "zoneUuid": st.Defaults["zone"]})
+		map[string]any{"name": name, "description": description, "l2NetworkUuid": st.Defaults["l2"]})
 	if err != nil {
 		t.Fatalf("create l3 network %s: %v", name, err)
 	}

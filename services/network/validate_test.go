@@ -121,9 +121,16 @@ func TestParamsJSONNames(t *testing.T) {
 		t.Errorf("ip range params decoded as %+v (%v), want %+v", p, err, want)
 	}
 	var l3 L3Params
-	err = json.Unmarshal([]byte(`{"name":"pub","description":"d","zoneUuid":"z1","type":"L3BasicNetwork"}`), &l3)
-	if err != nil || l3 != (L3Params{Name: "pub", Description: "d", ZoneUUID: "z1", Type: L3BasicNetwork}) {
-		t.Errorf("l3 params decoded as %+v (%v)", l3, err)
+	// The Java SDK's CreateL3NetworkAction sends these.
+	err = json.Unmarshal([]byte(`{"name":"pub","description":"d","l2NetworkUuid":"l2","type":"L3BasicNetwork","category":"Public",
+		"system":false,"ipVersion":4,"enableIPAM":true,"dnsDomain":"example.org","zoneUuid":"z1"}`), &l3)
+	want3 := L3Params{Name: "pub", Description: "d", L2NetworkUUID: "l2", ZoneUUID: "z1", Type: L3BasicNetwork, Category: L3CategoryPublic,
+		IPVersion: IPv4, DNSDomain: "example.org"}
+	if err != nil || l3.EnableIPAM == nil || !*l3.EnableIPAM {
+		t.Errorf("l3 params decoded as %+v (%v): want enableIPAM true", l3, err)
+	}
+	if l3.EnableIPAM = nil; l3 != want3 {
+		t.Errorf("l3 params decoded as %+v, want %+v", l3, want3)
 	}
 	// The UUID is the REST layer's choice, never a client's.
 	data, _ := json.Marshal(L3Params{UUID: "u", Name: "n"})
@@ -133,19 +140,34 @@ func TestParamsJSONNames(t *testing.T) {
 }
 
 func TestCreateL3NetworkValidation(t *testing.T) {
+	yes, no := true, false
+	on := func(p L3Params) L3Params { p.L2NetworkUUID = "l2"; return p }
 	tests := []struct {
 		name    string
 		p       L3Params
 		wantErr string
 	}{
-		{"valid", L3Params{Name: "pub", ZoneUUID: "z1"}, ""},
-		{"valid with type and uuid", L3Params{UUID: strings.Repeat("ab", 16), Name: "pub", ZoneUUID: "z1", Type: L3BasicNetwork}, ""},
-		{"no name", L3Params{ZoneUUID: "z1"}, "name is required"},
-		{"long name", L3Params{Name: strings.Repeat("n", 256), ZoneUUID: "z1"}, "name is longer than 255"},
-		{"long description", L3Params{Name: "n", Description: strings.Repeat("d", 2049), ZoneUUID: "z1"}, "description is longer"},
-		{"no zone", L3Params{Name: "n"}, "zoneUuid is required"},
-		{"unknown type", L3Params{Name: "n", ZoneUUID: "z1", Type: "L3VpcNetwork"}, `type "L3VpcNetwork" is not supported`},
-		{"dashed uuid", L3Params{UUID: "6ba7b810-9dad-11d1-80b4-00c04fd430c8", Name: "n", ZoneUUID: "z1"}, "32 lowercase hex"},
+		{"valid", on(L3Params{Name: "pub"}), ""},
+		{"valid with type and uuid", on(L3Params{UUID: strings.Repeat("ab", 16), Name: "pub", Type: L3BasicNetwork}), ""},
+		{"valid with zone (checked against the l2's)", on(L3Params{Name: "pub", ZoneUUID: "z1"}), ""},
+		{"valid with the sdk's fields", on(L3Params{Name: "pub", Category: "public", IPVersion: 4, EnableIPAM: &yes, DNSDomain: "corp.example.org"}), ""},
+		{"valid system", on(L3Params{Name: "sys", System: true, Category: "System"}), ""},
+		{"no name", on(L3Params{}), "name is required"},
+		{"long name", on(L3Params{Name: strings.Repeat("n", 256)}), "name is longer than 255"},
+		{"long description", on(L3Params{Name: "n", Description: strings.Repeat("d", 2049)}), "description is longer"},
+		{"no l2", L3Params{Name: "n"}, "l2NetworkUuid is required"},
+		{"zone instead of l2", L3Params{Name: "n", ZoneUUID: "z1"}, "l2NetworkUuid is required"},
+		{"unknown type", on(L3Params{Name: "n", Type: "L3VpcNetwork"}), `type "L3VpcNetwork" is not supported`},
+		{"dashed uuid", on(L3Params{UUID: "6ba7b810-9dad-11d1-80b4-00c04fd430c8", Name: "n"}), "32 lowercase hex"},
+		{"unknown category", on(L3Params{Name: "n", Category: "Guest"}), `category "Guest" is not one of Public, Private, System`},
+		{"system with a private category", on(L3Params{Name: "n", System: true}), "category Private does not go with system true"},
+		{"system category without system", on(L3Params{Name: "n", Category: "System"}), "category System needs system true"},
+		{"ipv6", on(L3Params{Name: "n", IPVersion: 6}), "ipVersion 6 is not supported"},
+		{"ip version 5", on(L3Params{Name: "n", IPVersion: 5}), "ipVersion 5 is not an IP version"},
+		{"ipam disabled", on(L3Params{Name: "n", EnableIPAM: &no}), "IPAM cannot be disabled"},
+		{"bad dns domain", on(L3Params{Name: "n", DNSDomain: "a..b"}), `dnsDomain "a..b" is not a valid domain name`},
+		{"dns domain with a space", on(L3Params{Name: "n", DNSDomain: "my domain"}), `dnsDomain "my domain" is not a valid domain name`},
+		{"problems together", L3Params{Category: "x", IPVersion: 6}, "name is required; l2NetworkUuid is required"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -161,5 +183,20 @@ func TestCreateL3NetworkValidation(t *testing.T) {
 				t.Errorf("error %q, want it to contain %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestL3ParamsDefaults: Validate writes ZStack's defaults and spelling.
+func TestL3ParamsDefaults(t *testing.T) {
+	p := L3Params{Name: "n", L2NetworkUUID: "l2", Category: "PUBLIC"}
+	if err := p.Validate(); err != nil || p.Category != L3CategoryPublic || p.IPVersion != IPv4 {
+		t.Fatalf("Validate: %v, category %q, ipVersion %d; want Public and 4", err, p.Category, p.IPVersion)
+	}
+	p = L3Params{Name: "n", L2NetworkUUID: "l2"}
+	if err := p.Validate(); err != nil || p.Category != L3CategoryPrivate || p.System {
+		t.Fatalf("Validate: %v, category %q; want Private", err, p.Category)
+	}
+	if err := p.Validate(); err != nil {
+		t.Fatalf("Validate again: %v", err)
 	}
 }

@@ -26,10 +26,11 @@ func (p *StopParams) Validate() error {
 // expunge it, DELETE destroys it.
 func (s *Service) API() []route.Resource {
 	op := func(_ context.Context, in route.In[struct{}]) (OpReq, error) { return OpReq{UUID: in.UUID}, nil }
-	return []route.Resource{{
+	nics, nicCalls, nicActions := s.nicAPI()
+	return []route.Resource{nics, {
 		Path:   "vm-instances",
 		Name:   "VM",
-		Query:  route.QueryOf[VmInstanceVO](route.Preload("VMNics"), route.PreloadOrdered("AllVolumes", volumeOrder)),
+		Query:  route.QueryOf[VmInstanceVO](route.Preload("VMNics"), route.Preload("VMNics.UsedIPs"), route.PreloadOrdered("AllVolumes", volumeOrder)),
 		Create: route.Ptr(route.Create(MsgCreate, s.acceptCreate)),
 		Actions: []route.Op{
 			route.Action("startVmInstance", MsgStart, op),
@@ -39,11 +40,12 @@ func (s *Service) API() []route.Resource {
 			route.Action("rebootVmInstance", MsgReboot, op),
 			route.Action("destroyVmInstance", MsgDestroy, op),
 			route.ActionNoResult("expungeVmInstance", MsgExpunge, op),
+			nicActions[0], nicActions[1],
 		},
 		Delete: route.Ptr(route.Delete(MsgDestroy, func(_ context.Context, in route.In[route.DeleteParams]) (OpReq, error) {
 			return OpReq{UUID: in.UUID}, nil
 		}).Existing()),
-		Calls: volumeCalls(),
+		Calls: append(volumeCalls(), nicCalls...),
 	}}
 }
 
@@ -55,5 +57,9 @@ func (s *Service) acceptCreate(ctx context.Context, in route.In[CreateParams]) (
 	if err != nil {
 		return CreateReq{}, err
 	}
-	return CreateReq{UUID: in.UUID, Params: in.Params, Sizing: sizing}, nil
+	static, err := staticIPs(in.SystemTags, in.Params.L3NetworkUUIDs)
+	if err != nil {
+		return CreateReq{}, err
+	}
+	return CreateReq{UUID: in.UUID, Params: in.Params, Sizing: sizing, StaticIPs: static}, nil
 }

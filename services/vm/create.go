@@ -20,11 +20,15 @@ import (
 // createData is what the create flow's steps share; it is recorded at
 // every step (JSON) so a new owner can roll back what a dead one left.
 type createData struct {
-	VM       VmInstanceVO `json:"vm"`
-	L3s      []string     `json:"l3s"`
-	NicUUIDs []string     `json:"nicUuids"` // chosen before any IP is taken
-	Spec     allocSpec    `json:"spec"`
-	Hosts    []string     `json:"hosts,omitempty"` // candidates, best first
+	VM  VmInstanceVO `json:"vm"`
+	L3s []string     `json:"l3s"`
+	// StaticIPs are the NICs' fixed addresses by L3 network, Bridges the
+	// bridge of each L3 network's L2 network on the chosen host.
+	StaticIPs map[string]string `json:"staticIps,omitempty"`
+	Bridges   map[string]string `json:"bridges,omitempty"`
+	NicUUIDs  []string          `json:"nicUuids"` // chosen before any IP is taken
+	Spec      allocSpec         `json:"spec"`
+	Hosts     []string          `json:"hosts,omitempty"` // candidates, best first
 	// HostClusters and HostZones are the candidates' clusters (the
 	// storage they reach) and zones.
 	HostClusters map[string]string `json:"hostClusters,omitempty"`
@@ -66,6 +70,12 @@ func (s *Service) createChain() (*flow.Chain[createData], error) {
 		// The volumes' files are undone with their reservations
 		// (reserve-capacity), found from the reservation rows.
 		{Name: "create-volumes", Run: s.stepCreateVolumes},
+		// The bridges stay: other VMs of the host may use them.
+		{Name: "prepare-network", Run: func(ctx context.Context, d *createData) error {
+			b, err := s.opts.IPAM.Realize(ctx, d.HostUUID, d.L3s)
+			d.Bridges = b
+			return err
+		}},
 		{Name: "start-on-hypervisor", Run: s.stepStartOnHost, Rollback: s.undoStartOnHost},
 		{Name: "set-running", Run: s.stepSetRunning},
 	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log})
@@ -109,8 +119,9 @@ func (s *Service) prepareCreate(ctx context.Context, req CreateReq) (*createData
 			ClusterUUID: p.ClusterUUID, InstanceOfferingUUID: p.InstanceOfferingUUID, ImageUUID: p.ImageUUID, DefaultL3NetworkUUID: def,
 			Type: "UserVm", HypervisorType: "KVM", Platform: sz.Platform, CPUNum: sz.CPUNum, MemorySize: sz.MemorySize,
 			State: StateStarting, CreateDate: now, LastOpDate: now},
-		L3s:  p.L3NetworkUUIDs,
-		Spec: allocSpec{CPU: int64(sz.CPUNum), Memory: sz.MemorySize, ZoneUUID: p.ZoneUUID, ClusterUUID: p.ClusterUUID, HostUUID: p.HostUUID},
+		L3s:       p.L3NetworkUUIDs,
+		StaticIPs: req.StaticIPs,
+		Spec:      allocSpec{CPU: int64(sz.CPUNum), Memory: sz.MemorySize, ZoneUUID: p.ZoneUUID, ClusterUUID: p.ClusterUUID, HostUUID: p.HostUUID},
 	}
 	for range p.L3NetworkUUIDs {
 		d.NicUUIDs = append(d.NicUUIDs, uid.New())
@@ -200,7 +211,7 @@ func (s *Service) stepCreateVolumes(ctx context.Context, d *createData) error {
 func (s *Service) stepAllocateIPs(ctx context.Context, d *createData) error {
 	now := time.Now().UTC()
 	for i, l3 := range d.L3s {
-		ip, err := s.opts.IPAM.Allocate(ctx, l3, d.NicUUIDs[i])
+		ip, err := s.opts.IPAM.Allocate(ctx, l3, d.NicUUIDs[i], d.StaticIPs[l3])
 		if err != nil {
 			return err
 		}
@@ -232,7 +243,11 @@ func (s *Service) stepStartOnHost(ctx context.Context, d *createData) error {
 	for i, k := range d.Disks {
 		tos[i] = volume.TO(k.Volume, k.URL, k.PSType)
 	}
-	return agentCommand(ctx, s, d.HostUUID, protocol.StartVM, s.startCmd(&d.VM, d.VM.VMNics, tos))
+	cmd := s.startCmd(&d.VM, d.VM.VMNics, tos)
+	for i := range cmd.Nics {
+		cmd.Nics[i].BridgeName = d.Bridges[cmd.Nics[i].L3NetworkUUID]
+	}
+	return agentCommand(ctx, s, d.HostUUID, protocol.StartVM, cmd)
 }
 
 // startCmd is the StartVmCmd of VM v with its NICs and volumes (root
@@ -250,8 +265,7 @@ func (s *Service) startCmd(v *VmInstanceVO, nics []VmNicVO, vols []protocol.Volu
 		}
 	}
 	for _, n := range nics {
-		cmd.Nics = append(cmd.Nics, protocol.NicTO{UUID: n.UUID, Mac: n.Mac, IP: n.IP, Netmask: n.Netmask, Gateway: n.Gateway,
-			L3NetworkUUID: n.L3NetworkUUID, DeviceID: n.DeviceID, UseVirtio: true})
+		cmd.Nics = append(cmd.Nics, nicTOOf(n, ""))
 	}
 	return cmd
 }

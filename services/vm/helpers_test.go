@@ -302,10 +302,18 @@ func (c *cloud) offering(name string, cpu int, mem int64) string {
 }
 
 // l3 creates an L3 network in the default zone with, unless start is "", an
-// IP range start-end in 192.168.0.0/16.
+// IP range start-end in 192.168.0.0/16. It is on an L2NoVlanNetwork of its
+// own, on an interface of its own (an interface has one such network per
+// cluster), attached to the default cluster and the test's.
 func (c *cloud) l3(name, start, end string) string {
 	c.t.Helper()
-	uuid := c.createResource("l3-networks", map[string]any{"name": name, "zoneUuid": c.Defaults["zone"]})
+	l2 := c.createResource("l2-networks/no-vlan", map[string]any{"name": name + "-l2", "zoneUuid": c.Defaults["zone"],
+		"physicalInterface": "if" + uid.New()[:8]})
+	c.attachL2(l2, c.Defaults["cluster"])
+	if c.cluster != "" && c.cluster != c.Defaults["cluster"] {
+		c.attachL2(l2, c.cluster)
+	}
+	uuid := c.createResource("l3-networks", map[string]any{"name": name, "l2NetworkUuid": l2})
 	if start != "" {
 		c.createResource("l3-networks/"+uuid+"/ip-ranges", map[string]any{"name": name + "-range",
 			"startIp": start, "endIp": end, "netmask": "255.255.0.0", "gateway": "192.168.0.1"})

@@ -31,6 +31,9 @@ type CreateReq struct {
 	// Sizing is what the API node read while validating (offering and
 	// image); nil makes the owner read it.
 	Sizing *Sizing `json:"sizing,omitempty"`
+	// StaticIPs are the NICs' fixed addresses, by L3 network (the
+	// staticIp system tags).
+	StaticIPs map[string]string `json:"staticIps,omitempty"`
 }
 
 // ResourceUUID is the VM being created.

@@ -72,6 +72,9 @@ type VmNicVO struct {
 	DeviceID       int       `gorm:"column:device_id;not null" json:"deviceId"`
 	UsedIPUUID     string    `gorm:"column:used_ip_uuid;size:32" json:"usedIpUuid,omitempty"`
 	CreateDate     time.Time `gorm:"column:create_date;not null" json:"createDate"`
+	// UsedIPs are the NIC's addresses (ZStack's usedIps), as the queries
+	// show them: the network service's rows, read only here.
+	UsedIPs []NicUsedIP `gorm:"foreignKey:VMNicUUID;references:UUID;-:migration" json:"usedIps,omitempty"`
 }
 
 // TableName is vm_nics.

@@ -88,6 +88,20 @@ func (s *Service) startChain() (*flow.Chain[startData], error) {
 			d.HostUUID = h
 			return err
 		}, Rollback: func(ctx context.Context, d *startData) error { return host.Release(ctx, s.db, d.VMUUID) }},
+		{Name: "prepare-network", Run: func(ctx context.Context, d *startData) error {
+			var l3s []string
+			for _, n := range d.Cmd.Nics {
+				l3s = append(l3s, n.L3NetworkUUID)
+			}
+			bridges, err := s.opts.IPAM.Realize(ctx, d.HostUUID, l3s)
+			if err != nil {
+				return err
+			}
+			for i := range d.Cmd.Nics {
+				d.Cmd.Nics[i].BridgeName = bridges[d.Cmd.Nics[i].L3NetworkUUID]
+			}
+			return nil
+		}},
 		{Name: "start-on-hypervisor", Run: func(ctx context.Context, d *startData) error {
 			return agentCommand(ctx, s, d.HostUUID, protocol.StartVM, d.Cmd)
 		}},

@@ -24,10 +24,17 @@ type IP struct {
 // IPAM is what the VM service needs of the network service (declared
 // here, by its consumer).
 type IPAM interface {
-	// Allocate takes a free IP of l3 for owner (a NIC UUID).
-	Allocate(ctx context.Context, l3UUID, ownerUUID string) (IP, error)
+	// Allocate takes a free IP of l3 for owner (a NIC UUID): staticIP if
+	// not "" (InvalidState if it is in use, InvalidArgument if it is in
+	// no range of l3).
+	Allocate(ctx context.Context, l3UUID, ownerUUID, staticIP string) (IP, error)
 	// ReleaseByOwner gives back owner's IPs; idempotent.
 	ReleaseByOwner(ctx context.Context, ownerUUID string) error
+	// Release gives back one IP by its used IP UUID; idempotent.
+	Release(ctx context.Context, usedIPUUID string) error
+	// Realize makes sure the L2 network of each of l3UUIDs has its bridge
+	// on the host, and answers each L3 network's bridge name.
+	Realize(ctx context.Context, hostUUID string, l3UUIDs []string) (map[string]string, error)
 	// Usable reports an error if l3 does not exist or has no IP range.
 	Usable(ctx context.Context, l3UUID string) error
 	// Placement is where a VM on the L3 networks can run; an error if one

@@ -124,7 +124,7 @@ func TestRecoverAbandonedFlows(t *testing.T) {
 	empty := c.snapshot()
 	dead := uid.New()
 
-	// A create that died after starting the VM on the host (6 of its 7
+	// A create that died after starting the VM on the host (7 of its 8
 	// steps begun).
 	half, createData := c.halfCreated(hostUUID)
 	if st := c.agentVM(hostUUID, half.UUID); st != protocol.VMStateRunning {
@@ -134,9 +134,9 @@ func TestRecoverAbandonedFlows(t *testing.T) {
 	if _, err := os.Stat(rootFile); err != nil {
 		t.Fatalf("the half-created VM's root volume: %v", err)
 	}
-	createRec := c.saveRecord(dead, createChain, half.UUID, flow.Running, 6, 7, "start-on-hypervisor", createData)
+	createRec := c.saveRecord(dead, createChain, half.UUID, flow.Running, 7, 8, "start-on-hypervisor", createData)
 
-	// A start that died after reserving the capacity (2 of 3 steps).
+	// A start that died after reserving the capacity (2 of 4 steps).
 	starting := c.mustCreate("was-starting", nil)
 	c.mustAct(starting.UUID, "stopVmInstance", nil)
 	if err := c.DB().Model(&vm.VmInstanceVO{}).Where("uuid = ?", starting.UUID).
@@ -146,13 +146,13 @@ func TestRecoverAbandonedFlows(t *testing.T) {
 	if err := host.Reserve(c.ctx, c.DB(), hostUUID, starting.UUID, int64(starting.CPUNum), starting.MemorySize); err != nil {
 		t.Fatal(err)
 	}
-	startRec := c.saveRecord(dead, startChain, starting.UUID, flow.Running, 2, 3, "reserve-capacity", map[string]any{
+	startRec := c.saveRecord(dead, startChain, starting.UUID, flow.Running, 2, 4, "reserve-capacity", map[string]any{
 		"vmUuid": starting.UUID, "name": starting.Name, "cpuNum": starting.CPUNum, "memory": starting.MemorySize,
 		"hosts": []string{hostUUID}, "hostUuid": hostUUID})
 
 	// A create this live node is running: not abandoned.
 	busy := c.mustCreate("busy", nil)
-	liveRec := c.saveRecord(c.Node().UUID(), createChain, busy.UUID, flow.Running, 1, 7, "create-record",
+	liveRec := c.saveRecord(c.Node().UUID(), createChain, busy.UUID, flow.Running, 1, 8, "create-record",
 		map[string]any{"vm": busy, "l3s": []string{c.Defaults["l3"]}})
 
 	if got := c.snapshot(); got.VMs != empty.VMs+3 || got.Reservations != empty.Reservations+3 {

@@ -45,17 +45,18 @@ type Options struct {
 // VM's chain ("vm-<uuid>", one at a time), as a flow whose steps roll back
 // on failure.
 type Service struct {
-	opts     Options
-	log      *slog.Logger
-	db       *gorm.DB
-	bus      *cloudbus.Bus
-	node     *managementnode.Node
-	sched    *thread.Scheduler
-	vols     *volume.Service
-	recorder *flow.GormRecorder
-	create   *flow.Chain[createData]
-	startF   *flow.Chain[startData]
-	flows    *flow.Registry
+	opts      Options
+	log       *slog.Logger
+	db        *gorm.DB
+	bus       *cloudbus.Bus
+	node      *managementnode.Node
+	sched     *thread.Scheduler
+	vols      *volume.Service
+	recorder  *flow.GormRecorder
+	create    *flow.Chain[createData]
+	startF    *flow.Chain[startData]
+	attachNic *flow.Chain[nicData]
+	flows     *flow.Registry
 
 	// strategy is AllocationStrategy and retention FlowRetention (in
 	// nanoseconds), changed at run time by their setters.
@@ -104,7 +105,10 @@ func New(opts Options) (*Service, error) {
 	if s.startF, err = s.startChain(); err != nil {
 		return nil, err
 	}
-	if s.flows, err = flow.NewRegistry(s.create, s.startF); err != nil {
+	if s.attachNic, err = s.attachNicChain(); err != nil {
+		return nil, err
+	}
+	if s.flows, err = flow.NewRegistry(s.create, s.startF, s.attachNic); err != nil {
 		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -130,6 +134,10 @@ func (s *Service) Start(ctx context.Context) error {
 		managementnode.Handle(mux, MsgExpunge, s.handleExpunge)
 		managementnode.Handle(mux, MsgAttachVolume, s.handleAttachVolume)
 		managementnode.Handle(mux, MsgDetachVolume, s.handleDetachVolume)
+		managementnode.Handle(mux, MsgAttachL3, s.handleAttachL3)
+		managementnode.Handle(mux, MsgDetachNic, s.handleDetachNic)
+		managementnode.Handle(mux, MsgSetStaticIP, s.handleSetStaticIP)
+		managementnode.Handle(mux, MsgUpdate, s.handleUpdate)
 	})
 	if err != nil {
 		return err

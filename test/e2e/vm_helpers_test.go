@@ -122,8 +122,9 @@ func destroyVM(ctx context.Context, c *client.Client, uuid string) error {
 	return err
 }
 
-// setupCloud creates zone, cluster, offering, image, an L3 network with a
-// range and (unless withoutLocalStorage) a LocalStorage at localStorageURL
+// setupCloud creates zone, cluster, offering, image, an L2 network on eth0
+// attached to the cluster with an L3 network on it with a range and
+// (unless withoutLocalStorage) a LocalStorage at localStorageURL
 // attached to the cluster, through the REST API; add the hosts after it,
 // so that their directories are measured as they are added.
 func setupCloud(t *testing.T, c *client.Client, cpu int, mem int64, opts ...cloudOption) cloud {
@@ -146,7 +147,9 @@ func setupCloud(t *testing.T, c *client.Client, cpu int, mem int64, opts ...clou
 	cl.cluster = mk("clusters", map[string]any{"name": "c1", "zoneUuid": cl.zone, "hypervisorType": "KVM"})
 	cl.offering = mk("instance-offerings", map[string]any{"name": "o1", "cpuNum": cpu, "memorySize": mem})
 	cl.image = addImage(t, c, cl.zone, mk)
-	cl.l3 = mk("l3-networks", map[string]any{"name": "l3", "zoneUuid": cl.zone})
+	l2 := mk("l2-networks/no-vlan", map[string]any{"name": "l2", "zoneUuid": cl.zone, "physicalInterface": "eth0"})
+	mk("l2-networks/"+l2+"/clusters/"+cl.cluster, map[string]any{})
+	cl.l3 = mk("l3-networks", map[string]any{"name": "l3", "l2NetworkUuid": l2})
 	if _, err := client.CreateAndWait[network.IpRangeVO](ctx, c, "l3-networks/"+cl.l3+"/ip-ranges",
 		map[string]any{"name": "r1", "startIp": "10.1.0.10", "endIp": "10.1.3.250", "netmask": "255.255.252.0", "gateway": "10.1.0.1"}); err != nil {
 		t.Fatalf("add ip range: %v", err)

@@ -99,9 +99,9 @@ func actionCmdOf(g *globals, n, result *noun, verb, action, short, example strin
 
 func newVMCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:     "vm <start|stop|reboot|destroy> <uuid>",
+		Use:     "vm <start|stop|reboot|destroy|attach-l3|detach-nic|set-static-ip|set-default-l3> <uuid>",
 		Aliases: vmNoun.aliases,
-		Short:   "Start, stop, reboot or destroy a VM",
+		Short:   "Start, stop, reboot or destroy a VM; attach and detach its NICs",
 		Args:    cobra.ArbitraryArgs,
 		RunE:    groupRunE("vm action", nil),
 	}
@@ -123,6 +123,7 @@ func newVMCmd(g *globals) *cobra.Command {
 		actionCmd(g, vmNoun, "reboot", "rebootVmInstance", "Reboot a running VM", "  mplane ctl vm reboot <uuid>", nil, nil),
 		newDeleteNounCmd(g, vmNoun, "destroy", nil),
 	)
+	cmd.AddCommand(vmNicCmds(g)...)
 	return cmd
 }
 

@@ -187,20 +187,16 @@ var createSpecs = []createSpec{
 			{flag: "end", param: "endVni", kind: paramInt, required: true, usage: "last VNI"},
 			{flag: "description", param: "description", usage: "description"},
 		}},
-	{noun: l3Noun, short: "Create an L3 network on an L2 network (or, without one, in a zone)", path: "l3-networks",
+	{noun: l3Noun, short: "Create an L3 network on an L2 network (in its zone)", path: "l3-networks",
 		example: "  mplane ctl create l3 --name public --l2 <l2-uuid>\n" +
-			"  mplane ctl create l3 --name public --zone <zone-uuid>",
+			"  mplane ctl create l3 --name mgmt --l2 <l2-uuid> --category Public --dns-domain corp.example.org",
 		flags: []paramFlag{
 			{flag: "name", param: "name", required: true, usage: "network name"},
-			{flag: "l2", param: "l2NetworkUuid", usage: "UUID of the L2 network it is on (its zone is the L3 network's)"},
-			{flag: "zone", param: "zoneUuid", usage: "UUID of the zone (default: the L2 network's)"},
+			{flag: "l2", param: "l2NetworkUuid", required: true, usage: "UUID of the L2 network it is on (its zone is the L3 network's; not a VXLAN pool)"},
+			{flag: "zone", param: "zoneUuid", usage: "UUID of the zone, a check only: it must be the L2 network's"},
+			{flag: "category", param: "category", usage: "Private (the default) or Public"},
+			{flag: "dns-domain", param: "dnsDomain", usage: "the network's DNS domain"},
 			{flag: "description", param: "description", usage: "description"},
-		},
-		check: func(given func(string) bool, _ func(string) string) []string {
-			if !given("l2") && !given("zone") {
-				return []string{"missing the network's place: give --l2 (or --zone)"}
-			}
-			return nil
 		}},
 	{noun: ipRangeNoun, short: "Add an IP range to an L3 network", path: "l3-networks/{l3}/ip-ranges",
 		example: "  mplane ctl create ip-range --l3 <l3-uuid> --start 10.0.0.10 --end 10.0.0.200 \\\n" +

@@ -96,6 +96,14 @@ func TestCtlL2Networks(t *testing.T) {
 	if b := e.lastBody("POST", "/v1/l3-networks"); fmt.Sprint(b["params"]) != "map[l2NetworkUuid:"+flat+" name:"+tag+"]" {
 		t.Fatalf("l3 params %v", b["params"])
 	}
+	// ZStack's fields; --zone is a check of the L2 network's zone.
+	pub := e.jsonOut("create", "l3", "--name", tag+"-pub", "--l2", flat, "--zone", zone, "--category", "Public", "--dns-domain", "corp.example.org")
+	if pub["category"] != "Public" || pub["dnsDomain"] != "corp.example.org" || pub["zoneUuid"] != zone {
+		t.Fatalf("create l3 --category --dns-domain: %v", pub)
+	}
+	if stderr := e.fails("create", "l3", "--name", tag+"-x", "--l2", flat, "--zone", cluster); !strings.Contains(stderr, "is not the zone "+zone+" of l2 network "+flat) {
+		t.Fatalf("create l3 with another zone: %q", stderr)
+	}
 	got := e.jsonOut("detach", "l2", flat, "--cluster", cluster)
 	if got["uuid"] != flat || fmt.Sprint(got["attachedClusterUuids"]) != "[]" {
 		t.Fatalf("detach: %v", got)
@@ -106,7 +114,7 @@ func TestCtlL2Networks(t *testing.T) {
 
 	// Deletes: refused while an L3 network is on it, unless enforcing.
 	stderr = e.fails("delete", "l2", flat)
-	if !strings.Contains(stderr, "still has 1 L3 networks") {
+	if !strings.Contains(stderr, "still has 2 L3 networks") {
 		t.Fatalf("delete of an l2 with an l3: %q", stderr)
 	}
 	if out := e.ok("delete", "l2", flat, "--mode", "enforcing"); out != "Deleted l2 "+flat+"\n" {

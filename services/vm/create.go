@@ -244,9 +244,7 @@ func (s *Service) stepStartOnHost(ctx context.Context, d *createData) error {
 		tos[i] = volume.TO(k.Volume, k.URL, k.PSType)
 	}
 	cmd := s.startCmd(&d.VM, d.VM.VMNics, tos)
-	for i := range cmd.Nics {
-		cmd.Nics[i].BridgeName = d.Bridges[cmd.Nics[i].L3NetworkUUID]
-	}
+	onBridges(cmd.Nics, d.Bridges)
 	return agentCommand(ctx, s, d.HostUUID, protocol.StartVM, cmd)
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -301,12 +302,28 @@ func checkNicPlacement(ctx context.Context, ipam IPAM, v *VmInstanceVO, l3UUID s
 		return errcode.New(errcode.InvalidArgument, "L3 network %s is in zone %s, VM %s in zone %s: attach an L3 network of the VM's zone",
 			l3UUID, net.Zone, v.UUID, v.ZoneUUID)
 	}
-	if len(net.L2s) > 0 && v.ClusterUUID != "" && !contains(net.Clusters, v.ClusterUUID) {
+	if len(net.L2s) > 0 && v.ClusterUUID != "" && !slices.Contains(net.Clusters, v.ClusterUUID) {
 		return errcode.New(errcode.InvalidArgument,
 			"the L2 network %s of L3 network %s is not attached to cluster %s of VM %s: attach it to the cluster first",
 			strings.Join(net.L2s, ", "), l3UUID, v.ClusterUUID, v.UUID)
 	}
 	return nil
+}
+
+// l3sOf are the L3 networks of a command's NICs.
+func l3sOf(nics []protocol.NicTO) []string {
+	out := make([]string, len(nics))
+	for i, n := range nics {
+		out[i] = n.L3NetworkUUID
+	}
+	return out
+}
+
+// onBridges puts each NIC on its L3 network's bridge (Realize's answer).
+func onBridges(nics []protocol.NicTO, bridges map[string]string) {
+	for i := range nics {
+		nics[i].BridgeName = bridges[nics[i].L3NetworkUUID]
+	}
 }
 
 func nicTOOf(n VmNicVO, bridge string) protocol.NicTO {
@@ -485,15 +502,6 @@ func (s *Service) handleUpdate(ctx context.Context, req UpdateReq) (VmInstanceVO
 		}
 		return s.reply(ctx, v.UUID)
 	})
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // NicUsedIP is a used_ips row as a NIC's inventory shows it (the network

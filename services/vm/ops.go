@@ -65,11 +65,7 @@ type startData struct {
 func (s *Service) startChain() (*flow.Chain[startData], error) {
 	return flow.New("start-vm", []flow.Step[startData]{
 		{Name: "allocate-host", Run: func(ctx context.Context, d *startData) error {
-			var l3s []string
-			for _, n := range d.Cmd.Nics {
-				l3s = append(l3s, n.L3NetworkUUID)
-			}
-			net, err := s.opts.IPAM.Placement(ctx, l3s)
+			net, err := s.opts.IPAM.Placement(ctx, l3sOf(d.Cmd.Nics))
 			if err != nil {
 				return err
 			}
@@ -89,17 +85,11 @@ func (s *Service) startChain() (*flow.Chain[startData], error) {
 			return err
 		}, Rollback: func(ctx context.Context, d *startData) error { return host.Release(ctx, s.db, d.VMUUID) }},
 		{Name: "prepare-network", Run: func(ctx context.Context, d *startData) error {
-			var l3s []string
-			for _, n := range d.Cmd.Nics {
-				l3s = append(l3s, n.L3NetworkUUID)
-			}
-			bridges, err := s.opts.IPAM.Realize(ctx, d.HostUUID, l3s)
+			bridges, err := s.opts.IPAM.Realize(ctx, d.HostUUID, l3sOf(d.Cmd.Nics))
 			if err != nil {
 				return err
 			}
-			for i := range d.Cmd.Nics {
-				d.Cmd.Nics[i].BridgeName = bridges[d.Cmd.Nics[i].L3NetworkUUID]
-			}
+			onBridges(d.Cmd.Nics, bridges)
 			return nil
 		}},
 		{Name: "start-on-hypervisor", Run: func(ctx context.Context, d *startData) error {

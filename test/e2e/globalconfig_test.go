@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"mplane/agents/kvm"
 	"mplane/agents/protocol"
 	"mplane/api/client"
 	"mplane/errcode"
@@ -64,12 +62,8 @@ func nodeSetting(t *testing.T, s *server, key string) string {
 // since since.
 func pingGaps(t *testing.T, agentURL string, since time.Time) []time.Duration {
 	t.Helper()
-	var arrivals []kvm.Arrival
-	if code, err := getJSON(context.Background(), agentURL+protocol.PathDebugArrivals, &arrivals); err != nil || code != http.StatusOK {
-		t.Fatalf("arrivals of %s: %d %v", agentURL, code, err)
-	}
 	var at []time.Time
-	for _, a := range arrivals {
+	for _, a := range agentArrivals(t, agentURL) {
 		if a.Path == protocol.PathPing && a.At.After(since) {
 			at = append(at, a.At)
 		}

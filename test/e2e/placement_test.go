@@ -18,13 +18,20 @@ import (
 	"mplane/services/vm"
 )
 
-// agentPaths are the paths of the commands an agent got, oldest first.
-func agentPaths(t *testing.T, agentURL string) []string {
+// agentArrivals are the commands an agent got, oldest first.
+func agentArrivals(t *testing.T, agentURL string) []kvm.Arrival {
 	t.Helper()
 	var arrivals []kvm.Arrival
 	if code, err := getJSON(context.Background(), agentURL+protocol.PathDebugArrivals, &arrivals); err != nil || code != http.StatusOK {
 		t.Fatalf("arrivals of %s: %d %v", agentURL, code, err)
 	}
+	return arrivals
+}
+
+// agentPaths are the paths of the commands an agent got, oldest first.
+func agentPaths(t *testing.T, agentURL string) []string {
+	t.Helper()
+	arrivals := agentArrivals(t, agentURL)
 	out := make([]string, len(arrivals))
 	for i, a := range arrivals {
 		out[i] = a.Path

@@ -44,6 +44,10 @@ func openMySQL(ctx context.Context, raw string, opts Options) (*gorm.DB, error) 
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("open database: mysql %s: %w", where, err)
 	}
+	if err := markUnavailable(gdb); err != nil {
+		_ = sqlDB.Close()
+		return nil, fmt.Errorf("open database: register callbacks: %w", err)
+	}
 	return gdb, nil
 }
 

@@ -59,6 +59,10 @@ func openSQLite(ctx context.Context, path string, opts Options) (*gorm.DB, error
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("open database: sqlite %s: %w", file, err)
 	}
+	if err := markUnavailable(gdb); err != nil {
+		_ = sqlDB.Close()
+		return nil, fmt.Errorf("open database: register callbacks: %w", err)
+	}
 	return gdb, nil
 }
 

@@ -24,6 +24,8 @@ const (
 	AgentError        Code = "SYS.1014"
 	CapacityExhausted Code = "SYS.1015"
 	ShuttingDown      Code = "SYS.1016"
+	OutcomeUnknown    Code = "SYS.1017"
+	DBUnavailable     Code = "SYS.1018"
 )
 
 // Entry describes one code of the catalogue.
@@ -56,6 +58,8 @@ var catalogue = []Entry{
 	{AgentError, "agent reported an error", false, http.StatusBadGateway},
 	{CapacityExhausted, "not enough capacity", false, http.StatusConflict},
 	{ShuttingDown, "management node is shutting down", true, http.StatusServiceUnavailable},
+	{OutcomeUnknown, "the operation may or may not have run; read the resource to learn its state before trying again", false, http.StatusGatewayTimeout},
+	{DBUnavailable, "database unavailable; try again", true, http.StatusServiceUnavailable},
 }
 
 var byCode = func() map[Code]Entry {

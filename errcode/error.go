@@ -30,8 +30,14 @@ func New(code Code, format string, args ...any) *Error {
 	return e
 }
 
-// Wrap returns an error of the given code caused by cause.
+// Wrap returns an error of the given code caused by cause. Internal
+// wrapping a cause that says the database is unavailable (DBUnavailable)
+// takes that code instead: what failed is the system, not the code path,
+// and the caller may try again.
 func Wrap(code Code, cause error, format string, args ...any) *Error {
+	if code == Internal && Has(cause, DBUnavailable) {
+		code = DBUnavailable
+	}
 	e := New(code, format, args...)
 	if cause != nil {
 		e.Cause = From(cause)

@@ -18,9 +18,12 @@ type RecordVO struct {
 	Owner    string `gorm:"column:owner;size:64;not null;index:idx_flow_records_owner_state,priority:1"`
 	State    string `gorm:"column:state;size:16;not null;index:idx_flow_records_owner_state,priority:2"`
 	Resource string `gorm:"column:resource;size:64;not null;index"`
-	Applied  int    `gorm:"column:applied;not null"`
-	Total    int    `gorm:"column:total;not null"`
-	Step     string `gorm:"column:step;size:128;not null"`
+	// Job is the API job the run serves (WithJob), empty for runs no job
+	// started; set when the record is made.
+	Job     string `gorm:"column:job;size:64;not null;default:'';index"`
+	Applied int    `gorm:"column:applied;not null"`
+	Total   int    `gorm:"column:total;not null"`
+	Step    string `gorm:"column:step;size:128;not null"`
 	// Data is JSON text: readable by an operator with plain SQL.
 	Data  string `gorm:"column:data;not null"`
 	Error string `gorm:"column:error;not null"`
@@ -43,6 +46,30 @@ func (v RecordVO) record() Record {
 		rec.Data = []byte(v.Data)
 	}
 	return rec
+}
+
+type jobKey struct{}
+
+// WithJob returns a context under which the runs a GormRecorder records
+// are marked as serving the API job jobUUID, so the node that takes the job
+// over can tell what became of its work (ForJob).
+func WithJob(ctx context.Context, jobUUID string) context.Context {
+	return context.WithValue(ctx, jobKey{}, jobUUID)
+}
+
+// JobFrom is the job of WithJob, or "".
+func JobFrom(ctx context.Context) string {
+	j, _ := ctx.Value(jobKey{}).(string)
+	return j
+}
+
+// ForJob lists the records of the runs that served jobUUID, oldest first.
+func (g *GormRecorder) ForJob(ctx context.Context, jobUUID string) ([]RecordVO, error) {
+	var vos []RecordVO
+	if err := g.db.WithContext(ctx).Where("job = ?", jobUUID).Order("created_at, id").Find(&vos).Error; err != nil {
+		return nil, fmt.Errorf("list the flow records of job %s: %w", jobUUID, err)
+	}
+	return vos, nil
 }
 
 // Migrate creates the flow_records table.
@@ -85,7 +112,7 @@ func (g *GormRecorder) Save(ctx context.Context, rec Record) error {
 	vo := RecordVO{
 		ID: rec.ID, Chain: rec.Chain, Owner: rec.Owner, Resource: rec.Resource, State: string(rec.State),
 		Applied: rec.Applied, Total: rec.Total, Step: rec.Step, Data: string(rec.Data), Error: rec.Error,
-		Seq: 1, CreatedAt: now, UpdatedAt: now,
+		Job: JobFrom(ctx), Seq: 1, CreatedAt: now, UpdatedAt: now,
 	}
 	err := g.db.WithContext(ctx).Create(&vo).Error
 	if errors.Is(err, gorm.ErrDuplicatedKey) {

@@ -22,7 +22,7 @@ func (n *Node) Guard(service string) cloudbus.Interceptor {
 	return func(ctx context.Context, env *cloudbus.Envelope, next func(context.Context) (json.RawMessage, error)) (json.RawMessage, error) {
 		uuid := env.ResourceUUID
 		if uuid == "" {
-			return next(ctx)
+			return n.runJob(ctx, env, next)
 		}
 		release, owner, err := n.acquire(ctx, uuid)
 		if errors.Is(err, errNotMine) && env.Hops > 0 {
@@ -47,8 +47,46 @@ func (n *Node) Guard(service string) cloudbus.Interceptor {
 			return nil, err
 		}
 		defer release()
-		return next(ctx)
+		if err := n.CheckLease(ctx); err != nil {
+			return nil, err
+		}
+		return n.runJob(ctx, env, next)
 	}
+}
+
+// SetJobHook installs h around every message that Guard lets run on this
+// node and that carries an API job's ID (Envelope.APIID): the portal's
+// record of which node runs a job, so a job is run once however often it
+// is sent. nil removes it.
+func (n *Node) SetJobHook(h cloudbus.Interceptor) {
+	if h == nil {
+		n.jobHook.Store(nil)
+		return
+	}
+	n.jobHook.Store(&h)
+}
+
+func (n *Node) runJob(ctx context.Context, env *cloudbus.Envelope, next func(context.Context) (json.RawMessage, error)) (json.RawMessage, error) {
+	if env.APIID != "" {
+		if h := n.jobHook.Load(); h != nil {
+			return (*h)(ctx, env, next)
+		}
+	}
+	return next(ctx)
+}
+
+// Alive reports whether node is a member now: it has a membership row
+// (this node's own view of the database; a peer evicted a moment ago may
+// still be in another's ring).
+func (n *Node) Alive(ctx context.Context, node string) (bool, error) {
+	if node == n.uuid {
+		return true, nil
+	}
+	var count int64
+	if err := n.db.WithContext(ctx).Model(&NodeVO{}).Where("uuid = ?", node).Count(&count).Error; err != nil {
+		return false, err
+	}
+	return count > 0, nil
 }
 
 // acquire holds uuid's partition for work on this node. It fails with

@@ -73,6 +73,8 @@ type Node struct {
 	idleWaiters atomic.Int32
 	handover    handover
 	probes      atomic.Int64
+	beat        beats
+	jobHook     atomic.Pointer[cloudbus.Interceptor]
 	lastForce   atomic.Int64 // unix nanos of the last forced resync
 
 	ctx     context.Context
@@ -218,6 +220,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.changeMembership(ctx, func(tx *gorm.DB) error { return tx.Create(&row).Error }); err != nil {
 		return fmt.Errorf("join: %w", err)
 	}
+	n.beat.ok(now)
 	mux := cloudbus.NewMux()
 	cloudbus.Handle(mux, msgAwaitRelease, n.awaitRelease)
 	cloudbus.Handle(mux, MsgProbe, n.probe)

@@ -2,6 +2,7 @@ package managementnode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,14 +22,26 @@ import (
 // SQLite file, with a fake database clock; heartbeats are driven by hand.
 
 type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu   sync.Mutex
+	t    time.Time
+	down bool // the database is unreachable: reading its clock fails
 }
+
+var errDatabaseDown = errors.New("dial tcp 127.0.0.1:3306: connect: connection refused")
 
 func (c *fakeClock) Now(context.Context) (time.Time, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.down {
+		return time.Time{}, errDatabaseDown
+	}
 	return c.t, nil
+}
+
+func (c *fakeClock) SetDown(down bool) {
+	c.mu.Lock()
+	c.down = down
+	c.mu.Unlock()
 }
 
 func (c *fakeClock) Advance(d time.Duration) {
@@ -113,6 +126,16 @@ func (c *cluster) bump() (int64, error) {
 	var epoch int64
 	err := c.db.Transaction(func(tx *gorm.DB) error { return bumpEpoch(tx, &epoch) })
 	return epoch, err
+}
+
+// members counts the membership rows.
+func (c *cluster) members() int64 {
+	c.t.Helper()
+	var n int64
+	if err := c.db.Model(&NodeVO{}).Count(&n).Error; err != nil {
+		c.t.Fatal(err)
+	}
+	return n
 }
 
 // converged waits until every listed node runs the same ring of want

@@ -41,11 +41,21 @@ type Job struct {
 	// Result is the JSON answer of a succeeded job, e.g. {"inventory": {...}}.
 	Result string `json:"result,omitempty"`
 	// Error is the JSON *errcode.Error of a failed job.
-	Error       string    `json:"error,omitempty"`
-	AccountUUID string    `gorm:"size:64;index" json:"accountUuid,omitempty"`
-	WebhookURL  string    `gorm:"size:2048" json:"webhookUrl,omitempty"`
-	CreatedAt   time.Time `json:"createDate"`
-	UpdatedAt   time.Time `json:"lastOpDate"`
+	Error       string `json:"error,omitempty"`
+	AccountUUID string `gorm:"size:64;index" json:"accountUuid,omitempty"`
+	WebhookURL  string `gorm:"size:2048" json:"webhookUrl,omitempty"`
+	// Op is the call (its key in the portal's registry) and Body the
+	// request the portal built for it: with them any node can send the work
+	// again (jobs.Store.Orphans). Empty for jobs made before they existed.
+	Op   string `gorm:"size:200" json:"-"`
+	Body string `gorm:"type:text" json:"-"`
+	// RunNode is the node that started the work on the resource's owner;
+	// empty while it has not started, so sending it again is safe.
+	RunNode string `gorm:"size:64;not null;default:''" json:"-"`
+	// RedrivenAt is when a node last sent the job again (Store.ClaimRedrive).
+	RedrivenAt *time.Time `json:"-"`
+	CreatedAt  time.Time  `json:"createDate"`
+	UpdatedAt  time.Time  `json:"lastOpDate"`
 }
 
 // TableName is api_jobs.

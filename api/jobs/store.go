@@ -57,6 +57,9 @@ type NewJob struct {
 	// WebhookURL is the client's X-Web-Hook: empty, or an absolute http or
 	// https URL.
 	WebhookURL string
+	// Op and Body are what sends the work (Job.Op, Job.Body).
+	Op   string
+	Body string
 }
 
 // Create records a new job in state Processing. It is idempotent by UUID:
@@ -83,6 +86,7 @@ func (s *Store) Create(ctx context.Context, n NewJob) (job Job, created bool, er
 	j := Job{
 		UUID: n.UUID, APIName: n.APIName, ResourceUUID: n.ResourceUUID,
 		AccountUUID: n.AccountUUID, WebhookURL: n.WebhookURL, State: Processing,
+		Op: n.Op, Body: n.Body,
 	}
 	err = s.db.WithContext(ctx).Create(&j).Error
 	if err == nil {
@@ -157,36 +161,119 @@ func (s *Store) Fail(ctx context.Context, jobUUID string, e *errcode.Error) (Job
 	return s.finish(ctx, jobUUID, map[string]any{"state": Failed, "error": string(data)})
 }
 
-// FailStale fails every job that has been processing for longer than age,
-// measured from its creation by this node's clock, with a Timeout error:
-// the node running it has most likely gone away. It returns how many. Like
-// Fail it changes only jobs still processing, so it cannot overwrite an
-// outcome stored meanwhile. Webhooks of these jobs are not delivered.
-func (s *Store) FailStale(ctx context.Context, age time.Duration) (int64, error) {
-	e := errcode.New(errcode.Timeout, "api job still processing after %s: the management node running it may have stopped", age)
-	data, err := json.Marshal(e)
+// FailUnstarted fails a processing job whose work has not started on the
+// resource's owner (RunNode empty) with e, marked retryable: nothing ran,
+// so the same request may be sent again. A job whose work started is left
+// to the node running it; the error is then InvalidState, as for a
+// finished job.
+func (s *Store) FailUnstarted(ctx context.Context, jobUUID string, e *errcode.Error) (Job, error) {
+	if e == nil {
+		e = errcode.New(errcode.Internal, "job failed without an error")
+	}
+	c := *e
+	c.Retryable = true
+	data, err := json.Marshal(&c)
 	if err != nil {
-		return 0, fmt.Errorf("fail stale api jobs: encode error: %w", err)
+		return Job{}, fmt.Errorf("fail api job %s: encode error: %w", jobUUID, err)
 	}
-	cutoff := time.Now().UTC().Add(-age)
-	res := s.db.WithContext(ctx).Model(&Job{}).
-		Where("state = ? AND created_at < ?", Processing, cutoff).
-		Updates(map[string]any{"state": Failed, "error": string(data)})
-	if res.Error != nil {
-		return 0, fmt.Errorf("fail stale api jobs: %w", res.Error)
-	}
-	if res.RowsAffected > 0 {
-		s.signal()
-	}
-	return res.RowsAffected, nil
+	return s.finish(ctx, jobUUID, map[string]any{"state": Failed, "error": string(data)}, "run_node = ''")
 }
 
-// finish applies a final state only if the job is still processing: the
-// WHERE clause makes the transition atomic across goroutines and nodes.
-func (s *Store) finish(ctx context.Context, jobUUID string, values map[string]any) (Job, error) {
+// ClaimRun records that node starts the job's work, if the job is still
+// processing and its RunNode is still from (empty: not started; another
+// node: taken over from it). ok is false when another node was first or
+// the job changed.
+func (s *Store) ClaimRun(ctx context.Context, jobUUID, from, node string) (ok bool, err error) {
 	res := s.db.WithContext(ctx).Model(&Job{}).
-		Where("uuid = ? AND state = ?", jobUUID, Processing).
-		Updates(values)
+		Where("uuid = ? AND state = ? AND run_node = ?", jobUUID, Processing, from).
+		Update("run_node", node)
+	if res.Error != nil {
+		return false, fmt.Errorf("claim the run of api job %s: %w", jobUUID, res.Error)
+	}
+	return res.RowsAffected == 1, nil
+}
+
+// Orphans lists jobs still processing that no node may be driving: their
+// work has not started although they are older than idle (the message that
+// carried them may be lost), or the node that started it is not one of
+// live. Jobs a node sent again less than idle ago are left out, as are
+// jobs without an Op (made before jobs could be sent again) and jobs older
+// than maxAge (the sweeper fails those).
+func (s *Store) Orphans(ctx context.Context, live []string, idle, maxAge time.Duration, limit int) ([]Job, error) {
+	now := time.Now().UTC()
+	q := s.db.WithContext(ctx).Where("state = ? AND op <> '' AND created_at > ?", Processing, now.Add(-maxAge)).
+		Where("redriven_at IS NULL OR redriven_at < ?", now.Add(-idle))
+	if len(live) > 0 {
+		q = q.Where("(run_node = '' AND created_at < ?) OR (run_node <> '' AND run_node NOT IN ?)", now.Add(-idle), live)
+	} else {
+		q = q.Where("run_node <> '' OR created_at < ?", now.Add(-idle))
+	}
+	var out []Job
+	if err := q.Order("created_at").Limit(limit).Find(&out).Error; err != nil {
+		return nil, fmt.Errorf("list orphaned api jobs: %w", err)
+	}
+	return out, nil
+}
+
+// ClaimRedrive records that this node sends job j again now, unless another
+// node did since j was read; ok says whether this node won.
+func (s *Store) ClaimRedrive(ctx context.Context, j Job) (ok bool, err error) {
+	q := s.db.WithContext(ctx).Model(&Job{}).Where("uuid = ? AND state = ?", j.UUID, Processing)
+	if j.RedrivenAt == nil {
+		q = q.Where("redriven_at IS NULL")
+	} else {
+		q = q.Where("redriven_at = ?", *j.RedrivenAt)
+	}
+	res := q.Update("redriven_at", time.Now().UTC().Truncate(time.Millisecond))
+	if res.Error != nil {
+		return false, fmt.Errorf("claim api job %s to send it again: %w", j.UUID, res.Error)
+	}
+	return res.RowsAffected == 1, nil
+}
+
+// FailStale fails every job that has been processing for longer than age,
+// measured from its creation by this node's clock: with OutcomeUnknown when
+// its work had started (it may have run), else with a retryable Timeout.
+// It returns how many. Like Fail it changes only jobs still processing, so
+// it cannot overwrite an outcome stored meanwhile. Webhooks of these jobs
+// are not delivered.
+func (s *Store) FailStale(ctx context.Context, age time.Duration) (int64, error) {
+	unknown := errcode.New(errcode.OutcomeUnknown, "api job still processing after %s: the management node running it may have stopped; read the resource to learn what was done", age)
+	unstarted := errcode.New(errcode.Timeout, "api job still processing after %s and its work never started; send it again", age)
+	unstarted.Retryable = true
+	cutoff := time.Now().UTC().Add(-age)
+	var total int64
+	for _, c := range []struct {
+		e     *errcode.Error
+		where string
+	}{{unknown, "run_node <> ''"}, {unstarted, "run_node = ''"}} {
+		data, err := json.Marshal(c.e)
+		if err != nil {
+			return total, fmt.Errorf("fail stale api jobs: encode error: %w", err)
+		}
+		res := s.db.WithContext(ctx).Model(&Job{}).
+			Where("state = ? AND created_at < ?", Processing, cutoff).Where(c.where).
+			Updates(map[string]any{"state": Failed, "error": string(data)})
+		if res.Error != nil {
+			return total, fmt.Errorf("fail stale api jobs: %w", res.Error)
+		}
+		total += res.RowsAffected
+	}
+	if total > 0 {
+		s.signal()
+	}
+	return total, nil
+}
+
+// finish applies a final state only if the job is still processing (and
+// matches the extra conditions): the WHERE clause makes the transition
+// atomic across goroutines and nodes.
+func (s *Store) finish(ctx context.Context, jobUUID string, values map[string]any, conds ...string) (Job, error) {
+	q := s.db.WithContext(ctx).Model(&Job{}).Where("uuid = ? AND state = ?", jobUUID, Processing)
+	for _, c := range conds {
+		q = q.Where(c)
+	}
+	res := q.Updates(values)
 	if res.Error != nil {
 		return Job{}, fmt.Errorf("finish api job %s: %w", jobUUID, res.Error)
 	}

@@ -1,7 +1,6 @@
 package portal
 
 import (
-	"context"
 	"net/http"
 
 	"mplane/api/jobs"
@@ -84,16 +83,29 @@ func (p *Portal) accept(w http.ResponseWriter, r *http.Request, op route.Op, uui
 		rest.WriteError(w, err)
 		return
 	}
-	job, created, err := p.jobs.Create(r.Context(), jobs.FromRequest(r, op.Name(), resource))
+	nj := jobs.FromRequest(r, op.Name(), resource)
+	nj.Op, nj.Body = op.Key(), string(body)
+	job, created, err := p.jobs.Create(r.Context(), nj)
 	if err != nil {
 		rest.WriteError(w, err)
 		return
 	}
-	if created {
+	switch {
+	case created:
 		ctx := cloudbus.WithMeta(r.Context(), cloudbus.Meta{APIID: job.UUID})
 		sub := submission{JobUUID: job.UUID, Op: op.Key(), Body: body}
 		if err := cloudbus.Send(ctx, p.bus, p.bus.SharedTarget(SharedQueue), msgSubmit, sub, cloudbus.WithTimeout(p.JobTimeout())); err != nil {
-			_, _ = p.jobs.Fail(context.Background(), job.UUID, errcode.From(err))
+			// The job is recorded: drive it from here instead.
+			p.log.Warn("hand an API call to api.portal: driving it on this node", "job_uuid", job.UUID, "err", err)
+			p.redrive(r.Context(), job)
+		}
+	case !job.Finished() && job.Op != "":
+		// A retry of a job still processing: send its work again if it has
+		// not started or its runner is gone (the owner runs it once).
+		if job.RunNode == "" {
+			p.redrive(r.Context(), job)
+		} else if alive, err := p.node.Alive(r.Context(), job.RunNode); err == nil && !alive {
+			p.redrive(r.Context(), job)
 		}
 	}
 	jobs.Accepted(w, r, "", job)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"mplane/api/route"
 	"mplane/cloudbus"
 	"mplane/errcode"
+	"mplane/flow"
 	"mplane/managementnode"
 	"mplane/thread"
 )
@@ -52,7 +54,16 @@ type Portal struct {
 	// jobTimeout is JobTimeout (nanoseconds), changed at run time by
 	// SetJobTimeout.
 	jobTimeout atomic.Int64
-	cancel     context.CancelFunc
+	// jobMsgs are the names of the messages ops send owners: the job hook
+	// looks only at those.
+	jobMsgs  map[string]bool
+	runs     runs
+	recorder *flow.GormRecorder
+	// ctx ends at Stop; bg counts the goroutines that drive jobs again and
+	// deliver webhooks.
+	ctx    context.Context
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
 }
 
 // New builds the portal. Two resources on one path, or two calls with one
@@ -68,7 +79,8 @@ func New(opts Options) (*Portal, error) {
 		opts.JobTimeout = 30 * time.Minute
 	}
 	p := &Portal{opts: opts, log: opts.Logger.With("component", "portal"), db: opts.DB, bus: opts.Bus, node: opts.Node,
-		jobs: opts.Jobs, ops: map[string]route.Op{}}
+		jobs: opts.Jobs, ops: map[string]route.Op{}, jobMsgs: map[string]bool{}, recorder: flow.NewGormRecorder(opts.DB)}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.jobTimeout.Store(int64(opts.JobTimeout))
 	paths := map[string]bool{}
 	for _, res := range opts.Resources {
@@ -88,8 +100,12 @@ func New(opts Options) (*Portal, error) {
 				actions[a] = true
 			}
 			p.ops[op.Key()] = op
+			for _, m := range op.Messages() {
+				p.jobMsgs[m] = true
+			}
 		}
 	}
+	opts.Node.SetJobHook(p.runOnce)
 	return p, nil
 }
 
@@ -104,16 +120,18 @@ type submission struct {
 
 var msgSubmit = cloudbus.NewMsg[submission, cloudbus.Empty]("api.Submit")
 
-// Start consumes the shared api.portal queue and sweeps stale jobs.
+// Start consumes the shared api.portal queue, sends orphaned jobs again
+// and sweeps stale jobs.
 func (p *Portal) Start(ctx context.Context) error {
 	mux := cloudbus.NewMux()
 	cloudbus.Handle(mux, msgSubmit, p.drive)
 	if err := p.bus.ServeShared(SharedQueue, mux); err != nil {
 		return err
 	}
-	sctx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
-	return p.opts.Scheduler.Every(sctx, time.Minute, 0.2, "api-job-sweeper", p.sweep)
+	if err := p.opts.Scheduler.Every(p.ctx, 5*time.Second, 0.2, "api-job-redriver", p.redriveLoop); err != nil {
+		return err
+	}
+	return p.opts.Scheduler.Every(p.ctx, time.Minute, 0.2, "api-job-sweeper", p.sweep)
 }
 
 // sweep fails the jobs still processing a minute after the job timeout
@@ -144,45 +162,54 @@ func (p *Portal) SetJobTimeout(d time.Duration) error {
 // JobTimeout is the job timeout now.
 func (p *Portal) JobTimeout() time.Duration { return time.Duration(p.jobTimeout.Load()) }
 
-// Stop ends the job sweeper. Idempotent.
+// Stop ends the job sweeper and the jobs this node was sending again, and
+// waits for webhook deliveries in progress. Idempotent.
 func (p *Portal) Stop(context.Context) error {
-	if p.cancel != nil {
-		p.cancel()
+	if p.cancel == nil {
+		return nil // never built by New
 	}
+	p.cancel()
+	p.bg.Wait()
 	return nil
 }
 
-// drive calls the owner through the typed call and records the outcome in
-// the job.
+// drive calls the owner through the typed call, again while the call fails
+// before the work started (notStarted) and the job's deadline allows; the
+// owner records the outcome (runOnce). A failure before the work started is
+// recorded here, marked retryable.
 func (p *Portal) drive(ctx context.Context, sub submission) (cloudbus.Empty, error) {
-	var result any
 	op, ok := p.ops[sub.Op]
 	var err error = errcode.New(errcode.UnknownMessage, "no API call %s on this node (mixed versions?)", sub.Op)
-	if ok {
-		result, err = op.Drive(ctx, p.node, sub.Body)
+	ctx = cloudbus.WithMeta(ctx, cloudbus.Meta{APIID: sub.JobUUID}) // the owner's job hook reads it
+	pause := 200 * time.Millisecond
+	for ok {
+		if _, err = op.Drive(ctx, p.node, sub.Body); err == nil || errors.Is(err, errFinished) || !notStarted(err) {
+			break
+		}
+		p.log.Debug("API call not started: sending it again", "job_uuid", sub.JobUUID, "err", err)
+		select {
+		case <-ctx.Done():
+			err = errcode.Wrap(errcode.Timeout, err, "the call did not reach a node that could run it before the job's deadline")
+			ok = false
+		case <-time.After(pause):
+		}
+		pause = min(pause*2, 2*time.Second)
+	}
+	if err == nil || errors.Is(err, errFinished) {
+		return cloudbus.Empty{}, nil
 	}
 	// Record with a context of its own: the call may have used up ctx.
 	rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var job jobs.Job
-	if err != nil {
-		job, err = p.jobs.Fail(rctx, sub.JobUUID, errcode.From(err))
-	} else {
-		job, err = p.jobs.Succeed(rctx, sub.JobUUID, result)
-	}
+	job, ferr := p.jobs.FailUnstarted(rctx, sub.JobUUID, errcode.From(err))
 	switch {
-	case errcode.Has(err, errcode.InvalidState):
-		return cloudbus.Empty{}, nil // finished already: a redelivered call
-	case err != nil:
-		p.log.Error("record job outcome", "job_uuid", sub.JobUUID, "err", err)
-		return cloudbus.Empty{}, nil
-	}
-	if job.WebhookURL != "" {
-		wctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := p.webhook.Deliver(wctx, job); err != nil {
-			p.log.Warn("webhook delivery failed", "job_uuid", job.UUID, "err", err)
-		}
+	case errcode.Has(ferr, errcode.InvalidState):
+		// Started (its runner records the outcome) or finished already.
+	case ferr != nil:
+		p.log.Error("record job outcome", "job_uuid", sub.JobUUID, "err", ferr)
+	default:
+		p.log.Info("API job failed before its work started", "job_uuid", sub.JobUUID, "api", job.APIName, "err", err)
+		p.deliver(job)
 	}
 	return cloudbus.Empty{}, nil
 }

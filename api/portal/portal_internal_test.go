@@ -333,17 +333,15 @@ func TestDatabaseErrorsAreInternal(t *testing.T) {
 	}
 }
 
-// TestUnsentCallFailsItsJob: with no node consuming api.portal the call
-// cannot be sent, and its job fails at once rather than stay processing.
-func TestUnsentCallFailsItsJob(t *testing.T) {
+// TestUnsentCallIsDrivenByItsNode: with no node consuming api.portal the
+// call cannot be handed on; the job is recorded, so the node that accepted
+// it drives it itself.
+func TestUnsentCallIsDrivenByItsNode(t *testing.T) {
 	h, _ := startBoxes(t, true)
 	loc := h.accepted(h.do(http.MethodPost, "/v1/boxes", `{"params": {"name": "crate"}}`))
-	job := h.do(http.MethodGet, loc, "")
-	var e rest.ErrorBody
-	job.decode(t, &e)
-	if job.status != http.StatusServiceUnavailable || e.Error == nil || e.Error.Code != errcode.NodeUnavailable ||
-		!strings.Contains(e.Error.Details, SharedQueue) {
-		t.Fatalf("job %d %s, want 503 %s naming %s", job.status, job.body, errcode.NodeUnavailable, SharedQueue)
+	job := h.finished(loc)
+	if job.status != http.StatusOK || !strings.Contains(string(job.body), `"name":"crate"`) {
+		t.Fatalf("job %d %s, want 200 with the box", job.status, job.body)
 	}
 }
 
@@ -352,7 +350,7 @@ func TestDrive(t *testing.T) {
 	ctx := context.Background()
 	newJob := func(t *testing.T) jobs.Job {
 		t.Helper()
-		j, _, err := h.jobs.Create(ctx, jobs.NewJob{APIName: "portaltest.Something", ResourceUUID: "r1"})
+		j, _, err := h.jobs.Create(ctx, jobs.NewJob{APIName: "portaltest.Something", ResourceUUID: "r1", Op: msgCreateBox.Name(), Body: `{"uuid": "b2", "name": "x"}`})
 		if err != nil {
 			t.Fatal(err)
 		}

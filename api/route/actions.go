@@ -80,6 +80,26 @@ func (s *actionSet) drive(ctx context.Context, n *managementnode.Node, body json
 	return o.drive(ctx, n, c.Body)
 }
 
+func (s *actionSet) outcome(msg string, body, reply json.RawMessage) (any, bool, error) {
+	var c chosen
+	if err := json.Unmarshal(body, &c); err != nil {
+		return nil, false, errcode.Wrap(errcode.MalformedMessage, err, "decode %s", s.name())
+	}
+	o, ok := s.ops[c.Action]
+	if !ok {
+		return nil, false, nil
+	}
+	return o.outcome(msg, c.Body, reply)
+}
+
+func (s *actionSet) messages() []string {
+	var out []string
+	for _, a := range s.names {
+		out = append(out, s.ops[a].messages()...)
+	}
+	return out
+}
+
 func (s *actionSet) withoutResult() op {
 	c := &actionSet{names: s.names, ops: map[string]op{}, vars: s.vars}
 	for name, o := range s.ops {

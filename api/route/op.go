@@ -64,6 +64,8 @@ type op interface {
 	params() reflect.Type
 	accept(ctx context.Context, src source) (json.RawMessage, string, error)
 	drive(ctx context.Context, n *managementnode.Node, body json.RawMessage) (any, error)
+	outcome(msg string, body, reply json.RawMessage) (any, bool, error)
+	messages() []string
 	withoutResult() op
 	// atPath makes an action take the variables of a path of its own
 	// (CallActions); it panics on a variable naming no string field.
@@ -175,6 +177,18 @@ func (o Op) Accept(ctx context.Context, r *http.Request, db *gorm.DB, uuid, pare
 func (o Op) Drive(ctx context.Context, n *managementnode.Node, body json.RawMessage) (any, error) {
 	return o.impl.drive(ctx, n, body)
 }
+
+// Outcome shapes reply, the owner's answer to the message named msg, into
+// the job's result, for a job of o whose body (as Accept built it) is body.
+// ok is false when msg is not the message that body is sent as: a call the
+// work itself made, carrying the job's ID.
+func (o Op) Outcome(msg string, body, reply json.RawMessage) (result any, ok bool, err error) {
+	return o.impl.outcome(msg, body, reply)
+}
+
+// Messages are the names of the messages o may send its owner (an
+// action set's: each action's).
+func (o Op) Messages() []string { return o.impl.messages() }
 
 // Result shapes a reply into a job result.
 type Result[Rep any] func(Rep) any
@@ -507,6 +521,21 @@ func (t *typed[P, Req, Rep]) drive(ctx context.Context, n *managementnode.Node, 
 	}
 	return t.result(rep), nil
 }
+
+func (t *typed[P, Req, Rep]) outcome(msg string, _, reply json.RawMessage) (any, bool, error) {
+	if msg != t.msg.Name() {
+		return nil, false, nil
+	}
+	var rep Rep
+	if len(reply) > 0 {
+		if err := json.Unmarshal(reply, &rep); err != nil {
+			return nil, true, errcode.Wrap(errcode.MalformedMessage, err, "decode the reply to %s", msg)
+		}
+	}
+	return t.result(rep), true, nil
+}
+
+func (t *typed[P, Req, Rep]) messages() []string { return []string{t.msg.Name()} }
 
 // validate runs p's Validate, if it has one, as the strict decoder does.
 func validate(p any) error {

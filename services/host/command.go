@@ -30,6 +30,11 @@ func (s *Service) command(ctx context.Context, req AgentCommandReq) (AgentComman
 	}
 	return thread.Sync(ctx, s.sched, thread.Task{Signature: chainOf(h.UUID), Name: req.Path, Level: s.opts.ChainLevel},
 		func(ctx context.Context) (AgentCommandRep, error) {
+			// The wait for the chain may have been long: a node past its
+			// lease (frozen, cut off) sends nothing before renewing it.
+			if err := s.node.CheckLease(ctx); err != nil {
+				return AgentCommandRep{}, err
+			}
 			var out json.RawMessage
 			var err error
 			opts := []agentclient.CallOption{agentclient.WithSecret(h.Secret)}

@@ -3,10 +3,12 @@ package e2e
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"mplane/db"
+	"mplane/errcode"
 	"mplane/flow"
 	"mplane/internal/testenv"
 	hostsvc "mplane/services/host"
@@ -96,12 +98,15 @@ func TestCreateAbandonedByDeadOwnerIsRolledBack(t *testing.T) {
 		t.Fatalf("%d storage reservations for %d image caches", resv, caches)
 	}
 	checkNoDrift(t, gdb)
-	// The job ends (failed) unless the killed node was the one driving it;
-	// either way the client is told something definite or keeps waiting
-	// for the sweeper, never a success.
-	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	// The job ends failed, retryable, saying the work was rolled back,
+	// whichever node drove it: a survivor takes an orphaned job over.
+	wctx, wcancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer wcancel()
-	if _, err := job.Wait(wctx, nil); err == nil {
+	_, err = job.Wait(wctx, nil)
+	if err == nil {
 		t.Fatal("the create of a rolled-back VM reported success")
+	}
+	if e := errcode.From(err); e.Code != errcode.NodeUnavailable || !e.Retryable || !strings.Contains(e.Details, "rolled back") {
+		t.Fatalf("the create's job: %v, want a retryable SYS.1012 saying its work was rolled back", err)
 	}
 }

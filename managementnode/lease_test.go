@@ -1,0 +1,134 @@
+package managementnode
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"mplane/cloudbus"
+	"mplane/errcode"
+)
+
+// A database outage longer than the eviction window stales every
+// heartbeat at once: the first node back must not evict its peers, which
+// had no way to write theirs. A peer that stays silent once the database
+// is back for a whole window is evicted as before.
+func TestDatabaseOutageEvictsNobody(t *testing.T) {
+	c := newCluster(t)
+	a, b, d := c.add("a"), c.add("b"), c.add("c")
+	c.converged(3, a, b, d)
+	epoch := a.Ring().Epoch
+
+	c.clock.SetDown(true)
+	for i := 0; i < 10; i++ { // 10 s of outage, 10 failed rounds on every node
+		c.clock.Advance(testInterval)
+		for _, n := range []*Node{a, b, d} {
+			if err := n.heartbeat(context.Background()); err == nil {
+				t.Fatal("heartbeat succeeded with the database down")
+			}
+		}
+	}
+	c.clock.SetDown(false)
+	// a is back first: every peer's heartbeat is 10 s old, yet nobody goes.
+	if err := a.heartbeat(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.members(); n != 3 || a.Ring().Epoch != epoch {
+		t.Fatalf("after the outage the first node back left %d members (epoch %d, was %d), want all 3", n, a.Ring().Epoch, epoch)
+	}
+	// b comes back within the window; c never does.
+	c.clock.Advance(testInterval)
+	for _, n := range []*Node{a, b} {
+		if err := n.heartbeat(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := c.members(); n != 3 {
+		t.Fatalf("%d members one interval after the outage, want 3", n)
+	}
+	c.clock.Advance(testInterval * 3)
+	for _, n := range []*Node{a, b} {
+		if err := n.heartbeat(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.converged(2, a, b)
+	if a.Ring().Has("c") {
+		t.Fatal("c stayed silent for a whole window after the outage and was not evicted")
+	}
+}
+
+// A node frozen past its lease (as by SIGSTOP) acts on nothing when it
+// resumes before it has written its heartbeat again: evicted meanwhile, it
+// finds its row gone and is fenced at its first message, not after it.
+func TestExpiredLeaseIsRenewedBeforeActing(t *testing.T) {
+	c := newCluster(t)
+	a, b := c.add("a"), c.add("b")
+	c.converged(2, a, b)
+	res := ""
+	for i := 0; ; i++ {
+		if r := "vm-" + string(rune('a'+i%26)) + string(rune('a'+i/26)); b.IsMine(r) {
+			res = r
+			break
+		}
+	}
+	// b is frozen: a peer evicts it (deletes its row) once its heartbeat
+	// is past the window; frozen, b hears nothing of it.
+	if err := c.db.Delete(&NodeVO{}, "uuid = ?", b.UUID()).Error; err != nil {
+		t.Fatal(err)
+	}
+	// b's ring still says it owns res (it has not looked); its lease has
+	// run out on its own clock.
+	b.beat.mu.Lock()
+	b.beat.last = time.Now().Add(-b.leaseTerm() - time.Millisecond)
+	b.beat.mu.Unlock()
+	if b.LeaseValid() || !b.IsMine(res) {
+		t.Fatal("setup: b's lease should be expired with res still in its ring")
+	}
+	// Sent by a client that has not heard of the eviction (a stale ring).
+	client := c.newBus("client")
+	_, err := cloudbus.Call(context.Background(), client, client.Target(Service, b.UUID()), MsgProbe,
+		ProbeReq{ResourceUUID: res}, cloudbus.WithResource(res), cloudbus.WithTimeout(10*time.Second))
+	if err == nil {
+		t.Fatal("a fenced node handled a message after resuming")
+	}
+	if got := b.Status().ProbesHandled; got != 0 {
+		t.Fatalf("b handled %d probes after its eviction, want 0", got)
+	}
+	select {
+	case <-b.Fenced():
+	default:
+		t.Fatalf("b not fenced after renewing its lease found its row gone (call: %v)", err)
+	}
+	if err := b.CheckLease(context.Background()); errcode.CodeOf(err) != errcode.NodeUnavailable {
+		t.Fatalf("CheckLease of a fenced node: %v, want NodeUnavailable", err)
+	}
+}
+
+// A live node whose lease ran out (a long pause, nobody evicted it) renews
+// it and goes on; one that cannot reach the database refuses to act with
+// DBUnavailable, a retryable error.
+func TestLeaseRenewal(t *testing.T) {
+	c := newCluster(t)
+	a := c.add("a")
+	expire := func() {
+		a.beat.mu.Lock()
+		a.beat.last = time.Now().Add(-a.leaseTerm())
+		a.beat.mu.Unlock()
+	}
+	expire()
+	if err := a.CheckLease(context.Background()); err != nil || !a.LeaseValid() {
+		t.Fatalf("renewal of a live member: %v (valid %v)", err, a.LeaseValid())
+	}
+	expire()
+	c.clock.SetDown(true)
+	err := a.CheckLease(context.Background())
+	if errcode.CodeOf(err) != errcode.DBUnavailable || !errcode.IsRetryable(err) || !errors.Is(err, errDatabaseDown) {
+		t.Fatalf("renewal with the database down: %v, want retryable DBUnavailable caused by the outage", err)
+	}
+	c.clock.SetDown(false)
+	if err := a.CheckLease(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

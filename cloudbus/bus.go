@@ -327,7 +327,7 @@ func (b *Bus) publish(ctx context.Context, env *Envelope, data []byte, ttl time.
 		return nil
 	case errors.Is(err, errNoRoute):
 		b.stats.returned.Add(1)
-		return errcode.New(errcode.NodeUnavailable, "no node consumes %s (message %s)", env.Target, env.Name)
+		return errcode.WithLocal(errcode.New(errcode.NodeUnavailable, "no node consumes %s (message %s)", env.Target, env.Name), ErrNotDelivered)
 	default:
 		var e *errcode.Error
 		if errors.As(err, &e) {
@@ -383,7 +383,7 @@ func (b *Bus) onReply(data []byte) {
 
 func (b *Bus) onReturned(id, key string) {
 	b.stats.returned.Add(1)
-	b.pending.failOne(id, errcode.New(errcode.NodeUnavailable, "no node consumes %s", key))
+	b.pending.failOne(id, errcode.WithLocal(errcode.New(errcode.NodeUnavailable, "no node consumes %s", key), ErrNotDelivered))
 }
 
 func (b *Bus) onLost(err error) {
@@ -488,6 +488,11 @@ func (b *Bus) baseCtxOrBackground() context.Context {
 // ErrNoReply, returned by a handler or interceptor, tells the bus not to
 // reply: someone else will (the node a message was forwarded to).
 var ErrNoReply = errors.New("cloudbus: reply sent by another node")
+
+// ErrNotDelivered is in the chain (errors.Is, in the sending process only)
+// of the NodeUnavailable error of a message the broker could not route: no
+// node consumed its queue, so no handler ran and sending it again is safe.
+var ErrNotDelivered = errors.New("cloudbus: message not delivered")
 
 // ForwardTo re-sends the envelope being handled to another target, keeping
 // its id, reply-to and deadline, so the reply goes straight to the original

@@ -285,6 +285,9 @@ func testDeadNode(t *testing.T, h harness) {
 	if !errcode.IsRetryable(err) {
 		t.Fatal("SYS.1012 must be retryable")
 	}
+	if !errors.Is(err, ErrNotDelivered) {
+		t.Fatalf("an unrouted message's error %v does not say it was not delivered", err)
+	}
 	// An unknown target fails the same way.
 	_, err = Call(ctxT(t, 30*time.Second), bs[0], bs[0].Target("svc", "no-such-node"), msgEcho, echoReq{}, WithTimeout(20*time.Second))
 	if errcode.CodeOf(err) != errcode.NodeUnavailable {
@@ -425,8 +428,8 @@ func testFailPending(t *testing.T, h harness) {
 	if n != 1 {
 		t.Fatalf("FailPending failed %d calls, want 1", n)
 	}
-	if err := <-done; errcode.CodeOf(err) != errcode.NodeUnavailable {
-		t.Fatalf("got %v, want SYS.1012", err)
+	if err := <-done; errcode.CodeOf(err) != errcode.NodeUnavailable || errors.Is(err, ErrNotDelivered) {
+		t.Fatalf("got %v, want SYS.1012, not marked undelivered (the call was delivered)", err)
 	}
 }
 

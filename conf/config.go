@@ -73,6 +73,13 @@ type Config struct {
 	// VMAllocationStrategy is how the hosts that can take a VM are
 	// ordered: one of AllocationStrategies.
 	VMAllocationStrategy string
+	// VMOrphanPolicy is what reconciliation does with a VM a host runs
+	// that the database has Stopped: OrphanStop or OrphanAdopt.
+	VMOrphanPolicy string
+	// VMCommandTimeout bounds one command of a VM operation on its agent
+	// (start, stop, reboot, destroy); past it the owner asks the host what
+	// happened.
+	VMCommandTimeout time.Duration
 	// JobTimeout bounds one API call, from its submission to its result.
 	JobTimeout time.Duration
 	// FlowRetention is how long the records of flows that finished
@@ -107,6 +114,8 @@ func Default() Config {
 		HostPingMaxFailures:  3,
 		HostChainLevel:       10,
 		VMAllocationStrategy: AllocationLeastUsed,
+		VMOrphanPolicy:       OrphanStop,
+		VMCommandTimeout:     5 * time.Minute,
 		JobTimeout:           30 * time.Minute,
 		FlowRetention:        time.Hour,
 		LogLevel:             "info",
@@ -137,6 +146,21 @@ const (
 func AllocationStrategies() []string {
 	return []string{AllocationLeastUsed, AllocationMostUsed, AllocationRandom}
 }
+
+// The orphan policies (vm_orphan_policy): what reconciliation does with a
+// VM a host runs that the database has Stopped. A VM the database has
+// destroyed, or does not have, is always destroyed on the host.
+const (
+	// OrphanStop: stop it on the host (the default).
+	OrphanStop = "Stop"
+	// OrphanAdopt: mark it Running on that host, if the host has its
+	// CPU and memory free; else stop it.
+	OrphanAdopt = "Adopt"
+)
+
+// OrphanPolicies are the valid values of vm_orphan_policy, the default
+// first.
+func OrphanPolicies() []string { return []string{OrphanStop, OrphanAdopt} }
 
 // DatabaseURL returns the effective database DSN: DatabaseDSN, or
 // "sqlite:<DataDir>/mplane.db" when it is empty.

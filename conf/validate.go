@@ -75,6 +75,7 @@ func (c Config) Validate() error {
 		{"ring_resync_interval", c.RingResyncInterval},
 		{"host_ping_interval", c.HostPingInterval},
 		{"job_timeout", c.JobTimeout},
+		{"vm_command_timeout", c.VMCommandTimeout},
 		{"flow_retention", c.FlowRetention},
 	}
 	for _, p := range positive {
@@ -95,6 +96,9 @@ func (c Config) Validate() error {
 		bad("host_chain_level", "must be >= 1 (got %d)", c.HostChainLevel)
 	}
 
+	if !slices.Contains(OrphanPolicies(), c.VMOrphanPolicy) {
+		bad("vm_orphan_policy", "must be one of %s (got %q)", strings.Join(OrphanPolicies(), ", "), c.VMOrphanPolicy)
+	}
 	if !slices.Contains(AllocationStrategies(), c.VMAllocationStrategy) {
 		bad("vm_allocation_strategy", "must be one of %s (got %q)", strings.Join(AllocationStrategies(), ", "), c.VMAllocationStrategy)
 	}

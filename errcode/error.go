@@ -46,6 +46,14 @@ func Wrap(code Code, cause error, format string, args ...any) *Error {
 	return e
 }
 
+// WithLocal attaches a local Go error to e for errors.Is and errors.As
+// inside this process, without changing what is sent on the wire (no cause
+// is added); it returns e.
+func WithLocal(e *Error, local error) *Error {
+	e.wrapped = local
+	return e
+}
+
 // OrInternal is err unless it is an error without a code: nil stays nil
 // and an error whose chain has an *Error is answered as is; any other
 // becomes Internal, described by format and args (what was being done),

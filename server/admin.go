@@ -77,6 +77,7 @@ func (s *Server) liveSettings() map[string]func(conf.Config) error {
 		"host_ping_interval":     func(c conf.Config) error { return s.hosts.SetPingInterval(c.HostPingInterval) },
 		"host_ping_max_failures": func(c conf.Config) error { return s.hosts.SetMaxPingFailures(c.HostPingMaxFailures) },
 		"vm_allocation_strategy": func(c conf.Config) error { return s.vms.SetAllocationStrategy(c.VMAllocationStrategy) },
+		"vm_orphan_policy":       func(c conf.Config) error { return s.vms.SetOrphanPolicy(c.VMOrphanPolicy) },
 		"job_timeout":            func(c conf.Config) error { return s.portal.SetJobTimeout(c.JobTimeout) },
 		"flow_retention":         func(c conf.Config) error { return s.vms.SetFlowRetention(c.FlowRetention) },
 	}
@@ -96,6 +97,9 @@ func globalConfigs() []globalconfig.Definition {
 		{Category: "hostAllocator", Name: "strategy", Type: globalconfig.TypeString, Key: "vm_allocation_strategy",
 			Description: "how a VM's host is chosen among those that fit: LeastUsed (the least used first: spread), " +
 				"MostUsed (the most used first: pack, whole hosts stay free) or Random"},
+		{Category: "vm", Name: "orphan.policy", Type: globalconfig.TypeString, Key: "vm_orphan_policy",
+			Description: "what reconciliation does with a VM a host runs that the database has Stopped: Stop (stop it there) " +
+				"or Adopt (mark it Running there if the host has its CPU and memory free)"},
 		{Category: "api", Name: "job.timeout", Type: globalconfig.TypeDuration, Key: "job_timeout",
 			Description: "how long one API call may take, from its submission to its result"},
 		{Category: "flow", Name: "retention", Type: globalconfig.TypeDuration, Key: "flow_retention",

@@ -246,10 +246,15 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	if s.vms, err = vm.New(vm.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log, IPAM: networkIPAM{db: s.db, bridges: s.nets}, Volumes: s.vols,
-		AllocationStrategy: cfg.VMAllocationStrategy, FlowRetention: cfg.FlowRetention}); err != nil {
+		AllocationStrategy: cfg.VMAllocationStrategy, FlowRetention: cfg.FlowRetention, OrphanPolicy: cfg.VMOrphanPolicy,
+		AgentTimeout: cfg.VMCommandTimeout}); err != nil {
 		ln.Close()
 		return nil, err
 	}
+	// Agent truth: a host that (re)connects and a VM state event get the
+	// host's VM list compared with the database.
+	s.hosts.OnConnected(func(ctx context.Context, h hostsvc.HostVO) { s.vms.HostConnected(ctx, h.UUID) })
+	s.hosts.OnAgentEvent(s.vms.AgentEvent)
 	// Before the node starts: New registers the configurations' part in
 	// the cluster transactions (managementnode.Node.RegisterTxn).
 	if s.gcs, err = globalconfig.New(globalconfig.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log,

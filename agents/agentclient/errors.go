@@ -31,6 +31,11 @@ func (e *StatusError) Error() string {
 
 func statusError(agentURL, path string, status int, body []byte) error {
 	se := &StatusError{URL: joinURL(agentURL, path), Status: status, Text: answerText(body)}
+	if status == http.StatusConflict && strings.HasPrefix(se.Text, StaleFencePrefix) {
+		// The agent took a newer owner's commands: this node is no longer
+		// the host's owner, and the command did not run.
+		return errcode.Wrap(errcode.NodeUnavailable, se, "agent %s%s refused the command: %s", agentURL, path, se.Text)
+	}
 	e := errcode.Wrap(errcode.AgentError, se, "agent %s%s answered HTTP %d: %s", agentURL, path, status, se.Text)
 	// 502-504: the agent (or a proxy) is temporarily unable to take the
 	// command, which therefore did not run.
@@ -38,6 +43,12 @@ func statusError(agentURL, path string, status int, body []byte) error {
 		status == http.StatusGatewayTimeout
 	return e
 }
+
+// StaleFencePrefix starts the text of an agent's 409 answer to a command
+// under an older fencing token than one it has seen (protocol.FenceHeader);
+// the client turns it into errcode.NodeUnavailable (retryable: the command
+// did not run, and the host's current owner may take it).
+const StaleFencePrefix = "stale fencing token"
 
 func answerText(body []byte) string {
 	var env struct {

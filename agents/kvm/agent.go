@@ -41,7 +41,11 @@ type Options struct {
 	// NoCallbackRate is the fraction of async commands that never send a
 	// result (a crashed handler), in [0, 1]. Drawn before FailRate.
 	NoCallbackRate float64
-	// FaultPaths limits FailRate and NoCallbackRate to these command paths
+	// LostReplyRate is the fraction of VM commands (start, stop, reboot,
+	// destroy) that act and then never send their result (a lost reply:
+	// the command ran, the caller cannot know), in [0, 1].
+	LostReplyRate float64
+	// FaultPaths limits FailRate, NoCallbackRate and LostReplyRate to these command paths
 	// (e.g. "/vm/start"); empty means every async command.
 	FaultPaths []string
 	// CPUNum and MemoryBytes are the host's capacity. Defaults 32 and 128 GiB.
@@ -86,6 +90,9 @@ func (o Options) Validate() error {
 	var errs []error
 	if o.FailRate < 0 || o.FailRate > 1 {
 		errs = append(errs, fmt.Errorf("fail rate %v: must be in [0, 1]", o.FailRate))
+	}
+	if o.LostReplyRate < 0 || o.LostReplyRate > 1 {
+		errs = append(errs, fmt.Errorf("lost-reply rate %v: must be in [0, 1]", o.LostReplyRate))
 	}
 	if o.NoCallbackRate < 0 || o.NoCallbackRate > 1 {
 		errs = append(errs, fmt.Errorf("no-callback rate %v: must be in [0, 1]", o.NoCallbackRate))
@@ -167,8 +174,12 @@ type Agent struct {
 	hostUUID       string
 	sendCommandURL string
 	secret         string
-	vms            map[string]*protocol.VM
-	version        uint64 // bumped by every change to persist
+	// fence is the highest fencing token (protocol.FenceHeader) seen: a
+	// command with a lower one comes from a replaced owner and is refused.
+	// Not persisted: a restarted agent takes the next token it sees.
+	fence   int64
+	vms     map[string]*protocol.VM
+	version uint64 // bumped by every change to persist
 
 	net netState // the bridges (network.go); its lock is a leaf
 
@@ -246,10 +257,10 @@ func (a *Agent) register() {
 	agentserver.HandleSync(s, protocol.PathConnect, a.connect)
 	agentserver.HandleAsync(s, protocol.PathPing, a.ping)
 	agentserver.HandleAsync(s, protocol.PathCapacity, a.capacity)
-	agentserver.HandleAsync(s, protocol.PathStartVM, a.withBridges(a.startVM))
-	agentserver.HandleAsync(s, protocol.PathStopVM, a.stopVM)
-	agentserver.HandleAsync(s, protocol.PathRebootVM, a.rebootVM)
-	agentserver.HandleAsync(s, protocol.PathDestroyVM, a.destroyVM)
+	agentserver.HandleAsync(s, protocol.PathStartVM, lossy(a, a.withBridges(a.startVM)))
+	agentserver.HandleAsync(s, protocol.PathStopVM, lossy(a, a.stopVM))
+	agentserver.HandleAsync(s, protocol.PathRebootVM, lossy(a, a.rebootVM))
+	agentserver.HandleAsync(s, protocol.PathDestroyVM, lossy(a, a.destroyVM))
 	agentserver.HandleAsync(s, protocol.PathMigrateVM, a.migrateVM)
 	agentserver.HandleAsync(s, protocol.PathAttachVolume, a.attachVolume)
 	agentserver.HandleAsync(s, protocol.PathDetachVolume, a.detachVolume)

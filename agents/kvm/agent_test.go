@@ -520,3 +520,61 @@ func TestDeadlineFromCommandAbortsSlowCommand(t *testing.T) {
 		t.Error("abandoned command changed the state")
 	}
 }
+
+func TestLostReplyActsWithoutAnswering(t *testing.T) {
+	m := newMgmt(t)
+	a := startAgent(t, Options{LostReplyRate: 1, FaultPaths: []string{protocol.PathStopVM}})
+	if err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	err := m.client.Call(ctx, a.url, protocol.PathStopVM, protocol.StopVMCmd{UUID: "v1"}, nil)
+	if !errcode.Has(err, errcode.Timeout) {
+		t.Fatalf("stop with its reply lost: %v, want Timeout", err)
+	}
+	if st := a.vmState("v1"); st != protocol.VMStateShutdown {
+		t.Fatalf("the stop did not act: %q", st)
+	}
+	if st := a.Stats(); st.InjectedLostReplies != 1 {
+		t.Errorf("InjectedLostReplies %d, want 1", st.InjectedLostReplies)
+	}
+}
+
+// A command under an older fencing token than one the agent has seen is
+// refused (409) and acts on nothing; newer and equal tokens, and commands
+// without one, pass.
+func TestFencingTokens(t *testing.T) {
+	m := newMgmt(t)
+	a := startAgent(t, Options{})
+	fence := func(n string) agentclient.CallOption { return agentclient.WithHeader(protocol.FenceHeader, n) }
+	start := func(vm string, opts ...agentclient.CallOption) error {
+		return m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: vm, RootVolume: testRoot(vm)}, nil, opts...)
+	}
+	if err := start("v1", fence("7")); err != nil {
+		t.Fatal(err)
+	}
+	err := start("v2", fence("6"))
+	var se *agentclient.StatusError
+	if !errors.As(err, &se) || se.Status != http.StatusConflict || !strings.Contains(se.Text, "stale fencing token 6") ||
+		!errcode.Has(err, errcode.NodeUnavailable) || !errcode.IsRetryable(err) {
+		t.Fatalf("a command under an older token: %v, want a retryable NodeUnavailable from a 409 naming the stale token", err)
+	}
+	if a.vmState("v2") != "" {
+		t.Error("the refused command acted")
+	}
+	for _, opts := range [][]agentclient.CallOption{{fence("7")}, {fence("8")}, nil} {
+		if err := m.client.Call(t.Context(), a.url, protocol.PathPing, protocol.PingCmd{}, nil, opts...); err != nil {
+			t.Errorf("ping %v: %v", opts, err)
+		}
+	}
+	if err := start("v3", fence("7")); err == nil {
+		t.Error("token 7 accepted after 8")
+	}
+	if err := m.client.Call(t.Context(), a.url, protocol.PathPing, protocol.PingCmd{}, nil, fence("x")); err == nil {
+		t.Error("a malformed token was accepted")
+	}
+	if st := a.Stats(); st.StaleFenceRefused != 2 {
+		t.Errorf("StaleFenceRefused %d, want 2", st.StaleFenceRefused)
+	}
+}

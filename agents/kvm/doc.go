@@ -94,7 +94,11 @@
 //     handler, before it acts. Failure injection applies to async
 //     commands: with probability NoCallbackRate no result is ever sent
 //     (the node's deadline must fire), else with probability FailRate the
-//     result is {"success":false} and nothing changes.
+//     result is {"success":false} and nothing changes. With probability
+//     LostReplyRate a VM command (start, stop, reboot, destroy) acts and
+//     then sends no result: a lost reply.
+//   - Fencing (protocol.FenceHeader): a command under a lower token than
+//     the highest seen is refused with 409 and nothing runs.
 //   - Observability: every command's arrival (time, path, task UUID) is
 //     recorded before any check (the last Options.ArrivalLog are kept,
 //     GET /debug/arrivals); a VM command that starts while another one on

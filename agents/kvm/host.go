@@ -3,9 +3,12 @@ package kvm
 import (
 	"context"
 	"crypto/subtle"
+	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
+	"mplane/agents/agentclient"
 	"mplane/agents/agentserver"
 	"mplane/agents/protocol"
 )
@@ -51,6 +54,33 @@ func (a *Agent) admit(r *http.Request, route agentserver.Route) error {
 		a.log.Warn("command without the host secret refused", "path", route.Path, "remote_addr", r.RemoteAddr)
 		return &agentserver.StatusError{Status: http.StatusUnauthorized,
 			Msg: "missing or wrong " + protocol.SecretHeader + " header"}
+	}
+	return a.checkFence(r, route.Path)
+}
+
+// checkFence refuses a command whose fencing token is older than the
+// newest this agent has seen (its sender was replaced as the host's owner)
+// and remembers a newer one. A command without a token passes.
+func (a *Agent) checkFence(r *http.Request, path string) error {
+	raw := r.Header.Get(protocol.FenceHeader)
+	if raw == "" {
+		return nil
+	}
+	token, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || token < 0 {
+		return &agentserver.StatusError{Status: http.StatusBadRequest, Msg: protocol.FenceHeader + " must be a non-negative integer, got " + strconv.Quote(raw)}
+	}
+	a.mu.Lock()
+	newest := a.fence
+	if token > newest {
+		a.fence = token
+	}
+	a.mu.Unlock()
+	if token < newest {
+		a.counters.staleFence.Add(1)
+		a.log.Warn("command from a replaced owner refused", "path", path, "token", token, "newest", newest, "remote_addr", r.RemoteAddr)
+		return &agentserver.StatusError{Status: http.StatusConflict,
+			Msg: fmt.Sprintf(agentclient.StaleFencePrefix+" %d: this host has taken commands under token %d; the sender is no longer the host's owner", token, newest)}
 	}
 	return nil
 }
@@ -156,6 +186,19 @@ func (a *Agent) faultable(path string) bool {
 		}
 	}
 	return false
+}
+
+// lossy makes a VM command lose its reply at LostReplyRate: it acts, then
+// sends no result.
+func lossy[Cmd any](a *Agent, f agentserver.Func[Cmd, protocol.VMRsp]) agentserver.Func[Cmd, protocol.VMRsp] {
+	return func(ctx context.Context, req *agentserver.Request, cmd Cmd) (protocol.VMRsp, error) {
+		rsp, err := f(ctx, req, cmd)
+		if a.opts.LostReplyRate > 0 && req.TaskUUID != "" && a.faultable(req.Path) && a.rand01() < a.opts.LostReplyRate {
+			a.counters.injectedLostReplies.Add(1)
+			return protocol.VMRsp{}, agentserver.ErrNoReply
+		}
+		return rsp, err
+	}
 }
 
 func (a *Agent) simulate(ctx context.Context, req *agentserver.Request) error {

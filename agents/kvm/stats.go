@@ -102,8 +102,8 @@ type counters struct {
 	mu       sync.Mutex
 	commands map[string]uint64
 
-	rejected, injectedFailures, injectedNoCallbacks atomic.Uint64
-	eventsQueued, eventsDropped, eventsUnsent       atomic.Uint64
+	rejected, injectedFailures, injectedNoCallbacks, injectedLostReplies, staleFence atomic.Uint64
+	eventsQueued, eventsDropped, eventsUnsent                                        atomic.Uint64
 }
 
 func (c *counters) countCommand(path string) {
@@ -142,6 +142,9 @@ type Stats struct {
 
 	InjectedFailures    uint64 `json:"injectedFailures"`
 	InjectedNoCallbacks uint64 `json:"injectedNoCallbacks"`
+	InjectedLostReplies uint64 `json:"injectedLostReplies"`
+	// StaleFenceRefused counts commands refused for an old fencing token.
+	StaleFenceRefused uint64 `json:"staleFenceRefused"`
 
 	EventsQueued  uint64 `json:"eventsQueued"`
 	EventsDropped uint64 `json:"eventsDropped"`
@@ -163,6 +166,8 @@ func (a *Agent) Stats() Stats {
 		Rejected:            a.counters.rejected.Load(),
 		InjectedFailures:    a.counters.injectedFailures.Load(),
 		InjectedNoCallbacks: a.counters.injectedNoCallbacks.Load(),
+		InjectedLostReplies: a.counters.injectedLostReplies.Load(),
+		StaleFenceRefused:   a.counters.staleFence.Load(),
 		EventsQueued:        a.counters.eventsQueued.Load(),
 		EventsDropped:       a.counters.eventsDropped.Load(),
 		EventsUnsent:        a.counters.eventsUnsent.Load(),

@@ -20,6 +20,13 @@ const (
 	// agent at /host/connect. Commands carry it once the host has one; events
 	// from mplane's Go agents carry it too.
 	SecretHeader = "X-Mplane-Secret"
+	// FenceHeader is mplane's addition: the fencing token of the node that
+	// sends a command, the ring epoch (a decimal integer) under which it
+	// owns the host. mplane's agents refuse a command whose token is lower
+	// than the highest they have seen (409 Conflict): its sender was
+	// replaced as the host's owner and has not noticed yet. Commands
+	// without it are taken as before.
+	FenceHeader = "X-Mplane-Fence"
 )
 
 // TimeoutField is the command body field (an integer, milliseconds) in which

@@ -173,11 +173,35 @@ func (p *Portal) Stop(context.Context) error {
 	return nil
 }
 
+// leaving reports whether this node is stopping or fenced: it drives no
+// new call.
+func (p *Portal) leaving() bool {
+	return p.ctx.Err() != nil || p.node.State() == managementnode.StateLeaving
+}
+
+// handOn puts a call this node took from api.portal while leaving back on
+// the queue for another node, after a short pause (a node that is the only
+// consumer left must not spin); if that fails, the job waits for another
+// node's orphan search.
+func (p *Portal) handOn(sub submission) {
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ctx = cloudbus.WithMeta(ctx, cloudbus.Meta{APIID: sub.JobUUID})
+	if err := cloudbus.Send(ctx, p.bus, p.bus.SharedTarget(SharedQueue), msgSubmit, sub, cloudbus.WithTimeout(p.JobTimeout())); err != nil {
+		p.log.Info("hand an API call back to api.portal while leaving: left to another node's orphan search", "job_uuid", sub.JobUUID, "err", err)
+	}
+}
+
 // drive calls the owner through the typed call, again while the call fails
 // before the work started (notStarted) and the job's deadline allows; the
 // owner records the outcome (runOnce). A failure before the work started is
 // recorded here, marked retryable.
 func (p *Portal) drive(ctx context.Context, sub submission) (cloudbus.Empty, error) {
+	if p.leaving() {
+		p.handOn(sub)
+		return cloudbus.Empty{}, nil
+	}
 	op, ok := p.ops[sub.Op]
 	var err error = errcode.New(errcode.UnknownMessage, "no API call %s on this node (mixed versions?)", sub.Op)
 	ctx = cloudbus.WithMeta(ctx, cloudbus.Meta{APIID: sub.JobUUID}) // the owner's job hook reads it
@@ -196,6 +220,12 @@ func (p *Portal) drive(ctx context.Context, sub submission) (cloudbus.Empty, err
 		pause = min(pause*2, 2*time.Second)
 	}
 	if err == nil || errors.Is(err, errFinished) {
+		return cloudbus.Empty{}, nil
+	}
+	if p.leaving() && (notStarted(err) || errcode.Has(err, errcode.Canceled)) {
+		// Not a failure of the call: this node is going away. The job
+		// stays processing; another node sends it again (Orphans).
+		p.log.Info("leaving an unstarted API job to another node: this node is stopping", "job_uuid", sub.JobUUID, "err", err)
 		return cloudbus.Empty{}, nil
 	}
 	// Record with a context of its own: the call may have used up ctx.

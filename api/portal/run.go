@@ -218,22 +218,24 @@ func (p *Portal) deliver(job jobs.Job) {
 	}()
 }
 
-// settle waits (up to 30 s, within ctx) until no flow left on the job's
-// resource by a node that is no longer a member is unfinished: the
-// takeover of the resource's service rolls them back after the ring
-// changed.
+// settle waits (up to 30 s, within ctx) until no flow of the job is
+// unfinished and no flow left on the job's resource by a node that is no
+// longer a member is: the takeover of the resource's service claims and
+// rolls them back after the ring changed.
 func (p *Portal) settle(ctx context.Context, job jobs.Job) error {
-	if job.ResourceUUID == "" {
-		return nil
-	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	unfinished := []string{string(flow.Running), string(flow.RollingBack)}
 	for {
 		var n int64
-		err := p.db.WithContext(ctx).Model(&flow.RecordVO{}).
-			Where("resource = ? AND state IN ?", job.ResourceUUID, []string{string(flow.Running), string(flow.RollingBack)}).
-			Where("owner NOT IN (?)", p.db.Model(&managementnode.NodeVO{}).Select("uuid")).
-			Count(&n).Error
+		q := p.db.WithContext(ctx).Model(&flow.RecordVO{}).Where("state IN ?", unfinished)
+		if job.ResourceUUID != "" {
+			q = q.Where(p.db.Where("job = ?", job.UUID).
+				Or(p.db.Where("resource = ? AND owner NOT IN (?)", job.ResourceUUID, p.db.Model(&managementnode.NodeVO{}).Select("uuid"))))
+		} else {
+			q = q.Where("job = ?", job.UUID)
+		}
+		err := q.Count(&n).Error
 		if err != nil {
 			return err
 		}

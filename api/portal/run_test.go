@@ -223,12 +223,20 @@ func TestTakenOverJobWhoseFlowWasRolledBackFails(t *testing.T) {
 	h, c := startCounters(t, false)
 	ctx := context.Background()
 	j := h.jobRow("a-node-that-died", time.Second)
-	rec := flow.RecordVO{ID: uid.New(), Chain: "portaltest-create", Owner: "the-node-that-took-it-over", State: string(flow.RolledBack),
+	// The takeover (this node) has claimed the flow and is rolling it back.
+	rec := flow.RecordVO{ID: uid.New(), Chain: "portaltest-create", Owner: h.node.UUID(), State: string(flow.RollingBack),
 		Resource: j.ResourceUUID, Job: j.UUID, Step: "half-way", Data: "{}", CreatedAt: time.Now(), UpdatedAt: time.Now()}
 	if err := h.db.Create(&rec).Error; err != nil {
 		t.Fatal(err)
 	}
 	if err := h.portal.redriveLoop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := h.job(j.UUID); got.Finished() || c.runs.Load() != 0 {
+		t.Fatalf("job %s after %d runs while its flow was still rolling back", got.State, c.runs.Load())
+	}
+	if err := h.db.Model(&flow.RecordVO{}).Where("id = ?", rec.ID).Update("state", string(flow.RolledBack)).Error; err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "job finished", func() bool { return h.job(j.UUID).Finished() })
@@ -266,5 +274,20 @@ func TestSweeperTellsUnstartedFromUnknown(t *testing.T) {
 	}
 	if e := h.job(started.UUID).Err(); e == nil || e.Code != errcode.OutcomeUnknown || e.Retryable {
 		t.Errorf("started stale job: %+v, want OutcomeUnknown, not retryable", e)
+	}
+}
+
+// A node that is stopping takes no new work and fails no job: a call it
+// takes from api.portal goes back on the queue, and its job stays
+// processing for another node.
+func TestLeavingNodeHandsCallsOn(t *testing.T) {
+	h, c := startCounters(t, false)
+	j := h.jobRow("", 0)
+	h.portal.cancel() // Stop has begun
+	if _, err := h.portal.drive(context.Background(), submission{JobUUID: j.UUID, Op: j.Op, Body: json.RawMessage(j.Body)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.job(j.UUID); got.State != jobs.Processing || got.RunNode != "" || c.runs.Load() != 0 {
+		t.Fatalf("a leaving node drove or failed the job: %+v, %d runs", got, c.runs.Load())
 	}
 }

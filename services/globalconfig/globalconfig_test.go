@@ -92,6 +92,7 @@ func TestListDefaults(t *testing.T) {
 		"hostAllocator/strategy": {"String", "LeastUsed"},
 		"api/job.timeout":        {"Duration", "30m0s"},
 		"flow/retention":         {"Duration", "1h0m0s"},
+		"vm/orphan.policy":       {"String", "Stop"},
 	}
 	if len(rows) != len(want) {
 		t.Errorf("%d configurations listed, want %d: %+v", len(rows), len(want), rows)

@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 
 	"mplane/agents/agentclient"
 	"mplane/agents/protocol"
@@ -37,7 +38,7 @@ func (s *Service) command(ctx context.Context, req AgentCommandReq) (AgentComman
 			}
 			var out json.RawMessage
 			var err error
-			opts := []agentclient.CallOption{agentclient.WithSecret(h.Secret)}
+			opts := []agentclient.CallOption{agentclient.WithSecret(h.Secret), s.fence()}
 			if req.Storage != "" {
 				opts = append(opts, agentclient.WithHeader(protocol.StorageHeader, req.Storage))
 			}
@@ -51,4 +52,12 @@ func (s *Service) command(ctx context.Context, req AgentCommandReq) (AgentComman
 			}
 			return AgentCommandRep{Result: out}, nil
 		})
+}
+
+// fence is the fencing token this node sends with every command to a host
+// it owns (protocol.FenceHeader): its ring epoch. A node that was replaced
+// as the host's owner sends an older epoch than its successor, and the
+// agent refuses it.
+func (s *Service) fence() agentclient.CallOption {
+	return agentclient.WithHeader(protocol.FenceHeader, strconv.FormatInt(s.node.Ring().Epoch, 10))
 }

@@ -25,11 +25,11 @@ func (s *Service) connect(ctx context.Context, h *HostVO, waitUp time.Duration) 
 	secret := agentclient.WithSecret(h.Secret)
 	var crsp protocol.ConnectRsp
 	cmd := protocol.ConnectCmd{HostUUID: h.UUID, SendCommandURL: s.eventURL(h.UUID), Version: AgentVersion, Secret: h.Secret}
-	if err := s.agents.CallSync(ctx, url, protocol.PathConnect, cmd, &crsp, secret); err != nil {
+	if err := s.agents.CallSync(ctx, url, protocol.PathConnect, cmd, &crsp, secret, s.fence()); err != nil {
 		return err
 	}
 	var cap protocol.CapacityRsp
-	if err := s.agents.Call(ctx, url, protocol.PathCapacity, struct{}{}, &cap, secret); err != nil {
+	if err := s.agents.Call(ctx, url, protocol.PathCapacity, struct{}{}, &cap, secret, s.fence()); err != nil {
 		return err
 	}
 	return s.recordConnected(ctx, h.UUID, cap)
@@ -85,7 +85,7 @@ func (s *Service) recordConnected(ctx context.Context, uuid string, cap protocol
 func (s *Service) pingOnce(ctx context.Context, h *HostVO) (mismatch bool, err error) {
 	var rsp protocol.PingRsp
 	if err := s.agents.Call(ctx, agentURL(h), protocol.PathPing, protocol.PingCmd{HostUUID: h.UUID}, &rsp,
-		agentclient.WithSecret(h.Secret), agentclient.WithTimeout(s.opts.PingInterval)); err != nil {
+		agentclient.WithSecret(h.Secret), s.fence(), agentclient.WithTimeout(s.opts.PingInterval)); err != nil {
 		return false, err
 	}
 	return rsp.HostUUID != h.UUID || rsp.SendCommandURL != s.eventURL(h.UUID), nil

@@ -250,6 +250,19 @@ func runAgentCommand[Cmd, Rsp any](ctx context.Context, node *managementnode.Nod
 	}
 	req.Command = body
 	rep, err := managementnode.CallOwner(ctx, node, MsgAgentCommand, req)
+	for pause := 100 * time.Millisecond; errors.Is(err, cloudbus.ErrNotDelivered); pause = min(2*pause, 2*time.Second) {
+		// The host's owner was gone before the command reached it (its
+		// queue has no consumer): nothing ran; send it again, to the new
+		// owner once the ring has changed.
+		select {
+		case <-ctx.Done():
+			return rsp, err
+		case <-node.Fenced():
+			return rsp, err
+		case <-time.After(pause):
+		}
+		rep, err = managementnode.CallOwner(ctx, node, MsgAgentCommand, req)
+	}
 	if err != nil {
 		return rsp, err
 	}

@@ -307,12 +307,40 @@ func (s *Service) stepSetRunning(ctx context.Context, d *createData) error {
 }
 
 // agentCommand sends one VM command to a host's agent through the host's
-// owner, bounded by AgentTimeout.
+// owner, bounded by AgentTimeout (see onHost).
 func agentCommand[Cmd any](ctx context.Context, s *Service, hostUUID string, c protocol.Command[Cmd, protocol.VMRsp], cmd Cmd) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.AgentTimeout)
 	defer cancel()
-	if _, err := host.Run(ctx, s.node, hostUUID, c, cmd); err != nil {
+	if _, err := onHost(ctx, s, hostUUID, c, cmd); err != nil {
 		return fmt.Errorf("%s on host %s: %w", c.Path, hostUUID, err)
 	}
 	return nil
+}
+
+// onHost runs a command on a host through its owner. When the host's owner
+// goes away under the call (NodeUnavailable, BusUnavailable, ShuttingDown:
+// it died, left, or was replaced and the agent refused its token), the
+// command is sent again, through the new owner once the ring has changed,
+// until ctx ends: a VM's operation is not hostage to the node that owns
+// its host. The VM commands are safe to repeat on the agent (a start of a
+// running VM, a stop of a stopped one and a destroy of a gone one succeed).
+func onHost[Cmd, Rsp any](ctx context.Context, s *Service, hostUUID string, c protocol.Command[Cmd, Rsp], cmd Cmd) (Rsp, error) {
+	pause := 250 * time.Millisecond
+	for {
+		rsp, err := host.Run(ctx, s.node, hostUUID, c, cmd)
+		switch errcode.CodeOf(err) {
+		case errcode.NodeUnavailable, errcode.BusUnavailable, errcode.ShuttingDown:
+		default:
+			return rsp, err
+		}
+		select {
+		case <-s.node.Fenced():
+			return rsp, err
+		case <-ctx.Done():
+			return rsp, err
+		case <-time.After(pause):
+		}
+		s.log.Info("host's owner unavailable: sending the command again", "host_uuid", hostUUID, "path", c.Path, "err", err)
+		pause = min(2*pause, 2*time.Second)
+	}
 }

@@ -16,3 +16,7 @@ func (s *Service) PrunePeriod() time.Duration {
 	defer s.pruneMu.Unlock()
 	return s.prunePeriod
 }
+
+// RepairTransients runs one pass over the VMs left in a transitional
+// state, as the periodic task does.
+func (s *Service) RepairTransients(ctx context.Context) error { return s.repairTransients(ctx) }

@@ -94,6 +94,15 @@ func (s *Service) startChain() (*flow.Chain[startData], error) {
 		}},
 		{Name: "start-on-hypervisor", Run: func(ctx context.Context, d *startData) error {
 			return agentCommand(ctx, s, d.HostUUID, protocol.StartVM, d.Cmd)
+		}, Rollback: func(ctx context.Context, d *startData) error {
+			// The start may have run (a lost reply, a dead owner): stop
+			// it. Best effort: reconciliation stops what this misses.
+			ctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			if err := agentCommand(ctx, s, d.HostUUID, protocol.StopVM, protocol.StopVMCmd{UUID: d.VMUUID, Type: "cold"}); err != nil {
+				s.log.Warn("rollback: stop VM on its host", "vm_uuid", d.VMUUID, "host_uuid", d.HostUUID, "err", err)
+			}
+			return nil
 		}},
 	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log})
 }
@@ -134,7 +143,15 @@ func (s *Service) handleStop(ctx context.Context, req OpReq) (VmInstanceVO, erro
 			return VmInstanceVO{}, err
 		}
 		if err := agentCommand(ctx, s, v.HostUUID, protocol.StopVM, protocol.StopVMCmd{UUID: v.UUID, Type: req.Type}); err != nil {
-			return VmInstanceVO{}, s.fail(v, prev, err)
+			did, uerr := s.commandOutcome(ctx, v, v.HostUUID, "stop", err, func(st string, present bool) bool {
+				return !present || st == protocol.VMStateShutdown || st == protocol.VMStateCrashed
+			})
+			if uerr != nil {
+				return VmInstanceVO{}, uerr
+			}
+			if !did {
+				return VmInstanceVO{}, s.fail(v, prev, err)
+			}
 		}
 		if err := host.Release(ctx, s.db, v.UUID); err != nil {
 			return VmInstanceVO{}, errcode.Wrap(errcode.Internal, err, "release capacity of VM %s", v.UUID)
@@ -153,7 +170,16 @@ func (s *Service) handleReboot(ctx context.Context, req OpReq) (VmInstanceVO, er
 			return VmInstanceVO{}, err
 		}
 		if err := agentCommand(ctx, s, v.HostUUID, protocol.RebootVM, protocol.RebootVMCmd{UUID: v.UUID}); err != nil {
-			return VmInstanceVO{}, s.fail(v, prev, err)
+			did, uerr := s.commandOutcome(ctx, v, v.HostUUID, "reboot", err, func(st string, present bool) bool {
+				return present && st == protocol.VMStateRunning
+			})
+			if uerr != nil {
+				return VmInstanceVO{}, uerr
+			}
+			if !did {
+				// Not running any more: a reboot that stopped it.
+				return VmInstanceVO{}, s.fail(v, prev, err)
+			}
 		}
 		if err := s.setState(ctx, v, StateRunning, nil); err != nil {
 			return VmInstanceVO{}, err
@@ -170,23 +196,27 @@ func (s *Service) handleDestroy(ctx context.Context, req OpReq) (VmInstanceVO, e
 		if err != nil {
 			return VmInstanceVO{}, err
 		}
-		if v.HostUUID != "" {
+		switch {
+		case v.HostUUID != "":
 			if err := agentCommand(ctx, s, v.HostUUID, protocol.DestroyVM, protocol.DestroyVMCmd{UUID: v.UUID}); err != nil {
-				return VmInstanceVO{}, s.fail(v, prev, err)
+				did, uerr := s.commandOutcome(ctx, v, v.HostUUID, "destroy", err, func(_ string, present bool) bool { return !present })
+				if uerr != nil {
+					return VmInstanceVO{}, uerr
+				}
+				if !did {
+					return VmInstanceVO{}, s.fail(v, prev, err)
+				}
+			}
+		case v.LastHostUUID != "":
+			// A stopped VM's definition stays on its last host: remove it
+			// there. A host that cannot take the command now gets it from
+			// the reconciliation of its VM list.
+			if err := agentCommand(ctx, s, v.LastHostUUID, protocol.DestroyVM, protocol.DestroyVMCmd{UUID: v.UUID}); err != nil {
+				s.log.Info("destroy a stopped VM's definition on its last host: left to reconciliation", "vm_uuid", v.UUID,
+					"host_uuid", v.LastHostUUID, "err", err)
 			}
 		}
-		if err := host.Release(ctx, s.db, v.UUID); err != nil {
-			return VmInstanceVO{}, errcode.Wrap(errcode.Internal, err, "release capacity of VM %s", v.UUID)
-		}
-		for _, nic := range v.VMNics {
-			if err := s.opts.IPAM.ReleaseByOwner(ctx, nic.UUID); err != nil {
-				return VmInstanceVO{}, errcode.Wrap(errcode.Internal, err, "release IP %s of VM %s", nic.IP, v.UUID)
-			}
-		}
-		if err := s.db.WithContext(ctx).Delete(&VmNicVO{}, "vm_instance_uuid = ?", v.UUID).Error; err != nil {
-			return VmInstanceVO{}, errcode.Wrap(errcode.Internal, err, "delete NICs of VM %s", v.UUID)
-		}
-		if err := s.setState(ctx, v, StateDestroyed, map[string]any{"host_uuid": ""}); err != nil {
+		if err := s.finishDestroy(ctx, v); err != nil {
 			return VmInstanceVO{}, err
 		}
 		return s.reply(ctx, v.UUID)

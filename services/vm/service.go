@@ -39,6 +39,14 @@ type Options struct {
 	// cleanly (every service's, in flow_records) are kept. Default 1h;
 	// SetFlowRetention changes it at run time.
 	FlowRetention time.Duration
+	// OrphanPolicy is what reconciliation does with a VM a host runs that
+	// the database has Stopped: OrphanStop (default) or OrphanAdopt;
+	// SetOrphanPolicy changes it at run time.
+	OrphanPolicy string
+	// ReconcileInterval is how often each node compares the VM lists of
+	// the hosts it owns with the database, and looks for VMs left in a
+	// transitional state. Default 1m.
+	ReconcileInterval time.Duration
 }
 
 // Service owns the VMs: every operation on one VM runs on its owner, in the
@@ -69,6 +77,10 @@ type Service struct {
 	pruneStop   context.CancelFunc
 	prunePeriod time.Duration
 
+	orphanPolicy atomic.Pointer[string]
+	recon        reconcileCounters
+	repairing    atomic.Bool // a repair after a ring change is pending
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -94,10 +106,20 @@ func New(opts Options) (*Service, error) {
 	if opts.FlowRetention <= 0 {
 		opts.FlowRetention = time.Hour
 	}
+	if opts.OrphanPolicy == "" {
+		opts.OrphanPolicy = OrphanStop
+	}
+	if opts.OrphanPolicy != OrphanStop && opts.OrphanPolicy != OrphanAdopt {
+		return nil, fmt.Errorf("vm: Options.OrphanPolicy must be %s or %s, got %q", OrphanStop, OrphanAdopt, opts.OrphanPolicy)
+	}
+	if opts.ReconcileInterval <= 0 {
+		opts.ReconcileInterval = time.Minute
+	}
 	s := &Service{opts: opts, db: opts.DB, bus: opts.Bus, node: opts.Node, sched: opts.Scheduler, vols: opts.Volumes,
 		log: opts.Logger.With("component", "vm"), recorder: flow.NewGormRecorder(opts.DB)}
 	s.strategy.Store(&opts.AllocationStrategy)
 	s.retention.Store(int64(opts.FlowRetention))
+	s.orphanPolicy.Store(&opts.OrphanPolicy)
 	var err error
 	if s.create, err = s.createChain(); err != nil {
 		return nil, err
@@ -138,12 +160,23 @@ func (s *Service) Start(ctx context.Context) error {
 		managementnode.Handle(mux, MsgDetachNic, s.handleDetachNic)
 		managementnode.Handle(mux, MsgSetStaticIP, s.handleSetStaticIP)
 		managementnode.Handle(mux, MsgUpdate, s.handleUpdate)
+		managementnode.Handle(mux, msgReconcile, s.handleReconcile)
 	})
 	if err != nil {
 		return err
 	}
-	// Takeover: after every ring change, roll back what dead owners left.
+	// Takeover: after every ring change, roll back what dead owners left,
+	// then settle what they left in a transitional state.
 	s.takeover().Watch(s.ctx, &s.wg)
+	s.node.OnRingChange(func(context.Context, *managementnode.Ring) { s.kickRepair() })
+	if err := s.sched.Every(s.ctx, s.opts.ReconcileInterval, 0.2, "vm-reconcile", func(ctx context.Context) error {
+		if err := s.repairTransients(ctx); err != nil {
+			s.log.Warn("look for VMs left in a transitional state", "err", err)
+		}
+		return s.reconcileOwnedHosts(ctx)
+	}); err != nil {
+		return err
+	}
 	return s.schedulePrune(true)
 }
 

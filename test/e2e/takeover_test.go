@@ -100,9 +100,20 @@ func TestCreateAbandonedByDeadOwnerIsRolledBack(t *testing.T) {
 	checkNoDrift(t, gdb)
 	// The job ends failed, retryable, saying the work was rolled back,
 	// whichever node drove it: a survivor takes an orphaned job over.
+	var survivor *server
+	for _, s := range servers {
+		if s != owner {
+			survivor = s
+			break
+		}
+	}
+	sj, err := login(t, survivor.url, "e2e-secret").Job(job.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	wctx, wcancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer wcancel()
-	_, err = job.Wait(wctx, nil)
+	_, err = sj.Wait(wctx, nil)
 	if err == nil {
 		t.Fatal("the create of a rolled-back VM reported success")
 	}

@@ -536,6 +536,13 @@ func TestClusterVMCreatesSurviveKill(t *testing.T) {
 	wg.Wait()
 	t.Logf("every create answered or timed out %v after the kill", time.Since(killed).Round(time.Millisecond))
 	t.Logf("answers to the creates: %v", tallyAnswers(errs, noAnswer))
+	seen := map[errcode.Code]bool{}
+	for _, err := range errs {
+		if c := errcode.CodeOf(err); err != nil && !seen[c] {
+			seen[c] = true
+			t.Logf("one create told %s: %v", c, err)
+		}
+	}
 
 	testenv.Eventually(t, 2*time.Minute, func() bool {
 		var n int64

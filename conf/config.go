@@ -80,6 +80,10 @@ type Config struct {
 	// (start, stop, reboot, destroy); past it the owner asks the host what
 	// happened.
 	VMCommandTimeout time.Duration
+	// VMReconcileInterval is how often each node compares the VM lists of
+	// the hosts it owns with the database and settles VMs left in a
+	// transitional state.
+	VMReconcileInterval time.Duration
 	// JobTimeout bounds one API call, from its submission to its result.
 	JobTimeout time.Duration
 	// FlowRetention is how long the records of flows that finished
@@ -116,6 +120,7 @@ func Default() Config {
 		VMAllocationStrategy: AllocationLeastUsed,
 		VMOrphanPolicy:       OrphanStop,
 		VMCommandTimeout:     5 * time.Minute,
+		VMReconcileInterval:  time.Minute,
 		JobTimeout:           30 * time.Minute,
 		FlowRetention:        time.Hour,
 		LogLevel:             "info",

@@ -124,6 +124,8 @@ var fields = []field{
 		ptr: func(c *Config) any { return &c.VMOrphanPolicy }},
 	{key: "vm_command_timeout", usage: "how long one command of a VM operation may take on its agent; past it the host is asked what happened",
 		ptr: func(c *Config) any { return &c.VMCommandTimeout }},
+	{key: "vm_reconcile_interval", usage: "how often each node compares its hosts' VM lists with the database and settles VMs left in a transitional state",
+		ptr: func(c *Config) any { return &c.VMReconcileInterval }},
 	{key: "job_timeout", usage: "how long one API call may take, from its submission to its result",
 		ptr: func(c *Config) any { return &c.JobTimeout }},
 	{key: "flow_retention", usage: "how long the records of flows that finished cleanly are kept",

@@ -76,6 +76,7 @@ func (c Config) Validate() error {
 		{"host_ping_interval", c.HostPingInterval},
 		{"job_timeout", c.JobTimeout},
 		{"vm_command_timeout", c.VMCommandTimeout},
+		{"vm_reconcile_interval", c.VMReconcileInterval},
 		{"flow_retention", c.FlowRetention},
 	}
 	for _, p := range positive {

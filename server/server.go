@@ -247,7 +247,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	}
 	if s.vms, err = vm.New(vm.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log, IPAM: networkIPAM{db: s.db, bridges: s.nets}, Volumes: s.vols,
 		AllocationStrategy: cfg.VMAllocationStrategy, FlowRetention: cfg.FlowRetention, OrphanPolicy: cfg.VMOrphanPolicy,
-		AgentTimeout: cfg.VMCommandTimeout}); err != nil {
+		AgentTimeout: cfg.VMCommandTimeout, ReconcileInterval: cfg.VMReconcileInterval}); err != nil {
 		ln.Close()
 		return nil, err
 	}

@@ -845,3 +845,36 @@ func TestSessionNotSentToAnotherOrigin(t *testing.T) {
 		t.Fatalf("the API itself got Authorization %q", got)
 	}
 }
+
+// A 503 with Retry-After while polling is the server failing to read the
+// job (its database was unavailable), not the job's failure: Wait polls
+// again and gets the real outcome. A 503 without it is the job's failure.
+func TestWaitPollsAgainAfterRetryAfter(t *testing.T) {
+	t.Parallel()
+	var polls atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.Method == http.MethodPost:
+			w.WriteHeader(http.StatusAccepted)
+			fmt.Fprintf(w, `{"location": "http://%s/v1/api-jobs/j1"}`, r.Host)
+		case polls.Add(1) <= 2:
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"error": {"code": "SYS.1018", "description": "database unavailable; try again", "retryable": true}}`)
+		default:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"error": {"code": "SYS.1006", "description": "operation not allowed in the resource's current state"}}`)
+		}
+	}))
+	defer ts.Close()
+	c := newClient(t, ts.URL)
+	j, err := c.Create(ctx(t), "zones", map[string]any{"name": "z"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = j.Wait(ctx(t), nil)
+	if !errcode.Has(err, errcode.InvalidState) || polls.Load() != 3 {
+		t.Fatalf("wait: %v after %d polls, want the job's InvalidState after 3", err, polls.Load())
+	}
+}

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -190,6 +191,11 @@ func (j *Job) Poll(ctx context.Context) (done bool, state string, inventory json
 		j.finish(nullToNil(res.Inventory), nil)
 	default:
 		se := errorFromAnswer(r, a)
+		if a.header.Get("Retry-After") != "" {
+			// The server could not read the job now (its database was
+			// unavailable): not the job's outcome.
+			return false, "", nil, &pollLater{se}
+		}
 		if a.status != http.StatusServiceUnavailable || se.Err == nil {
 			// Not the contract's failed job (a 401 for an expired
 			// session, a 404 for an unknown job, a proxy's page):
@@ -246,6 +252,10 @@ func (j *Job) Wait(ctx context.Context, progress func(elapsed time.Duration, sta
 			interval = min(2*interval, j.c.opts.pollMax)
 		}
 		done, state, inv, err := j.Poll(ctx)
+		var later *pollLater
+		if !done && errors.As(err, &later) {
+			continue // the server asked to be polled again
+		}
 		if !done && err != nil {
 			return nil, err // already says which job and what failed
 		}
@@ -257,6 +267,12 @@ func (j *Job) Wait(ctx context.Context, progress func(elapsed time.Duration, sta
 		}
 	}
 }
+
+// pollLater is a poll's answer that says nothing of the job (a 503 with
+// Retry-After: the server could not read it now); Wait polls again.
+type pollLater struct{ *StatusError }
+
+func (p *pollLater) Unwrap() error { return p.StatusError }
 
 // Done reports whether the job's outcome is known to the handle.
 func (j *Job) Done() bool {

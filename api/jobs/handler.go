@@ -90,7 +90,7 @@ func (s *Store) Handler(opts HandlerOptions) http.Handler {
 		jobUUID := r.PathValue("uuid")
 		j, err := s.Get(r.Context(), jobUUID)
 		if err != nil {
-			rest.WriteError(w, err)
+			writeReadError(w, err)
 			return
 		}
 		if err := authorize(r.Context(), j); err != nil {
@@ -109,7 +109,7 @@ func (s *Store) Handler(opts HandlerOptions) http.Handler {
 				// The wait ended during a read: answer with the job as read
 				// before waiting, still processing.
 			default:
-				rest.WriteError(w, err)
+				writeReadError(w, err)
 				return
 			}
 		}
@@ -122,6 +122,17 @@ func (s *Store) Handler(opts HandlerOptions) http.Handler {
 			rest.WriteJSON(w, http.StatusAccepted, LocationBody{Location: Location(r, opts.BaseURL, j.UUID)})
 		}
 	})
+}
+
+// writeReadError answers a failure to read the job (not the job's own
+// failure): one the caller may retry (the database unavailable) carries
+// Retry-After, which tells a client that a 503 is about the poll, not a
+// failed job, so it polls again.
+func writeReadError(w http.ResponseWriter, err error) {
+	if errcode.IsRetryable(errcode.From(err)) {
+		w.Header().Set(HeaderRetryAfter, "1")
+	}
+	rest.WriteError(w, err)
 }
 
 // authorize lets an admin see every job and an account its own.

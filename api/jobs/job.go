@@ -29,6 +29,10 @@ const (
 	HeaderWebHook = "X-Web-Hook"
 	// HeaderJobSuccess, on a webhook POST, is "true" or "false".
 	HeaderJobSuccess = "X-Job-Success"
+	// HeaderRetryAfter on an error answer to GET /api-jobs/{uuid} says the
+	// answer is about reading the job (the database was unavailable), not
+	// the job's outcome: poll again after that many seconds.
+	HeaderRetryAfter = "Retry-After"
 )
 
 // Job is a row of the api_jobs table: one asynchronous API call.

@@ -9,7 +9,7 @@ TESTFLAGS ?= -race -count=1 -timeout 25m
 STATICCHECK_VERSION ?= v0.8.2
 STATICCHECK_BIN     ?= $(or $(shell $(GO) env GOBIN),$(firstword $(subst :, ,$(shell $(GO) env GOPATH)))/bin)/staticcheck
 
-.PHONY: all build test vet fmt-check staticcheck lint bench bench-micro bench-bus bench-thread bench-ring bench-agents run clean tidy
+.PHONY: all build test chaos vet fmt-check staticcheck lint bench bench-micro bench-bus bench-thread bench-ring bench-agents run clean tidy
 
 all: build
 
@@ -22,6 +22,14 @@ build:
 # defaults).
 test: lint
 	$(GO) test $(TESTFLAGS) $(PKGS)
+
+# The chaos suite in full (docs/reliability.md): every fault scenario five
+# times on three nodes, three agents and the suite's own RabbitMQ and
+# MariaDB; the report goes to CHAOS_REPORT. `make test` runs its short
+# variant (kill-node, once).
+CHAOS_REPORT ?= $(CURDIR)/chaos-report.json
+chaos:
+	MPLANE_CHAOS=full MPLANE_CHAOS_REPORT='$(CHAOS_REPORT)' $(GO) test -count=1 -timeout 150m -run '^TestChaos$$' -v ./test/e2e
 
 vet:
 	$(GO) vet $(PKGS)

@@ -272,6 +272,7 @@ func (a *Agent) register() {
 	s.HandleRaw(protocol.PathDebugStats, getOnly(a.serveStats))
 	s.HandleRaw(protocol.PathDebugArrivals, getOnly(a.serveArrivals))
 	s.HandleRaw(protocol.PathDebugVMArrivals, getOnly(func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, a.VMArrivals()) }))
+	s.HandleRaw(protocol.PathDebugVMs, getOnly(func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, a.VMs()) }))
 	s.HandleRaw(protocol.PathDebugCrashVM, postOnly(a.serveCrash))
 	s.HandleRaw(protocol.PathDebugPowerOffVM, postOnly(a.servePowerOff))
 	// Storage commands reach these only when they name no storage this

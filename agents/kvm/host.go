@@ -34,6 +34,7 @@ var noSecretPaths = map[string]bool{
 	protocol.PathDebugStats:      true,
 	protocol.PathDebugArrivals:   true,
 	protocol.PathDebugVMArrivals: true,
+	protocol.PathDebugVMs:        true,
 }
 
 // admit runs before the framework handles a request: it records the

@@ -36,6 +36,8 @@ const (
 	// PathDebugVMArrivals (GET: []Arrival with VMUUID) tells when each VM
 	// command started being handled.
 	PathDebugVMArrivals = "/debug/vm-arrivals"
+	// PathDebugVMs (GET) lists the agent's VMs ([]VM), for audits.
+	PathDebugVMs = "/debug/vms"
 	// PathDebugCrashVM and PathDebugPowerOffVM (POST {"vmUuid": ...})
 	// simulate what the management node did not ask for: a crash, and a
 	// shutdown from inside the guest. They emit the matching events.

@@ -22,3 +22,10 @@ func envOr(name, def string) string {
 	}
 	return def
 }
+
+// Require ends t because a program it needs is missing: a failure under
+// CI=true (CI installs it), a skip elsewhere.
+func Require(t testing.TB, format string, args ...any) {
+	t.Helper()
+	unreachable(t, os.Getenv, format, args...)
+}

@@ -373,3 +373,29 @@ func TestRollbackAbandonedErrors(t *testing.T) {
 		t.Errorf("last record %q, want failed", summary(last))
 	}
 }
+
+// A run saved under WithJob is found by its job, and keeps it through the
+// updates that follow.
+func TestRecordsKeepTheirJob(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.Name, func(t *testing.T) {
+			r := NewGormRecorder(openDB(t, b.DSN(t)))
+			ctx := WithJob(context.Background(), "job-1")
+			rec := Record{ID: "run-1", Chain: "c", Owner: "n", Resource: "r", State: Running, Total: 2}
+			if err := r.Save(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+			rec.State, rec.Applied = Done, 2
+			if err := r.Save(context.Background(), rec); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Save(context.Background(), Record{ID: "run-2", Chain: "c", Owner: "n", Resource: "r", State: Running, Total: 1}); err != nil {
+				t.Fatal(err)
+			}
+			got, err := r.ForJob(context.Background(), "job-1")
+			if err != nil || len(got) != 1 || got[0].ID != "run-1" || got[0].State != string(Done) {
+				t.Fatalf("ForJob: %+v, %v; want run-1, Done", got, err)
+			}
+		})
+	}
+}

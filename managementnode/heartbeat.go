@@ -94,7 +94,7 @@ func (n *Node) CheckLease(ctx context.Context) error {
 	}
 	_, last := n.beat.get()
 	n.log.Warn("lease expired: renewing it before acting", "since_last_heartbeat", time.Since(last).Round(time.Millisecond))
-	switch err := n.writeHeartbeat(ctx); {
+	switch _, err := n.writeHeartbeat(ctx); {
 	case errors.Is(err, errFenced):
 		return errcode.New(errcode.NodeUnavailable, "management node %s is fenced: its peers evicted it", n.uuid)
 	case err != nil:
@@ -123,46 +123,44 @@ func (n *Node) heartbeatLoop() {
 // evicts peers whose heartbeat is older than the threshold. Finding its own
 // row gone means a peer evicted this node: it is fenced.
 func (n *Node) heartbeat(ctx context.Context) error {
-	if err := n.writeHeartbeat(ctx); err != nil {
-		return err
-	}
-	since, _ := n.beat.get()
-	now, err := n.opts.Now(ctx)
+	now, err := n.writeHeartbeat(ctx)
 	if err != nil {
 		return err
 	}
+	since, _ := n.beat.get()
 	return n.evictStale(ctx, now, since)
 }
 
-// writeHeartbeat writes this node's heartbeat and records the outcome in
-// n.beat; errFenced when the row is gone.
-func (n *Node) writeHeartbeat(ctx context.Context) error {
+// writeHeartbeat writes this node's heartbeat, records the outcome in
+// n.beat and returns the database time it wrote; errFenced when the row is
+// gone.
+func (n *Node) writeHeartbeat(ctx context.Context) (time.Time, error) {
 	now, err := n.opts.Now(ctx)
 	if err != nil {
 		n.beat.failed()
 		n.log.Warn("heartbeat: cannot read database clock", "err", err)
-		return err
+		return now, err
 	}
 	res := n.db.WithContext(ctx).Model(&NodeVO{}).Where("uuid = ?", n.uuid).Update("heartbeat_at", now)
 	if res.Error != nil {
 		n.beat.failed()
 		n.log.Warn("heartbeat: update failed", "err", res.Error)
-		return res.Error
+		return now, res.Error
 	}
 	if res.RowsAffected == 0 {
 		// MySQL counts changed rows only: an unchanged time is not proof.
 		var count int64
 		if err := n.db.WithContext(ctx).Model(&NodeVO{}).Where("uuid = ?", n.uuid).Count(&count).Error; err != nil {
 			n.beat.failed()
-			return err
+			return now, err
 		}
 		if count == 0 {
 			n.fence()
-			return errFenced
+			return now, errFenced
 		}
 	}
 	n.beat.ok(now)
-	return nil
+	return now, nil
 }
 
 // evictStale evicts the peers whose heartbeat is older than the window, but

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"mplane/api/jobs"
+	"mplane/api/route"
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/flow"
@@ -147,9 +148,7 @@ func (p *Portal) runOnce(ctx context.Context, env *cloudbus.Envelope, next func(
 }
 
 // run runs the claimed job and records its outcome.
-func (p *Portal) run(ctx context.Context, op interface {
-	Outcome(msg string, body, reply json.RawMessage) (any, bool, error)
-}, job jobs.Job, env *cloudbus.Envelope, next func(context.Context) (json.RawMessage, error)) (json.RawMessage, error) {
+func (p *Portal) run(ctx context.Context, op route.Op, job jobs.Job, env *cloudbus.Envelope, next func(context.Context) (json.RawMessage, error)) (json.RawMessage, error) {
 	ch := p.runs.start(job.UUID)
 	defer p.runs.end(job.UUID, ch)
 	reply, err := next(flow.WithJob(ctx, job.UUID))

@@ -246,20 +246,6 @@ func TestTakenOverJobWhoseFlowWasRolledBackFails(t *testing.T) {
 	}
 }
 
-// A flow run under a job's hook is recorded with the job.
-func TestFlowRecordsTheirJob(t *testing.T) {
-	h, _ := startCounters(t, false)
-	ctx := flow.WithJob(context.Background(), "job-1")
-	rec := flow.NewGormRecorder(h.db)
-	if err := rec.Save(ctx, flow.Record{ID: "run-1", Chain: "c", Owner: "n", Resource: "r", State: flow.Running, Total: 1}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := rec.ForJob(context.Background(), "job-1")
-	if err != nil || len(got) != 1 || got[0].ID != "run-1" {
-		t.Fatalf("ForJob: %+v, %v", got, err)
-	}
-}
-
 // The sweeper tells a job that never started (retryable Timeout) from one
 // whose work started and may have run (OutcomeUnknown).
 func TestSweeperTellsUnstartedFromUnknown(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -95,14 +96,7 @@ func (s *Service) OrphanPolicy() string { return *s.orphanPolicy.Load() }
 
 var transitionalStates = []string{StateStarting, StateStopping, StateRebooting, StateDestroying}
 
-func isTransitional(state string) bool {
-	for _, t := range transitionalStates {
-		if t == state {
-			return true
-		}
-	}
-	return false
-}
+func isTransitional(state string) bool { return slices.Contains(transitionalStates, state) }
 
 // hostVMs is the host's VM list: state by VM UUID (absent: the host has no
 // such VM).
@@ -284,12 +278,11 @@ func (s *Service) reconcile(ctx context.Context, req ReconcileReq) error {
 		s.recon.orphans.Add(1)
 		s.log.Warn("host runs a VM the database does not have running there: stopping it there", "vm_uuid", v.UUID,
 			"host_uuid", hostUUID, "db_state", v.State, "db_host_uuid", v.HostUUID, "why", req.Why)
-		cmd := protocol.DestroyVM
 		if v.State == StateStopped && v.LastHostUUID == hostUUID {
 			// Its definition stays on its last host, stopped.
 			return agentCommand(ctx, s, hostUUID, protocol.StopVM, protocol.StopVMCmd{UUID: v.UUID, Type: "cold"})
 		}
-		return agentCommand(ctx, s, hostUUID, cmd, protocol.DestroyVMCmd{UUID: v.UUID})
+		return agentCommand(ctx, s, hostUUID, protocol.DestroyVM, protocol.DestroyVMCmd{UUID: v.UUID})
 	}
 	return nil
 }
@@ -484,7 +477,7 @@ func sentAndUnknown(err error) bool {
 	case errcode.AgentError:
 		return e.Cause != nil && !e.Retryable // success:false has no cause
 	}
-	return !e.Retryable || e.Code == errcode.Timeout || e.Code == errcode.OutcomeUnknown
+	return !e.Retryable // Timeout and OutcomeUnknown among them
 }
 
 // commandOutcome settles a VM command that failed with cmdErr by asking the

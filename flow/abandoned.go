@@ -75,6 +75,7 @@ func (c *Chain[T]) rollbackAbandoned(ctx context.Context, rec Record) error {
 	if rec.State == Running {
 		cause = fmt.Sprintf("owner %q abandoned the run at step %q", rec.Owner, rec.Step)
 	}
+	defer activate(rec.ID)()
 	r := &run[T]{c: c, rec: rec}
 	r.rec.Owner, r.rec.Total = c.opts.Node, len(c.steps)
 	r.rec.State, r.rec.Error = RollingBack, cause

@@ -9,7 +9,27 @@ import (
 	"mplane/uid"
 	"runtime/debug"
 	"strings"
+	"sync"
+	"time"
 )
+
+// active holds the IDs of the runs (and abandoned-run rollbacks) in
+// progress in this process.
+var active sync.Map
+
+// activate marks run id in progress until the returned func is called.
+func activate(id string) func() {
+	active.Store(id, struct{}{})
+	return func() { active.Delete(id) }
+}
+
+// Active reports whether run id is in progress in this process. A record
+// of this node's that is unfinished while its run is not active was left
+// behind (its last writes failed): a takeover may roll it back.
+func Active(id string) bool {
+	_, ok := active.Load(id)
+	return ok
+}
 
 // Step is one named step of a chain. Run does the work on the shared data;
 // Rollback, if not nil, undoes it. See the package doc for what Rollback
@@ -33,6 +53,16 @@ type Options struct {
 	// NewID makes a run ID when RunOptions.ID is empty. Nil: a UUID without
 	// dashes.
 	NewID func() string
+	// Transient, if set, reports errors that pass on their own (the
+	// database unavailable, a node's bus down): a rollback or a record
+	// write during rollback that fails with one is tried again, with
+	// backoff, for up to TransientFor. Rollbacks are idempotent, so trying
+	// again is safe; giving up at the first error would leave the run
+	// Failed and its effects in place for an operator.
+	Transient func(error) bool
+	// TransientFor bounds the retries of one rollback or write. Zero: two
+	// minutes.
+	TransientFor time.Duration
 }
 
 // RunOptions are the settings of one run.
@@ -89,6 +119,9 @@ func New[T any](name string, steps []Step[T], opts Options) (*Chain[T], error) {
 	}
 	if opts.NewID == nil {
 		opts.NewID = uid.New
+	}
+	if opts.TransientFor <= 0 {
+		opts.TransientFor = 2 * time.Minute
 	}
 	log := opts.Logger
 	if log == nil {
@@ -167,6 +200,7 @@ func (c *Chain[T]) Run(ctx context.Context, data *T, ro RunOptions) error {
 		ID: id, Chain: c.name, Owner: c.opts.Node, Resource: ro.Resource,
 		State: Running, Total: len(c.steps),
 	}}
+	defer activate(id)()
 	fail := func(i int, err error) *StepError {
 		se := &StepError{Chain: c.name, ID: id, Index: i, Err: err}
 		if i >= 0 {
@@ -247,7 +281,7 @@ func (c *Chain[T]) rollback(ctx context.Context, r *run[T], data *T, cause strin
 			continue
 		}
 		r.progress(i, true)
-		if err := call(ctx, s.Rollback, data); err != nil {
+		if err := c.retry(ctx, func() error { return call(ctx, s.Rollback, data) }); err != nil {
 			log.Error("flow rollback failed", "step", s.Name, "err", err)
 			errs = append(errs, &StepError{Chain: c.name, ID: r.rec.ID, Step: s.Name, Index: i, Rollback: true, Err: err})
 		}
@@ -271,9 +305,31 @@ func (c *Chain[T]) rollback(ctx context.Context, r *run[T], data *T, cause strin
 // the rollbacks go on regardless, and are idempotent, so a record that
 // lags only makes a later owner repeat some of them.
 func (c *Chain[T]) saveLogged(ctx context.Context, r *run[T], log *slog.Logger) {
-	if err := r.save(ctx); err != nil {
+	if err := c.retry(ctx, func() error { return r.save(ctx) }); err != nil {
 		log.Warn("flow record not saved", "state", string(r.rec.State), "applied", r.rec.Applied, "err", err)
 	}
+}
+
+// retry runs fn, and again while it fails with an error Options.Transient
+// accepts, for up to Options.TransientFor.
+func (c *Chain[T]) retry(ctx context.Context, fn func() error) error {
+	err := fn()
+	if err == nil || c.opts.Transient == nil || !c.opts.Transient(err) {
+		return err
+	}
+	deadline := time.Now().Add(c.opts.TransientFor)
+	pause := 100 * time.Millisecond
+	for err != nil && c.opts.Transient(err) && time.Now().Add(pause).Before(deadline) {
+		c.log.Debug("flow rollback: transient failure, trying again", "err", err, "in", pause)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
+		err = fn()
+	}
+	return err
 }
 
 // call runs fn, turning a panic into a *PanicError. runtime.Goexit is not a

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"mplane/errcode"
 )
@@ -418,4 +420,77 @@ func TestDataMustBeJSONWithRecorder(t *testing.T) {
 	if err := c.Run(context.Background(), &bad{}, RunOptions{}); err != nil || !ran {
 		t.Fatalf("Run without recorder: %v (ran %v)", err, ran)
 	}
+}
+
+// A rollback that fails with a transient error (the database briefly
+// unavailable) is tried again until it succeeds, and so is a record write
+// during the rollback: the run ends RolledBack, not Failed. A permanent
+// error is not tried again. While the run is in progress Active reports it.
+func TestTransientRollbackFailuresAreTriedAgain(t *testing.T) {
+	errDown := errTransientDown
+	errPermanent := errors.New("the host refused")
+	var bFails, saveFails atomic.Int32
+	bFails.Store(3)
+	tr := &trace{}
+	var activeDuring bool
+	steps := makeSteps(tr, []string{"a", "b", "c", "d"}, map[string]behaviour{
+		"a": {rollbackErr: errPermanent},
+		"c": {run: func(context.Context, *testData) { activeDuring = Active("r-transient") }},
+		"d": {runErr: errors.New("boom")},
+	})
+	steps[1].Rollback = func(ctx context.Context, d *testData) error {
+		tr.add("rollback:b")
+		if bFails.Add(-1) >= 0 {
+			return errDown
+		}
+		return nil
+	}
+	steps[0].Rollback = func(ctx context.Context, d *testData) error {
+		tr.add("rollback:a")
+		return errPermanent
+	}
+	rec := &flakyRecorder{fails: &saveFails}
+	saveFails.Store(2)
+	c := mustChain(t, "c", steps, Options{Recorder: rec, Transient: func(err error) bool { return errors.Is(err, errDown) }, TransientFor: 30 * time.Second})
+	err := c.Run(context.Background(), &testData{}, RunOptions{ID: "r-transient"})
+	var se *StepError
+	if !errors.As(err, &se) || se.Step != "d" {
+		t.Fatalf("Run error %v, want step d's failure", err)
+	}
+	tr.want(t, "run:a", "run:b", "run:c", "run:d", "rollback:d made=a,b,c", "rollback:c made=a,b,c",
+		"rollback:b", "rollback:b", "rollback:b", "rollback:b", "rollback:a")
+	if len(se.RollbackErrors) != 1 || !errors.Is(se.RollbackErrors[0], errPermanent) {
+		t.Errorf("rollback errors %v, want only a's permanent one", se.RollbackErrors)
+	}
+	if !activeDuring || Active("r-transient") {
+		t.Errorf("Active during the run %v, after %v; want true, then false", activeDuring, Active("r-transient"))
+	}
+	if n := saveFails.Load(); n > 0 {
+		t.Errorf("%d record writes still to fail: the rollback's writes were not tried again", n)
+	}
+	if last := rec.last(); last.State != Failed || last.Applied != 0 {
+		t.Errorf("last record %s/%d, want failed/0 (a's rollback failed for good)", last.State, last.Applied)
+	}
+}
+
+var errTransientDown = errors.New("database unavailable")
+
+// flakyRecorder fails its saves with a transient error while fails > 0
+// (after the first save, so the run starts), counting down.
+type flakyRecorder struct {
+	memRecorder
+	fails *atomic.Int32
+}
+
+func (f *flakyRecorder) Save(ctx context.Context, rec Record) error {
+	if rec.State == RollingBack && f.fails.Add(-1) >= 0 {
+		return fmt.Errorf("save: %w", errTransientDown)
+	}
+	return f.memRecorder.Save(ctx, rec)
+}
+
+func (m *memRecorder) last() Record {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.saves[len(m.saves)-1]
 }

@@ -250,10 +250,15 @@ func runAgentCommand[Cmd, Rsp any](ctx context.Context, node *managementnode.Nod
 	}
 	req.Command = body
 	rep, err := managementnode.CallOwner(ctx, node, MsgAgentCommand, req)
-	for pause := 100 * time.Millisecond; errors.Is(err, cloudbus.ErrNotDelivered); pause = min(2*pause, 2*time.Second) {
+	for pause := 100 * time.Millisecond; ownerGone(err); pause = min(2*pause, 2*time.Second) {
 		// The host's owner was gone before the command reached it (its
-		// queue has no consumer): nothing ran; send it again, to the new
-		// owner once the ring has changed.
+		// queue has no consumer: nothing ran), or went away under the call
+		// (it died, left, or was replaced and the agent refused its
+		// token): send it again, to the new owner once the ring has
+		// changed. Agent commands are safe to repeat: a start of a running
+		// VM, a stop of a stopped one, a bridge that exists succeed; a
+		// volume that was made fails "already exists", it is not made
+		// twice.
 		select {
 		case <-ctx.Done():
 			return rsp, err
@@ -272,6 +277,19 @@ func runAgentCommand[Cmd, Rsp any](ctx context.Context, node *managementnode.Nod
 		}
 	}
 	return rsp, nil
+}
+
+// ownerGone reports a call that failed because the host's owner was not
+// there to take it or went away under it.
+func ownerGone(err error) bool {
+	if errors.Is(err, cloudbus.ErrNotDelivered) {
+		return true
+	}
+	switch errcode.CodeOf(err) {
+	case errcode.NodeUnavailable, errcode.BusUnavailable, errcode.ShuttingDown:
+		return true
+	}
+	return false
 }
 
 func (s *Service) load(ctx context.Context, uuid string) (*HostVO, error) {

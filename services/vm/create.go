@@ -13,6 +13,7 @@ import (
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/services/host"
+	"mplane/services/resource"
 	"mplane/services/volume"
 	"mplane/uid"
 )
@@ -78,7 +79,7 @@ func (s *Service) createChain() (*flow.Chain[createData], error) {
 		}},
 		{Name: "start-on-hypervisor", Run: s.stepStartOnHost, Rollback: s.undoStartOnHost},
 		{Name: "set-running", Run: s.stepSetRunning},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.Transient})
 }
 
 func (s *Service) handleCreate(ctx context.Context, req CreateReq) (VmInstanceVO, error) {
@@ -86,16 +87,46 @@ func (s *Service) handleCreate(ctx context.Context, req CreateReq) (VmInstanceVO
 		if v, err := s.load(ctx, req.UUID); err == nil {
 			return *v, nil // a redelivered create: answer with what exists
 		}
-		d, err := s.prepareCreate(ctx, req)
-		if err != nil {
-			return VmInstanceVO{}, err
+		var avoid []string
+		var last error
+		for attempt := 1; ; attempt++ {
+			d, err := s.prepareCreate(ctx, req)
+			if err != nil {
+				return VmInstanceVO{}, err
+			}
+			d.Spec.Avoid = append(d.Spec.Avoid, avoid...)
+			err = s.create.Run(ctx, d, flow.RunOptions{Resource: req.UUID})
+			if err == nil {
+				// The flow wrote every column: answer from its data, no re-read.
+				return d.VM, nil
+			}
+			var se *flow.StepError
+			errors.As(err, &se)
+			if last != nil && se != nil && (se.Step == "allocate-host" || se.Step == "reserve-capacity") {
+				return VmInstanceVO{}, last // no other host: the first host's failure says why
+			}
+			if !s.reschedule(ctx, req, d, se, attempt) {
+				return VmInstanceVO{}, err
+			}
+			s.log.Warn("create: the chosen host's agent cannot be reached or failed; the create was rolled back and tries the next host",
+				"vm_uuid", req.UUID, "host_uuid", d.HostUUID, "attempt", attempt, "err", err)
+			avoid, last = append(avoid, d.HostUUID), err
 		}
-		if err := s.create.Run(ctx, d, flow.RunOptions{Resource: req.UUID}); err != nil {
-			return VmInstanceVO{}, err
-		}
-		// The flow wrote every column: answer from its data, no re-read.
-		return d.VM, nil
 	})
+}
+
+// createAttempts bounds the hosts one create tries.
+const createAttempts = 3
+
+// reschedule says whether a create that failed (se) tries another host, as
+// a scheduler reschedules: the host's agent could not be reached or failed
+// the command (a refused connection, a restarted agent that lacks a
+// bridge), every rollback succeeded (nothing of the create remains on that
+// host, or reconciliation removes it), no host was asked for, and attempts
+// and time remain.
+func (s *Service) reschedule(ctx context.Context, req CreateReq, d *createData, se *flow.StepError, attempt int) bool {
+	return se != nil && len(se.RollbackErrors) == 0 && d.HostUUID != "" && req.Params.HostUUID == "" &&
+		attempt < createAttempts && ctx.Err() == nil && errcode.Has(se.Err, errcode.AgentError)
 }
 
 // prepareCreate resolves the offering and image into the VM's row.
@@ -272,12 +303,18 @@ func (s *Service) undoStartOnHost(ctx context.Context, d *createData) error {
 	if d.HostUUID == "" {
 		return nil
 	}
-	// Best effort: the agent may never have started it.
+	// The agent may never have started it. Tried again while the host's
+	// owner or the database is briefly unreachable (the flow's Transient);
+	// an agent that refuses or is down is left to reconciliation, which
+	// destroys what this misses.
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	err := agentCommand(ctx, s, d.HostUUID, protocol.DestroyVM, protocol.DestroyVMCmd{UUID: d.VM.UUID})
 	if err != nil {
 		s.log.Warn("rollback: destroy VM on its host", "vm_uuid", d.VM.UUID, "host_uuid", d.HostUUID, "err", err)
+		if resource.Transient(err) {
+			return err
+		}
 	}
 	return nil
 }
@@ -285,14 +322,30 @@ func (s *Service) undoStartOnHost(ctx context.Context, d *createData) error {
 func (s *Service) stepSetRunning(ctx context.Context, d *createData) error {
 	// The row is as create-record wrote it (version 0): this chain is the
 	// only writer of a VM that is being created.
+	// The VM runs on its host by now: while the database is unavailable
+	// this step waits for it (untilDB) rather than rolling the VM back. An
+	// attempt whose commit answer was lost leaves the row one version on:
+	// the next attempt takes that as done.
 	v := d.VM
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := volume.DisksReady(ctx, tx, d.Disks); err != nil {
-			return err
+	err := s.untilDB(ctx, func(ctx context.Context) error {
+		v = d.VM
+		err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			if err := volume.DisksReady(ctx, tx, d.Disks); err != nil {
+				return err
+			}
+			// The VM is in its host's cluster and zone from now on.
+			return setState(ctx, tx, &v, StateRunning, map[string]any{"host_uuid": d.HostUUID, "last_host_uuid": d.HostUUID,
+				"cluster_uuid": d.HostClusters[d.HostUUID], "zone_uuid": d.HostZones[d.HostUUID]})
+		})
+		if errcode.Has(err, errcode.Conflict) {
+			var cur VmInstanceVO
+			if s.db.WithContext(ctx).Select("state", "version").Take(&cur, "uuid = ?", d.VM.UUID).Error == nil &&
+				cur.State == StateRunning && cur.Version == d.VM.Version+1 {
+				v.State, v.Version = cur.State, cur.Version
+				return nil
+			}
 		}
-		// The VM is in its host's cluster and zone from now on.
-		return setState(ctx, tx, &v, StateRunning, map[string]any{"host_uuid": d.HostUUID, "last_host_uuid": d.HostUUID,
-			"cluster_uuid": d.HostClusters[d.HostUUID], "zone_uuid": d.HostZones[d.HostUUID]})
+		return err
 	})
 	if err != nil {
 		return err
@@ -318,29 +371,9 @@ func agentCommand[Cmd any](ctx context.Context, s *Service, hostUUID string, c p
 }
 
 // onHost runs a command on a host through its owner. When the host's owner
-// goes away under the call (NodeUnavailable, BusUnavailable, ShuttingDown:
-// it died, left, or was replaced and the agent refused its token), the
-// command is sent again, through the new owner once the ring has changed,
-// until ctx ends: a VM's operation is not hostage to the node that owns
-// its host. The VM commands are safe to repeat on the agent (a start of a
-// running VM, a stop of a stopped one and a destroy of a gone one succeed).
+// goes away under the call, host.Run sends the command again, through the
+// new owner once the ring has changed, until ctx ends: a VM's operation is
+// not hostage to the node that owns its host.
 func onHost[Cmd, Rsp any](ctx context.Context, s *Service, hostUUID string, c protocol.Command[Cmd, Rsp], cmd Cmd) (Rsp, error) {
-	pause := 250 * time.Millisecond
-	for {
-		rsp, err := host.Run(ctx, s.node, hostUUID, c, cmd)
-		switch errcode.CodeOf(err) {
-		case errcode.NodeUnavailable, errcode.BusUnavailable, errcode.ShuttingDown:
-		default:
-			return rsp, err
-		}
-		select {
-		case <-s.node.Fenced():
-			return rsp, err
-		case <-ctx.Done():
-			return rsp, err
-		case <-time.After(pause):
-		}
-		s.log.Info("host's owner unavailable: sending the command again", "host_uuid", hostUUID, "path", c.Path, "err", err)
-		pause = min(2*pause, 2*time.Second)
-	}
+	return host.Run(ctx, s.node, hostUUID, c, cmd)
 }

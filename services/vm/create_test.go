@@ -1,15 +1,18 @@
 package vm_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"mplane/agents/kvm"
 	"mplane/agents/protocol"
 	"mplane/api/client"
+	"mplane/conf"
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/managementnode"
@@ -550,5 +553,46 @@ func TestNewNeedsItsDependencies(t *testing.T) {
 	_, err := vm.New(vm.Options{})
 	if err == nil || !strings.Contains(err.Error(), "IPAM") {
 		t.Fatalf("New without options: %v, want an error naming what is required", err)
+	}
+}
+
+// TestCreateTriesTheNextHostWhenAnAgentIsDown: the host the allocator
+// picks first has a dead agent (refused connections) but is still
+// Connected in the database (no ping has failed yet): the create rolls
+// back there and runs on the next host. Its flow records show both runs;
+// the dead host holds nothing.
+func TestCreateTriesTheNextHostWhenAnAgentIsDown(t *testing.T) {
+	t.Parallel()
+	c := newCloud(t, servertest.Options{Configure: func(cfg *conf.Config) {
+		cfg.HostPingInterval = time.Hour // the dead agent's host stays Connected
+	}}).in(t, kvm.Options{CPUNum: 4, MemoryBytes: 8 << 30}, kvm.Options{CPUNum: 4, MemoryBytes: 8 << 30})
+	dead, live := c.mine[0], c.mine[1]
+	// The live host is busier, so the least-used allocator picks the dead one first.
+	c.mustCreate("load", map[string]any{"hostUuid": live})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.agents[dead].Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v := c.mustCreate("rescheduled", nil)
+	if v.State != vm.StateRunning || v.HostUUID != live {
+		t.Fatalf("VM %s on %s, want Running on the live host %s", v.State, v.HostUUID, live)
+	}
+	var recs []flow.RecordVO
+	if err := c.DB().Where("resource = ? AND chain = ?", v.UUID, "create-vm").Order("created_at").Find(&recs).Error; err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for _, r := range recs {
+		states = append(states, r.State)
+	}
+	if len(recs) != 2 || recs[0].State != string(flow.RolledBack) || recs[1].State != string(flow.Done) {
+		t.Errorf("create flow records %v, want a rolled-back run (the dead host) then a done one", states)
+	}
+	if _, ok := c.reservation(v.UUID); !ok {
+		t.Error("the VM holds no capacity")
+	}
+	if h := c.hosts()[dead]; h.AvailableCPUCapacity != h.TotalCPUCapacity {
+		t.Errorf("the dead host has %d of %d CPUs free, want all", h.AvailableCPUCapacity, h.TotalCPUCapacity)
 	}
 }

@@ -9,13 +9,18 @@ import (
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/services/host"
+	"mplane/services/resource"
 	"mplane/services/volume"
 )
 
 // begin loads the VM, checks that op may start from its state and shows
 // the operation's transitional state.
 func (s *Service) begin(ctx context.Context, uuid, op string) (*VmInstanceVO, string, error) {
-	v, err := s.load(ctx, uuid)
+	var v *VmInstanceVO
+	err := s.untilDB(ctx, func(ctx context.Context) (err error) {
+		v, err = s.load(ctx, uuid)
+		return err
+	})
 	if err != nil {
 		return nil, "", err
 	}
@@ -31,16 +36,20 @@ func (s *Service) begin(ctx context.Context, uuid, op string) (*VmInstanceVO, st
 
 // fail puts a VM back in the state it had before a failed operation.
 func (s *Service) fail(v *VmInstanceVO, prev string, cause error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.setState(ctx, v, prev, nil); err != nil {
+	if err := s.setState(context.Background(), v, prev, nil); err != nil {
 		s.log.Error("restore VM state after a failed operation", "vm_uuid", v.UUID, "state", prev, "err", err)
 	}
 	return cause
 }
 
+// reply reads the VM an operation leaves, for its answer: the work is done,
+// so the read waits out a database outage (untilDB) rather than fail it.
 func (s *Service) reply(ctx context.Context, uuid string) (VmInstanceVO, error) {
-	v, err := s.load(ctx, uuid)
+	var v *VmInstanceVO
+	err := s.untilDB(ctx, func(ctx context.Context) (err error) {
+		v, err = s.load(ctx, uuid)
+		return err
+	})
 	if err != nil {
 		return VmInstanceVO{}, err
 	}
@@ -96,15 +105,20 @@ func (s *Service) startChain() (*flow.Chain[startData], error) {
 			return agentCommand(ctx, s, d.HostUUID, protocol.StartVM, d.Cmd)
 		}, Rollback: func(ctx context.Context, d *startData) error {
 			// The start may have run (a lost reply, a dead owner): stop
-			// it. Best effort: reconciliation stops what this misses.
+			// it, again while the host's owner or the database is briefly
+			// unreachable; an agent that refuses or is down is left to
+			// reconciliation, which stops what this misses.
 			ctx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
 			if err := agentCommand(ctx, s, d.HostUUID, protocol.StopVM, protocol.StopVMCmd{UUID: d.VMUUID, Type: "cold"}); err != nil {
 				s.log.Warn("rollback: stop VM on its host", "vm_uuid", d.VMUUID, "host_uuid", d.HostUUID, "err", err)
+				if resource.Transient(err) {
+					return err // the flow tries again
+				}
 			}
 			return nil
 		}},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.Transient})
 }
 
 func (s *Service) handleStart(ctx context.Context, req OpReq) (VmInstanceVO, error) {
@@ -153,7 +167,7 @@ func (s *Service) handleStop(ctx context.Context, req OpReq) (VmInstanceVO, erro
 				return VmInstanceVO{}, s.fail(v, prev, err)
 			}
 		}
-		if err := host.Release(ctx, s.db, v.UUID); err != nil {
+		if err := s.untilDB(ctx, func(ctx context.Context) error { return host.Release(ctx, s.db, v.UUID) }); err != nil {
 			return VmInstanceVO{}, errcode.Wrap(errcode.Internal, err, "release capacity of VM %s", v.UUID)
 		}
 		if err := s.setState(ctx, v, StateStopped, map[string]any{"host_uuid": "", "last_host_uuid": v.HostUUID}); err != nil {

@@ -314,15 +314,19 @@ func (s *Service) settleTo(ctx context.Context, v *VmInstanceVO, state, why, wha
 // finishDestroy does what a destroy does once the VM is gone from its host:
 // capacity and IPs back, NICs gone, Destroyed.
 func (s *Service) finishDestroy(ctx context.Context, v *VmInstanceVO) error {
-	if err := host.Release(ctx, s.db, v.UUID); err != nil {
+	// Each write is idempotent and waits out a database outage (untilDB):
+	// the host has already dropped the VM.
+	if err := s.untilDB(ctx, func(ctx context.Context) error { return host.Release(ctx, s.db, v.UUID) }); err != nil {
 		return errcode.Wrap(errcode.Internal, err, "release capacity of VM %s", v.UUID)
 	}
 	for _, nic := range v.VMNics {
-		if err := s.opts.IPAM.ReleaseByOwner(ctx, nic.UUID); err != nil {
+		if err := s.untilDB(ctx, func(ctx context.Context) error { return s.opts.IPAM.ReleaseByOwner(ctx, nic.UUID) }); err != nil {
 			return errcode.Wrap(errcode.Internal, err, "release IP %s of VM %s", nic.IP, v.UUID)
 		}
 	}
-	if err := s.db.WithContext(ctx).Delete(&VmNicVO{}, "vm_instance_uuid = ?", v.UUID).Error; err != nil {
+	if err := s.untilDB(ctx, func(ctx context.Context) error {
+		return s.db.WithContext(ctx).Delete(&VmNicVO{}, "vm_instance_uuid = ?", v.UUID).Error
+	}); err != nil {
 		return errcode.Wrap(errcode.Internal, err, "delete NICs of VM %s", v.UUID)
 	}
 	last := v.HostUUID

@@ -226,3 +226,35 @@ func TestRecoverAbandonedFlows(t *testing.T) {
 		t.Errorf("start after recovery: %s on %q", s.State, s.HostUUID)
 	}
 }
+
+// TestRecoverFlowsThisNodeLeftBehind: a flow record of this very node that
+// no run here holds any more (its last writes failed, e.g. the database
+// was down longer than the rollback's retries) is rolled back by the
+// periodic takeover pass, without any ring change.
+func TestRecoverFlowsThisNodeLeftBehind(t *testing.T) {
+	t.Parallel()
+	c := newCloud(t, servertest.Options{}).in(t, kvm.Options{})
+	hostUUID := c.mine[0]
+	empty := c.snapshot()
+	v := c.mustCreate("left-starting", nil)
+	c.mustAct(v.UUID, "stopVmInstance", nil)
+	if err := c.DB().Model(&vm.VmInstanceVO{}).Where("uuid = ?", v.UUID).
+		Updates(map[string]any{"state": vm.StateStarting, "version": 1000}).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Reserve(c.ctx, c.DB(), hostUUID, v.UUID, int64(v.CPUNum), v.MemorySize); err != nil {
+		t.Fatal(err)
+	}
+	id := c.saveRecord(c.Node().UUID(), startChain, v.UUID, flow.RollingBack, 2, 4, "reserve-capacity", map[string]any{
+		"vmUuid": v.UUID, "name": v.Name, "cpuNum": v.CPUNum, "memory": v.MemorySize,
+		"hosts": []string{hostUUID}, "hostUuid": hostUUID})
+	if err := c.DB().Model(&flow.RecordVO{}).Where("id = ?", id).Update("updated_at", time.Now().Add(-time.Hour).UTC()).Error; err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() bool { return c.record(id).State == flow.RolledBack }, "the left-behind record rolled back")
+	eventually(t, func() bool { return c.mustGet(v.UUID).State == vm.StateStopped }, "the VM Stopped again")
+	if _, ok := c.reservation(v.UUID); ok {
+		t.Error("the VM still holds capacity")
+	}
+	c.requireCapacity(empty, hostUUID, 0, 0)
+}

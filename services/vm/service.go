@@ -13,6 +13,7 @@ import (
 
 	"mplane/cloudbus"
 	"mplane/conf"
+	"mplane/db"
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/managementnode"
@@ -215,9 +216,61 @@ func loadVM(ctx context.Context, db *gorm.DB, uuid string) (*VmInstanceVO, error
 // setState moves a VM from the state it had at version to state, with the
 // given extra column updates; a concurrent writer makes it fail with
 // Conflict instead of overwriting.
+//
+// While the database is unavailable it tries again (untilDB): the state
+// written after a host ran a command rolls forward instead of failing the
+// operation. An attempt whose answer was lost may have committed: the next
+// one then finds the VM already in state, one version on, and takes that
+// as done.
 func (s *Service) setState(ctx context.Context, v *VmInstanceVO, state string, extra map[string]any) error {
-	return setState(ctx, s.db, v, state, extra)
+	lost := false
+	return s.untilDB(ctx, func(ctx context.Context) error {
+		err := setState(ctx, s.db, v, state, extra)
+		if lost && errcode.Has(err, errcode.Conflict) {
+			var cur VmInstanceVO
+			if s.db.WithContext(ctx).Select("state", "version").Take(&cur, "uuid = ?", v.UUID).Error == nil &&
+				cur.State == state && cur.Version == v.Version+1 {
+				v.State, v.Version = state, cur.Version
+				return nil
+			}
+		}
+		lost = lost || dbDown(err)
+		return err
+	})
 }
+
+// dbDown reports an error of an unavailable database (errcode
+// DBUnavailable, or a driver error db.Unavailable recognises).
+func dbDown(err error) bool {
+	return err != nil && (errcode.Has(err, errcode.DBUnavailable) || db.Unavailable(err))
+}
+
+// untilDB runs fn, and again while it fails because the database is
+// unavailable, with backoff, for up to DBRetryFor: an operation waits out a
+// database outage rather than failing, or leaving half-written what a host
+// has already done. ctx's cancellation does not stop the retries (the
+// caller may have given up; the writes must still land); stopping the
+// service does.
+func (s *Service) untilDB(ctx context.Context, fn func(ctx context.Context) error) error {
+	ctx = context.WithoutCancel(ctx)
+	deadline := time.Now().Add(DBRetryFor)
+	pause := 100 * time.Millisecond
+	for {
+		err := fn(ctx)
+		if !dbDown(err) || time.Now().Add(pause).After(deadline) {
+			return err
+		}
+		select {
+		case <-s.ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
+}
+
+// DBRetryFor bounds how long an operation waits for the database (untilDB).
+var DBRetryFor = 2 * time.Minute
 
 // setState is Service.setState on db (a transaction).
 func setState(ctx context.Context, db *gorm.DB, v *VmInstanceVO, state string, extra map[string]any) error {

@@ -11,6 +11,7 @@ import (
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/services/image"
+	"mplane/services/resource"
 	"mplane/services/storage"
 )
 
@@ -48,7 +49,7 @@ func (s *Service) createChain() (*flow.Chain[createData], error) {
 		{Name: "create-record", Run: s.stepRecord, Rollback: s.undoRecord},
 		{Name: "place-and-create", Run: s.stepPlace, Rollback: s.undoPlace},
 		{Name: "set-ready", Run: s.stepReady},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.Transient})
 }
 
 func (s *Service) handleCreate(ctx context.Context, req CreateReq) (VolumeVO, error) {

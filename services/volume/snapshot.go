@@ -10,6 +10,7 @@ import (
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/flow"
+	"mplane/services/resource"
 	"mplane/services/storage"
 )
 
@@ -37,7 +38,7 @@ func (s *Service) snapshotChain() (*flow.Chain[snapshotData], error) {
 		{Name: "record-and-reserve", Run: s.stepSnapRecord, Rollback: s.undoSnapRecord},
 		{Name: "take-snapshot", Run: s.stepSnapTake},
 		{Name: "set-ready", Run: s.stepSnapReady},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.Transient})
 }
 
 func (s *Service) handleCreateSnapshot(ctx context.Context, req SnapshotReq) (VolumeSnapshotVO, error) {

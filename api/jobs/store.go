@@ -179,6 +179,39 @@ func (s *Store) FailUnstarted(ctx context.Context, jobUUID string, e *errcode.Er
 	return s.finish(ctx, jobUUID, map[string]any{"state": Failed, "error": string(data)}, "run_node = ''")
 }
 
+// Reopen makes a job that failed with a retryable error (nothing of its
+// work remains: it never started, or it was rolled back) processing again,
+// not started, so that the same request sent again (same X-Job-UUID) runs
+// it again instead of answering the old failure. ok is false when the job
+// is not such a failure any more (another retry reopened it first).
+func (s *Store) Reopen(ctx context.Context, j Job) (reopened Job, ok bool, err error) {
+	if !Rerunnable(j) {
+		return j, false, nil
+	}
+	res := s.db.WithContext(ctx).Model(&Job{}).
+		Where("uuid = ? AND state = ? AND error = ?", j.UUID, Failed, j.Error).
+		Updates(map[string]any{"state": Processing, "error": "", "run_node": "", "redriven_at": nil})
+	if res.Error != nil {
+		return j, false, fmt.Errorf("reopen api job %s: %w", j.UUID, res.Error)
+	}
+	if res.RowsAffected != 1 {
+		return j, false, nil
+	}
+	reopened, err = s.Get(ctx, j.UUID)
+	return reopened, err == nil, err
+}
+
+// Rerunnable reports whether j failed in a way that left nothing behind
+// and may be run again: a retryable error other than OutcomeUnknown, on a
+// job that recorded its call.
+func Rerunnable(j Job) bool {
+	if j.State != Failed || j.Op == "" {
+		return false
+	}
+	e := j.Err()
+	return e.Retryable && e.Code != errcode.OutcomeUnknown
+}
+
 // ClaimRun records that node starts the job's work, if the job is still
 // processing and its RunNode is still from (empty: not started; another
 // node: taken over from it). ok is false when another node was first or

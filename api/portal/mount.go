@@ -76,7 +76,10 @@ func (p *Portal) mount(mux *http.ServeMux, res route.Resource) {
 
 // accept validates a call and submits it: the job row, then the message to
 // api.portal, then 202 with the job's location. A retried request (same
-// X-Job-UUID) gets the existing job and starts nothing.
+// X-Job-UUID) gets the existing job and starts nothing, unless the job's
+// work never started or its runner is gone (it is sent again), or the job
+// failed with a retryable error, which says nothing of it remains (it is
+// run again: retrying is what the error asks for).
 func (p *Portal) accept(w http.ResponseWriter, r *http.Request, op route.Op, uuid, parent string, action *rest.Action) {
 	body, resource, err := op.Accept(r.Context(), r, p.db, uuid, parent, action)
 	if err != nil {
@@ -97,6 +100,16 @@ func (p *Portal) accept(w http.ResponseWriter, r *http.Request, op route.Op, uui
 		if err := cloudbus.Send(ctx, p.bus, p.bus.SharedTarget(SharedQueue), msgSubmit, sub, cloudbus.WithTimeout(p.JobTimeout())); err != nil {
 			// The job is recorded: drive it from here instead.
 			p.log.Warn("hand an API call to api.portal: driving it on this node", "job_uuid", job.UUID, "err", err)
+			p.redrive(r.Context(), job)
+		}
+	case jobs.Rerunnable(job):
+		if again, ok, err := p.jobs.Reopen(r.Context(), job); err != nil {
+			rest.WriteError(w, err)
+			return
+		} else if ok {
+			p.log.Info("running an API job again: the same request came after a retryable failure", "job_uuid", job.UUID,
+				"api", job.APIName, "resource_uuid", job.ResourceUUID, "code", job.Err().Code)
+			job = again
 			p.redrive(r.Context(), job)
 		}
 	case !job.Finished() && job.Op != "":

@@ -153,6 +153,11 @@ func (p *Portal) run(ctx context.Context, op route.Op, job jobs.Job, env *cloudb
 	defer p.runs.end(job.UUID, ch)
 	reply, err := next(flow.WithJob(ctx, job.UUID))
 	if err != nil {
+		if p.release(ctx, job, err) {
+			// The driver sends it again (a notStarted code), to the
+			// resource's owner of the moment, which runs it anew.
+			return nil, errcode.Wrap(errcode.NodeUnavailable, err, "api job %s: its work was rolled back after a transient fault; it runs again", job.UUID)
+		}
 		p.record(job.UUID, nil, errcode.From(err))
 		return nil, err
 	}
@@ -163,6 +168,49 @@ func (p *Portal) run(ctx context.Context, op route.Op, job jobs.Job, env *cloudb
 		p.record(job.UUID, result, nil)
 	}
 	return reply, err
+}
+
+// maxRuns bounds how often a job whose work was rolled back after a
+// transient fault is run (release).
+const maxRuns = 3
+
+// release gives up the run of a job whose work failed because a node, the
+// bus or the database was unavailable, when every flow of the job was
+// rolled back cleanly: nothing of the work remains, as if it had never
+// started, so the job is made not started again (RunNode empty) instead of
+// failing, and the driver sends it again. A job runs at most maxRuns
+// times; work that is not a flow (nothing recorded) is not released.
+func (p *Portal) release(ctx context.Context, job jobs.Job, err error) bool {
+	if !transientCause(err) || p.leaving() {
+		return false
+	}
+	recs, rerr := p.recorder.ForJob(ctx, job.UUID)
+	if rerr != nil || len(recs) == 0 || len(recs) >= maxRuns {
+		return false
+	}
+	for _, r := range recs {
+		if flow.State(r.State) != flow.RolledBack {
+			return false
+		}
+	}
+	ok, cerr := p.jobs.ClaimRun(ctx, job.UUID, p.node.UUID(), "")
+	if cerr != nil || !ok {
+		return false
+	}
+	p.log.Warn("API job's work rolled back after a transient fault: sending it again", "job_uuid", job.UUID, "api", job.APIName,
+		"resource_uuid", job.ResourceUUID, "runs", len(recs), "err", err)
+	return true
+}
+
+// transientCause reports a failure caused, anywhere in its chain, by a node,
+// the bus or the database being unavailable.
+func transientCause(err error) bool {
+	for _, c := range []errcode.Code{errcode.NodeUnavailable, errcode.BusUnavailable, errcode.ShuttingDown, errcode.DBUnavailable} {
+		if errcode.Has(err, c) {
+			return true
+		}
+	}
+	return false
 }
 
 // record stores a job's outcome, trying again while the database is
@@ -250,24 +298,36 @@ func (p *Portal) settle(ctx context.Context, job jobs.Job) error {
 }
 
 // rolledBack finishes a job taken over from a dead runner whose work was a
-// flow that has been rolled back: the job fails, retryable, since nothing
-// of it remains. done is false when the work completed (a create run again
-// answers what exists) or left no flow (it is run again).
+// flow that has been rolled back, when it has run maxRuns times already or
+// a rollback failed: the job fails (retryable when nothing of it remains).
+// done is false when the work completed (a create run again answers what
+// exists), left no flow, or was rolled back cleanly with runs left: it is
+// run again.
 func (p *Portal) rolledBack(ctx context.Context, job jobs.Job) (done bool, err error) {
 	recs, err := p.recorder.ForJob(ctx, job.UUID)
 	if err != nil {
 		return false, err
 	}
 	var undone *flow.RecordVO
+	clean := true
 	for i := range recs {
 		switch flow.State(recs[i].State) {
 		case flow.Done:
 			return false, nil
-		case flow.RolledBack, flow.Failed:
+		case flow.RolledBack:
 			undone = &recs[i]
+		case flow.Failed:
+			undone, clean = &recs[i], false
 		}
 	}
 	if undone == nil {
+		return false, nil
+	}
+	if clean && len(recs) < maxRuns && !p.leaving() {
+		// Nothing of the work remains: run it again, as if it had never
+		// started (the client sees latency, not the dead node).
+		p.log.Warn("API job's runner died and its work was rolled back: running it again", "job_uuid", job.UUID,
+			"api", job.APIName, "resource_uuid", job.ResourceUUID, "previous_node", job.RunNode, "flow", undone.Chain)
 		return false, nil
 	}
 	e := errcode.New(errcode.NodeUnavailable, "management node %s stopped while it ran this job (step %s of %s); its work was rolled back and nothing of it remains: send the request again",

@@ -24,6 +24,8 @@ import (
 type counters struct {
 	runs atomic.Int32
 	gate chan struct{} // nil: open
+	// flaky, if set, runs first in every run; an error fails the run.
+	flaky func(ctx context.Context, run int32) error
 }
 
 type counterReq struct {
@@ -42,6 +44,11 @@ var msgCreateCounter = managementnode.NewOwnedMsg[counterReq, counterVO](ownerSe
 func (c *counters) serve(mux *cloudbus.Mux) {
 	managementnode.Handle(mux, msgCreateCounter, func(ctx context.Context, req counterReq) (counterVO, error) {
 		n := c.runs.Add(1)
+		if c.flaky != nil {
+			if err := c.flaky(ctx, n); err != nil {
+				return counterVO{}, err
+			}
+		}
 		if c.gate != nil {
 			select {
 			case <-c.gate:
@@ -153,6 +160,91 @@ func TestRetryOfALostJobSendsIt(t *testing.T) {
 	}
 }
 
+// A request sent again after its job failed with a retryable error (nothing
+// of it remains) runs again; after a failure that is not retryable, or
+// whose outcome is unknown, it answers the old failure and runs nothing.
+func TestRetryAfterARetryableFailureRunsAgain(t *testing.T) {
+	h, c := startCounters(t, false)
+	failed := func(e *errcode.Error) jobs.Job {
+		j := h.jobRow("", 0)
+		got, err := h.jobs.Fail(context.Background(), j.UUID, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	retry := func(j jobs.Job) answer {
+		return h.do(http.MethodPost, "/v1/counters", `{"params": {}}`, jobs.HeaderJobUUID, j.UUID)
+	}
+	unavailable := failed(errcode.New(errcode.DBUnavailable, "database unavailable"))
+	if a := h.finished(h.accepted(retry(unavailable))); a.status != http.StatusOK || c.runs.Load() != 1 {
+		t.Fatalf("retry after a retryable failure: %d %s after %d runs, want it run once and succeed", a.status, a.body, c.runs.Load())
+	}
+	if got := h.job(unavailable.UUID); got.State != jobs.Succeeded {
+		t.Errorf("job after its re-run: %+v, want succeeded", got)
+	}
+	if a := h.finished(h.accepted(retry(unavailable))); a.status != http.StatusOK || c.runs.Load() != 1 {
+		t.Errorf("a retry of the re-run job: %d %s, %d runs, want the same answer and no run", a.status, a.body, c.runs.Load())
+	}
+	unknown := errcode.New(errcode.OutcomeUnknown, "the node died mid-run")
+	invalid := errcode.New(errcode.InvalidArgument, "bad request")
+	for _, e := range []*errcode.Error{unknown, invalid} {
+		j := failed(e)
+		a := h.finished(h.accepted(retry(j)))
+		if a.status != http.StatusServiceUnavailable || !strings.Contains(string(a.body), string(e.Code)) || c.runs.Load() != 1 {
+			t.Errorf("retry after a %s failure: %d %s after %d runs, want the old failure and no run", e.Code, a.status, a.body, c.runs.Load())
+		}
+	}
+}
+
+// A job whose work (a flow) failed because a node was unavailable and was
+// rolled back cleanly runs again, up to three times, instead of failing: the
+// client sees latency. Work that failed for another reason fails at once.
+func TestRolledBackWorkAfterATransientFaultRunsAgain(t *testing.T) {
+	h, c := startCounters(t, false)
+	var failRuns atomic.Int32
+	chain, err := flow.New("portaltest-flaky", []flow.Step[struct{}]{{Name: "step",
+		Run: func(ctx context.Context, _ *struct{}) error {
+			return errcode.New(errcode.NodeUnavailable, "the host's owner left the cluster")
+		},
+		Rollback: func(context.Context, *struct{}) error { return nil },
+	}}, flow.Options{Recorder: flow.NewGormRecorder(h.db), Node: h.node.UUID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.flaky = func(ctx context.Context, n int32) error {
+		if n > failRuns.Load() {
+			return nil
+		}
+		if n == 99 {
+			return errcode.New(errcode.InvalidArgument, "not transient")
+		}
+		return chain.Run(ctx, nil, flow.RunOptions{})
+	}
+	create := func() answer {
+		return h.do(http.MethodPost, "/v1/counters", `{"params": {}}`)
+	}
+
+	failRuns.Store(2) // the first two runs fail and roll back
+	if a := h.finished(h.accepted(create())); a.status != http.StatusOK || c.runs.Load() != 3 {
+		t.Fatalf("after two rolled-back runs: %d %s, %d runs; want success on the third", a.status, a.body, c.runs.Load())
+	}
+
+	c.runs.Store(0)
+	failRuns.Store(10) // every run fails: three runs, then the failure
+	a := h.finished(h.accepted(create()))
+	if a.status != http.StatusServiceUnavailable || !strings.Contains(string(a.body), string(errcode.NodeUnavailable)) || c.runs.Load() != maxRuns {
+		t.Fatalf("always failing: %d %s after %d runs, want the failure after %d runs", a.status, a.body, c.runs.Load(), maxRuns)
+	}
+
+	c.runs.Store(98)
+	failRuns.Store(1000) // run 99 fails with a caller's error: no second run
+	a = h.finished(h.accepted(create()))
+	if a.status != http.StatusServiceUnavailable || !strings.Contains(string(a.body), string(errcode.InvalidArgument)) || c.runs.Load() != 99 {
+		t.Fatalf("a caller's error: %d %s after %d runs, want it failed after one run", a.status, a.body, c.runs.Load()-98)
+	}
+}
+
 // Every node sends orphans again: a job whose work never started long
 // after it was accepted, and a job whose runner is no longer a member (run
 // again by the resource's owner). A fresh unstarted job is left to its
@@ -219,7 +311,7 @@ func TestTakenOverJobWaitsForTheDeadRunnersFlows(t *testing.T) {
 // A job whose dead runner's flow for it was rolled back fails, retryable,
 // saying so: nothing of it remains, and it is not run again behind the
 // client's back.
-func TestTakenOverJobWhoseFlowWasRolledBackFails(t *testing.T) {
+func TestTakenOverJobWhoseFlowWasRolledBackRunsAgain(t *testing.T) {
 	h, c := startCounters(t, false)
 	ctx := context.Background()
 	j := h.jobRow("a-node-that-died", time.Second)
@@ -237,6 +329,28 @@ func TestTakenOverJobWhoseFlowWasRolledBackFails(t *testing.T) {
 		t.Fatalf("job %s after %d runs while its flow was still rolling back", got.State, c.runs.Load())
 	}
 	if err := h.db.Model(&flow.RecordVO{}).Where("id = ?", rec.ID).Update("state", string(flow.RolledBack)).Error; err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "job finished", func() bool { return h.job(j.UUID).Finished() })
+	if got := h.job(j.UUID); got.State != jobs.Succeeded || c.runs.Load() != 1 {
+		t.Fatalf("job %s (%+v) after %d runs, want it run again once its work was rolled back, and succeeded", got.State, got.Err(), c.runs.Load())
+	}
+}
+
+// A job whose work has been rolled back maxRuns times already fails when
+// its runner dies once more, retryable, saying its work was rolled back.
+func TestTakenOverJobRolledBackTooOftenFails(t *testing.T) {
+	h, c := startCounters(t, false)
+	ctx := context.Background()
+	j := h.jobRow("a-node-that-died", time.Second)
+	for i := 0; i < maxRuns; i++ {
+		rec := flow.RecordVO{ID: uid.New(), Chain: "portaltest-create", Owner: h.node.UUID(), State: string(flow.RolledBack),
+			Resource: j.ResourceUUID, Job: j.UUID, Step: "half-way", Data: "{}", CreatedAt: time.Now(), UpdatedAt: time.Now()}
+		if err := h.db.Create(&rec).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.portal.redriveLoop(ctx); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "job finished", func() bool { return h.job(j.UUID).Finished() })

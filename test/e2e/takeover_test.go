@@ -2,13 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"mplane/db"
-	"mplane/errcode"
 	"mplane/flow"
 	"mplane/internal/testenv"
 	hostsvc "mplane/services/host"
@@ -20,7 +19,9 @@ import (
 
 // TestCreateAbandonedByDeadOwnerIsRolledBack kills the owner of a VM while
 // its create flow waits on the hypervisor: the node that takes the VM over
-// rolls the flow back, so no VM row, reserved capacity or IP is left.
+// rolls the flow back (no capacity, IP or volume of that run is left), then
+// runs the create again, so the client's job succeeds with exactly one VM,
+// whichever node it asks.
 func TestCreateAbandonedByDeadOwnerIsRolledBack(t *testing.T) {
 	e := newClusterEnv(t)
 	e.extraEnv = []string{"MPLANE_ADMIN_PASSWORD=e2e-secret"}
@@ -61,45 +62,9 @@ func TestCreateAbandonedByDeadOwnerIsRolledBack(t *testing.T) {
 	owner.kill()
 	t.Logf("killed %s, owner of VM %s, in step %s", owner.name, rec.Resource, rec.Step)
 
-	testenv.Eventually(t, 60*time.Second, func() bool {
-		var n int64
-		gdb.Model(&vm.VmInstanceVO{}).Where("uuid = ?", rec.Resource).Count(&n)
-		var got flow.RecordVO
-		gdb.First(&got, "id = ?", rec.ID)
-		return n == 0 && got.State == string(flow.RolledBack)
-	}, "abandoned create rolled back by the new owner")
-	var host hostsvc.HostVO
-	if err := gdb.First(&host, "uuid = ?", h.UUID).Error; err != nil {
-		t.Fatal(err)
-	}
-	if host.AvailableCPUCapacity != host.TotalCPUCapacity || host.AvailableMemoryCapacity != host.TotalMemoryCapacity {
-		t.Fatalf("capacity leaked: %d/%d CPU, %d/%d memory", host.AvailableCPUCapacity, host.TotalCPUCapacity,
-			host.AvailableMemoryCapacity, host.TotalMemoryCapacity)
-	}
-	var used int64
-	gdb.Model(&network.UsedIpVO{}).Where("l3_network_uuid = ?", cl.l3).Count(&used)
-	if used != 0 {
-		t.Fatalf("%d IPs still allocated", used)
-	}
-	// The root volume made before the start: its file, row and room on
-	// the storage are gone too (the image cache stays).
-	var vols int64
-	gdb.Model(&volume.VolumeVO{}).Count(&vols)
-	if vols != 0 {
-		t.Fatalf("%d volume rows left", vols)
-	}
-	if files := filesUnder(t, filepath.Join(ag.localDir, "rootVolumes")); len(files) != 0 {
-		t.Fatalf("root volume files left: %v", files)
-	}
-	var resv, caches int64
-	gdb.Model(&storage.StorageReservationVO{}).Count(&resv)
-	gdb.Model(&storage.ImageCacheVO{}).Count(&caches)
-	if resv != caches {
-		t.Fatalf("%d storage reservations for %d image caches", resv, caches)
-	}
-	checkNoDrift(t, gdb)
-	// The job ends failed, retryable, saying the work was rolled back,
-	// whichever node drove it: a survivor takes an orphaned job over.
+	// The abandoned run is rolled back, and the job runs again: it ends
+	// succeeded, whichever node drove it (a survivor takes an orphaned
+	// job over), with one VM Running.
 	var survivor *server
 	for _, s := range servers {
 		if s != owner {
@@ -111,13 +76,53 @@ func TestCreateAbandonedByDeadOwnerIsRolledBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wctx, wcancel := context.WithTimeout(context.Background(), 40*time.Second)
+	wctx, wcancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer wcancel()
-	_, err = sj.Wait(wctx, nil)
-	if err == nil {
-		t.Fatal("the create of a rolled-back VM reported success")
+	raw, err := sj.Wait(wctx, nil)
+	if err != nil {
+		t.Fatalf("the create of a VM whose owner died: %v, want it run again and succeeded", err)
 	}
-	if e := errcode.From(err); e.Code != errcode.NodeUnavailable || !e.Retryable || !strings.Contains(e.Details, "rolled back") {
-		t.Fatalf("the create's job: %v, want a retryable SYS.1012 saying its work was rolled back", err)
+	var v vm.VmInstanceVO
+	if err := json.Unmarshal(raw, &v); err != nil || v.UUID != rec.Resource || v.State != vm.StateRunning {
+		t.Fatalf("the create answered %s (%v), want VM %s Running", raw, err, rec.Resource)
 	}
+	var first flow.RecordVO
+	if err := gdb.First(&first, "id = ?", rec.ID).Error; err != nil || first.State != string(flow.RolledBack) {
+		t.Fatalf("the dead owner's run: %s (%v), want rolled back", first.State, err)
+	}
+	var done int64
+	gdb.Model(&flow.RecordVO{}).Where("resource = ? AND chain = ? AND state = ?", rec.Resource, "create-vm", string(flow.Done)).Count(&done)
+	if done != 1 {
+		t.Fatalf("%d completed create runs of VM %s, want 1", done, rec.Resource)
+	}
+	var host hostsvc.HostVO
+	if err := gdb.First(&host, "uuid = ?", h.UUID).Error; err != nil {
+		t.Fatal(err)
+	}
+	if host.TotalCPUCapacity-host.AvailableCPUCapacity != int64(v.CPUNum) || host.TotalMemoryCapacity-host.AvailableMemoryCapacity != v.MemorySize {
+		t.Fatalf("capacity: %d/%d CPU, %d/%d memory used, want exactly the one VM's", host.TotalCPUCapacity-host.AvailableCPUCapacity,
+			host.TotalCPUCapacity, host.TotalMemoryCapacity-host.AvailableMemoryCapacity, host.TotalMemoryCapacity)
+	}
+	var used int64
+	gdb.Model(&network.UsedIpVO{}).Where("l3_network_uuid = ?", cl.l3).Count(&used)
+	if used != 1 {
+		t.Fatalf("%d IPs allocated, want the one VM's", used)
+	}
+	// The root volume of the first run (made before the start) is gone,
+	// file and row: only the VM's volume of the second run is left.
+	var vols []volume.VolumeVO
+	gdb.Find(&vols)
+	if len(vols) != 1 || vols[0].UUID != v.RootVolumeUUID {
+		t.Fatalf("%d volume rows, want only the VM's root volume %s", len(vols), v.RootVolumeUUID)
+	}
+	if files := filesUnder(t, filepath.Join(ag.localDir, "rootVolumes")); len(files) != 1 {
+		t.Fatalf("root volume files %v, want the VM's one", files)
+	}
+	var resv, caches int64
+	gdb.Model(&storage.StorageReservationVO{}).Count(&resv)
+	gdb.Model(&storage.ImageCacheVO{}).Count(&caches)
+	if resv != caches+1 {
+		t.Fatalf("%d storage reservations for %d image caches and one volume", resv, caches)
+	}
+	checkNoDrift(t, gdb)
 }

@@ -135,6 +135,7 @@ func (n *Node) heartbeat(ctx context.Context) error {
 // n.beat and returns the database time it wrote; errFenced when the row is
 // gone.
 func (n *Node) writeHeartbeat(ctx context.Context) (time.Time, error) {
+	ctx = leaseExempt(ctx)
 	now, err := n.opts.Now(ctx)
 	if err != nil {
 		n.beat.failed()

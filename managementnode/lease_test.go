@@ -6,8 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"mplane/cloudbus"
+	"mplane/db"
 	"mplane/errcode"
+	"mplane/internal/testenv"
 )
 
 // A database outage longer than the eviction window stales every
@@ -130,5 +134,74 @@ func TestLeaseRenewal(t *testing.T) {
 	c.clock.SetDown(false)
 	if err := a.CheckLease(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A node's writes check its lease (FenceWrites): with a valid lease they
+// pass; in a transaction with the lease expired they fail retryably and
+// the lease is renewed in the background; once its row is gone (evicted
+// while it was frozen) its first write renews, finds itself fenced, and
+// fails; nothing is written.
+func TestWritesOfAFencedNodeAreRefused(t *testing.T) {
+	c := newCluster(t)
+	a, b := c.add("a"), c.add("b")
+	c.converged(2, a, b)
+	bdb, err := db.Open(context.Background(), c.dsn, db.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close(bdb) })
+	if err := b.FenceWrites(bdb); err != nil {
+		t.Fatal(err)
+	}
+	type fenceProbe struct {
+		ID string `gorm:"primaryKey;size:64"`
+	}
+	if err := bdb.AutoMigrate(&fenceProbe{}); err != nil {
+		t.Fatal(err)
+	}
+	expire := func() {
+		b.beat.mu.Lock()
+		b.beat.last = time.Now().Add(-b.leaseTerm() - time.Millisecond)
+		b.beat.mu.Unlock()
+	}
+	count := func() int64 {
+		var n int64
+		if err := c.db.Model(&fenceProbe{}).Count(&n).Error; err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if err := bdb.Create(&fenceProbe{ID: "valid-lease"}).Error; err != nil {
+		t.Fatalf("write with a valid lease: %v", err)
+	}
+	expire()
+	err = bdb.Transaction(func(tx *gorm.DB) error { return tx.Create(&fenceProbe{ID: "in-tx"}).Error })
+	if errcode.CodeOf(err) != errcode.NodeUnavailable || !errcode.IsRetryable(err) {
+		t.Fatalf("write in a transaction with the lease expired: %v, want a retryable NodeUnavailable", err)
+	}
+	testenv.Eventually(t, 10*time.Second, b.LeaseValid, "b renewed its lease in the background")
+	if err := bdb.Create(&fenceProbe{ID: "renewed"}).Error; err != nil {
+		t.Fatalf("write after the renewal: %v", err)
+	}
+	// b is evicted while frozen; its lease runs out on its own clock.
+	if err := c.db.Delete(&NodeVO{}, "uuid = ?", b.UUID()).Error; err != nil {
+		t.Fatal(err)
+	}
+	expire()
+	err = bdb.Create(&fenceProbe{ID: "zombie"}).Error
+	if errcode.CodeOf(err) != errcode.NodeUnavailable {
+		t.Fatalf("write of an evicted node: %v, want NodeUnavailable", err)
+	}
+	select {
+	case <-b.Fenced():
+	default:
+		t.Fatal("b not fenced by its first write after its eviction")
+	}
+	if err := bdb.Model(&fenceProbe{}).Where("id = ?", "valid-lease").Update("id", "changed").Error; errcode.CodeOf(err) != errcode.NodeUnavailable {
+		t.Fatalf("update of a fenced node: %v, want NodeUnavailable", err)
+	}
+	if n := count(); n != 2 {
+		t.Fatalf("%d rows, want 2 (the writes before the expiry and after the renewal)", n)
 	}
 }

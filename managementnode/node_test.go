@@ -52,6 +52,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 type cluster struct {
 	t      *testing.T
+	dsn    string
 	db     *gorm.DB
 	broker *cloudbus.Broker
 	clock  *fakeClock
@@ -63,12 +64,13 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	gdb, err := db.Open(context.Background(), testenv.SQLiteDSN(t), db.Options{})
+	dsn := testenv.SQLiteDSN(t)
+	gdb, err := db.Open(context.Background(), dsn, db.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close(gdb) })
-	return &cluster{t: t, db: gdb, broker: cloudbus.NewBroker(),
+	return &cluster{t: t, dsn: dsn, db: gdb, broker: cloudbus.NewBroker(),
 		clock: &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
 }
 

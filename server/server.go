@@ -206,6 +206,12 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		ln.Close()
 		return nil, err
 	}
+	// Every write checks the node's lease first: a node paused past it
+	// writes nothing before it knows it is still a member.
+	if err := s.node.FenceWrites(s.db); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	// Before the node starts, the same on every node: the cluster's VNIs,
 	// allocated through the sequencer (VXLAN networks' creates).
 	if s.vnis, err = managementnode.NewIDPool(s.node, network.VNIPool, network.MinVNI, network.MaxVNI); err != nil {

@@ -67,6 +67,20 @@ func WithHeader(key, value string) CallOption {
 	}
 }
 
+// WithHeaders sets every header of h on the request (see WithHeader).
+func WithHeaders(h http.Header) CallOption {
+	return func(o *callOptions) {
+		if o.header == nil {
+			o.header = http.Header{}
+		}
+		for k, vs := range h {
+			for _, v := range vs {
+				o.header.Set(k, v)
+			}
+		}
+	}
+}
+
 // WithTimeout bounds the call to d from now, within the context's deadline.
 func WithTimeout(d time.Duration) CallOption {
 	return func(o *callOptions) { o.timeout = d }

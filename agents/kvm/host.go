@@ -40,10 +40,18 @@ var noSecretPaths = map[string]bool{
 // admit runs before the framework handles a request: it records the
 // arrival of every command and enforces the host secret once there is one.
 func (a *Agent) admit(r *http.Request, route agentserver.Route) error {
+	at := time.Now()
+	err := a.check(r, route)
 	if route.Kind != agentserver.Raw {
-		a.arrivals.add(Arrival{At: time.Now(), Path: route.Path, TaskUUID: r.Header.Get(protocol.TaskUUIDHeader)})
+		a.arrivals.add(Arrival{At: at, Path: route.Path, TaskUUID: r.Header.Get(protocol.TaskUUIDHeader),
+			Node: r.Header.Get(protocol.NodeHeader), Fence: r.Header.Get(protocol.FenceHeader), Refused: err != nil})
 		a.counters.countCommand(route.Path)
 	}
+	return err
+}
+
+// check enforces the host secret, once there is one, and the fencing token.
+func (a *Agent) check(r *http.Request, route agentserver.Route) error {
 	if noSecretPaths[route.Path] {
 		return nil
 	}
@@ -79,7 +87,8 @@ func (a *Agent) checkFence(r *http.Request, path string) error {
 	a.mu.Unlock()
 	if token < newest {
 		a.counters.staleFence.Add(1)
-		a.log.Warn("command from a replaced owner refused", "path", path, "token", token, "newest", newest, "remote_addr", r.RemoteAddr)
+		a.log.Warn("command from a replaced owner refused", "path", path, "token", token, "newest", newest,
+			"node", r.Header.Get(protocol.NodeHeader), "remote_addr", r.RemoteAddr)
 		return &agentserver.StatusError{Status: http.StatusConflict,
 			Msg: fmt.Sprintf(agentclient.StaleFencePrefix+" %d: this host has taken commands under token %d; the sender is no longer the host's owner", token, newest)}
 	}

@@ -57,6 +57,12 @@ type Arrival struct {
 	// VMUUID is set in /debug/vm-arrivals: when a command for that VM
 	// started being handled (benchmarks measure API call to agent command).
 	VMUUID string `json:"vmUuid,omitempty"`
+	// Node and Fence are the sender's protocol.NodeHeader and
+	// protocol.FenceHeader; Refused says the agent refused the command
+	// (wrong secret, stale fencing token). Set in /debug/arrivals.
+	Node    string `json:"node,omitempty"`
+	Fence   string `json:"fence,omitempty"`
+	Refused bool   `json:"refused,omitempty"`
 }
 
 // arrivalLog keeps the last n arrivals and counts them all.

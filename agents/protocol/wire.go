@@ -27,6 +27,11 @@ const (
 	// replaced as the host's owner and has not noticed yet. Commands
 	// without it are taken as before.
 	FenceHeader = "X-Mplane-Fence"
+	// NodeHeader is mplane's addition: the UUID of the management node that
+	// sends a command, sent with FenceHeader. Agents log it and keep it in
+	// their arrival log, so an audit can tell which node's commands a host
+	// took, and that none came from a node after it was fenced.
+	NodeHeader = "X-Mplane-Node"
 )
 
 // TimeoutField is the command body field (an integer, milliseconds) in which

@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"strconv"
 
 	"mplane/agents/agentclient"
@@ -55,9 +56,13 @@ func (s *Service) command(ctx context.Context, req AgentCommandReq) (AgentComman
 }
 
 // fence is the fencing token this node sends with every command to a host
-// it owns (protocol.FenceHeader): its ring epoch. A node that was replaced
+// it owns (protocol.FenceHeader): its ring epoch, with its own UUID
+// (protocol.NodeHeader). A node that was replaced
 // as the host's owner sends an older epoch than its successor, and the
 // agent refuses it.
 func (s *Service) fence() agentclient.CallOption {
-	return agentclient.WithHeader(protocol.FenceHeader, strconv.FormatInt(s.node.Ring().Epoch, 10))
+	return agentclient.WithHeaders(http.Header{
+		protocol.FenceHeader: {strconv.FormatInt(s.node.Ring().Epoch, 10)},
+		protocol.NodeHeader:  {s.node.UUID()},
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"mplane/api/jobs"
 	"mplane/db"
 	"mplane/errcode"
+	"mplane/flow"
 	hostsvc "mplane/services/host"
 	"mplane/services/network"
 	"mplane/services/storage"
@@ -63,6 +65,7 @@ var chaosScenarios = []chaosScenario{
 		p := c.servers[2].cmd.Process
 		_ = p.Signal(syscall.SIGSTOP)
 		time.Sleep(6 * time.Second)
+		c.markFenced(2) // evicted by now: from here on it must not act
 		_ = p.Signal(syscall.SIGCONT)
 		select {
 		case <-c.servers[2].done:
@@ -105,6 +108,9 @@ type chaosResult struct {
 	RecoverySeconds float64  `json:"recoverySeconds"`
 	ConvergeSeconds float64  `json:"convergeSeconds"`
 	Violations      []string `json:"violations"`
+	// Failures: each operation that failed, with its error (the answers
+	// other than "ok", told apart).
+	Failures []string `json:"failures,omitempty"`
 }
 
 func TestChaos(t *testing.T) {
@@ -113,12 +119,20 @@ func TestChaos(t *testing.T) {
 	if full {
 		rounds = 5
 	}
+	// MPLANE_CHAOS_SCENARIOS=a,b runs only those scenarios (each once,
+	// or five times with MPLANE_CHAOS=full).
+	only := map[string]bool{}
+	for _, n := range strings.Split(os.Getenv("MPLANE_CHAOS_SCENARIOS"), ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			only[n] = true
+		}
+	}
 	pdb := startPrivateDB(t)
 	pmq := startPrivateMQ(t)
 	var results []chaosResult
 	for round := 1; round <= rounds; round++ {
 		for _, sc := range chaosScenarios {
-			if !full && !sc.short {
+			if len(only) > 0 && !only[sc.name] || len(only) == 0 && !full && !sc.short {
 				continue
 			}
 			t.Run(fmt.Sprintf("%s/%d", sc.name, round), func(t *testing.T) {
@@ -127,6 +141,9 @@ func TestChaos(t *testing.T) {
 				results = append(results, res)
 				t.Logf("%s round %d: %d operations, answers %v, recovery %.1fs, converged %.1fs, %d violations",
 					sc.name, round, res.Ops, res.Answers, res.RecoverySeconds, res.ConvergeSeconds, len(res.Violations))
+				for _, f := range res.Failures {
+					t.Logf("failed: %s", f)
+				}
 				for _, v := range res.Violations {
 					t.Error(v)
 				}
@@ -158,12 +175,51 @@ type chaosCluster struct {
 
 	mu   sync.Mutex
 	down map[int]bool
+	// fenced: the UUIDs of nodes evicted while they lived (frozen), and
+	// from when they must have done nothing.
+	fenced map[string]time.Time
 }
 
 func (c *chaosCluster) markDown(i int) {
 	c.mu.Lock()
 	c.down[i] = true
 	c.mu.Unlock()
+}
+
+func (c *chaosCluster) markFenced(i int) {
+	c.mu.Lock()
+	c.fenced[c.servers[i].uuid] = time.Now()
+	c.mu.Unlock()
+}
+
+// auditFencing lists what fenced nodes did after their fencing: commands
+// an agent took from them (refused ones are what fencing is for) and flow
+// records they wrote.
+func (c *chaosCluster) auditFencing() []string {
+	var out []string
+	for uuid, since := range c.fenced {
+		for i, ag := range c.agents {
+			var arrivals []kvm.Arrival
+			code, err := getJSON(context.Background(), ag.url+protocol.PathDebugArrivals, &arrivals)
+			if err != nil || code != 200 {
+				out = append(out, fmt.Sprintf("read the arrivals of agent %d: %d %v", i+1, code, err))
+				continue
+			}
+			for _, a := range arrivals {
+				if a.Node == uuid && !a.Refused && !a.At.Before(since) {
+					out = append(out, fmt.Sprintf("agent %d took %s (fence %s) from fenced node %s %v after its fencing",
+						i+1, a.Path, a.Fence, uuid, a.At.Sub(since).Round(time.Millisecond)))
+				}
+			}
+		}
+		var n int64
+		if err := c.gdb.Model(&flow.RecordVO{}).Where("owner = ? AND updated_at >= ?", uuid, since.UTC()).Count(&n).Error; err != nil {
+			out = append(out, fmt.Sprintf("read flow records: %v", err))
+		} else if n > 0 {
+			out = append(out, fmt.Sprintf("fenced node %s wrote %d flow records after its fencing", uuid, n))
+		}
+	}
+	return out
 }
 
 // pick is a client of a server the load may use now, at random.
@@ -191,7 +247,7 @@ func runChaos(t *testing.T, pdb *privateDB, pmq *privateMQ, sc chaosScenario) ch
 	e := &clusterEnv{t: t, amqpURL: pmq.url, prefix: "chaos" + uid.New()[:8], dsn: pdb.newDatabase(t), interval: 500 * time.Millisecond}
 	e.extraEnv = []string{"MPLANE_ADMIN_PASSWORD=e2e-secret", "MPLANE_HOST_PING_INTERVAL=1s",
 		"MPLANE_VM_RECONCILE_INTERVAL=3s", "MPLANE_VM_COMMAND_TIMEOUT=20s", "MPLANE_CALL_TIMEOUT=20s"}
-	c := &chaosCluster{t: t, e: e, db: pdb, mq: pmq, down: map[int]bool{}}
+	c := &chaosCluster{t: t, e: e, db: pdb, mq: pmq, down: map[int]bool{}, fenced: map[string]time.Time{}}
 	c.servers = []*server{e.startServer("A"), e.startServer("B"), e.startServer("C")}
 	converged(t, 60*time.Second, c.servers...)
 	dir := t.TempDir()
@@ -231,7 +287,7 @@ func runChaos(t *testing.T, pdb *privateDB, pmq *privateMQ, sc chaosScenario) ch
 	close(stop)
 	wg.Wait()
 
-	res := chaosResult{Scenario: sc.name, Ops: l.ops, Answers: l.answers, Unknown: l.unknown}
+	res := chaosResult{Scenario: sc.name, Ops: l.ops, Answers: l.answers, Unknown: l.unknown, Failures: l.failures}
 	if !l.firstOK.IsZero() {
 		res.RecoverySeconds = l.firstOK.Sub(faultEnd).Seconds()
 	}
@@ -264,6 +320,9 @@ func runChaos(t *testing.T, pdb *privateDB, pmq *privateMQ, sc chaosScenario) ch
 	for _, p := range c.auditCapacity() {
 		violate("%s", p)
 	}
+	for _, p := range c.auditFencing() {
+		violate("%s", p)
+	}
 	for i, s := range c.servers {
 		if !c.down[i] && s.exited() {
 			violate("node %s exited (code %d) although it was not faulted", s.name, s.exitCode())
@@ -293,6 +352,7 @@ type chaosLoad struct {
 	answers  map[string]int
 	unknown  int
 	noAnswer []string
+	failures []string
 	faultEnd time.Time
 	firstOK  time.Time
 }
@@ -321,6 +381,9 @@ func (l *chaosLoad) record(what string, err error) {
 		l.answers["no answer"]++
 	default:
 		l.answers[string(errcode.CodeOf(err))]++
+	}
+	if err != nil {
+		l.failures = append(l.failures, fmt.Sprintf("%s: %.600s", what, err))
 	}
 }
 

@@ -1,0 +1,84 @@
+package managementnode
+
+import (
+	"context"
+
+	"gorm.io/gorm"
+
+	"mplane/errcode"
+)
+
+// leaseExemptKey marks the statements of the lease itself (the heartbeat),
+// which FenceWrites must not check: checking them would renew the lease
+// from within its renewal.
+type leaseExemptKey struct{}
+
+func leaseExempt(ctx context.Context) context.Context {
+	return context.WithValue(ctx, leaseExemptKey{}, true)
+}
+
+// FenceWrites makes every write through gdb (create, update, delete, exec)
+// check this node's lease first, so a node that was paused or cut off past
+// its lease writes nothing until it knows it is still a member: with the
+// lease expired, the write renews it (CheckLease); a node whose row a peer
+// deleted is fenced there and the write fails with NodeUnavailable, one
+// that cannot reach the database fails with DBUnavailable. Inside an
+// explicit transaction the lease is not renewed (the renewal needs a
+// connection and, on SQLite, the write lock the transaction holds): an
+// expired lease fails the write with a retryable NodeUnavailable and
+// renews in the background.
+//
+// Writes before the node's first heartbeat (it owns nothing yet) and after
+// it began to leave (it has handed everything on) are not checked. gdb must
+// be this node's alone: the check is against this node's lease.
+func (n *Node) FenceWrites(gdb *gorm.DB) error {
+	check := func(tx *gorm.DB) {
+		if tx.Error != nil {
+			return
+		}
+		ctx := tx.Statement.Context
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		if ctx.Value(leaseExemptKey{}) != nil || n.stopped.Load() {
+			return
+		}
+		if _, last := n.beat.get(); last.IsZero() {
+			return
+		}
+		if n.LeaseValid() {
+			select {
+			case <-n.fenced:
+			default:
+				return
+			}
+		}
+		if _, inTx := tx.Statement.ConnPool.(gorm.TxCommitter); inTx {
+			select {
+			case <-n.fenced:
+				_ = tx.AddError(errcode.New(errcode.NodeUnavailable, "management node %s is fenced: its peers evicted it; write refused", n.uuid))
+			default:
+				go func() { _ = n.CheckLease(context.WithoutCancel(ctx)) }()
+				e := errcode.New(errcode.NodeUnavailable, "management node %s: its lease expired; it is renewing it before it writes again", n.uuid)
+				e.Retryable = true
+				_ = tx.AddError(e)
+			}
+			return
+		}
+		if err := n.CheckLease(ctx); err != nil {
+			_ = tx.AddError(err)
+		}
+	}
+	cb := gdb.Callback()
+	for _, err := range []error{
+		cb.Create().Before("gorm:create").Register("mplane:lease", check),
+		cb.Update().Before("gorm:update").Register("mplane:lease", check),
+		cb.Delete().Before("gorm:delete").Register("mplane:lease", check),
+		cb.Raw().Before("gorm:raw").Register("mplane:lease", check),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -26,7 +26,7 @@ test: lint
 # The chaos suite in full (docs/reliability.md): every fault scenario five
 # times on three nodes, three agents and the suite's own RabbitMQ and
 # MariaDB; the report goes to CHAOS_REPORT. `make test` runs its short
-# variant (kill-node, once).
+# variant (kill-node and database-outage-10s, once each).
 CHAOS_REPORT ?= $(CURDIR)/chaos-report.json
 chaos:
 	MPLANE_CHAOS=full MPLANE_CHAOS_REPORT='$(CHAOS_REPORT)' $(GO) test -count=1 -timeout 150m -run '^TestChaos$$' -v ./test/e2e

@@ -138,6 +138,7 @@ func (p *Portal) runOnce(ctx context.Context, env *cloudbus.Envelope, next func(
 			if job.RunNode != "" {
 				p.log.Warn("running an API job again: the node that started it is gone", "job_uuid", job.UUID,
 					"api", job.APIName, "resource_uuid", job.ResourceUUID, "previous_node", job.RunNode)
+				ctx = route.WithRerun(ctx) // its work may have completed
 			}
 			return p.run(ctx, op, job, env, next)
 		}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"mplane/agents/protocol"
+	"mplane/api/route"
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/flow"
@@ -32,6 +33,56 @@ func (s *Service) begin(ctx context.Context, uuid, op string) (*VmInstanceVO, st
 		return nil, "", err
 	}
 	return v, prev, nil
+}
+
+func deref(v *VmInstanceVO) VmInstanceVO {
+	if v == nil {
+		return VmInstanceVO{}
+	}
+	return *v
+}
+
+// doneState is the state an operation leaves a VM in.
+var doneState = map[string]string{
+	"start": StateRunning, "stop": StateStopped, "reboot": StateRunning, "destroy": StateDestroyed,
+}
+
+// alreadyDone answers, for the run of a job whose runner died
+// (route.IsRerun), whether the operation had completed: a VM left in a
+// transitional state is first settled from its host's answer (reconcile),
+// then a VM already in the operation's end state is the job's success (a
+// gone VM for an expunge). Otherwise, and for every other run, done is
+// false and the operation runs.
+func (s *Service) alreadyDone(ctx context.Context, uuid, op string) (v *VmInstanceVO, done bool, err error) {
+	if !route.IsRerun(ctx) {
+		return nil, false, nil
+	}
+	load := func() error {
+		return s.untilDB(ctx, func(ctx context.Context) (err error) {
+			v, err = s.load(ctx, uuid)
+			return err
+		})
+	}
+	err = load()
+	if op == "expunge" && errcode.Has(err, errcode.ResourceNotFound) {
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if isTransitional(v.State) {
+		if err := s.reconcile(ctx, ReconcileReq{UUID: uuid, Why: "re-run of a job whose node died"}); err != nil {
+			return nil, false, err
+		}
+		if err := load(); err != nil {
+			return nil, false, err
+		}
+	}
+	if want, ok := doneState[op]; ok && v.State == want {
+		s.log.Info("re-run of a job whose node died: the VM is already where the call wanted it", "vm_uuid", uuid, "op", op, "state", v.State)
+		return v, true, nil
+	}
+	return v, false, nil
 }
 
 // fail puts a VM back in the state it had before a failed operation.
@@ -123,6 +174,9 @@ func (s *Service) startChain() (*flow.Chain[startData], error) {
 
 func (s *Service) handleStart(ctx context.Context, req OpReq) (VmInstanceVO, error) {
 	return inChain(ctx, s, req.UUID, "start", func(ctx context.Context) (VmInstanceVO, error) {
+		if v, done, err := s.alreadyDone(ctx, req.UUID, "start"); err != nil || done {
+			return deref(v), err
+		}
 		v, prev, err := s.begin(ctx, req.UUID, "start")
 		if err != nil {
 			return VmInstanceVO{}, err
@@ -152,6 +206,9 @@ func (s *Service) handleStart(ctx context.Context, req OpReq) (VmInstanceVO, err
 
 func (s *Service) handleStop(ctx context.Context, req OpReq) (VmInstanceVO, error) {
 	return inChain(ctx, s, req.UUID, "stop", func(ctx context.Context) (VmInstanceVO, error) {
+		if v, done, err := s.alreadyDone(ctx, req.UUID, "stop"); err != nil || done {
+			return deref(v), err
+		}
 		v, prev, err := s.begin(ctx, req.UUID, "stop")
 		if err != nil {
 			return VmInstanceVO{}, err
@@ -179,6 +236,9 @@ func (s *Service) handleStop(ctx context.Context, req OpReq) (VmInstanceVO, erro
 
 func (s *Service) handleReboot(ctx context.Context, req OpReq) (VmInstanceVO, error) {
 	return inChain(ctx, s, req.UUID, "reboot", func(ctx context.Context) (VmInstanceVO, error) {
+		if v, done, err := s.alreadyDone(ctx, req.UUID, "reboot"); err != nil || done {
+			return deref(v), err
+		}
 		v, prev, err := s.begin(ctx, req.UUID, "reboot")
 		if err != nil {
 			return VmInstanceVO{}, err
@@ -206,6 +266,9 @@ func (s *Service) handleReboot(ctx context.Context, req OpReq) (VmInstanceVO, er
 // capacity and IPs, and leaves it Destroyed (expunge removes the row).
 func (s *Service) handleDestroy(ctx context.Context, req OpReq) (VmInstanceVO, error) {
 	return inChain(ctx, s, req.UUID, "destroy", func(ctx context.Context) (VmInstanceVO, error) {
+		if v, done, err := s.alreadyDone(ctx, req.UUID, "destroy"); err != nil || done {
+			return deref(v), err
+		}
 		v, prev, err := s.begin(ctx, req.UUID, "destroy")
 		if err != nil {
 			return VmInstanceVO{}, err
@@ -239,6 +302,9 @@ func (s *Service) handleDestroy(ctx context.Context, req OpReq) (VmInstanceVO, e
 
 func (s *Service) handleExpunge(ctx context.Context, req OpReq) (cloudbus.Empty, error) {
 	return inChain(ctx, s, req.UUID, "expunge", func(ctx context.Context) (cloudbus.Empty, error) {
+		if _, done, err := s.alreadyDone(ctx, req.UUID, "expunge"); err != nil || done {
+			return cloudbus.Empty{}, err
+		}
 		v, _, err := s.begin(ctx, req.UUID, "expunge")
 		if err != nil {
 			return cloudbus.Empty{}, err

@@ -277,6 +277,40 @@ func TestReconcile(t *testing.T) {
 		}
 	})
 
+	t.Run("a job re-run after its node died answers the work it finds done", func(t *testing.T) {
+		c := c.in(t, kvm.Options{})
+		empty := c.snapshot()
+		// A stop that ran on the host; its node died before it wrote
+		// anything but Stopping.
+		v := c.mustCreate("stopped-by-the-dead", nil)
+		onAgent(c, v.HostUUID, protocol.StopVM, protocol.StopVMCmd{UUID: v.UUID})
+		if err := c.DB().Model(&vm.VmInstanceVO{}).Where("uuid = ?", v.UUID).Updates(map[string]any{"state": vm.StateStopping, "version": 500}).Error; err != nil {
+			t.Fatal(err)
+		}
+		got, err := vms.RerunOp(c.ctx, "stop", v.UUID)
+		if err != nil || got.State != vm.StateStopped {
+			t.Fatalf("re-run of the stop: %s, %v; want success, Stopped", got.State, err)
+		}
+		if _, ok := c.reservation(v.UUID); ok {
+			t.Error("the stopped VM still holds capacity")
+		}
+		// A stop re-run on a VM that still runs stops it.
+		w := c.mustCreate("still-running", nil)
+		if got, err := vms.RerunOp(c.ctx, "stop", w.UUID); err != nil || got.State != vm.StateStopped || c.agentVM(w.HostUUID, w.UUID) == protocol.VMStateRunning {
+			t.Fatalf("re-run of a stop that never ran: %s, %v, agent %q; want it stopped", got.State, err, c.agentVM(w.HostUUID, w.UUID))
+		}
+		// A destroy that completed: its re-run succeeds.
+		c.mustAct(w.UUID, "destroyVmInstance", nil)
+		if got, err := vms.RerunOp(c.ctx, "destroy", w.UUID); err != nil || got.State != vm.StateDestroyed {
+			t.Fatalf("re-run of a completed destroy: %s, %v; want success", got.State, err)
+		}
+		// Without the re-run mark the same call is refused.
+		if _, err := c.act(v.UUID, "stopVmInstance", nil); errcode.CodeOf(err) != errcode.InvalidState {
+			t.Fatalf("a stop of a Stopped VM: %v, want InvalidState", err)
+		}
+		c.requireCapacity(empty, v.HostUUID, 0, 0)
+	})
+
 	t.Run("destroying a stopped VM removes it from its last host", func(t *testing.T) {
 		c := c.in(t, kvm.Options{})
 		v := c.mustCreate("stopped-destroyed", nil)

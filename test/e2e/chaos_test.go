@@ -42,8 +42,9 @@ import (
 // report (MPLANE_CHAOS_REPORT, or chaos-report.json in the test's
 // directory).
 //
-// `make test` runs the short variant: kill-node, once. `make chaos`
-// (MPLANE_CHAOS=full) runs every scenario five times.
+// `make test` runs the short variant: kill-node and database-outage-10s,
+// once each. `make chaos` (MPLANE_CHAOS=full) runs every scenario five
+// times.
 
 type chaosScenario struct {
 	name  string
@@ -82,7 +83,7 @@ var chaosScenarios = []chaosScenario{
 		c.db.crash()
 		c.db.up()
 	}},
-	{name: "database-outage-10s", inject: func(t *testing.T, c *chaosCluster) {
+	{name: "database-outage-10s", short: true, inject: func(t *testing.T, c *chaosCluster) {
 		c.db.crash()
 		time.Sleep(10 * time.Second)
 		c.db.up()

@@ -80,6 +80,10 @@ type Config struct {
 	// (start, stop, reboot, destroy); past it the owner asks the host what
 	// happened.
 	VMCommandTimeout time.Duration
+	// VMCommandTimeouts overrides VMCommandTimeout per command, as
+	// "start=10m,stop=2m" (commands: start, stop, reboot, destroy); empty
+	// means none. VMCommandTimeoutsMap parses it.
+	VMCommandTimeouts string
 	// VMReconcileInterval is how often each node compares the VM lists of
 	// the hosts it owns with the database and settles VMs left in a
 	// transitional state.

@@ -124,6 +124,8 @@ var fields = []field{
 		ptr: func(c *Config) any { return &c.VMOrphanPolicy }},
 	{key: "vm_command_timeout", usage: "how long one command of a VM operation may take on its agent; past it the host is asked what happened",
 		ptr: func(c *Config) any { return &c.VMCommandTimeout }},
+	{key: "vm_command_timeouts", usage: "vm_command_timeout for some commands only, as start=10m,stop=2m (start, stop, reboot, destroy); empty for none",
+		ptr: func(c *Config) any { return &c.VMCommandTimeouts }},
 	{key: "vm_reconcile_interval", usage: "how often each node compares its hosts' VM lists with the database and settles VMs left in a transitional state",
 		ptr: func(c *Config) any { return &c.VMReconcileInterval }},
 	{key: "job_timeout", usage: "how long one API call may take, from its submission to its result",

@@ -84,6 +84,9 @@ func (c Config) Validate() error {
 			bad(p.key, "must be > 0 (got %s)", p.d)
 		}
 	}
+	if _, err := c.VMCommandTimeoutsMap(); err != nil {
+		bad("vm_command_timeouts", "%v", err)
+	}
 	if c.DrainTimeout < 0 {
 		bad("drain_timeout", "must be >= 0 (got %s)", c.DrainTimeout)
 	}
@@ -193,4 +196,34 @@ func checkHost(s string) string {
 		return fmt.Sprintf("must be a host name or IP address, without scheme or port (got %q)", s)
 	}
 	return ""
+}
+
+// VMCommands are the commands vm_command_timeouts may name.
+var VMCommands = []string{"start", "stop", "reboot", "destroy"}
+
+// VMCommandTimeoutsMap parses VMCommandTimeouts ("start=10m,stop=2m") into
+// timeouts by command; empty gives an empty map.
+func (c Config) VMCommandTimeoutsMap() (map[string]time.Duration, error) {
+	out := map[string]time.Duration{}
+	for _, part := range strings.Split(c.VMCommandTimeouts, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, val, ok := strings.Cut(part, "=")
+		name = strings.TrimSpace(name)
+		if !ok || !slices.Contains(VMCommands, name) {
+			return nil, fmt.Errorf("want command=duration pairs separated by commas, commands %s, like start=10m,stop=2m (got %q)",
+				strings.Join(VMCommands, ", "), part)
+		}
+		d, err := time.ParseDuration(strings.TrimSpace(val))
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("the timeout of %s must be a duration > 0 like 10m (got %q)", name, val)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("%s is given twice", name)
+		}
+		out[name] = d
+	}
+	return out, nil
 }

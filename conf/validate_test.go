@@ -55,6 +55,12 @@ func TestValidateErrors(t *testing.T) {
 			`advertise_host: must be a host name or IP address, without scheme or port (got "node1:8080"); set MPLANE_ADVERTISE_HOST or advertise_host in the config file (or flag --advertise-host)`},
 		{"heartbeat_interval zero", func(c *Config) { c.HeartbeatInterval = 0 },
 			`heartbeat_interval: must be > 0 (got 0s); set MPLANE_HEARTBEAT_INTERVAL or heartbeat_interval in the config file (or flag --heartbeat-interval)`},
+		{"vm_command_timeouts unknown command", func(c *Config) { c.VMCommandTimeouts = "start=10m,migrate=1h" },
+			`vm_command_timeouts: want command=duration pairs separated by commas, commands start, stop, reboot, destroy, like start=10m,stop=2m (got "migrate=1h"); set MPLANE_VM_COMMAND_TIMEOUTS or vm_command_timeouts in the config file (or flag --vm-command-timeouts)`},
+		{"vm_command_timeouts bad duration", func(c *Config) { c.VMCommandTimeouts = "stop=0s" },
+			`vm_command_timeouts: the timeout of stop must be a duration > 0 like 10m (got "0s"); set MPLANE_VM_COMMAND_TIMEOUTS or vm_command_timeouts in the config file (or flag --vm-command-timeouts)`},
+		{"vm_command_timeouts twice", func(c *Config) { c.VMCommandTimeouts = "stop=1m, stop=2m" },
+			`vm_command_timeouts: stop is given twice; set MPLANE_VM_COMMAND_TIMEOUTS or vm_command_timeouts in the config file (or flag --vm-command-timeouts)`},
 		{"heartbeat_threshold zero", func(c *Config) { c.HeartbeatThreshold = 0 },
 			`heartbeat_threshold: must be >= 1 (got 0); set MPLANE_HEARTBEAT_THRESHOLD or heartbeat_threshold in the config file (or flag --heartbeat-threshold)`},
 		{"drain_timeout negative", func(c *Config) { c.DrainTimeout = -time.Second },
@@ -116,6 +122,7 @@ func TestValidateAccepts(t *testing.T) {
 		{"zero drain", func(c *Config) { c.DrainTimeout = 0 }},
 		{"most used", func(c *Config) { c.VMAllocationStrategy = AllocationMostUsed }},
 		{"random", func(c *Config) { c.VMAllocationStrategy = AllocationRandom }},
+		{"per-command timeouts", func(c *Config) { c.VMCommandTimeouts = " start=10m, reboot=90s ,destroy=1h" }},
 		{"short job timeout and retention", func(c *Config) { c.JobTimeout = time.Second; c.FlowRetention = time.Millisecond }},
 	}
 	for _, tt := range tests {

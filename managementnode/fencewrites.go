@@ -28,8 +28,9 @@ func leaseExempt(ctx context.Context) context.Context {
 // expired lease fails the write with a retryable NodeUnavailable and
 // renews in the background.
 //
-// Writes before the node's first heartbeat (it owns nothing yet) and after
-// it began to leave (it has handed everything on) are not checked. gdb must
+// A fenced node's writes are all refused, during its shutdown too. Writes
+// before the node's first heartbeat (it owns nothing yet) and after it
+// began to leave gracefully (it has handed everything on) are not checked. gdb must
 // be this node's alone: the check is against this node's lease.
 func (n *Node) FenceWrites(gdb *gorm.DB) error {
 	check := func(tx *gorm.DB) {
@@ -40,29 +41,28 @@ func (n *Node) FenceWrites(gdb *gorm.DB) error {
 		if ctx == nil {
 			ctx = context.Background()
 		}
-		if ctx.Value(leaseExemptKey{}) != nil || n.stopped.Load() {
+		if ctx.Value(leaseExemptKey{}) != nil {
 			return
 		}
-		if _, last := n.beat.get(); last.IsZero() {
+		select {
+		case <-n.fenced:
+			// Whatever it was doing (a rollback resumed after a pause, a
+			// shutdown): a fenced node writes nothing.
+			_ = tx.AddError(errcode.New(errcode.NodeUnavailable, "management node %s is fenced: its peers evicted it; write refused", n.uuid))
+			return
+		default:
+		}
+		if n.stopped.Load() {
 			return
 		}
-		if n.LeaseValid() {
-			select {
-			case <-n.fenced:
-			default:
-				return
-			}
+		if _, last := n.beat.get(); last.IsZero() || n.LeaseValid() {
+			return
 		}
 		if _, inTx := tx.Statement.ConnPool.(gorm.TxCommitter); inTx {
-			select {
-			case <-n.fenced:
-				_ = tx.AddError(errcode.New(errcode.NodeUnavailable, "management node %s is fenced: its peers evicted it; write refused", n.uuid))
-			default:
-				go func() { _ = n.CheckLease(context.WithoutCancel(ctx)) }()
-				e := errcode.New(errcode.NodeUnavailable, "management node %s: its lease expired; it is renewing it before it writes again", n.uuid)
-				e.Retryable = true
-				_ = tx.AddError(e)
-			}
+			go func() { _ = n.CheckLease(context.WithoutCancel(ctx)) }()
+			e := errcode.New(errcode.NodeUnavailable, "management node %s: its lease expired; it is renewing it before it writes again", n.uuid)
+			e.Retryable = true
+			_ = tx.AddError(e)
 			return
 		}
 		if err := n.CheckLease(ctx); err != nil {

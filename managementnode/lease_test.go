@@ -201,6 +201,14 @@ func TestWritesOfAFencedNodeAreRefused(t *testing.T) {
 	if err := bdb.Model(&fenceProbe{}).Where("id = ?", "valid-lease").Update("id", "changed").Error; errcode.CodeOf(err) != errcode.NodeUnavailable {
 		t.Fatalf("update of a fenced node: %v, want NodeUnavailable", err)
 	}
+	// A fenced node shuts down; what it still runs meanwhile (a rollback
+	// resumed after the pause) writes nothing either.
+	if err := b.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Delete(&fenceProbe{}, "id = ?", "valid-lease").Error; errcode.CodeOf(err) != errcode.NodeUnavailable {
+		t.Fatalf("delete of a fenced node shutting down: %v, want NodeUnavailable", err)
+	}
 	if n := count(); n != 2 {
 		t.Fatalf("%d rows, want 2 (the writes before the expiry and after the renewal)", n)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"mplane/cloudbus"
+	"mplane/errcode"
 )
 
 // Owned is the request of a message about one resource. Its ResourceUUID is
@@ -37,6 +38,14 @@ func NewOwnedMsg[Req Owned, Rep any](service, name string) OwnedMsg[Req, Rep] {
 // receiving node's Guard forwards the message to the real owner.
 func CallOwner[Req Owned, Rep any](ctx context.Context, n *Node, m OwnedMsg[Req, Rep], req Req, opts ...cloudbus.CallOption) (Rep, error) {
 	uuid := req.ResourceUUID()
+	select {
+	case <-n.fenced:
+		// A fenced node's work (a rollback resumed after a pause) must
+		// not act through its peers either.
+		var zero Rep
+		return zero, errcode.New(errcode.NodeUnavailable, "management node %s is fenced: its peers evicted it; call %s not sent", n.uuid, m.Msg.Name())
+	default:
+	}
 	target, err := n.TargetFor(m.Service, uuid)
 	if err != nil {
 		var zero Rep

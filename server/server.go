@@ -251,9 +251,14 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		ln.Close()
 		return nil, err
 	}
+	timeouts, err := cfg.VMCommandTimeoutsMap()
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("vm_command_timeouts: %w", err)
+	}
 	if s.vms, err = vm.New(vm.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Logger: log, IPAM: networkIPAM{db: s.db, bridges: s.nets}, Volumes: s.vols,
 		AllocationStrategy: cfg.VMAllocationStrategy, FlowRetention: cfg.FlowRetention, OrphanPolicy: cfg.VMOrphanPolicy,
-		AgentTimeout: cfg.VMCommandTimeout, ReconcileInterval: cfg.VMReconcileInterval}); err != nil {
+		AgentTimeout: cfg.VMCommandTimeout, CommandTimeouts: timeouts, ReconcileInterval: cfg.VMReconcileInterval}); err != nil {
 		ln.Close()
 		return nil, err
 	}

@@ -249,6 +249,12 @@ func runAgentCommand[Cmd, Rsp any](ctx context.Context, node *managementnode.Nod
 		return rsp, errcode.Wrap(errcode.Internal, err, "encode %s command", c.Path)
 	}
 	req.Command = body
+	// The caller acts through the host's owner: a caller paused past its
+	// lease (a zombie whose flow resumed) must not, so it checks its own
+	// lease first, as the owner checks its own.
+	if err := node.CheckLease(ctx); err != nil {
+		return rsp, err
+	}
 	rep, err := managementnode.CallOwner(ctx, node, MsgAgentCommand, req)
 	for pause := 100 * time.Millisecond; ownerGone(err); pause = min(2*pause, 2*time.Second) {
 		// The host's owner was gone before the command reached it (its

@@ -283,7 +283,7 @@ func (s *Service) stepStartOnHost(ctx context.Context, d *createData) error {
 // first), in ZStack's shape.
 func (s *Service) startCmd(v *VmInstanceVO, nics []VmNicVO, vols []protocol.VolumeTO) protocol.StartVMCmd {
 	cmd := protocol.StartVMCmd{VMInstanceUUID: v.UUID, VMName: v.Name, CPUNum: v.CPUNum, SocketNum: 1, CPUOnSocket: v.CPUNum,
-		Memory: v.MemorySize, BootDev: []string{"hd"}, Timeout: int64(s.opts.AgentTimeout / time.Second), ConsoleMode: "vnc",
+		Memory: v.MemorySize, BootDev: []string{"hd"}, Timeout: int64(s.commandTimeout(protocol.PathStartVM) / time.Second), ConsoleMode: "vnc",
 		DataVolumes: []protocol.VolumeTO{}, Nics: []protocol.NicTO{}}
 	for _, to := range vols {
 		if to.Type == volume.TypeRoot {
@@ -360,9 +360,9 @@ func (s *Service) stepSetRunning(ctx context.Context, d *createData) error {
 }
 
 // agentCommand sends one VM command to a host's agent through the host's
-// owner, bounded by AgentTimeout (see onHost).
+// owner, bounded by its timeout (commandTimeout; see onHost).
 func agentCommand[Cmd any](ctx context.Context, s *Service, hostUUID string, c protocol.Command[Cmd, protocol.VMRsp], cmd Cmd) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opts.AgentTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.commandTimeout(c.Path))
 	defer cancel()
 	if _, err := onHost(ctx, s, hostUUID, c, cmd); err != nil {
 		return fmt.Errorf("%s on host %s: %w", c.Path, hostUUID, err)
@@ -376,4 +376,19 @@ func agentCommand[Cmd any](ctx context.Context, s *Service, hostUUID string, c p
 // not hostage to the node that owns its host.
 func onHost[Cmd, Rsp any](ctx context.Context, s *Service, hostUUID string, c protocol.Command[Cmd, Rsp], cmd Cmd) (Rsp, error) {
 	return host.Run(ctx, s.node, hostUUID, c, cmd)
+}
+
+// commandNames are the agent paths of the VM commands whose timeout
+// Options.CommandTimeouts may set, by name.
+var commandNames = map[string]string{
+	protocol.PathStartVM: "start", protocol.PathStopVM: "stop", protocol.PathRebootVM: "reboot", protocol.PathDestroyVM: "destroy",
+}
+
+// commandTimeout bounds the VM command at path: its own timeout if set,
+// else AgentTimeout.
+func (s *Service) commandTimeout(path string) time.Duration {
+	if d, ok := s.opts.CommandTimeouts[commandNames[path]]; ok && d > 0 {
+		return d
+	}
+	return s.opts.AgentTimeout
 }

@@ -6,6 +6,7 @@ import (
 
 	"mplane/agents/kvm"
 	"mplane/agents/protocol"
+	"mplane/conf"
 	"mplane/errcode"
 	"mplane/managementnode"
 	"mplane/server/servertest"
@@ -381,5 +382,28 @@ func TestOperations(t *testing.T) {
 		{"StartWithoutCapacity", testStartWithoutCapacity},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.test(t, c) })
+	}
+}
+
+// TestPerCommandTimeout: vm_command_timeouts bounds one command apart from
+// the others. A stop whose agent never answers ends after the stop's own
+// 1 s (not the 5 m default); the host, asked, still runs the VM, so the
+// stop fails and the VM stays Running. A start on the same agent is not
+// affected.
+func TestPerCommandTimeout(t *testing.T) {
+	t.Parallel()
+	c := newCloud(t, servertest.Options{Configure: func(cfg *conf.Config) {
+		cfg.VMCommandTimeouts = "stop=1s"
+	}}).in(t, kvm.Options{NoCallbackRate: 1, FaultPaths: []string{protocol.PathStopVM}})
+	v := c.mustCreate("slow-stop", nil)
+	_, err := c.act(v.UUID, "stopVmInstance", nil)
+	if err == nil {
+		t.Fatal("a stop whose agent never answered succeeded")
+	}
+	if got := c.mustGet(v.UUID); got.State != vm.StateRunning {
+		t.Errorf("VM %s after the stop timed out, want Running (the host still runs it)", got.State)
+	}
+	if st := c.agentVM(v.HostUUID, v.UUID); st != protocol.VMStateRunning {
+		t.Errorf("the agent has the VM %q", st)
 	}
 }

@@ -32,6 +32,9 @@ type Options struct {
 	Volumes   *volume.Service // required: makes and removes the VMs' volumes
 	// AgentTimeout bounds one agent command of a VM operation. Default 5m.
 	AgentTimeout time.Duration
+	// CommandTimeouts overrides AgentTimeout for some commands, by name
+	// ("start", "stop", "reboot", "destroy": conf.VMCommands).
+	CommandTimeouts map[string]time.Duration
 	// AllocationStrategy orders the hosts a VM may go to: one of
 	// conf.AllocationStrategies. Default conf.AllocationLeastUsed;
 	// SetAllocationStrategy changes it at run time.

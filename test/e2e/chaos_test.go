@@ -24,6 +24,7 @@ import (
 	"mplane/db"
 	"mplane/errcode"
 	"mplane/flow"
+	"mplane/managementnode"
 	hostsvc "mplane/services/host"
 	"mplane/services/network"
 	"mplane/services/storage"
@@ -104,7 +105,8 @@ type chaosResult struct {
 	Answers  map[string]int `json:"answers"` // "ok" or the error code, by count
 	Unknown  int            `json:"outcomeUnknown"`
 	// RecoverySeconds: from the fault's end to the first operation that
-	// succeeded after it. ConvergeSeconds: to every job terminal and no
+	// succeeded after it on what the fault hit (the VMs of the faulted
+	// node, any VM for the other faults). ConvergeSeconds: to every job terminal and no
 	// VM transitional, orphaned or ghost.
 	RecoverySeconds float64  `json:"recoverySeconds"`
 	ConvergeSeconds float64  `json:"convergeSeconds"`
@@ -179,12 +181,24 @@ type chaosCluster struct {
 	// fenced: the UUIDs of nodes evicted while they lived (frozen), and
 	// from when they must have done nothing.
 	fenced map[string]time.Time
+	// ring is the ring of the three servers; victim, the UUID of the
+	// server a scenario faults ("" when it faults something else): its
+	// VMs are the ones whose recovery is measured.
+	ring   *managementnode.Ring
+	victim string
 }
 
 func (c *chaosCluster) markDown(i int) {
 	c.mu.Lock()
 	c.down[i] = true
+	c.victim = c.servers[i].uuid
 	c.mu.Unlock()
+}
+
+func (c *chaosCluster) victimUUID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.victim
 }
 
 func (c *chaosCluster) markFenced(i int) {
@@ -251,6 +265,11 @@ func runChaos(t *testing.T, pdb *privateDB, pmq *privateMQ, sc chaosScenario) ch
 	c := &chaosCluster{t: t, e: e, db: pdb, mq: pmq, down: map[int]bool{}, fenced: map[string]time.Time{}}
 	c.servers = []*server{e.startServer("A"), e.startServer("B"), e.startServer("C")}
 	converged(t, 60*time.Second, c.servers...)
+	ring, err := managementnode.BuildRing(0, []string{c.servers[0].uuid, c.servers[1].uuid, c.servers[2].uuid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ring = ring
 	dir := t.TempDir()
 	for i := 0; i < 3; i++ {
 		c.agents = append(c.agents, startAgent(t, fmt.Sprintf("agent%d", i+1), freePort(t), filepath.Join(dir, fmt.Sprintf("a%d.json", i+1))))
@@ -364,14 +383,16 @@ func (l *chaosLoad) setFaultEnd(t time.Time) {
 	l.mu.Unlock()
 }
 
-func (l *chaosLoad) record(what string, err error) {
+func (l *chaosLoad) record(what, uuid string, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.ops++
 	switch {
 	case err == nil:
 		l.answers["ok"]++
-		if !l.faultEnd.IsZero() && l.firstOK.IsZero() {
+		// Recovery: the first success after the fault on what the fault
+		// hit (the faulted node's VMs; any VM for the other faults).
+		if victim := l.c.victimUUID(); !l.faultEnd.IsZero() && l.firstOK.IsZero() && (victim == "" || (uuid != "" && l.c.ring.Owner(uuid) == victim)) {
 			l.firstOK = time.Now()
 		}
 	case errcode.CodeOf(err) == errcode.OutcomeUnknown:
@@ -392,7 +413,7 @@ func (l *chaosLoad) record(what string, err error) {
 // and waits for its outcome; when that node stops answering (killed,
 // frozen), the same request (same X-Job-UUID: the job runs once) goes to
 // another node and is waited for there.
-func (l *chaosLoad) do(what string, send func(ctx context.Context, c *client.Client, id client.CallOption) (*client.Job, error)) (json.RawMessage, error) {
+func (l *chaosLoad) do(what, uuid string, send func(ctx context.Context, c *client.Client, id client.CallOption) (*client.Job, error)) (json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	id := client.JobUUID(uid.New())
@@ -418,7 +439,14 @@ func (l *chaosLoad) do(what string, send func(ctx context.Context, c *client.Cli
 			time.Sleep(500 * time.Millisecond)
 			continue
 		}
-		l.record(what, err)
+		if uuid == "" && err == nil {
+			var v struct {
+				UUID string `json:"uuid"`
+			}
+			_ = json.Unmarshal(out, &v)
+			uuid = v.UUID
+		}
+		l.record(what, uuid, err)
 		return out, err
 	}
 }
@@ -431,7 +459,7 @@ func (l *chaosLoad) worker(stop <-chan struct{}) {
 			return
 		default:
 		}
-		raw, err := l.do("create", func(ctx context.Context, c *client.Client, id client.CallOption) (*client.Job, error) {
+		raw, err := l.do("create", "", func(ctx context.Context, c *client.Client, id client.CallOption) (*client.Job, error) {
 			return c.Create(ctx, "vm-instances", map[string]any{"name": fmt.Sprintf("chaos-%s", uid.New()[:8]),
 				"instanceOfferingUuid": cl.offering, "imageUuid": cl.image, "l3NetworkUuids": []string{cl.l3}}, id)
 		})
@@ -444,13 +472,13 @@ func (l *chaosLoad) worker(stop <-chan struct{}) {
 			continue
 		}
 		for _, action := range []string{"stopVmInstance", "startVmInstance"} {
-			if _, err := l.do(action, func(ctx context.Context, c *client.Client, id client.CallOption) (*client.Job, error) {
+			if _, err := l.do(action, v.UUID, func(ctx context.Context, c *client.Client, id client.CallOption) (*client.Job, error) {
 				return c.Action(ctx, "vm-instances", v.UUID, action, map[string]any{}, id)
 			}); err != nil {
 				break
 			}
 		}
-		_, _ = l.do("destroy", func(ctx context.Context, c *client.Client, id client.CallOption) (*client.Job, error) {
+		_, _ = l.do("destroy", v.UUID, func(ctx context.Context, c *client.Client, id client.CallOption) (*client.Job, error) {
 			return c.Delete(ctx, "vm-instances", v.UUID, "", id)
 		})
 	}

@@ -176,6 +176,11 @@ func (p *Portal) Stop(context.Context) error {
 // leaving reports whether this node is stopping or fenced: it drives no
 // new call.
 func (p *Portal) leaving() bool {
+	select {
+	case <-p.node.Fenced():
+		return true // it can do nothing more: others take its jobs over
+	default:
+	}
 	return p.ctx.Err() != nil || p.node.State() == managementnode.StateLeaving
 }
 

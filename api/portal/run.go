@@ -244,6 +244,12 @@ func (p *Portal) record(jobUUID string, result any, failure *errcode.Error) {
 		case <-ctx.Done():
 			p.log.Error("record API job outcome: gave up", "job_uuid", jobUUID, "err", err)
 			return
+		case <-p.node.Fenced():
+			// Its writes are refused for good; the job's resource has a
+			// new owner, which resolves the job (it runs again, or its
+			// work is found done).
+			p.log.Warn("record API job outcome: this node is fenced; the job is left to the resource's new owner", "job_uuid", jobUUID)
+			return
 		case <-time.After(pause):
 		}
 		pause = min(pause*2, 5*time.Second)

@@ -89,6 +89,21 @@ var LeftBehindAfter = 20 * time.Second
 // between ring changes.
 var TakeoverInterval = 10 * time.Second
 
+// TransientOn is Transient for the flows of node n: nothing is transient
+// any more once n is fenced (its writes and calls are refused for good, and
+// its resources' new owners roll its flows back), so a fenced node stops
+// retrying and can exit.
+func TransientOn(n *managementnode.Node) func(error) bool {
+	return func(err error) bool {
+		select {
+		case <-n.Fenced():
+			return false
+		default:
+		}
+		return Transient(err)
+	}
+}
+
 // Transient reports the errors that pass on their own (the database
 // unavailable, a node or the bus briefly unreachable): the flows' rollbacks
 // are tried again after them (flow.Options.Transient).

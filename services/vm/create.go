@@ -79,7 +79,7 @@ func (s *Service) createChain() (*flow.Chain[createData], error) {
 		}},
 		{Name: "start-on-hypervisor", Run: s.stepStartOnHost, Rollback: s.undoStartOnHost},
 		{Name: "set-running", Run: s.stepSetRunning},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.Transient})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.TransientOn(s.node)})
 }
 
 func (s *Service) handleCreate(ctx context.Context, req CreateReq) (VmInstanceVO, error) {

@@ -277,7 +277,7 @@ func (s *Service) attachNicChain() (*flow.Chain[nicData], error) {
 			}
 			return nil
 		}},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.Transient})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.TransientOn(s.node)})
 }
 
 // nicTO is nic as a command carries it, with the bridge of its L2 network

@@ -169,7 +169,7 @@ func (s *Service) startChain() (*flow.Chain[startData], error) {
 			}
 			return nil
 		}},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.Transient})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.TransientOn(s.node)})
 }
 
 func (s *Service) handleStart(ctx context.Context, req OpReq) (VmInstanceVO, error) {

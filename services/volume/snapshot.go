@@ -38,7 +38,7 @@ func (s *Service) snapshotChain() (*flow.Chain[snapshotData], error) {
 		{Name: "record-and-reserve", Run: s.stepSnapRecord, Rollback: s.undoSnapRecord},
 		{Name: "take-snapshot", Run: s.stepSnapTake},
 		{Name: "set-ready", Run: s.stepSnapReady},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.Transient})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.TransientOn(s.node)})
 }
 
 func (s *Service) handleCreateSnapshot(ctx context.Context, req SnapshotReq) (VolumeSnapshotVO, error) {

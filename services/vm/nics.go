@@ -268,12 +268,16 @@ func (s *Service) attachNicChain() (*flow.Chain[nicData], error) {
 			if d.HostUUID == "" {
 				return nil
 			}
-			// Best effort: the hypervisor may never have plugged it.
+			// The hypervisor may never have plugged it; tried again while
+			// the host's owner is briefly unreachable.
 			ctx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
 			to := nicTOOf(d.Nic, "")
 			if err := agentCommand(ctx, s, d.HostUUID, protocol.DetachNic, protocol.NicCmd{VMUUID: d.VMUUID, Nic: to}); err != nil {
 				s.log.Warn("rollback: unplug NIC", "vm_uuid", d.VMUUID, "nic_uuid", d.Nic.UUID, "err", err)
+				if resource.Transient(err) {
+					return err // the flow tries again
+				}
 			}
 			return nil
 		}},

@@ -258,3 +258,44 @@ func TestRecoverFlowsThisNodeLeftBehind(t *testing.T) {
 	}
 	c.requireCapacity(empty, hostUUID, 0, 0)
 }
+
+// TestRecoverAbandonedNicAttach: a node dies in the middle of attaching a
+// NIC to a stopped VM, after its IP was allocated and its row written.
+// The VM's new owner rolls the attach back: no NIC row, no IP left, and
+// the VM keeps only the NIC it had.
+func TestRecoverAbandonedNicAttach(t *testing.T) {
+	t.Parallel()
+	c := newCloud(t, servertest.Options{Configure: func(cfg *conf.Config) {
+		cfg.HeartbeatInterval = 100 * time.Millisecond // evict the dead node soon
+	}}).in(t, kvm.Options{})
+	v := c.mustCreate("nic-half-attached", nil)
+	c.mustAct(v.UUID, "stopVmInstance", nil)
+	dead := uid.New()
+	nicUUID := uid.New()
+	ip, err := network.AllocateIP(c.ctx, c.DB(), c.Defaults["l3"], nicUUID, network.AllocateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nic := vm.VmNicVO{UUID: nicUUID, VMInstanceUUID: v.UUID, L3NetworkUUID: c.Defaults["l3"], IP: ip.IP, Netmask: ip.Netmask,
+		Gateway: ip.Gateway, Mac: "fa:00:00:00:00:02", UsedIPUUID: ip.UUID, DeviceID: 1, CreateDate: time.Now().UTC()}
+	if err := c.DB().Create(&nic).Error; err != nil {
+		t.Fatal(err)
+	}
+	id := c.saveRecord(dead, "attach-nic", v.UUID, flow.Running, 2, 3, "record-nic", map[string]any{"vmUuid": v.UUID, "nic": nic})
+	old := time.Now().Add(-time.Hour).UTC()
+	if err := c.DB().Create(&managementnode.NodeVO{UUID: dead, Host: "192.0.2.1", APIPort: 8080, State: managementnode.StateRunning,
+		HeartbeatAt: old, JoinedAt: old}).Error; err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() bool { return c.record(id).State == flow.RolledBack }, "the abandoned attach rolled back")
+	var nics int64
+	if err := c.DB().Model(&vm.VmNicVO{}).Where("uuid = ?", nicUUID).Count(&nics).Error; err != nil || nics != 0 {
+		t.Errorf("the half-attached NIC is still there (%d, %v)", nics, err)
+	}
+	if n := c.usedIPsOwnedBy(nicUUID); n != 0 {
+		t.Errorf("the half-attached NIC still holds %d IPs", n)
+	}
+	if got := c.mustGet(v.UUID); len(got.VMNics) != len(v.VMNics) {
+		t.Errorf("the VM has %d NICs, want its %d", len(got.VMNics), len(v.VMNics))
+	}
+}

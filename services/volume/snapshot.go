@@ -92,8 +92,14 @@ func (s *Service) undoSnapRecord(ctx context.Context, d *snapshotData) error {
 	if err != nil {
 		return err
 	}
-	// Both names it may have: inside the volume, or a file of its own.
-	for _, path := range []string{d.Volume.InstallPath + "@" + d.Snapshot.UUID, snapshotFilePath(&d.Volume, d.Snapshot.UUID)} {
+	// Both names it may have: a file of its own, or, in a qcow2 volume,
+	// inside the volume (a raw volume has no internal snapshots: the agent
+	// refuses to look).
+	paths := []string{snapshotFilePath(&d.Volume, d.Snapshot.UUID)}
+	if d.Volume.Format != protocol.FormatRaw {
+		paths = append(paths, d.Volume.InstallPath+"@"+d.Snapshot.UUID)
+	}
+	for _, path := range paths {
 		if _, err := storage.Run(ctx, s.store, p, h, protocol.DeleteSnapshot, protocol.DeleteCmd{UUID: d.Snapshot.UUID, InstallPath: path}); err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"mplane/db"
 	"mplane/errcode"
 )
 
@@ -22,11 +23,11 @@ func leaseExempt(ctx context.Context) context.Context {
 // its lease writes nothing until it knows it is still a member: with the
 // lease expired, the write renews it (CheckLease); a node whose row a peer
 // deleted is fenced there and the write fails with NodeUnavailable, one
-// that cannot reach the database fails with DBUnavailable. Inside an
-// explicit transaction the lease is not renewed (the renewal needs a
-// connection and, on SQLite, the write lock the transaction holds): an
-// expired lease fails the write with a retryable NodeUnavailable and
-// renews in the background.
+// that cannot reach the database fails with DBUnavailable. The renewal
+// uses a connection of its own, also for a write inside a transaction; on
+// SQLite, whose transaction holds the write lock the renewal needs, a write
+// in a transaction goes on and the lease is renewed in the background (an
+// SQLite database serves one node, which nobody evicts).
 //
 // A fenced node's writes are all refused, during its shutdown too. Writes
 // before the node's first heartbeat (it owns nothing yet) and after it
@@ -58,11 +59,11 @@ func (n *Node) FenceWrites(gdb *gorm.DB) error {
 		if _, last := n.beat.get(); last.IsZero() || n.LeaseValid() {
 			return
 		}
-		if _, inTx := tx.Statement.ConnPool.(gorm.TxCommitter); inTx {
+		if _, inTx := tx.Statement.ConnPool.(gorm.TxCommitter); inTx && db.Dialect(tx) == "sqlite" {
+			// SQLite's transaction holds the write lock the renewal
+			// needs: renew in the background and let the write go (an
+			// SQLite database has one node; nobody evicts it).
 			go func() { _ = n.CheckLease(context.WithoutCancel(ctx)) }()
-			e := errcode.New(errcode.NodeUnavailable, "management node %s: its lease expired; it is renewing it before it writes again", n.uuid)
-			e.Retryable = true
-			_ = tx.AddError(e)
 			return
 		}
 		if err := n.CheckLease(ctx); err != nil {

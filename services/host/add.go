@@ -11,6 +11,8 @@ import (
 
 	"mplane/cloudbus"
 	"mplane/errcode"
+	"mplane/flow"
+	"mplane/services/resource"
 	"mplane/thread"
 	"mplane/uid"
 )
@@ -66,10 +68,43 @@ func (p *AddKVMHostParams) Validate() error {
 
 func quote(s string) string { return "\"" + s + "\"" }
 
+// addData is what the add-host flow's steps share.
+type addData struct {
+	Host HostVO `json:"host"`
+}
+
+// addChain: write the host (Connecting) -> connect its agent in the host's
+// chain (Connected). A failed connect rolls the row back: no half-added
+// host is left. Recorded: if this node dies half-way, the host's new owner
+// rolls the add back (a host left Connecting would be pinged by nobody),
+// and the add's job, run again there, adds it anew.
+func (s *Service) addChain() (*flow.Chain[addData], error) {
+	return flow.New("add-host", []flow.Step[addData]{
+		{Name: "record-host", Run: func(ctx context.Context, d *addData) error {
+			if err := s.db.WithContext(ctx).Create(&d.Host).Error; err != nil {
+				return errcode.Wrap(errcode.Internal, err, "add host %s", d.Host.UUID)
+			}
+			return nil
+		}, Rollback: func(ctx context.Context, d *addData) error {
+			defer s.tracker.forget(d.Host.UUID)
+			return s.db.WithContext(ctx).Delete(&HostVO{}, "uuid = ? AND status = ?", d.Host.UUID, StatusConnecting).Error
+		}},
+		{Name: "connect-agent", Run: func(ctx context.Context, d *addData) error {
+			h := d.Host
+			_, err := thread.Sync(ctx, s.sched, thread.Task{Signature: chainOf(h.UUID), Name: "connect", Level: 1},
+				func(ctx context.Context) (struct{}, error) { return struct{}{}, s.connect(ctx, &h, s.opts.ConnectWait) })
+			if err != nil {
+				return errcode.Wrap(errcode.AgentError, err, "add host %s: connect the agent at %s", h.UUID, agentURL(&h))
+			}
+			return nil
+		}},
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.TransientOn(s.node)})
+}
+
 // add runs on the host's owner: it writes the host (Connecting), connects
-// its agent in the host's chain and answers with the Connected host. If the
-// agent cannot be connected, the host is removed again: no half-added host
-// is left behind.
+// its agent in the host's chain and answers with the Connected host, as
+// the recorded flow addChain. If the agent cannot be connected, the host
+// is removed again.
 func (s *Service) add(ctx context.Context, req AddKVMHostReq) (HostVO, error) {
 	now := time.Now().UTC()
 	h := HostVO{
@@ -78,30 +113,23 @@ func (s *Service) add(ctx context.Context, req AddKVMHostReq) (HostVO, error) {
 		HypervisorType: HypervisorKVM, State: StateEnabled, Status: StatusConnecting,
 		Secret: uid.New(), CreateDate: now, LastOpDate: now,
 	}
-	if err := s.db.WithContext(ctx).Create(&h).Error; err != nil {
-		if errors.Is(err, gorm.ErrDuplicatedKey) {
-			var other HostVO
-			if s.db.WithContext(ctx).Where("uuid = ? OR (management_ip = ? AND agent_port = ?)", h.UUID, h.ManagementIP, h.AgentPort).First(&other).Error == nil {
-				if other.UUID == h.UUID {
-					// A redelivered add (at-least-once): answer with the host.
-					return other, nil
-				}
-				return HostVO{}, errcode.New(errcode.InvalidArgument, "a host with managementIp %s and agentPort %d already exists (uuid %s)", h.ManagementIP, h.AgentPort, other.UUID)
-			}
+	var other HostVO
+	if err := s.db.WithContext(ctx).Where("uuid = ? OR (management_ip = ? AND agent_port = ?)", h.UUID, h.ManagementIP, h.AgentPort).
+		Take(&other).Error; err == nil {
+		if other.UUID == h.UUID {
+			// A redelivered add (at-least-once): answer with the host.
+			return other, nil
 		}
+		return HostVO{}, errcode.New(errcode.InvalidArgument, "a host with managementIp %s and agentPort %d already exists (uuid %s)", h.ManagementIP, h.AgentPort, other.UUID)
+	} else if !errors.Is(err, gorm.ErrRecordNotFound) {
 		return HostVO{}, errcode.Wrap(errcode.Internal, err, "add host %s", h.UUID)
 	}
-	_, err := thread.Sync(ctx, s.sched, thread.Task{Signature: chainOf(h.UUID), Name: "connect", Level: 1},
-		func(ctx context.Context) (struct{}, error) { return struct{}{}, s.connect(ctx, &h, s.opts.ConnectWait) })
-	if err != nil {
-		// Remove the host with a context of its own: the caller's may be
-		// what just ran out.
-		delCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if derr := s.db.WithContext(delCtx).Delete(&HostVO{}, "uuid = ?", h.UUID).Error; derr != nil {
-			s.log.Error("add host: remove the host after a failed connect", "host_uuid", h.UUID, "err", derr)
+	if err := s.addF.Run(ctx, &addData{Host: h}, flow.RunOptions{Resource: h.UUID}); err != nil {
+		if errcode.Has(err, errcode.Internal) && errors.Is(err, gorm.ErrDuplicatedKey) {
+			// Added meanwhile by another request: say which.
+			return HostVO{}, errcode.New(errcode.InvalidArgument, "a host with managementIp %s and agentPort %d already exists", h.ManagementIP, h.AgentPort)
 		}
-		return HostVO{}, errcode.Wrap(errcode.AgentError, err, "add host %s: connect the agent at %s", h.UUID, agentURL(&h))
+		return HostVO{}, err
 	}
 	s.tracker.forget(h.UUID)
 	select {

@@ -19,7 +19,9 @@ import (
 	"mplane/agents/protocol"
 	"mplane/cloudbus"
 	"mplane/errcode"
+	"mplane/flow"
 	"mplane/managementnode"
+	"mplane/services/resource"
 	"mplane/thread"
 )
 
@@ -66,6 +68,11 @@ type Service struct {
 	agents *agentclient.Client
 
 	tracker tracker
+
+	// recorder, addF and flows: the add-host flow and its takeover.
+	recorder *flow.GormRecorder
+	addF     *flow.Chain[addData]
+	flows    *flow.Registry
 
 	// maxFailures is MaxPingFailures, changed at run time by
 	// SetMaxPingFailures.
@@ -122,6 +129,14 @@ func New(opts Options) (*Service, error) {
 		log: opts.Logger.With("component", "host")}
 	s.tracker.init(s)
 	s.maxFailures.Store(int64(opts.MaxPingFailures))
+	s.recorder = flow.NewGormRecorder(opts.DB)
+	var err error
+	if s.addF, err = s.addChain(); err != nil {
+		return nil, err
+	}
+	if s.flows, err = flow.NewRegistry(s.addF); err != nil {
+		return nil, err
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -131,7 +146,7 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 	if err := db.WithContext(ctx).AutoMigrate(&HostVO{}, &ReservationVO{}); err != nil {
 		return fmt.Errorf("migrate host tables: %w", err)
 	}
-	return nil
+	return flow.Migrate(ctx, db)
 }
 
 // Start serves "host.<node>", hooks ring changes to a rescan and starts
@@ -158,6 +173,15 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("start ping tracker: %w", err)
 	}
 	s.tracker.kick()
+	// Takeover: after every ring change, roll back the adds dead owners
+	// left half-way.
+	resource.Takeover{DB: s.db, Node: s.node, Recorder: s.recorder, Flows: s.flows, Log: s.log, What: "host",
+		InChain: func(ctx context.Context, uuid, op string, fn func(context.Context) error) error {
+			_, err := thread.Sync(ctx, s.sched, thread.Task{Signature: chainOf(uuid), Name: op, Level: 1},
+				func(ctx context.Context) (struct{}, error) { return struct{}{}, fn(ctx) })
+			return err
+		},
+	}.Watch(s.ctx, &s.wg)
 	return nil
 }
 

@@ -204,84 +204,102 @@ func (s *Service) handleStart(ctx context.Context, req OpReq) (VmInstanceVO, err
 	})
 }
 
-func (s *Service) handleStop(ctx context.Context, req OpReq) (VmInstanceVO, error) {
-	return inChain(ctx, s, req.UUID, "stop", func(ctx context.Context) (VmInstanceVO, error) {
-		if v, done, err := s.alreadyDone(ctx, req.UUID, "stop"); err != nil || done {
-			return deref(v), err
-		}
-		v, prev, err := s.begin(ctx, req.UUID, "stop")
-		if err != nil {
-			return VmInstanceVO{}, err
-		}
-		if err := agentCommand(ctx, s, v.HostUUID, protocol.StopVM, protocol.StopVMCmd{UUID: v.UUID, Type: req.Type}); err != nil {
+// opData is what the stop, reboot and destroy flows' steps share: the VM
+// as begin left it (in its transitional state), the state it had before,
+// and the stop's type.
+type opData struct {
+	VM   VmInstanceVO `json:"vm"`
+	Prev string       `json:"prev"`
+	Type string       `json:"type,omitempty"`
+}
+
+// opChain builds the recorded flow of a VM operation that begin has put in
+// its transitional state: the command on the host (recorded before it is
+// sent), then the writes that finish it. The command step's rollback puts
+// the VM back in its previous state if it is still in the transitional one
+// (a command that surely did not run; an unknown outcome has made it
+// Unknown, which stays); a node that takes over an unfinished run rolls it
+// back the same way and then asks the host what the VM really is
+// (reconcile, the takeover's After), so a command that did run is found
+// out, not undone.
+func (s *Service) opChain(op string, command, finish func(ctx context.Context, d *opData) error) (*flow.Chain[opData], error) {
+	return flow.New(op+"-vm", []flow.Step[opData]{
+		{Name: op + "-on-host", Run: command, Rollback: func(ctx context.Context, d *opData) error {
+			return s.untilDB(ctx, func(ctx context.Context) error {
+				v, err := s.load(ctx, d.VM.UUID)
+				if errcode.Has(err, errcode.ResourceNotFound) {
+					return nil
+				}
+				if err != nil || v.State != transitional[op] {
+					return err
+				}
+				return setState(ctx, s.db, v, d.Prev, nil)
+			})
+		}},
+		{Name: "finish-" + op, Run: finish},
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.TransientOn(s.node)})
+}
+
+// opChains are the chains of the operations opChain builds, for the
+// takeover's After.
+var opChains = map[string]bool{"stop-vm": true, "reboot-vm": true, "destroy-vm": true}
+
+func (s *Service) stopChain() (*flow.Chain[opData], error) {
+	return s.opChain("stop", func(ctx context.Context, d *opData) error {
+		v := &d.VM
+		if err := agentCommand(ctx, s, v.HostUUID, protocol.StopVM, protocol.StopVMCmd{UUID: v.UUID, Type: d.Type}); err != nil {
 			did, uerr := s.commandOutcome(ctx, v, v.HostUUID, "stop", err, func(st string, present bool) bool {
 				return !present || st == protocol.VMStateShutdown || st == protocol.VMStateCrashed
 			})
 			if uerr != nil {
-				return VmInstanceVO{}, uerr
+				return uerr
 			}
 			if !did {
-				return VmInstanceVO{}, s.fail(v, prev, err)
+				return err
 			}
 		}
+		return nil
+	}, func(ctx context.Context, d *opData) error {
+		v := &d.VM
 		if err := s.untilDB(ctx, func(ctx context.Context) error { return host.Release(ctx, s.db, v.UUID) }); err != nil {
-			return VmInstanceVO{}, errcode.Wrap(errcode.Internal, err, "release capacity of VM %s", v.UUID)
+			return errcode.Wrap(errcode.Internal, err, "release capacity of VM %s", v.UUID)
 		}
-		if err := s.setState(ctx, v, StateStopped, map[string]any{"host_uuid": "", "last_host_uuid": v.HostUUID}); err != nil {
-			return VmInstanceVO{}, err
-		}
-		return s.reply(ctx, v.UUID)
+		return s.setState(ctx, v, StateStopped, map[string]any{"host_uuid": "", "last_host_uuid": v.HostUUID})
 	})
 }
 
-func (s *Service) handleReboot(ctx context.Context, req OpReq) (VmInstanceVO, error) {
-	return inChain(ctx, s, req.UUID, "reboot", func(ctx context.Context) (VmInstanceVO, error) {
-		if v, done, err := s.alreadyDone(ctx, req.UUID, "reboot"); err != nil || done {
-			return deref(v), err
-		}
-		v, prev, err := s.begin(ctx, req.UUID, "reboot")
-		if err != nil {
-			return VmInstanceVO{}, err
-		}
+func (s *Service) rebootChain() (*flow.Chain[opData], error) {
+	return s.opChain("reboot", func(ctx context.Context, d *opData) error {
+		v := &d.VM
 		if err := agentCommand(ctx, s, v.HostUUID, protocol.RebootVM, protocol.RebootVMCmd{UUID: v.UUID}); err != nil {
 			did, uerr := s.commandOutcome(ctx, v, v.HostUUID, "reboot", err, func(st string, present bool) bool {
 				return present && st == protocol.VMStateRunning
 			})
 			if uerr != nil {
-				return VmInstanceVO{}, uerr
+				return uerr
 			}
 			if !did {
-				// Not running any more: a reboot that stopped it.
-				return VmInstanceVO{}, s.fail(v, prev, err)
+				return err // not running any more: a reboot that stopped it
 			}
 		}
-		if err := s.setState(ctx, v, StateRunning, nil); err != nil {
-			return VmInstanceVO{}, err
-		}
-		return s.reply(ctx, v.UUID)
+		return nil
+	}, func(ctx context.Context, d *opData) error {
+		return s.setState(ctx, &d.VM, StateRunning, nil)
 	})
 }
 
-// handleDestroy stops the VM on its host if it runs, gives back its
-// capacity and IPs, and leaves it Destroyed (expunge removes the row).
-func (s *Service) handleDestroy(ctx context.Context, req OpReq) (VmInstanceVO, error) {
-	return inChain(ctx, s, req.UUID, "destroy", func(ctx context.Context) (VmInstanceVO, error) {
-		if v, done, err := s.alreadyDone(ctx, req.UUID, "destroy"); err != nil || done {
-			return deref(v), err
-		}
-		v, prev, err := s.begin(ctx, req.UUID, "destroy")
-		if err != nil {
-			return VmInstanceVO{}, err
-		}
+func (s *Service) destroyChain() (*flow.Chain[opData], error) {
+	return s.opChain("destroy", func(ctx context.Context, d *opData) error {
+		v := &d.VM
 		switch {
 		case v.HostUUID != "":
 			if err := agentCommand(ctx, s, v.HostUUID, protocol.DestroyVM, protocol.DestroyVMCmd{UUID: v.UUID}); err != nil {
 				did, uerr := s.commandOutcome(ctx, v, v.HostUUID, "destroy", err, func(_ string, present bool) bool { return !present })
 				if uerr != nil {
-					return VmInstanceVO{}, uerr
+					return uerr
 				}
 				if !did {
-					return VmInstanceVO{}, s.fail(v, prev, err)
+					return err
 				}
 			}
 		case v.LastHostUUID != "":
@@ -293,11 +311,43 @@ func (s *Service) handleDestroy(ctx context.Context, req OpReq) (VmInstanceVO, e
 					"host_uuid", v.LastHostUUID, "err", err)
 			}
 		}
-		if err := s.finishDestroy(ctx, v); err != nil {
+		return nil
+	}, func(ctx context.Context, d *opData) error {
+		return s.finishDestroy(ctx, &d.VM)
+	})
+}
+
+// runOp runs a stop, reboot or destroy: settled first if it is the re-run
+// of a job whose node died, then begun (the transitional state) and run as
+// its recorded flow.
+func (s *Service) runOp(ctx context.Context, req OpReq, op string, chain *flow.Chain[opData]) (VmInstanceVO, error) {
+	return inChain(ctx, s, req.UUID, op, func(ctx context.Context) (VmInstanceVO, error) {
+		if v, done, err := s.alreadyDone(ctx, req.UUID, op); err != nil || done {
+			return deref(v), err
+		}
+		v, prev, err := s.begin(ctx, req.UUID, op)
+		if err != nil {
+			return VmInstanceVO{}, err
+		}
+		if err := chain.Run(ctx, &opData{VM: *v, Prev: prev, Type: req.Type}, flow.RunOptions{Resource: v.UUID}); err != nil {
 			return VmInstanceVO{}, err
 		}
 		return s.reply(ctx, v.UUID)
 	})
+}
+
+func (s *Service) handleStop(ctx context.Context, req OpReq) (VmInstanceVO, error) {
+	return s.runOp(ctx, req, "stop", s.stopF)
+}
+
+func (s *Service) handleReboot(ctx context.Context, req OpReq) (VmInstanceVO, error) {
+	return s.runOp(ctx, req, "reboot", s.rebootF)
+}
+
+// handleDestroy stops the VM on its host if it runs, gives back its
+// capacity and IPs, and leaves it Destroyed (expunge removes the row).
+func (s *Service) handleDestroy(ctx context.Context, req OpReq) (VmInstanceVO, error) {
+	return s.runOp(ctx, req, "destroy", s.destroyF)
 }
 
 func (s *Service) handleExpunge(ctx context.Context, req OpReq) (cloudbus.Empty, error) {

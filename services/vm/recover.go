@@ -11,7 +11,8 @@ import (
 // takeover rolls back the VM flows whose owner node is gone and whose VM
 // this node now owns: a create that died half-way leaves no VM, capacity
 // or IP behind; a start that died half-way gives its capacity back and the
-// VM is Stopped again (resource.Takeover: each record is claimed first, so
+// VM is Stopped again; a stop, reboot or destroy is put back and the VM
+// then settled from its host's answer (resource.Takeover: each record is claimed first, so
 // only one node rolls it back).
 func (s *Service) takeover() resource.Takeover {
 	return resource.Takeover{DB: s.db, Node: s.node, Recorder: s.recorder, Flows: s.flows, Log: s.log, What: "VM",
@@ -20,6 +21,11 @@ func (s *Service) takeover() resource.Takeover {
 			return err
 		},
 		After: func(ctx context.Context, rec flow.Record) error {
+			if opChains[rec.Chain] {
+				// A stop, reboot or destroy: its command may have run;
+				// the host says what the VM is now.
+				return s.reconcile(ctx, ReconcileReq{UUID: rec.Resource, Why: "took over " + rec.Chain + " of a departed node"})
+			}
 			if rec.Chain != s.startF.Name() {
 				return nil
 			}

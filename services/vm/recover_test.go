@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -297,5 +298,50 @@ func TestRecoverAbandonedNicAttach(t *testing.T) {
 	}
 	if got := c.mustGet(v.UUID); len(got.VMNics) != len(v.VMNics) {
 		t.Errorf("the VM has %d NICs, want its %d", len(got.VMNics), len(v.VMNics))
+	}
+}
+
+// TestRecoverAbandonedStopAndReboot: a node dies in the middle of a stop
+// (its command ran: the host has the VM stopped) and of a reboot (its
+// command never left: the VM runs). The VMs' new owner rolls both flows
+// back and asks the host: the stopped VM is Stopped without capacity, the
+// other Running as it was.
+func TestRecoverAbandonedStopAndReboot(t *testing.T) {
+	t.Parallel()
+	c := newCloud(t, servertest.Options{Configure: func(cfg *conf.Config) {
+		cfg.HeartbeatInterval = 100 * time.Millisecond // evict the dead node soon
+	}}).in(t, kvm.Options{})
+	hostUUID := c.mine[0]
+	dead := uid.New()
+	stopped := c.mustCreate("stopped-by-the-dead", nil)
+	onAgent(c, stopped.HostUUID, protocol.StopVM, protocol.StopVMCmd{UUID: stopped.UUID})
+	rebooting := c.mustCreate("reboot-never-sent", nil)
+	left := func(v vm.VmInstanceVO, state, chain string) string {
+		if err := c.DB().Model(&vm.VmInstanceVO{}).Where("uuid = ?", v.UUID).Updates(map[string]any{"state": state, "version": 700}).Error; err != nil {
+			t.Fatal(err)
+		}
+		v.State, v.Version = state, 700
+		return c.saveRecord(dead, chain, v.UUID, flow.Running, 1, 2, strings.TrimSuffix(chain, "-vm")+"-on-host",
+			map[string]any{"vm": v, "prev": vm.StateRunning})
+	}
+	stopRec := left(stopped, vm.StateStopping, "stop-vm")
+	rebootRec := left(rebooting, vm.StateRebooting, "reboot-vm")
+	old := time.Now().Add(-time.Hour).UTC()
+	if err := c.DB().Create(&managementnode.NodeVO{UUID: dead, Host: "192.0.2.1", APIPort: 8080, State: managementnode.StateRunning,
+		HeartbeatAt: old, JoinedAt: old}).Error; err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{stopRec, rebootRec} {
+		eventually(t, func() bool { return c.record(id).State == flow.RolledBack }, "flow record %s rolled back", id)
+	}
+	eventually(t, func() bool { return c.mustGet(stopped.UUID).State == vm.StateStopped }, "the VM the dead node stopped is Stopped")
+	if _, ok := c.reservation(stopped.UUID); ok {
+		t.Error("the stopped VM still holds capacity")
+	}
+	if got := c.mustGet(rebooting.UUID); got.State != vm.StateRunning || got.HostUUID != hostUUID {
+		t.Errorf("the VM whose reboot never left is %s on %q, want Running on %s", got.State, got.HostUUID, hostUUID)
+	}
+	if _, ok := c.reservation(rebooting.UUID); !ok {
+		t.Error("the running VM lost its capacity")
 	}
 }

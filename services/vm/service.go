@@ -67,6 +67,9 @@ type Service struct {
 	recorder  *flow.GormRecorder
 	create    *flow.Chain[createData]
 	startF    *flow.Chain[startData]
+	stopF     *flow.Chain[opData]
+	rebootF   *flow.Chain[opData]
+	destroyF  *flow.Chain[opData]
 	attachNic *flow.Chain[nicData]
 	flows     *flow.Registry
 
@@ -134,7 +137,16 @@ func New(opts Options) (*Service, error) {
 	if s.attachNic, err = s.attachNicChain(); err != nil {
 		return nil, err
 	}
-	if s.flows, err = flow.NewRegistry(s.create, s.startF, s.attachNic); err != nil {
+	if s.stopF, err = s.stopChain(); err != nil {
+		return nil, err
+	}
+	if s.rebootF, err = s.rebootChain(); err != nil {
+		return nil, err
+	}
+	if s.destroyF, err = s.destroyChain(); err != nil {
+		return nil, err
+	}
+	if s.flows, err = flow.NewRegistry(s.create, s.startF, s.attachNic, s.stopF, s.rebootF, s.destroyF); err != nil {
 		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())

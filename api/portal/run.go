@@ -10,6 +10,7 @@ import (
 	"mplane/api/jobs"
 	"mplane/api/route"
 	"mplane/cloudbus"
+	"mplane/db"
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/managementnode"
@@ -135,7 +136,9 @@ func (p *Portal) runOnce(ctx context.Context, env *cloudbus.Envelope, next func(
 			return nil, err
 		}
 		if won {
-			if job.RunNode != "" {
+			if job.RunNode == releasedRun {
+				ctx = route.WithRerun(ctx)
+			} else if job.RunNode != "" {
 				p.log.Warn("running an API job again: the node that started it is gone", "job_uuid", job.UUID,
 					"api", job.APIName, "resource_uuid", job.ResourceUUID, "previous_node", job.RunNode)
 				ctx = route.WithRerun(ctx) // its work may have completed
@@ -194,7 +197,7 @@ func (p *Portal) release(ctx context.Context, job jobs.Job, err error) bool {
 			return false
 		}
 	}
-	ok, cerr := p.jobs.ClaimRun(ctx, job.UUID, p.node.UUID(), "")
+	ok, cerr := p.jobs.ClaimRun(ctx, job.UUID, p.node.UUID(), releasedRun)
 	if cerr != nil || !ok {
 		return false
 	}
@@ -203,9 +206,17 @@ func (p *Portal) release(ctx context.Context, job jobs.Job, err error) bool {
 	return true
 }
 
+// releasedRun is the RunNode of a job whose run was released (release): its
+// next run is a re-run (route.WithRerun), which finds work the released run
+// may have done after all (a stop that reached the host).
+const releasedRun = "released"
+
 // transientCause reports a failure caused, anywhere in its chain, by a node,
 // the bus or the database being unavailable.
 func transientCause(err error) bool {
+	if db.Unavailable(err) {
+		return true
+	}
 	for _, c := range []errcode.Code{errcode.NodeUnavailable, errcode.BusUnavailable, errcode.ShuttingDown, errcode.DBUnavailable} {
 		if errcode.Has(err, c) {
 			return true
@@ -333,12 +344,18 @@ func (p *Portal) rolledBack(ctx context.Context, job jobs.Job) (done bool, err e
 	if clean && len(recs) < maxRuns && !p.leaving() {
 		// Nothing of the work remains: run it again, as if it had never
 		// started (the client sees latency, not the dead node).
-		p.log.Warn("API job's runner died and its work was rolled back: running it again", "job_uuid", job.UUID,
-			"api", job.APIName, "resource_uuid", job.ResourceUUID, "previous_node", job.RunNode, "flow", undone.Chain)
+		if job.RunNode != releasedRun {
+			p.log.Warn("API job's runner died and its work was rolled back: running it again", "job_uuid", job.UUID,
+				"api", job.APIName, "resource_uuid", job.ResourceUUID, "previous_node", job.RunNode, "flow", undone.Chain)
+		}
 		return false, nil
 	}
 	e := errcode.New(errcode.NodeUnavailable, "management node %s stopped while it ran this job (step %s of %s); its work was rolled back and nothing of it remains: send the request again",
 		job.RunNode, undone.Step, undone.Chain)
+	if job.RunNode == releasedRun {
+		e = errcode.New(errcode.NodeUnavailable, "this job's work was rolled back %d times after transient faults (last at step %s of %s); nothing of it remains: send the request again",
+			len(recs), undone.Step, undone.Chain)
+	}
 	e.Retryable = true
 	if flow.State(undone.State) == flow.Failed {
 		e = errcode.New(errcode.Internal, "management node %s stopped while it ran this job; rolling back its work (%s) failed, some of it may remain: %s",

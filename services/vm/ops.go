@@ -213,18 +213,28 @@ type opData struct {
 	Type string       `json:"type,omitempty"`
 }
 
-// opChain builds the recorded flow of a VM operation that begin has put in
-// its transitional state: the command on the host (recorded before it is
-// sent), then the writes that finish it. The command step's rollback puts
-// the VM back in its previous state if it is still in the transitional one
-// (a command that surely did not run; an unknown outcome has made it
-// Unknown, which stays); a node that takes over an unfinished run rolls it
-// back the same way and then asks the host what the VM really is
-// (reconcile, the takeover's After), so a command that did run is found
-// out, not undone.
+// opChain builds the recorded flow of a VM operation: the transitional
+// state (begin; the run is recorded before it, so before any command),
+// the command on the host, then the writes that finish it. The first
+// step's rollback puts the VM back in its previous state if it is still in
+// the transitional one (a command that surely did not run; an unknown
+// outcome has made it Unknown, which stays); a node that takes over an
+// unfinished run rolls it back the same way and then asks the host what
+// the VM really is (reconcile, the takeover's After), so a command that
+// did run is found out, not undone.
 func (s *Service) opChain(op string, command, finish func(ctx context.Context, d *opData) error) (*flow.Chain[opData], error) {
 	return flow.New(op+"-vm", []flow.Step[opData]{
-		{Name: op + "-on-host", Run: command, Rollback: func(ctx context.Context, d *opData) error {
+		{Name: "set-" + transitional[op], Run: func(ctx context.Context, d *opData) error {
+			v, prev, err := s.begin(ctx, d.VM.UUID, op)
+			if err != nil {
+				return err
+			}
+			d.VM, d.Prev = *v, prev
+			return nil
+		}, Rollback: func(ctx context.Context, d *opData) error {
+			if d.Prev == "" {
+				return nil // begin refused: nothing to put back
+			}
 			return s.untilDB(ctx, func(ctx context.Context) error {
 				v, err := s.load(ctx, d.VM.UUID)
 				if errcode.Has(err, errcode.ResourceNotFound) {
@@ -236,6 +246,7 @@ func (s *Service) opChain(op string, command, finish func(ctx context.Context, d
 				return setState(ctx, s.db, v, d.Prev, nil)
 			})
 		}},
+		{Name: op + "-on-host", Run: command},
 		{Name: "finish-" + op, Run: finish},
 	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.TransientOn(s.node)})
 }
@@ -318,18 +329,22 @@ func (s *Service) destroyChain() (*flow.Chain[opData], error) {
 }
 
 // runOp runs a stop, reboot or destroy: settled first if it is the re-run
-// of a job whose node died, then begun (the transitional state) and run as
-// its recorded flow.
+// of a job whose node died, then run as its recorded flow.
 func (s *Service) runOp(ctx context.Context, req OpReq, op string, chain *flow.Chain[opData]) (VmInstanceVO, error) {
 	return inChain(ctx, s, req.UUID, op, func(ctx context.Context) (VmInstanceVO, error) {
 		if v, done, err := s.alreadyDone(ctx, req.UUID, op); err != nil || done {
 			return deref(v), err
 		}
-		v, prev, err := s.begin(ctx, req.UUID, op)
+		// Refused before anything is recorded when the VM is not in a
+		// state op starts from (begin checks again in the flow).
+		v, err := s.load(ctx, req.UUID)
 		if err != nil {
 			return VmInstanceVO{}, err
 		}
-		if err := chain.Run(ctx, &opData{VM: *v, Prev: prev, Type: req.Type}, flow.RunOptions{Resource: v.UUID}); err != nil {
+		if err := checkTransition(v.UUID, op, v.State); err != nil {
+			return VmInstanceVO{}, err
+		}
+		if err := chain.Run(ctx, &opData{VM: VmInstanceVO{UUID: v.UUID}, Type: req.Type}, flow.RunOptions{Resource: v.UUID}); err != nil {
 			return VmInstanceVO{}, err
 		}
 		return s.reply(ctx, v.UUID)

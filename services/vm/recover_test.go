@@ -321,7 +321,7 @@ func TestRecoverAbandonedStopAndReboot(t *testing.T) {
 			t.Fatal(err)
 		}
 		v.State, v.Version = state, 700
-		return c.saveRecord(dead, chain, v.UUID, flow.Running, 1, 2, strings.TrimSuffix(chain, "-vm")+"-on-host",
+		return c.saveRecord(dead, chain, v.UUID, flow.Running, 2, 3, strings.TrimSuffix(chain, "-vm")+"-on-host",
 			map[string]any{"vm": v, "prev": vm.StateRunning})
 	}
 	stopRec := left(stopped, vm.StateStopping, "stop-vm")

@@ -436,11 +436,19 @@ func (l *chaosLoad) do(what, uuid string, send func(ctx context.Context, c *clie
 		i, c := l.c.pick(avoid)
 		actx, acancel := context.WithTimeout(ctx, 20*time.Second)
 		j, err := send(actx, c, id)
+		submitted := err == nil
 		var out json.RawMessage
 		if err == nil {
 			out, err = j.Wait(actx, nil)
 		}
 		acancel()
+		if !submitted && errcode.IsRetryable(err) && ctx.Err() == nil {
+			// Refused at the edge before it was accepted (that node is
+			// fenced, or its database unavailable): another node.
+			avoid = i
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
 		var e *errcode.Error
 		if err != nil && client.StatusCode(err) == 0 && !errors.As(err, &e) && ctx.Err() == nil {
 			avoid = i // that node did not answer: ask another
@@ -448,8 +456,9 @@ func (l *chaosLoad) do(what, uuid string, send func(ctx context.Context, c *clie
 			continue
 		}
 		if errcode.IsRetryable(err) && !errcode.Has(err, errcode.NodeUnavailable) && ctx.Err() == nil {
-			// The request was refused before it was accepted (the
-			// database unavailable at the edge): send it again.
+			// Failed retryably, nothing of it left (the database
+			// unavailable at the edge or during the run): send it again,
+			// same X-Job-UUID, which runs the job again.
 			time.Sleep(500 * time.Millisecond)
 			continue
 		}

@@ -90,7 +90,12 @@ func (s *Service) handleCreate(ctx context.Context, req CreateReq) (VmInstanceVO
 		var avoid []string
 		var last error
 		for attempt := 1; ; attempt++ {
-			d, err := s.prepareCreate(ctx, req)
+			// Reads only: waits out a database outage (untilDB).
+			var d *createData
+			err := s.untilDB(ctx, func(ctx context.Context) (err error) {
+				d, err = s.prepareCreate(ctx, req)
+				return err
+			})
 			if err != nil {
 				return VmInstanceVO{}, err
 			}

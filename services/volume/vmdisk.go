@@ -89,7 +89,15 @@ func imageOnBackup(ctx context.Context, db *gorm.DB, img *image.ImageVO) (*image
 	}
 	for _, r := range refs {
 		bs, err := storage.LoadBackup(ctx, db, r.BackupStorageUUID)
-		if err != nil || bs.Status != storage.StatusConnected {
+		if errcode.Has(err, errcode.ResourceNotFound) {
+			continue
+		}
+		if err != nil {
+			// Not the storage's state: the database could not say (a
+			// retryable DBUnavailable, not "on no Connected storage").
+			return nil, err
+		}
+		if bs.Status != storage.StatusConnected {
 			continue
 		}
 		return &imageSource{UUID: img.UUID, Backup: bs.UUID, Path: r.InstallPath, Md5Sum: img.Md5Sum, ActualSize: img.ActualSize, Format: img.Format}, nil

@@ -158,6 +158,30 @@ func (d *privateDB) newDatabase(t *testing.T) string {
 type privateMQ struct {
 	*backendProc
 	url string
+	// node and env reach the node with rabbitmqctl (dropConnections).
+	node, ctl string
+	env       []string
+}
+
+// dropConnections closes every client connection of the broker, which
+// stays up: the nodes must reconnect and carry on.
+func (m *privateMQ) dropConnections(t *testing.T) {
+	t.Helper()
+	ctl := func(args ...string) string {
+		cmd := exec.Command(m.ctl, append([]string{"-q", "-n", m.node}, args...)...)
+		cmd.Env = m.env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("rabbitmqctl %s: %v: %s", args[0], err, out)
+		}
+		return string(out)
+	}
+	n := len(strings.Fields(ctl("list_connections", "pid")))
+	if n == 0 {
+		t.Errorf("the broker has no connections to drop")
+	}
+	ctl("close_all_connections", "chaos suite: connection dropped")
+	t.Logf("dropped the broker's %d connections", n)
 }
 
 func startPrivateMQ(t *testing.T) *privateMQ {
@@ -192,7 +216,8 @@ func startPrivateMQ(t *testing.T) *privateMQ {
 		"RABBITMQ_LOG_BASE="+filepath.Join(dir, "log"), "RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(dir, "plugins"),
 		"RABBITMQ_CONFIG_FILE="+filepath.Join(dir, "rabbitmq"), "RABBITMQ_PID_FILE="+filepath.Join(dir, "rabbitmq.pid"),
 		"RABBITMQ_FEATURE_FLAGS_FILE="+filepath.Join(dir, "feature_flags"))
-	m := &privateMQ{url: fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", port)}
+	m := &privateMQ{url: fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", port), node: node, env: env,
+		ctl: filepath.Join(filepath.Dir(bin), "rabbitmqctl")}
 	m.backendProc = newBackend(t, "rabbitmq", func() *exec.Cmd {
 		cmd := exec.Command(bin)
 		cmd.Env = env

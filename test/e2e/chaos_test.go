@@ -80,6 +80,12 @@ var chaosScenarios = []chaosScenario{
 		time.Sleep(2 * time.Second)
 		c.mq.up()
 	}},
+	{name: "connection-drops", inject: func(t *testing.T, c *chaosCluster) {
+		// The broker stays up; every connection to it is closed, twice.
+		c.mq.dropConnections(t)
+		time.Sleep(2 * time.Second)
+		c.mq.dropConnections(t)
+	}},
 	{name: "database-restart", inject: func(t *testing.T, c *chaosCluster) {
 		c.db.crash()
 		c.db.up()

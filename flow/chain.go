@@ -314,19 +314,15 @@ func (c *Chain[T]) saveLogged(ctx context.Context, r *run[T], log *slog.Logger) 
 // accepts, for up to Options.TransientFor.
 func (c *Chain[T]) retry(ctx context.Context, fn func() error) error {
 	err := fn()
-	if err == nil || c.opts.Transient == nil || !c.opts.Transient(err) {
-		return err
-	}
 	deadline := time.Now().Add(c.opts.TransientFor)
-	pause := 100 * time.Millisecond
-	for err != nil && c.opts.Transient(err) && time.Now().Add(pause).Before(deadline) {
+	for pause := 100 * time.Millisecond; err != nil && c.opts.Transient != nil && c.opts.Transient(err) &&
+		time.Now().Add(pause).Before(deadline); pause = min(2*pause, 2*time.Second) {
 		c.log.Debug("flow rollback: transient failure, trying again", "err", err, "in", pause)
 		select {
 		case <-ctx.Done():
 			return err
 		case <-time.After(pause):
 		}
-		pause = min(2*pause, 2*time.Second)
 		err = fn()
 	}
 	return err

@@ -6,7 +6,6 @@ import (
 	"gorm.io/gorm"
 
 	"mplane/db"
-	"mplane/errcode"
 )
 
 // leaseExemptKey marks the statements of the lease itself (the heartbeat),
@@ -49,7 +48,7 @@ func (n *Node) FenceWrites(gdb *gorm.DB) error {
 		case <-n.fenced:
 			// Whatever it was doing (a rollback resumed after a pause, a
 			// shutdown): a fenced node writes nothing.
-			_ = tx.AddError(errcode.New(errcode.NodeUnavailable, "management node %s is fenced: its peers evicted it; write refused", n.uuid))
+			_ = tx.AddError(n.fencedError("write"))
 			return
 		default:
 		}

@@ -81,7 +81,7 @@ func (n *Node) LeaseValid() bool {
 func (n *Node) CheckLease(ctx context.Context) error {
 	select {
 	case <-n.fenced:
-		return errcode.New(errcode.NodeUnavailable, "management node %s is fenced: its peers evicted it", n.uuid)
+		return n.fencedError("")
 	default:
 	}
 	if n.LeaseValid() {
@@ -96,7 +96,7 @@ func (n *Node) CheckLease(ctx context.Context) error {
 	n.log.Warn("lease expired: renewing it before acting", "since_last_heartbeat", time.Since(last).Round(time.Millisecond))
 	switch _, err := n.writeHeartbeat(ctx); {
 	case errors.Is(err, errFenced):
-		return errcode.New(errcode.NodeUnavailable, "management node %s is fenced: its peers evicted it", n.uuid)
+		return n.fencedError("")
 	case err != nil:
 		return errcode.Wrap(errcode.DBUnavailable, err, "management node %s cannot renew its lease", n.uuid)
 	}

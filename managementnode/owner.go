@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"mplane/cloudbus"
-	"mplane/errcode"
 )
 
 // Owned is the request of a message about one resource. Its ResourceUUID is
@@ -43,7 +42,7 @@ func CallOwner[Req Owned, Rep any](ctx context.Context, n *Node, m OwnedMsg[Req,
 		// A fenced node's work (a rollback resumed after a pause) must
 		// not act through its peers either.
 		var zero Rep
-		return zero, errcode.New(errcode.NodeUnavailable, "management node %s is fenced: its peers evicted it; call %s not sent", n.uuid, m.Msg.Name())
+		return zero, n.fencedError("call " + m.Msg.Name())
 	default:
 	}
 	target, err := n.TargetFor(m.Service, uuid)

@@ -10,7 +10,6 @@ import (
 	"mplane/api/jobs"
 	"mplane/api/route"
 	"mplane/cloudbus"
-	"mplane/db"
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/managementnode"
@@ -185,7 +184,7 @@ const maxRuns = 3
 // failing, and the driver sends it again. A job runs at most maxRuns
 // times; work that is not a flow (nothing recorded) is not released.
 func (p *Portal) release(ctx context.Context, job jobs.Job, err error) bool {
-	if !transientCause(err) || p.leaving() {
+	if !managementnode.Transient(err) || p.leaving() {
 		return false
 	}
 	recs, rerr := p.recorder.ForJob(ctx, job.UUID)
@@ -210,20 +209,6 @@ func (p *Portal) release(ctx context.Context, job jobs.Job, err error) bool {
 // next run is a re-run (route.WithRerun), which finds work the released run
 // may have done after all (a stop that reached the host).
 const releasedRun = "released"
-
-// transientCause reports a failure caused, anywhere in its chain, by a node,
-// the bus or the database being unavailable.
-func transientCause(err error) bool {
-	if db.Unavailable(err) {
-		return true
-	}
-	for _, c := range []errcode.Code{errcode.NodeUnavailable, errcode.BusUnavailable, errcode.ShuttingDown, errcode.DBUnavailable} {
-		if errcode.Has(err, c) {
-			return true
-		}
-	}
-	return false
-}
 
 // record stores a job's outcome, trying again while the database is
 // unavailable (for up to two minutes), then delivers its webhook in the

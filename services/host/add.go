@@ -12,7 +12,6 @@ import (
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/flow"
-	"mplane/services/resource"
 	"mplane/thread"
 	"mplane/uid"
 )
@@ -98,7 +97,7 @@ func (s *Service) addChain() (*flow.Chain[addData], error) {
 			}
 			return nil
 		}},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.TransientOn(s.node)})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: s.node.Transient})
 }
 
 // add runs on the host's owner: it writes the host (Connecting), connects

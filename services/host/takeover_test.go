@@ -8,7 +8,6 @@ import (
 	"mplane/conf"
 	"mplane/flow"
 	"mplane/internal/testenv"
-	"mplane/managementnode"
 	"mplane/services/host"
 	"mplane/uid"
 )
@@ -35,11 +34,7 @@ func TestAbandonedAddIsRolledBack(t *testing.T) {
 	if err := recorder.Save(ctx, rec); err != nil {
 		t.Fatal(err)
 	}
-	old := time.Now().Add(-time.Hour).UTC()
-	if err := db.Create(&managementnode.NodeVO{UUID: dead, Host: "192.0.2.1", APIPort: 8080, State: managementnode.StateRunning,
-		HeartbeatAt: old, JoinedAt: old}).Error; err != nil {
-		t.Fatal(err)
-	}
+	st.AddDeadNode(t, dead)
 	testenv.Eventually(t, time.Minute, func() bool {
 		r, err := recorder.Get(ctx, rec.ID)
 		return err == nil && r.State == flow.RolledBack

@@ -47,7 +47,7 @@ func (s *Service) createChain() (*flow.Chain[createData], error) {
 		{Name: "create-record", Run: s.stepRecord, Rollback: s.undoRecord},
 		{Name: "download", Run: s.stepDownload, Rollback: s.undoDownload},
 		{Name: "set-ready", Run: s.stepReady},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.TransientOn(s.node)})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: s.node.Transient})
 }
 
 func (s *Service) handleCreate(ctx context.Context, req CreateReq) (ImageVO, error) {

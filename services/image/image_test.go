@@ -24,7 +24,6 @@ import (
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/internal/testenv"
-	"mplane/managementnode"
 	"mplane/server/servertest"
 	"mplane/services/image"
 	"mplane/services/resource"
@@ -468,11 +467,7 @@ func TestTakeover(t *testing.T) {
 	if err := recorder.Save(ctx, rec); err != nil {
 		t.Fatal(err)
 	}
-	old := time.Now().Add(-time.Hour).UTC()
-	if err := db.Create(&managementnode.NodeVO{UUID: dead, Host: "192.0.2.1", APIPort: 8080, State: managementnode.StateRunning,
-		HeartbeatAt: old, JoinedAt: old}).Error; err != nil {
-		t.Fatal(err)
-	}
+	st.AddDeadNode(t, dead)
 	testenv.Eventually(t, time.Minute, func() bool {
 		r, err := recorder.Get(ctx, rec.ID)
 		return err == nil && r.State == flow.RolledBack

@@ -8,8 +8,6 @@ import (
 
 	"gorm.io/gorm"
 
-	"mplane/db"
-	"mplane/errcode"
 	"mplane/flow"
 	"mplane/managementnode"
 )
@@ -88,36 +86,6 @@ var LeftBehindAfter = 20 * time.Second
 // TakeoverInterval is how often a takeover looks for records left behind
 // between ring changes.
 var TakeoverInterval = 10 * time.Second
-
-// TransientOn is Transient for the flows of node n: nothing is transient
-// any more once n is fenced (its writes and calls are refused for good, and
-// its resources' new owners roll its flows back), so a fenced node stops
-// retrying and can exit.
-func TransientOn(n *managementnode.Node) func(error) bool {
-	return func(err error) bool {
-		select {
-		case <-n.Fenced():
-			return false
-		default:
-		}
-		return Transient(err)
-	}
-}
-
-// Transient reports the errors that pass on their own (the database
-// unavailable, a node or the bus briefly unreachable): the flows' rollbacks
-// are tried again after them (flow.Options.Transient).
-func Transient(err error) bool {
-	if db.Unavailable(err) {
-		return true
-	}
-	for _, c := range []errcode.Code{errcode.DBUnavailable, errcode.NodeUnavailable, errcode.BusUnavailable, errcode.ShuttingDown} {
-		if errcode.Has(err, c) {
-			return true
-		}
-	}
-	return false
-}
 
 // Run rolls back every qualifying record; failures are logged.
 func (t Takeover) Run(ctx context.Context) {

@@ -13,7 +13,6 @@ import (
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/services/host"
-	"mplane/services/resource"
 	"mplane/services/volume"
 	"mplane/uid"
 )
@@ -79,7 +78,7 @@ func (s *Service) createChain() (*flow.Chain[createData], error) {
 		}},
 		{Name: "start-on-hypervisor", Run: s.stepStartOnHost, Rollback: s.undoStartOnHost},
 		{Name: "set-running", Run: s.stepSetRunning},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.TransientOn(s.node)})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: s.node.Transient})
 }
 
 func (s *Service) handleCreate(ctx context.Context, req CreateReq) (VmInstanceVO, error) {
@@ -314,12 +313,20 @@ func (s *Service) undoStartOnHost(ctx context.Context, d *createData) error {
 	// destroys what this misses.
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	err := agentCommand(ctx, s, d.HostUUID, protocol.DestroyVM, protocol.DestroyVMCmd{UUID: d.VM.UUID})
-	if err != nil {
-		s.log.Warn("rollback: destroy VM on its host", "vm_uuid", d.VM.UUID, "host_uuid", d.HostUUID, "err", err)
-		if resource.Transient(err) {
-			return err
-		}
+	return s.undoneOnHost(agentCommand(ctx, s, d.HostUUID, protocol.DestroyVM, protocol.DestroyVMCmd{UUID: d.VM.UUID}),
+		"destroy VM on its host", "vm_uuid", d.VM.UUID, "host_uuid", d.HostUUID)
+}
+
+// undoneOnHost is the outcome of a rollback's command to a host (err): nil
+// when it succeeded or failed for good (logged; reconciliation removes what
+// it missed), err when it failed transiently, so the flow tries it again.
+func (s *Service) undoneOnHost(err error, what string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	s.log.Warn("rollback: "+what, append(args, "err", err)...)
+	if s.node.Transient(err) {
+		return err
 	}
 	return nil
 }
@@ -342,13 +349,8 @@ func (s *Service) stepSetRunning(ctx context.Context, d *createData) error {
 			return setState(ctx, tx, &v, StateRunning, map[string]any{"host_uuid": d.HostUUID, "last_host_uuid": d.HostUUID,
 				"cluster_uuid": d.HostClusters[d.HostUUID], "zone_uuid": d.HostZones[d.HostUUID]})
 		})
-		if errcode.Has(err, errcode.Conflict) {
-			var cur VmInstanceVO
-			if s.db.WithContext(ctx).Select("state", "version").Take(&cur, "uuid = ?", d.VM.UUID).Error == nil &&
-				cur.State == StateRunning && cur.Version == d.VM.Version+1 {
-				v.State, v.Version = cur.State, cur.Version
-				return nil
-			}
+		if errcode.Has(err, errcode.Conflict) && s.committed(ctx, &v, StateRunning) {
+			return nil
 		}
 		return err
 	})

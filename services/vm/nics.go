@@ -273,15 +273,10 @@ func (s *Service) attachNicChain() (*flow.Chain[nicData], error) {
 			ctx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
 			to := nicTOOf(d.Nic, "")
-			if err := agentCommand(ctx, s, d.HostUUID, protocol.DetachNic, protocol.NicCmd{VMUUID: d.VMUUID, Nic: to}); err != nil {
-				s.log.Warn("rollback: unplug NIC", "vm_uuid", d.VMUUID, "nic_uuid", d.Nic.UUID, "err", err)
-				if resource.Transient(err) {
-					return err // the flow tries again
-				}
-			}
-			return nil
+			return s.undoneOnHost(agentCommand(ctx, s, d.HostUUID, protocol.DetachNic, protocol.NicCmd{VMUUID: d.VMUUID, Nic: to}),
+				"unplug NIC", "vm_uuid", d.VMUUID, "nic_uuid", d.Nic.UUID)
 		}},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.TransientOn(s.node)})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: s.node.Transient})
 }
 
 // nicTO is nic as a command carries it, with the bridge of its L2 network

@@ -10,29 +10,43 @@ import (
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/services/host"
-	"mplane/services/resource"
 	"mplane/services/volume"
 )
 
 // begin loads the VM, checks that op may start from its state and shows
 // the operation's transitional state.
 func (s *Service) begin(ctx context.Context, uuid, op string) (*VmInstanceVO, string, error) {
-	var v *VmInstanceVO
-	err := s.untilDB(ctx, func(ctx context.Context) (err error) {
-		v, err = s.load(ctx, uuid)
-		return err
-	})
+	v, err := s.loadWaiting(ctx, uuid)
 	if err != nil {
 		return nil, "", err
 	}
-	if err := checkTransition(uuid, op, v.State); err != nil {
-		return nil, "", err
-	}
-	prev := v.State
-	if err := s.setState(ctx, v, transitional[op], nil); err != nil {
+	prev, err := s.beginOn(ctx, v, op)
+	if err != nil {
 		return nil, "", err
 	}
 	return v, prev, nil
+}
+
+// beginOn is begin on a VM loaded already (in its chain): it answers the
+// state the VM had.
+func (s *Service) beginOn(ctx context.Context, v *VmInstanceVO, op string) (prev string, err error) {
+	if err := checkTransition(v.UUID, op, v.State); err != nil {
+		return "", err
+	}
+	prev = v.State
+	if err := s.setState(ctx, v, transitional[op], nil); err != nil {
+		return "", err
+	}
+	return prev, nil
+}
+
+// loadWaiting is load, waiting out a database outage (untilDB).
+func (s *Service) loadWaiting(ctx context.Context, uuid string) (v *VmInstanceVO, err error) {
+	err = s.untilDB(ctx, func(ctx context.Context) error {
+		v, err = s.load(ctx, uuid)
+		return err
+	})
+	return v, err
 }
 
 func deref(v *VmInstanceVO) VmInstanceVO {
@@ -57,13 +71,7 @@ func (s *Service) alreadyDone(ctx context.Context, uuid, op string) (v *VmInstan
 	if !route.IsRerun(ctx) {
 		return nil, false, nil
 	}
-	load := func() error {
-		return s.untilDB(ctx, func(ctx context.Context) (err error) {
-			v, err = s.load(ctx, uuid)
-			return err
-		})
-	}
-	err = load()
+	v, err = s.loadWaiting(ctx, uuid)
 	if op == "expunge" && errcode.Has(err, errcode.ResourceNotFound) {
 		return nil, true, nil
 	}
@@ -74,7 +82,7 @@ func (s *Service) alreadyDone(ctx context.Context, uuid, op string) (v *VmInstan
 		if err := s.reconcile(ctx, ReconcileReq{UUID: uuid, Why: "re-run of a job whose node died"}); err != nil {
 			return nil, false, err
 		}
-		if err := load(); err != nil {
+		if v, err = s.loadWaiting(ctx, uuid); err != nil {
 			return nil, false, err
 		}
 	}
@@ -96,11 +104,7 @@ func (s *Service) fail(v *VmInstanceVO, prev string, cause error) error {
 // reply reads the VM an operation leaves, for its answer: the work is done,
 // so the read waits out a database outage (untilDB) rather than fail it.
 func (s *Service) reply(ctx context.Context, uuid string) (VmInstanceVO, error) {
-	var v *VmInstanceVO
-	err := s.untilDB(ctx, func(ctx context.Context) (err error) {
-		v, err = s.load(ctx, uuid)
-		return err
-	})
+	v, err := s.loadWaiting(ctx, uuid)
 	if err != nil {
 		return VmInstanceVO{}, err
 	}
@@ -161,15 +165,10 @@ func (s *Service) startChain() (*flow.Chain[startData], error) {
 			// reconciliation, which stops what this misses.
 			ctx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
-			if err := agentCommand(ctx, s, d.HostUUID, protocol.StopVM, protocol.StopVMCmd{UUID: d.VMUUID, Type: "cold"}); err != nil {
-				s.log.Warn("rollback: stop VM on its host", "vm_uuid", d.VMUUID, "host_uuid", d.HostUUID, "err", err)
-				if resource.Transient(err) {
-					return err // the flow tries again
-				}
-			}
-			return nil
+			return s.undoneOnHost(agentCommand(ctx, s, d.HostUUID, protocol.StopVM, protocol.StopVMCmd{UUID: d.VMUUID, Type: "cold"}),
+				"stop VM on its host", "vm_uuid", d.VMUUID, "host_uuid", d.HostUUID)
 		}},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.TransientOn(s.node)})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: s.node.Transient})
 }
 
 func (s *Service) handleStart(ctx context.Context, req OpReq) (VmInstanceVO, error) {
@@ -205,8 +204,8 @@ func (s *Service) handleStart(ctx context.Context, req OpReq) (VmInstanceVO, err
 }
 
 // opData is what the stop, reboot and destroy flows' steps share: the VM
-// as begin left it (in its transitional state), the state it had before,
-// and the stop's type.
+// (in its transitional state once the first step ran), the state it had
+// before (empty until then), and the stop's type.
 type opData struct {
 	VM   VmInstanceVO `json:"vm"`
 	Prev string       `json:"prev"`
@@ -225,12 +224,9 @@ type opData struct {
 func (s *Service) opChain(op string, command, finish func(ctx context.Context, d *opData) error) (*flow.Chain[opData], error) {
 	return flow.New(op+"-vm", []flow.Step[opData]{
 		{Name: "set-" + transitional[op], Run: func(ctx context.Context, d *opData) error {
-			v, prev, err := s.begin(ctx, d.VM.UUID, op)
-			if err != nil {
-				return err
-			}
-			d.VM, d.Prev = *v, prev
-			return nil
+			prev, err := s.beginOn(ctx, &d.VM, op)
+			d.Prev = prev
+			return err
 		}, Rollback: func(ctx context.Context, d *opData) error {
 			if d.Prev == "" {
 				return nil // begin refused: nothing to put back
@@ -248,7 +244,7 @@ func (s *Service) opChain(op string, command, finish func(ctx context.Context, d
 		}},
 		{Name: op + "-on-host", Run: command},
 		{Name: "finish-" + op, Run: finish},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.TransientOn(s.node)})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: s.node.Transient})
 }
 
 // opChains are the chains of the operations opChain builds, for the
@@ -336,15 +332,16 @@ func (s *Service) runOp(ctx context.Context, req OpReq, op string, chain *flow.C
 			return deref(v), err
 		}
 		// Refused before anything is recorded when the VM is not in a
-		// state op starts from (begin checks again in the flow).
-		v, err := s.load(ctx, req.UUID)
+		// state op starts from; the flow's first step begins on the VM
+		// loaded here (nothing else writes it: this is its chain).
+		v, err := s.loadWaiting(ctx, req.UUID)
 		if err != nil {
 			return VmInstanceVO{}, err
 		}
 		if err := checkTransition(v.UUID, op, v.State); err != nil {
 			return VmInstanceVO{}, err
 		}
-		if err := chain.Run(ctx, &opData{VM: VmInstanceVO{UUID: v.UUID}, Type: req.Type}, flow.RunOptions{Resource: v.UUID}); err != nil {
+		if err := chain.Run(ctx, &opData{VM: *v, Type: req.Type}, flow.RunOptions{Resource: v.UUID}); err != nil {
 			return VmInstanceVO{}, err
 		}
 		return s.reply(ctx, v.UUID)

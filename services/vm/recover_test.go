@@ -12,7 +12,6 @@ import (
 	"mplane/agents/protocol"
 	"mplane/conf"
 	"mplane/flow"
-	"mplane/managementnode"
 	"mplane/server"
 	"mplane/server/servertest"
 	"mplane/services/host"
@@ -161,11 +160,7 @@ func TestRecoverAbandonedFlows(t *testing.T) {
 	}
 
 	// The dead node's last heartbeat is long gone: the live node evicts it.
-	old := time.Now().Add(-time.Hour).UTC()
-	if err := c.DB().Create(&managementnode.NodeVO{UUID: dead, Host: "192.0.2.1", APIPort: 8080, State: managementnode.StateRunning,
-		HeartbeatAt: old, JoinedAt: old}).Error; err != nil {
-		t.Fatal(err)
-	}
+	c.AddDeadNode(t, dead)
 	for _, id := range []string{createRec, startRec} {
 		eventually(t, func() bool { return c.record(id).State == flow.RolledBack }, "flow record %s rolled back", id)
 		if rec := c.record(id); rec.Owner != c.Node().UUID() || rec.Applied != 0 {
@@ -283,11 +278,7 @@ func TestRecoverAbandonedNicAttach(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := c.saveRecord(dead, "attach-nic", v.UUID, flow.Running, 2, 3, "record-nic", map[string]any{"vmUuid": v.UUID, "nic": nic})
-	old := time.Now().Add(-time.Hour).UTC()
-	if err := c.DB().Create(&managementnode.NodeVO{UUID: dead, Host: "192.0.2.1", APIPort: 8080, State: managementnode.StateRunning,
-		HeartbeatAt: old, JoinedAt: old}).Error; err != nil {
-		t.Fatal(err)
-	}
+	c.AddDeadNode(t, dead)
 	eventually(t, func() bool { return c.record(id).State == flow.RolledBack }, "the abandoned attach rolled back")
 	var nics int64
 	if err := c.DB().Model(&vm.VmNicVO{}).Where("uuid = ?", nicUUID).Count(&nics).Error; err != nil || nics != 0 {
@@ -326,11 +317,7 @@ func TestRecoverAbandonedStopAndReboot(t *testing.T) {
 	}
 	stopRec := left(stopped, vm.StateStopping, "stop-vm")
 	rebootRec := left(rebooting, vm.StateRebooting, "reboot-vm")
-	old := time.Now().Add(-time.Hour).UTC()
-	if err := c.DB().Create(&managementnode.NodeVO{UUID: dead, Host: "192.0.2.1", APIPort: 8080, State: managementnode.StateRunning,
-		HeartbeatAt: old, JoinedAt: old}).Error; err != nil {
-		t.Fatal(err)
-	}
+	c.AddDeadNode(t, dead)
 	for _, id := range []string{stopRec, rebootRec} {
 		eventually(t, func() bool { return c.record(id).State == flow.RolledBack }, "flow record %s rolled back", id)
 	}

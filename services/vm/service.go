@@ -241,17 +241,25 @@ func (s *Service) setState(ctx context.Context, v *VmInstanceVO, state string, e
 	lost := false
 	return s.untilDB(ctx, func(ctx context.Context) error {
 		err := setState(ctx, s.db, v, state, extra)
-		if lost && errcode.Has(err, errcode.Conflict) {
-			var cur VmInstanceVO
-			if s.db.WithContext(ctx).Select("state", "version").Take(&cur, "uuid = ?", v.UUID).Error == nil &&
-				cur.State == state && cur.Version == v.Version+1 {
-				v.State, v.Version = state, cur.Version
-				return nil
-			}
+		if lost && errcode.Has(err, errcode.Conflict) && s.committed(ctx, v, state) {
+			return nil
 		}
 		lost = lost || dbDown(err)
 		return err
 	})
+}
+
+// committed reports, after a write of state on v whose answer was lost,
+// whether it committed: the VM is in state, one version on (then v is
+// moved there too).
+func (s *Service) committed(ctx context.Context, v *VmInstanceVO, state string) bool {
+	var cur VmInstanceVO
+	if s.db.WithContext(ctx).Select("state", "version").Take(&cur, "uuid = ?", v.UUID).Error != nil ||
+		cur.State != state || cur.Version != v.Version+1 {
+		return false
+	}
+	v.State, v.Version = state, cur.Version
+	return true
 }
 
 // dbDown reports an error of an unavailable database (errcode

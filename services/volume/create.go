@@ -11,7 +11,6 @@ import (
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/services/image"
-	"mplane/services/resource"
 	"mplane/services/storage"
 )
 
@@ -49,7 +48,7 @@ func (s *Service) createChain() (*flow.Chain[createData], error) {
 		{Name: "create-record", Run: s.stepRecord, Rollback: s.undoRecord},
 		{Name: "place-and-create", Run: s.stepPlace, Rollback: s.undoPlace},
 		{Name: "set-ready", Run: s.stepReady},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.TransientOn(s.node)})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: s.node.Transient})
 }
 
 func (s *Service) handleCreate(ctx context.Context, req CreateReq) (VolumeVO, error) {

@@ -10,7 +10,6 @@ import (
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/flow"
-	"mplane/services/resource"
 	"mplane/services/storage"
 )
 
@@ -38,7 +37,7 @@ func (s *Service) snapshotChain() (*flow.Chain[snapshotData], error) {
 		{Name: "record-and-reserve", Run: s.stepSnapRecord, Rollback: s.undoSnapRecord},
 		{Name: "take-snapshot", Run: s.stepSnapTake},
 		{Name: "set-ready", Run: s.stepSnapReady},
-	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: resource.TransientOn(s.node)})
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: s.node.Transient})
 }
 
 func (s *Service) handleCreateSnapshot(ctx context.Context, req SnapshotReq) (VolumeSnapshotVO, error) {

@@ -9,7 +9,6 @@ import (
 
 	"mplane/flow"
 	"mplane/internal/testenv"
-	"mplane/managementnode"
 	"mplane/services/storage"
 	"mplane/services/volume"
 	"mplane/uid"
@@ -47,11 +46,7 @@ func TestTakeover(t *testing.T) {
 	if err := recorder.Save(c.ctx, rec); err != nil {
 		t.Fatal(err)
 	}
-	old := time.Now().Add(-time.Hour).UTC()
-	if err := db.Create(&managementnode.NodeVO{UUID: dead, Host: "192.0.2.1", APIPort: 8080, State: managementnode.StateRunning,
-		HeartbeatAt: old, JoinedAt: old}).Error; err != nil {
-		t.Fatal(err)
-	}
+	c.st.AddDeadNode(t, dead)
 	testenv.Eventually(t, time.Minute, func() bool {
 		r, err := recorder.Get(c.ctx, rec.ID)
 		return err == nil && r.State == flow.RolledBack
@@ -104,23 +99,11 @@ func TestTakeoverOfASnapshot(t *testing.T) {
 	if err := recorder.Save(c.ctx, rec); err != nil {
 		t.Fatal(err)
 	}
-	old := time.Now().Add(-time.Hour).UTC()
-	if err := db.Create(&managementnode.NodeVO{UUID: dead, Host: "192.0.2.1", APIPort: 8080, State: managementnode.StateRunning,
-		HeartbeatAt: old, JoinedAt: old}).Error; err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(time.Minute)
-	for {
+	c.st.AddDeadNode(t, dead)
+	testenv.Eventually(t, time.Minute, func() bool {
 		r, err := recorder.Get(c.ctx, rec.ID)
-		if err == nil && r.State == flow.RolledBack {
-			break
-		}
-		if time.Now().After(deadline) {
-			r.Data = nil
-			t.Fatalf("the abandoned snapshot is not rolled back: record %+v (%v)", r, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err == nil && r.State == flow.RolledBack
+	}, "the abandoned snapshot is rolled back")
 	if n := c.countRows(t, &volume.VolumeSnapshotVO{}, "uuid = ?", snap.UUID); n != 0 {
 		t.Error("the snapshot row is left")
 	}

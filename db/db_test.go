@@ -444,3 +444,39 @@ func TestLogging(t *testing.T) {
 		}
 	})
 }
+
+// Every MySQL connection, also a transaction's and one opened after the
+// pool's first, runs at READ COMMITTED whatever the server's default.
+func TestMySQLSessionsReadCommitted(t *testing.T) {
+	gdb, err := Open(context.Background(), testenv.MySQLDSN(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = Close(gdb) })
+	level := func(q *gorm.DB) string {
+		var l string
+		// MariaDB and MySQL 5.7 name it tx_isolation, MySQL 8 transaction_isolation.
+		if err := q.Raw("SELECT @@session.tx_isolation").Scan(&l).Error; err != nil {
+			if err := q.Raw("SELECT @@session.transaction_isolation").Scan(&l).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		return l
+	}
+	if l := level(gdb); l != "READ-COMMITTED" {
+		t.Errorf("session isolation %s, want READ-COMMITTED", l)
+	}
+	err = gdb.Transaction(func(tx *gorm.DB) error {
+		if l := level(tx); l != "READ-COMMITTED" {
+			t.Errorf("isolation in a transaction %s, want READ-COMMITTED", l)
+		}
+		// A second connection while the first is held by the transaction.
+		if l := level(gdb); l != "READ-COMMITTED" {
+			t.Errorf("isolation of another connection %s, want READ-COMMITTED", l)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -19,6 +19,9 @@
 //     taken, or waited for, at BEGIN; a transaction that reads and then
 //     writes cannot fail with SQLITE_BUSY half-way, which a DEFERRED one can
 //     whatever the busy timeout. Concurrent writers queue instead of failing.
+//   - MySQL isolation: every connection runs at READ COMMITTED (whatever
+//     the server's default), which the management nodes' write fence needs:
+//     see managementnode.FenceWrites.
 //   - MySQL start-up: Open retries the first ping with capped, jittered
 //     backoff until ctx is done, logging each retry at warn, so a node can
 //     start while the database is briefly unreachable. Errors that waiting

@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,7 +30,7 @@ func openMySQL(ctx context.Context, raw string, opts Options) (*gorm.DB, error) 
 	if err != nil {
 		return nil, fmt.Errorf("open database: mysql %s: %w", where, err)
 	}
-	sqlDB := sql.OpenDB(connector)
+	sqlDB := sql.OpenDB(readCommitted{connector})
 	p := opts.pool(defaultMySQLMaxOpen, defaultMySQLLifetime)
 	sqlDB.SetMaxOpenConns(p.maxOpen)
 	sqlDB.SetMaxIdleConns(p.maxIdle)
@@ -49,6 +50,31 @@ func openMySQL(ctx context.Context, raw string, opts Options) (*gorm.DB, error) 
 		return nil, fmt.Errorf("open database: register callbacks: %w", err)
 	}
 	return gdb, nil
+}
+
+// readCommitted opens every connection at READ COMMITTED. The write fence
+// (managementnode.FenceWrites) makes each write conditional on its node's
+// membership row; at REPEATABLE READ that condition would be a locking read,
+// so a transaction of a paused node would hold a shared lock on its row and
+// block its own eviction until it ends. At READ COMMITTED it is a plain read
+// of the latest committed row: an evicted node's write matches nothing.
+type readCommitted struct{ driver.Connector }
+
+func (c readCommitted) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ex, ok := conn.(driver.ExecerContext)
+	if !ok {
+		_ = conn.Close()
+		return nil, errors.New("mysql driver connection cannot execute statements")
+	}
+	if _, err := ex.ExecContext(ctx, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", nil); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("set isolation level READ COMMITTED: %w", err)
+	}
+	return conn, nil
 }
 
 // mysqlConfig parses a go-sql-driver DSN and applies mplane's settings:

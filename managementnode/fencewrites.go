@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"mplane/db"
 )
@@ -32,8 +33,24 @@ func leaseExempt(ctx context.Context) context.Context {
 // before the node's first heartbeat (it owns nothing yet) and after it
 // began to leave gracefully (it has handed everything on) are not checked. gdb must
 // be this node's alone: the check is against this node's lease.
+//
+// The check before a statement leaves a gap: a process paused between the
+// check and the statement sends it after its eviction. On MySQL the
+// database closes it: every checked insert, update and delete also carries
+// the condition that this node's membership row exists (inserts become
+// INSERT ... SELECT ... WHERE EXISTS, updates and deletes get AND EXISTS),
+// evaluated by the database when the statement runs. A node's row is never
+// written again once deleted (each process start is a new UUID), so a write
+// sent after the eviction matches nothing; the node, seeing no row
+// affected and its row gone, is fenced and the write fails with
+// NodeUnavailable. Raw statements (Exec) carry no condition and rely on the
+// check alone; the membership table itself cannot carry it.
 func (n *Node) FenceWrites(gdb *gorm.DB) error {
-	check := func(tx *gorm.DB) {
+	conditional := db.Dialect(gdb) == "mysql"
+	// check runs before every write; cond says the statement can carry
+	// the membership condition (not a raw one).
+	check := func(tx *gorm.DB, cond bool) {
+		tx.Statement.Settings.Delete(fenceMark)
 		if tx.Error != nil {
 			return
 		}
@@ -55,7 +72,14 @@ func (n *Node) FenceWrites(gdb *gorm.DB) error {
 		if n.stopped.Load() {
 			return
 		}
-		if _, last := n.beat.get(); last.IsZero() || n.LeaseValid() {
+		_, last := n.beat.get()
+		if last.IsZero() {
+			return
+		}
+		if cond && conditional && tx.Statement.Table != nodesTable {
+			tx.Statement.Settings.Store(fenceMark, fenceAsked)
+		}
+		if n.LeaseValid() {
 			return
 		}
 		if _, inTx := tx.Statement.ConnPool.(gorm.TxCommitter); inTx && db.Dialect(tx) == "sqlite" {
@@ -69,16 +93,125 @@ func (n *Node) FenceWrites(gdb *gorm.DB) error {
 			_ = tx.AddError(err)
 		}
 	}
+	// After a conditional write that changed nothing: nothing matched,
+	// or this node's row is gone and it is fenced.
+	verify := func(tx *gorm.DB) {
+		mark, _ := tx.Statement.Settings.LoadAndDelete(fenceMark)
+		if mark != fenceWritten || tx.Error != nil || tx.RowsAffected > 0 {
+			return
+		}
+		ctx := tx.Statement.Context
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		var count int64
+		if err := n.db.WithContext(leaseExempt(ctx)).Model(&NodeVO{}).Where("uuid = ?", n.uuid).Count(&count).Error; err != nil || count > 0 {
+			return
+		}
+		n.fence()
+		_ = tx.AddError(n.fencedError("write"))
+	}
 	cb := gdb.Callback()
 	for _, err := range []error{
-		cb.Create().Before("gorm:create").Register("mplane:lease", check),
-		cb.Update().Before("gorm:update").Register("mplane:lease", check),
-		cb.Delete().Before("gorm:delete").Register("mplane:lease", check),
-		cb.Raw().Before("gorm:raw").Register("mplane:lease", check),
+		cb.Create().Before("gorm:create").Register("mplane:lease", func(tx *gorm.DB) { check(tx, true) }),
+		cb.Update().Before("gorm:update").Register("mplane:lease", func(tx *gorm.DB) { check(tx, true) }),
+		cb.Delete().Before("gorm:delete").Register("mplane:lease", func(tx *gorm.DB) { check(tx, true) }),
+		cb.Raw().Before("gorm:raw").Register("mplane:lease", func(tx *gorm.DB) { check(tx, false) }),
+		cb.Create().After("gorm:create").Register("mplane:fenced", verify),
+		cb.Update().After("gorm:update").Register("mplane:fenced", verify),
+		cb.Delete().After("gorm:delete").Register("mplane:fenced", verify),
 	} {
 		if err != nil {
 			return err
 		}
 	}
+	if conditional {
+		n.conditionalWrites(gdb)
+	}
 	return nil
+}
+
+const nodesTable = "management_nodes"
+
+// fenceMark is the statement setting of a write that is to carry the
+// membership condition: fenceAsked by the check, fenceWritten once the
+// clause builders wrote the condition into its SQL.
+const fenceMark = "mplane:fence"
+
+const (
+	fenceAsked   = "asked"
+	fenceWritten = "written"
+)
+
+// conditionalWrites installs gdb's clause builders for WHERE (updates and
+// deletes) and VALUES (inserts) that add the membership condition to the
+// statements the check marked, wrapping the dialect's own builders.
+func (n *Node) conditionalWrites(gdb *gorm.DB) {
+	marked := func(b clause.Builder) (*gorm.Statement, bool) {
+		stmt, ok := b.(*gorm.Statement)
+		if !ok {
+			return nil, false
+		}
+		mark, _ := stmt.Settings.Load(fenceMark)
+		return stmt, mark != nil
+	}
+	member := func(b clause.Builder) {
+		b.WriteString("EXISTS (SELECT 1 FROM " + nodesTable + " WHERE uuid = ")
+		b.AddVar(b, n.uuid)
+		b.WriteByte(')')
+	}
+	build := func(prev clause.ClauseBuilder, c clause.Clause, b clause.Builder) {
+		if prev != nil {
+			prev(c, b)
+		} else {
+			c.Build(b)
+		}
+	}
+	prevWhere := gdb.ClauseBuilders["WHERE"]
+	gdb.ClauseBuilders["WHERE"] = func(c clause.Clause, b clause.Builder) {
+		stmt, ok := marked(b)
+		where, isWhere := c.Expression.(clause.Where)
+		if ok {
+			_, update := stmt.Clauses["UPDATE"]
+			_, del := stmt.Clauses["DELETE"]
+			ok = update || del
+		}
+		if !ok || !isWhere || len(where.Exprs) == 0 {
+			build(prevWhere, c, b)
+			return
+		}
+		b.WriteString("WHERE (")
+		where.Build(b)
+		b.WriteString(") AND ")
+		member(b)
+		stmt.Settings.Store(fenceMark, fenceWritten)
+	}
+	prevValues := gdb.ClauseBuilders["VALUES"]
+	gdb.ClauseBuilders["VALUES"] = func(c clause.Clause, b clause.Builder) {
+		stmt, ok := marked(b)
+		values, isValues := c.Expression.(clause.Values)
+		if !ok || !isValues || len(values.Columns) == 0 || len(values.Values) == 0 {
+			build(prevValues, c, b)
+			return
+		}
+		// (cols) SELECT ?, ... FROM DUAL WHERE EXISTS (...) [UNION ALL ...]
+		b.WriteByte('(')
+		for i, col := range values.Columns {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteQuoted(col)
+		}
+		b.WriteString(") ")
+		for i, row := range values.Values {
+			if i > 0 {
+				b.WriteString(" UNION ALL ")
+			}
+			b.WriteString("SELECT ")
+			b.AddVar(b, row...)
+			b.WriteString(" FROM DUAL WHERE ")
+			member(b)
+		}
+		stmt.Settings.Store(fenceMark, fenceWritten)
+	}
 }

@@ -64,7 +64,12 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	dsn := testenv.SQLiteDSN(t)
+	return newClusterOn(t, testenv.SQLiteDSN(t))
+}
+
+// newClusterOn is newCluster on the database dsn names.
+func newClusterOn(t *testing.T, dsn string) *cluster {
+	t.Helper()
 	gdb, err := db.Open(context.Background(), dsn, db.Options{})
 	if err != nil {
 		t.Fatal(err)

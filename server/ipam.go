@@ -69,3 +69,7 @@ func (n networkIPAM) Release(ctx context.Context, usedIPUUID string) error {
 func (n networkIPAM) Realize(ctx context.Context, hostUUID string, l3UUIDs []string) (map[string]string, error) {
 	return n.bridges.Realize(ctx, hostUUID, l3UUIDs)
 }
+
+func (n networkIPAM) RealizeAgain(ctx context.Context, hostUUID string, l3UUIDs []string) (map[string]string, error) {
+	return n.bridges.RealizeAgain(ctx, hostUUID, l3UUIDs)
+}

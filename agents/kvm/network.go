@@ -118,6 +118,15 @@ func checkIfName(what, name string) error {
 	return nil
 }
 
+// LoseBridges drops every bridge of the host, as its reboot does: the
+// management nodes' records of the bridges they made on it are then wrong
+// until they make them again.
+func (a *Agent) LoseBridges() {
+	a.net.mu.Lock()
+	a.net.bridges = nil
+	a.net.mu.Unlock()
+}
+
 // Bridges lists the bridges the host has, oldest first.
 func (a *Agent) Bridges() []Bridge {
 	a.net.mu.Lock()

@@ -118,6 +118,8 @@ const BridgeBusService = "l2bridge"
 type bridgesReq struct {
 	HostUUID       string   `json:"hostUuid"`
 	L3NetworkUUIDs []string `json:"l3NetworkUuids,omitempty"`
+	// Again sends the createbridge of every L2 network, recorded or not.
+	Again bool `json:"again,omitempty"`
 }
 
 // ResourceUUID is the host: the work runs on its owner.
@@ -198,13 +200,27 @@ func (b *Bridges) Stop(context.Context) error { return nil }
 // fails the call, naming the L2 network, its bridge and the host, and
 // records nothing.
 func (b *Bridges) Realize(ctx context.Context, hostUUID string, l3UUIDs []string) (map[string]string, error) {
+	return b.realizeOn(ctx, bridgesReq{HostUUID: hostUUID, L3NetworkUUIDs: l3UUIDs})
+}
+
+// RealizeAgain is Realize sending the createbridge of each L2 network
+// whether or not it is recorded for the host: the host's agent said one of
+// them is missing (it restarted and lost its bridges, and the host's next
+// ping, which sends them all again, has not come yet). createbridge is
+// idempotent on the agent.
+func (b *Bridges) RealizeAgain(ctx context.Context, hostUUID string, l3UUIDs []string) (map[string]string, error) {
+	return b.realizeOn(ctx, bridgesReq{HostUUID: hostUUID, L3NetworkUUIDs: l3UUIDs, Again: true})
+}
+
+func (b *Bridges) realizeOn(ctx context.Context, req bridgesReq) (map[string]string, error) {
+	hostUUID, l3UUIDs := req.HostUUID, req.L3NetworkUUIDs
 	if hostUUID == "" {
 		return nil, errcode.New(errcode.InvalidArgument, "realize bridges: no host given")
 	}
 	if len(l3UUIDs) == 0 {
 		return map[string]string{}, nil
 	}
-	rep, err := managementnode.CallOwner(ctx, b.node, msgRealizeBridges, bridgesReq{HostUUID: hostUUID, L3NetworkUUIDs: l3UUIDs})
+	rep, err := managementnode.CallOwner(ctx, b.node, msgRealizeBridges, req)
 	if err != nil {
 		return nil, err
 	}
@@ -222,6 +238,15 @@ func (b *Bridges) Reconnected(ctx context.Context, hostUUID string) {
 	if _, err := managementnode.CallOwner(ctx, b.node, msgResendBridges, bridgesReq{HostUUID: hostUUID}); err != nil {
 		b.log.Warn("bridges not sent again after the host connected", "host_uuid", hostUUID, "err", err)
 	}
+}
+
+// HostDeleted forgets the bridges made on a host that is being deleted,
+// in the transaction that deletes it (host.Service.OnDelete).
+func HostDeleted(tx *gorm.DB, hostUUID string) error {
+	if err := tx.Where("host_uuid = ?", hostUUID).Delete(&L2NetworkHostRefVO{}).Error; err != nil {
+		return fmt.Errorf("forget the bridges of host %s: %w", hostUUID, err)
+	}
+	return nil
 }
 
 func chainOfBridges(hostUUID string) string { return "bridges-" + hostUUID }
@@ -249,7 +274,7 @@ func (b *Bridges) realize(ctx context.Context, req bridgesReq) (bridgesRep, erro
 		}
 		for i := range l2s {
 			l2 := &l2s[i]
-			if slices.Contains(done, l2.UUID) {
+			if !req.Again && slices.Contains(done, l2.UUID) {
 				continue
 			}
 			if err := b.createBridge(ctx, req.HostUUID, l2); err != nil {

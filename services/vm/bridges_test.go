@@ -8,6 +8,7 @@ import (
 	"mplane/api/client"
 	"mplane/server/servertest"
 	"mplane/services/host"
+	"mplane/services/vm"
 	"mplane/uid"
 )
 
@@ -90,4 +91,30 @@ func TestBridges(t *testing.T) {
 	}, "both bridges sent again after the reconnect")
 	c.mustCreate("br-3", map[string]any{"l3NetworkUuids": []string{flat, vlan}})
 	want("after a VM following the reconnect", 2, 2)
+}
+
+// TestStartOnAHostThatLostItsBridges: a host that lost its bridges (its
+// agent restarted, the host rebooted) before its next ping still has them
+// in the records of what was made there; the start it refuses for a
+// missing bridge makes the bridges again and starts the VM.
+func TestStartOnAHostThatLostItsBridges(t *testing.T) {
+	t.Parallel()
+	c := newCloud(t, servertest.Options{}).in(t, kvm.Options{})
+	_, flat := c.network("lost-flat", "10.52.0")
+	v := c.mustCreate("lost-1", map[string]any{"l3NetworkUuids": []string{flat}})
+	c.mustAct(v.UUID, "stopVmInstance", nil)
+	for _, a := range c.agents {
+		a.LoseBridges()
+	}
+	s := c.mustAct(v.UUID, "startVmInstance", nil)
+	if s.State != vm.StateRunning {
+		t.Fatalf("VM %s after its start on a host that lost its bridges, want Running", s.State)
+	}
+	agent := c.agents[s.HostUUID]
+	if len(agent.Bridges()) != 1 {
+		t.Errorf("host %s has bridges %v after the start, want its NIC's", s.HostUUID, agent.Bridges())
+	}
+	if got := c.agentVM(s.HostUUID, v.UUID); got != "Running" {
+		t.Errorf("the agent has the VM %q, want Running", got)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -280,7 +281,36 @@ func (s *Service) stepStartOnHost(ctx context.Context, d *createData) error {
 	}
 	cmd := s.startCmd(&d.VM, d.VM.VMNics, tos)
 	onBridges(cmd.Nics, d.Bridges)
-	return agentCommand(ctx, s, d.HostUUID, protocol.StartVM, cmd)
+	return s.startOnHost(ctx, d.HostUUID, cmd)
+}
+
+// startOnHost sends the start of cmd's VM to host hostUUID. An agent that
+// refuses it for a missing bridge restarted since the bridges were made
+// (the records of realized bridges do not know it until the host's next
+// ping): the bridges are sent again and the start once more, which the
+// refusal proves did not run.
+func (s *Service) startOnHost(ctx context.Context, hostUUID string, cmd protocol.StartVMCmd) error {
+	err := agentCommand(ctx, s, hostUUID, protocol.StartVM, cmd)
+	if !bridgeMissing(err) {
+		return err
+	}
+	s.log.Warn("host lacks a bridge it had: making the VM's bridges again", "host_uuid", hostUUID, "vm_uuid", cmd.VMInstanceUUID, "err", err)
+	bridges, rerr := s.opts.IPAM.RealizeAgain(ctx, hostUUID, l3sOf(cmd.Nics))
+	if rerr != nil {
+		return fmt.Errorf("%w; making the bridges again: %w", err, rerr)
+	}
+	onBridges(cmd.Nics, bridges)
+	return agentCommand(ctx, s, hostUUID, protocol.StartVM, cmd)
+}
+
+// bridgeMissing reports whether err is an agent's refusal of a command for
+// a NIC whose bridge the host does not have.
+func bridgeMissing(err error) bool {
+	if errcode.CodeOf(err) != errcode.AgentError {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "bridge ") && strings.Contains(msg, "does not exist on this host")
 }
 
 // startCmd is the StartVmCmd of VM v with its NICs and volumes (root

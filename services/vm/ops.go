@@ -157,7 +157,7 @@ func (s *Service) startChain() (*flow.Chain[startData], error) {
 			return nil
 		}},
 		{Name: "start-on-hypervisor", Run: func(ctx context.Context, d *startData) error {
-			return agentCommand(ctx, s, d.HostUUID, protocol.StartVM, d.Cmd)
+			return s.startOnHost(ctx, d.HostUUID, d.Cmd)
 		}, Rollback: func(ctx context.Context, d *startData) error {
 			// The start may have run (a lost reply, a dead owner): stop
 			// it, again while the host's owner or the database is briefly

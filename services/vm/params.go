@@ -35,6 +35,9 @@ type IPAM interface {
 	// Realize makes sure the L2 network of each of l3UUIDs has its bridge
 	// on the host, and answers each L3 network's bridge name.
 	Realize(ctx context.Context, hostUUID string, l3UUIDs []string) (map[string]string, error)
+	// RealizeAgain is Realize sending every bridge again, made or not:
+	// the host's agent said one is missing.
+	RealizeAgain(ctx context.Context, hostUUID string, l3UUIDs []string) (map[string]string, error)
 	// Usable reports an error if l3 does not exist or has no IP range.
 	Usable(ctx context.Context, l3UUID string) error
 	// Placement is where a VM on the L3 networks can run; an error if one

@@ -237,6 +237,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	s.hosts.OnConnected(func(ctx context.Context, h hostsvc.HostVO) { s.nets.Reconnected(ctx, h.UUID) })
+	s.hosts.OnDelete(network.HostDeleted)
 	if s.store, err = storage.New(storage.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Hosts: s.hosts, Agents: s.agents,
 		Logger: log, EventURL: s.url + StorageEventPath}); err != nil {
 		ln.Close()

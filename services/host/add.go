@@ -10,6 +10,7 @@ import (
 	"gorm.io/gorm"
 
 	"mplane/cloudbus"
+	mdb "mplane/db"
 	"mplane/errcode"
 	"mplane/flow"
 	"mplane/thread"
@@ -158,37 +159,149 @@ func (s *Service) reconnectMsg(ctx context.Context, ref HostRef) (HostVO, error)
 	return *h, nil
 }
 
-// reconnect connects a known host again, in its chain.
+// reconnectData is what the reconnect-host flow's step keeps.
+type reconnectData struct {
+	Host HostVO `json:"host"`
+	// Superseded: a newer reconnect of the host, queued behind this one
+	// before it ran, does the work instead.
+	Superseded bool `json:"superseded,omitempty"`
+}
+
+// reconnectChain: connect the agent again, in the host's chain (echo,
+// connect, capacity, Connected). Its undo marks the host Disconnected: a
+// reconnect that failed, or whose node died half-way (the agent may be
+// connected to that node, or half-connected), leaves the host to its
+// owner's ping, which reconnects a Disconnected host. Recorded, so the
+// host's new owner rolls an abandoned reconnect back.
+func (s *Service) reconnectChain() (*flow.Chain[reconnectData], error) {
+	return flow.New("reconnect-host", []flow.Step[reconnectData]{
+		{Name: "connect-agent", Run: func(ctx context.Context, d *reconnectData) error {
+			h := d.Host
+			_, err := thread.Sync(ctx, s.sched, thread.Task{Signature: chainOf(h.UUID), Name: "reconnect", Level: s.opts.ChainLevel, DedupKey: "reconnect"},
+				func(ctx context.Context) (struct{}, error) { return struct{}{}, s.connect(ctx, &h, 0) })
+			if errors.Is(err, thread.ErrSuperseded) {
+				d.Superseded = true
+				return nil
+			}
+			return err
+		}, Rollback: func(ctx context.Context, d *reconnectData) error {
+			return s.setStatus(ctx, d.Host.UUID, StatusDisconnected)
+		}},
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: s.node.Transient})
+}
+
+// reconnect connects a known host again, as the recorded flow
+// reconnectChain; a failure leaves it Disconnected.
 func (s *Service) reconnect(ctx context.Context, h *HostVO) error {
-	_, err := thread.Sync(ctx, s.sched, thread.Task{Signature: chainOf(h.UUID), Name: "reconnect", Level: s.opts.ChainLevel, DedupKey: "reconnect"},
-		func(ctx context.Context) (struct{}, error) { return struct{}{}, s.connect(ctx, h, 0) })
-	if err != nil {
-		if serr := s.setStatus(context.Background(), h.UUID, StatusDisconnected); serr != nil {
-			s.log.Warn("record host status", "host_uuid", h.UUID, "err", serr)
+	d := &reconnectData{Host: *h}
+	if err := s.reconnectF.Run(ctx, d, flow.RunOptions{Resource: h.UUID}); err != nil {
+		if se := (*flow.StepError)(nil); errors.As(err, &se) && se.Step == "connect-agent" && len(se.RollbackErrors) == 0 {
+			err = se.Err // the agent's failure; the host is Disconnected
 		}
 		return errcode.Wrap(errcode.AgentError, err, "reconnect host %s at %s", h.UUID, agentURL(h))
+	}
+	if d.Superseded {
+		return nil // the newer reconnect runs the hooks
 	}
 	s.tracker.forget(h.UUID)
 	s.connected(h.UUID)
 	return nil
 }
 
-// delete removes a host. Commands still running on it finish first: the
-// deletion runs in the host's chain at level 1 after them.
+// deleteData is what the delete-host flow's steps share.
+type deleteData struct {
+	UUID string `json:"uuid"`
+	// State is the host's state before the flow disabled it ("" when the
+	// host did not exist).
+	State string `json:"state,omitempty"`
+}
+
+// deleteChain: disable the host (no VM is placed on it from then on:
+// Reserve takes only Enabled hosts) -> in one transaction, refuse if a VM
+// is on it or holds capacity there, delete its row and what other services
+// keep per host (OnDelete). A refusal, a failure or a takeover of a delete
+// whose node died rolls the disabling back; the transaction has either
+// happened or not. The whole flow runs in the host's chain after the
+// commands still running on the host.
+func (s *Service) deleteChain() (*flow.Chain[deleteData], error) {
+	return flow.New("delete-host", []flow.Step[deleteData]{
+		{Name: "disable-host", Run: func(ctx context.Context, d *deleteData) error {
+			var h HostVO
+			err := s.db.WithContext(ctx).Select("uuid", "state").Take(&h, "uuid = ?", d.UUID).Error
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return nil
+			}
+			if err != nil {
+				return errcode.Wrap(errcode.Internal, err, "delete host %s", d.UUID)
+			}
+			d.State = h.State
+			if err := s.db.WithContext(ctx).Model(&HostVO{}).Where("uuid = ?", d.UUID).
+				Updates(map[string]any{"state": StateDisabled, "last_op_date": time.Now().UTC()}).Error; err != nil {
+				return errcode.Wrap(errcode.Internal, err, "disable host %s before deleting it", d.UUID)
+			}
+			return nil
+		}, Rollback: func(ctx context.Context, d *deleteData) error {
+			if d.State == "" || d.State == StateDisabled {
+				return nil
+			}
+			return s.db.WithContext(ctx).Model(&HostVO{}).Where("uuid = ? AND state = ?", d.UUID, StateDisabled).
+				Updates(map[string]any{"state": d.State, "last_op_date": time.Now().UTC()}).Error
+		}},
+		{Name: "delete-records", Run: func(ctx context.Context, d *deleteData) error {
+			if d.State == "" {
+				return nil // nothing to delete
+			}
+			s.hooksMu.RLock()
+			hooks := append([]func(*gorm.DB, string) error{}, s.delHooks...)
+			s.hooksMu.RUnlock()
+			return mdb.Transaction(ctx, s.db, func(tx *gorm.DB) error {
+				// Checked here, in the host's chain and with the host
+				// disabled: a VM may have been placed on it since the API
+				// node checked.
+				if err := refuseIfRunsVMs(ctx, tx, d.UUID); err != nil {
+					return err
+				}
+				var held int64
+				if err := tx.Model(&ReservationVO{}).Where("host_uuid = ?", d.UUID).Count(&held).Error; err != nil {
+					return errcode.Wrap(errcode.Internal, err, "count the capacity held on host %s", d.UUID)
+				}
+				if held > 0 {
+					return errcode.New(errcode.InvalidState, "host %s: %d VMs hold capacity on it; stop or destroy them first", d.UUID, held)
+				}
+				for _, fn := range hooks {
+					if err := fn(tx, d.UUID); err != nil {
+						return err
+					}
+				}
+				if err := tx.Delete(&HostVO{}, "uuid = ?", d.UUID).Error; err != nil {
+					return errcode.Wrap(errcode.Internal, err, "delete host %s", d.UUID)
+				}
+				return nil
+			})
+		}},
+	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: s.node.Transient})
+}
+
+// OnDelete registers fn to run in the transaction that deletes a host's
+// row, to delete what its service keeps per host (the bridges made there,
+// a LocalStorage's directory on it); an error refuses the deletion.
+func (s *Service) OnDelete(fn func(tx *gorm.DB, hostUUID string) error) {
+	s.hooksMu.Lock()
+	s.delHooks = append(s.delHooks, fn)
+	s.hooksMu.Unlock()
+}
+
+// delete removes a host, as the recorded flow deleteChain, in the host's
+// chain at level 1 after the commands still running on it. Deleting a
+// host that does not exist succeeds.
 func (s *Service) delete(ctx context.Context, ref HostRef) (cloudbus.Empty, error) {
 	_, err := thread.Sync(ctx, s.sched, thread.Task{Signature: chainOf(ref.UUID), Name: "delete", Level: 1},
 		func(ctx context.Context) (struct{}, error) {
-			// Checked again here: a VM may have been placed on the host
-			// since the API node checked.
-			if err := refuseIfRunsVMs(ctx, s.db, ref.UUID); err != nil {
-				return struct{}{}, err
-			}
-			res := s.db.WithContext(ctx).Delete(&HostVO{}, "uuid = ?", ref.UUID)
-			if res.Error != nil {
-				return struct{}{}, errcode.Wrap(errcode.Internal, res.Error, "delete host %s", ref.UUID)
-			}
-			return struct{}{}, nil
+			return struct{}{}, s.deleteF.Run(ctx, &deleteData{UUID: ref.UUID}, flow.RunOptions{Resource: ref.UUID})
 		})
 	s.tracker.forget(ref.UUID)
+	if err == nil {
+		s.log.Info("host deleted", "host_uuid", ref.UUID)
+	}
 	return cloudbus.Empty{}, err
 }

@@ -69,10 +69,13 @@ type Service struct {
 
 	tracker tracker
 
-	// recorder, addF and flows: the add-host flow and its takeover.
-	recorder *flow.GormRecorder
-	addF     *flow.Chain[addData]
-	flows    *flow.Registry
+	// recorder, addF, reconnectF, deleteF and flows: the host's recorded
+	// flows and their takeover.
+	recorder   *flow.GormRecorder
+	addF       *flow.Chain[addData]
+	reconnectF *flow.Chain[reconnectData]
+	deleteF    *flow.Chain[deleteData]
+	flows      *flow.Registry
 
 	// maxFailures is MaxPingFailures, changed at run time by
 	// SetMaxPingFailures.
@@ -84,7 +87,8 @@ type Service struct {
 
 	hooksMu   sync.RWMutex
 	hooks     []func(ctx context.Context, ev AgentEvent)
-	connHooks []func(ctx context.Context, h HostVO) // OnConnected's
+	connHooks []func(ctx context.Context, h HostVO)      // OnConnected's
+	delHooks  []func(tx *gorm.DB, hostUUID string) error // OnDelete's
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -134,7 +138,13 @@ func New(opts Options) (*Service, error) {
 	if s.addF, err = s.addChain(); err != nil {
 		return nil, err
 	}
-	if s.flows, err = flow.NewRegistry(s.addF); err != nil {
+	if s.reconnectF, err = s.reconnectChain(); err != nil {
+		return nil, err
+	}
+	if s.deleteF, err = s.deleteChain(); err != nil {
+		return nil, err
+	}
+	if s.flows, err = flow.NewRegistry(s.addF, s.reconnectF, s.deleteF); err != nil {
 		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -173,8 +183,8 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("start ping tracker: %w", err)
 	}
 	s.tracker.kick()
-	// Takeover: after every ring change, roll back the adds dead owners
-	// left half-way.
+	// Takeover: after every ring change, roll back the adds, reconnects
+	// and deletes dead owners left half-way.
 	resource.Takeover{DB: s.db, Node: s.node, Recorder: s.recorder, Flows: s.flows, Log: s.log, What: "host",
 		InChain: func(ctx context.Context, uuid, op string, fn func(context.Context) error) error {
 			_, err := thread.Sync(ctx, s.sched, thread.Task{Signature: chainOf(uuid), Name: op, Level: 1},

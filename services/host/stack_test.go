@@ -584,11 +584,35 @@ func testDeleteHost(t *testing.T, ctx context.Context, st *servertest.Stack) {
 		if err := deleteAndWait(ctx, c, "vm-instances", vm.UUID, ""); err != nil {
 			t.Fatalf("destroy the VM: %v", err)
 		}
+		perHost := func(table string) int64 {
+			var n int64
+			if err := st.DB().Table(table).Where("host_uuid = ?", h.UUID).Count(&n).Error; err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if perHost("local_storage_host_refs") == 0 || perHost("l2_network_host_refs") == 0 {
+			t.Fatal("the host has no local storage directory or no bridge recorded: the test needs both")
+		}
 		if err := deleteAndWait(ctx, c, "hosts", h.UUID, ""); err != nil {
 			t.Fatalf("delete after the VM is gone: %v", err)
 		}
 		if n := hostRows(t, st, a); n != 0 {
 			t.Fatalf("%d rows after delete", n)
+		}
+		// What other services kept for the host goes with it.
+		for _, table := range []string{"local_storage_host_refs", "l2_network_host_refs"} {
+			if n := perHost(table); n != 0 {
+				t.Errorf("%d rows of the deleted host left in %s", n, table)
+			}
+		}
+		var ps struct{ Total, Sum int64 }
+		if err := st.DB().Raw(`SELECT p.total_capacity AS total, (SELECT COALESCE(SUM(r.total_capacity), 0) FROM local_storage_host_refs r
+			WHERE r.primary_storage_uuid = p.uuid) AS sum FROM primary_storages p WHERE p.url = ?`, server.DefaultLocalStorageURL).Scan(&ps).Error; err != nil {
+			t.Fatal(err)
+		}
+		if ps.Total != ps.Sum {
+			t.Errorf("local storage total %d after the host's deletion, want %d, the sum over its remaining hosts", ps.Total, ps.Sum)
 		}
 	})
 }

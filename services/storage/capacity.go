@@ -172,6 +172,31 @@ func setMeasured(ctx context.Context, db *gorm.DB, ps, host string, total, avail
 	})
 }
 
+// forgetHost deletes the directories of a host that is being deleted
+// from its LocalStorages, in the transaction that deletes the host
+// (host.Service.OnDelete): each storage's capacities become the sums over
+// its remaining hosts. Reservations of volumes still on the host stay
+// counted in the storage's available capacity until the volumes go.
+func forgetHost(tx *gorm.DB, hostUUID string) error {
+	var pss []string
+	if err := tx.Model(&LocalStorageHostRefVO{}).Where("host_uuid = ?", hostUUID).Pluck("primary_storage_uuid", &pss).Error; err != nil {
+		return fmt.Errorf("read the local storage directories of host %s: %w", hostUUID, err)
+	}
+	if len(pss) == 0 {
+		return nil
+	}
+	if err := tx.Where("host_uuid = ?", hostUUID).Delete(&LocalStorageHostRefVO{}).Error; err != nil {
+		return fmt.Errorf("delete the local storage directories of host %s: %w", hostUUID, err)
+	}
+	now := time.Now().UTC()
+	for _, ps := range pss {
+		if err := sumHosts(tx, ps, now); err != nil {
+			return fmt.Errorf("sum local storage %s without host %s: %w", ps, hostUUID, err)
+		}
+	}
+	return nil
+}
+
 // sumHosts makes a LocalStorage's capacities the sums over its hosts'
 // directories; its available capacity is its total minus its
 // reservations, computed in the same statement (as the hosts' are), so a

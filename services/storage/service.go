@@ -109,6 +109,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	s.opts.Hosts.OnConnected(s.hostConnected)
+	s.opts.Hosts.OnDelete(forgetHost)
 	s.opts.Hosts.OnAgentEvent(s.hostEvent)
 	return s.sched.Every(s.ctx, s.opts.PingInterval, 0.1, "backup-storage-ping", s.pingRound)
 }

@@ -335,3 +335,37 @@ func TestWritesSentAfterTheEvictionChangeNothing(t *testing.T) {
 		t.Fatal("the evicted node's delete removed a row")
 	}
 }
+
+// A node's flows retry their rollbacks after a transient fault, but not
+// once the node is stopping (what is left stays recorded for the new
+// owners) or fenced.
+func TestNodeTransientEndsWithTheNode(t *testing.T) {
+	c := newCluster(t)
+	a, b := c.add("a"), c.add("b")
+	c.converged(2, a, b)
+	blip := errcode.New(errcode.DBUnavailable, "database restarting")
+	if !a.Transient(blip) || !b.Transient(blip) {
+		t.Fatal("a database outage is not transient for a running node")
+	}
+	if a.Transient(errcode.New(errcode.InvalidArgument, "bad")) {
+		t.Fatal("a caller's error is transient")
+	}
+	if err := a.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a.Transient(blip) {
+		t.Error("a database outage is still transient for a stopped node")
+	}
+	if err := c.db.Delete(&NodeVO{}, "uuid = ?", b.UUID()).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CheckLease(context.Background()); err == nil {
+		// The lease is valid: renew it by hand to find the row gone.
+		if _, err := b.writeHeartbeat(context.Background()); !errors.Is(err, errFenced) {
+			t.Fatalf("heartbeat of an evicted node: %v, want errFenced", err)
+		}
+	}
+	if b.Transient(blip) {
+		t.Error("a database outage is still transient for a fenced node")
+	}
+}

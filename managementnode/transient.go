@@ -25,12 +25,18 @@ func Transient(err error) bool {
 // Transient is Transient for this node's work: nothing is transient any
 // more once the node is fenced (its writes and calls are refused for good,
 // and its resources' new owners roll its flows back), so a fenced node
-// stops retrying and can exit. It is what flow.Options.Transient takes.
+// stops retrying and can exit; nor once it is stopping: what it cannot
+// roll back now stays recorded for the resources' new owners (or for the
+// next start of a lone node), instead of holding its shutdown for the
+// retries' two minutes. It is what flow.Options.Transient takes.
 func (n *Node) Transient(err error) bool {
 	select {
 	case <-n.fenced:
 		return false
 	default:
+	}
+	if n.stopped.Load() {
+		return false
 	}
 	return Transient(err)
 }

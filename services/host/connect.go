@@ -5,6 +5,9 @@ import (
 	"sync"
 	"time"
 
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
 	"mplane/agents/agentclient"
 	"mplane/agents/protocol"
 	"mplane/errcode"
@@ -61,17 +64,21 @@ func (s *Service) waitEcho(ctx context.Context, url string, waitUp time.Duration
 // one UPDATE relative to the row's current values, so a Reserve or Release
 // running meanwhile is never overwritten with a stale available capacity.
 // The available columns are assigned before the totals: MySQL evaluates
-// the assignments left to right, so they read the old totals there too.
+// the assignments left to right, so they read the old totals there too
+// (clause.Set keeps the order). A GORM update, so the write fence
+// (managementnode.FenceWrites) conditions it on this node's membership.
 func (s *Service) recordConnected(ctx context.Context, uuid string, cap protocol.CapacityRsp) error {
 	totalCPU, totalMem := int64(cap.CPUNum), cap.TotalMemory
 	freeCPU, freeMem := totalCPU-int64(cap.UsedCPU), totalMem-cap.UsedMemory
-	err := s.db.WithContext(ctx).Exec(`UPDATE hosts SET
-		available_cpu = CASE WHEN total_cpu > 0 OR total_memory > 0 THEN available_cpu + (? - total_cpu) ELSE ? END,
-		available_memory = CASE WHEN total_cpu > 0 OR total_memory > 0 THEN available_memory + (? - total_memory) ELSE ? END,
-		total_cpu = ?, total_memory = ?, cpu_num = ?, status = ?, last_op_date = ?
-		WHERE uuid = ?`,
-		totalCPU, freeCPU, totalMem, freeMem,
-		totalCPU, totalMem, cap.CPUNum, StatusConnected, time.Now().UTC(), uuid).Error
+	set := func(col string, v any) clause.Assignment {
+		return clause.Assignment{Column: clause.Column{Name: col}, Value: v}
+	}
+	err := s.db.WithContext(ctx).Model(&HostVO{}).Where("uuid = ?", uuid).Clauses(clause.Set{
+		set("available_cpu", gorm.Expr("CASE WHEN total_cpu > 0 OR total_memory > 0 THEN available_cpu + (? - total_cpu) ELSE ? END", totalCPU, freeCPU)),
+		set("available_memory", gorm.Expr("CASE WHEN total_cpu > 0 OR total_memory > 0 THEN available_memory + (? - total_memory) ELSE ? END", totalMem, freeMem)),
+		set("total_cpu", totalCPU), set("total_memory", totalMem), set("cpu_num", cap.CPUNum),
+		set("status", StatusConnected), set("last_op_date", time.Now().UTC()),
+	}).Updates(map[string]any{}).Error
 	if err != nil {
 		return errcode.Wrap(errcode.Internal, err, "record host %s connected", uuid)
 	}

@@ -17,6 +17,7 @@ import (
 	"mplane/api/client"
 	"mplane/conf"
 	"mplane/errcode"
+	"mplane/internal/testenv"
 	"mplane/managementnode"
 	"mplane/server"
 	"mplane/server/servertest"
@@ -29,6 +30,20 @@ import (
 // is 2, so that bounding the commands per host shows.
 func TestHostAPI(t *testing.T) {
 	st, ctx := startStack(t, func(c *conf.Config) { c.HostChainLevel = 2 })
+	testHostAPI(t, ctx, st)
+}
+
+// TestHostAPIOnMySQL is TestHostAPI on MariaDB: the capacity a reconnect
+// records is one UPDATE whose assignments MySQL evaluates left to right,
+// SQLite all from the old row; the write fence makes updates and inserts
+// conditional there.
+func TestHostAPIOnMySQL(t *testing.T) {
+	dsn := testenv.MySQLDSN(t)
+	st, ctx := startStack(t, func(c *conf.Config) { c.HostChainLevel = 2; c.DatabaseDSN = dsn })
+	testHostAPI(t, ctx, st)
+}
+
+func testHostAPI(t *testing.T, ctx context.Context, st *servertest.Stack) {
 	for _, tc := range []struct {
 		name string
 		run  func(t *testing.T, ctx context.Context, st *servertest.Stack)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	mdb "mplane/db"
 	"mplane/errcode"
@@ -77,8 +78,10 @@ func Reserve(ctx context.Context, db *gorm.DB, owner, ps, host string, size int6
 // conditions as Reserve for the difference.
 func Resize(ctx context.Context, db *gorm.DB, owner string, size int64) error {
 	return mdb.Transaction(ctx, db, func(tx *gorm.DB) error {
+		// Locked: of two resizes of one owner, the second computes its
+		// change from the first's size, not from the one both read.
 		var r StorageReservationVO
-		if err := tx.Take(&r, "owner_uuid = ?", owner).Error; err != nil {
+		if err := tx.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).Take(&r, "owner_uuid = ?", owner).Error; err != nil {
 			return err
 		}
 		delta := size - r.Size
@@ -146,7 +149,7 @@ func Reservation(ctx context.Context, db *gorm.DB, owner string) (r StorageReser
 // setMeasured records what an agent measured of a storage (or of one
 // host's directory of a LocalStorage): the physical capacities, and the
 // total that may be reserved; the available capacity is recomputed as the
-// total minus the reservations in the same statement, so a reservation
+// total minus the reservations (see lockForRecompute), so a reservation
 // made meanwhile is never lost.
 func setMeasured(ctx context.Context, db *gorm.DB, ps, host string, total, avail int64) error {
 	now := time.Now().UTC()
@@ -154,6 +157,9 @@ func setMeasured(ctx context.Context, db *gorm.DB, ps, host string, total, avail
 		if host != "" {
 			ref := LocalStorageHostRefVO{PrimaryStorageUUID: ps, HostUUID: host, CreateDate: now, LastOpDate: now}
 			if err := tx.Where("primary_storage_uuid = ? AND host_uuid = ?", ps, host).FirstOrCreate(&ref).Error; err != nil {
+				return err
+			}
+			if err := lockForRecompute(tx, &LocalStorageHostRefVO{}, "primary_storage_uuid = ? AND host_uuid = ?", ps, host); err != nil {
 				return err
 			}
 			reserved := tx.Model(&StorageReservationVO{}).Select("COALESCE(SUM(size), 0)").
@@ -164,6 +170,9 @@ func setMeasured(ctx context.Context, db *gorm.DB, ps, host string, total, avail
 				return err
 			}
 			return sumHosts(tx, ps, now)
+		}
+		if err := lockForRecompute(tx, &PrimaryStorageVO{}, "uuid = ?", ps); err != nil {
+			return err
 		}
 		reserved := tx.Model(&StorageReservationVO{}).Select("COALESCE(SUM(size), 0)").Where("primary_storage_uuid = ?", ps)
 		return tx.Model(&PrimaryStorageVO{}).Where("uuid = ?", ps).
@@ -197,11 +206,33 @@ func forgetHost(tx *gorm.DB, hostUUID string) error {
 	return nil
 }
 
+// lockForRecompute locks the row (of model, found by where) whose
+// capacities the transaction tx is about to recompute from other rows (the
+// reservations, the hosts' directories), until tx ends. Reserve, Resize and
+// Release change the same row, relative to its value, in their own
+// transactions: one that changed it already has committed before the lock
+// is granted, so the recomputing statement that follows (at READ
+// COMMITTED, a fresh snapshot per statement) counts its reservation rows;
+// one that changes it later applies its change to the recomputed value,
+// which did not count them. Either way nothing is counted twice or lost,
+// whatever the order in which the database evaluates the recomputing
+// statement's subqueries and takes its locks.
+func lockForRecompute(tx *gorm.DB, model any, where string, args ...any) error {
+	var n int64
+	if err := tx.Model(model).Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).Where(where, args...).Count(&n).Error; err != nil {
+		return fmt.Errorf("lock the capacity row to recompute: %w", err)
+	}
+	return nil
+}
+
 // sumHosts makes a LocalStorage's capacities the sums over its hosts'
 // directories; its available capacity is its total minus its
-// reservations, computed in the same statement (as the hosts' are), so a
-// reservation or release committed meanwhile is never lost.
+// reservations (see lockForRecompute), so a reservation or release
+// committed meanwhile is never lost.
 func sumHosts(tx *gorm.DB, ps string, now time.Time) error {
+	if err := lockForRecompute(tx, &PrimaryStorageVO{}, "uuid = ?", ps); err != nil {
+		return err
+	}
 	refs := func(col string) *gorm.DB {
 		return tx.Model(&LocalStorageHostRefVO{}).Select("COALESCE(SUM("+col+"),0)").Where("primary_storage_uuid = ?", ps)
 	}

@@ -171,6 +171,9 @@ func (s *Service) unattach(ctx context.Context, p *PrimaryStorageVO, clusterUUID
 		if p.Type != TypeLocalStorage {
 			if err := tx.Where("primary_storage_uuid = ?", p.UUID).Take(&PrimaryStorageClusterRefVO{}).Error; errors.Is(err, gorm.ErrRecordNotFound) {
 				// No cluster left: no host sees it.
+				if err := lockForRecompute(tx, &PrimaryStorageVO{}, "uuid = ?", p.UUID); err != nil {
+					return err
+				}
 				return tx.Model(&PrimaryStorageVO{}).Where("uuid = ?", p.UUID).Updates(map[string]any{"total_capacity": 0,
 					"available_capacity":      gorm.Expr("0 - (?)", tx.Model(&StorageReservationVO{}).Select("COALESCE(SUM(size),0)").Where("primary_storage_uuid = ?", p.UUID)),
 					"total_physical_capacity": 0, "available_physical_capacity": 0}).Error

@@ -203,7 +203,7 @@ func (s *Service) handleStart(ctx context.Context, req OpReq) (VmInstanceVO, err
 	})
 }
 
-// opData is what the stop, reboot and destroy flows' steps share: the VM
+// opData is what the stop, reboot, destroy and expunge flows' steps share: the VM
 // (in its transitional state once the first step ran), the state it had
 // before (empty until then), and the stop's type.
 type opData struct {
@@ -228,8 +228,8 @@ func (s *Service) opChain(op string, command, finish func(ctx context.Context, d
 			d.Prev = prev
 			return err
 		}, Rollback: func(ctx context.Context, d *opData) error {
-			if d.Prev == "" {
-				return nil // begin refused: nothing to put back
+			if d.Prev == "" || d.Prev == transitional[op] {
+				return nil // begin refused, or the VM was in it already: nothing to put back
 			}
 			return s.untilDB(ctx, func(ctx context.Context) error {
 				v, err := s.load(ctx, d.VM.UUID)
@@ -247,8 +247,9 @@ func (s *Service) opChain(op string, command, finish func(ctx context.Context, d
 	}, flow.Options{Recorder: s.recorder, Node: s.node.UUID(), Logger: s.log, Transient: s.node.Transient})
 }
 
-// opChains are the chains of the operations opChain builds, for the
-// takeover's After.
+// opChains are the chains of the operations opChain builds whose command
+// may have run on a host, for the takeover's After (expunge's runs on
+// storage, and is finished by the next expunge).
 var opChains = map[string]bool{"stop-vm": true, "reboot-vm": true, "destroy-vm": true}
 
 func (s *Service) stopChain() (*flow.Chain[opData], error) {
@@ -362,24 +363,42 @@ func (s *Service) handleDestroy(ctx context.Context, req OpReq) (VmInstanceVO, e
 	return s.runOp(ctx, req, "destroy", s.destroyF)
 }
 
+// expungeChain: Expunging -> the volumes (the root one goes for good, the
+// data ones are detached) -> the VM's row deleted. A failure or a takeover
+// puts the VM back to Destroyed (some volumes may be gone already): the
+// next expunge, or the job's re-run, finishes it.
+func (s *Service) expungeChain() (*flow.Chain[opData], error) {
+	return s.opChain("expunge", func(ctx context.Context, d *opData) error {
+		if err := s.vols.ExpungeOfVM(ctx, d.VM.UUID); err != nil {
+			return errcode.Wrap(errcode.AgentError, err, "expunge the volumes of VM %s (expunge it again to finish)", d.VM.UUID)
+		}
+		return nil
+	}, func(ctx context.Context, d *opData) error {
+		// The volumes are gone: the row goes too, once the database can
+		// be reached.
+		return s.untilDB(ctx, func(ctx context.Context) error {
+			if err := s.db.WithContext(ctx).Delete(&VmInstanceVO{}, "uuid = ?", d.VM.UUID).Error; err != nil {
+				return errcode.Wrap(errcode.Internal, err, "expunge VM %s", d.VM.UUID)
+			}
+			return nil
+		})
+	})
+}
+
+// handleExpunge removes a Destroyed VM for good, as the recorded flow
+// expungeChain.
 func (s *Service) handleExpunge(ctx context.Context, req OpReq) (cloudbus.Empty, error) {
 	return inChain(ctx, s, req.UUID, "expunge", func(ctx context.Context) (cloudbus.Empty, error) {
 		if _, done, err := s.alreadyDone(ctx, req.UUID, "expunge"); err != nil || done {
 			return cloudbus.Empty{}, err
 		}
-		v, _, err := s.begin(ctx, req.UUID, "expunge")
+		v, err := s.loadWaiting(ctx, req.UUID)
 		if err != nil {
 			return cloudbus.Empty{}, err
 		}
-		// The root volume goes for good, the data volumes are detached;
-		// an expunge cut short is finished by the next (Expunging may
-		// expunge again).
-		if err := s.vols.ExpungeOfVM(ctx, v.UUID); err != nil {
-			return cloudbus.Empty{}, errcode.Wrap(errcode.AgentError, err, "expunge the volumes of VM %s (expunge it again to finish)", v.UUID)
+		if err := checkTransition(v.UUID, "expunge", v.State); err != nil {
+			return cloudbus.Empty{}, err
 		}
-		if err := s.db.WithContext(ctx).Delete(&VmInstanceVO{}, "uuid = ?", v.UUID).Error; err != nil {
-			return cloudbus.Empty{}, errcode.Wrap(errcode.Internal, err, "expunge VM %s", v.UUID)
-		}
-		return cloudbus.Empty{}, nil
+		return cloudbus.Empty{}, s.expungeF.Run(ctx, &opData{VM: *v}, flow.RunOptions{Resource: v.UUID})
 	})
 }

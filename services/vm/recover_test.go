@@ -11,6 +11,7 @@ import (
 	"mplane/agents/kvm"
 	"mplane/agents/protocol"
 	"mplane/conf"
+	"mplane/errcode"
 	"mplane/flow"
 	"mplane/server"
 	"mplane/server/servertest"
@@ -330,5 +331,48 @@ func TestRecoverAbandonedStopAndReboot(t *testing.T) {
 	}
 	if _, ok := c.reservation(rebooting.UUID); !ok {
 		t.Error("the running VM lost its capacity")
+	}
+}
+
+// TestRecoverAbandonedExpunge: a node dies expunging a Destroyed VM, after
+// Expunging and before its row went. The VM's new owner puts it back to
+// Destroyed (not left Expunging, refused by nothing but finished by
+// nobody); expunging it again removes it and its root volume.
+func TestRecoverAbandonedExpunge(t *testing.T) {
+	t.Parallel()
+	c := newCloud(t, servertest.Options{Configure: func(cfg *conf.Config) {
+		cfg.HeartbeatInterval = 100 * time.Millisecond // evict the dead node soon
+	}}).in(t, kvm.Options{})
+	dead := uid.New()
+	v := c.mustCreate("expunged-by-the-dead", nil)
+	if err := c.del(v.UUID); err != nil {
+		t.Fatal(err)
+	}
+	v = c.mustGet(v.UUID)
+	if v.State != vm.StateDestroyed {
+		t.Fatalf("VM %s after its destroy, want Destroyed", v.State)
+	}
+	if err := c.DB().Model(&vm.VmInstanceVO{}).Where("uuid = ?", v.UUID).Updates(map[string]any{"state": vm.StateExpunging, "version": 700}).Error; err != nil {
+		t.Fatal(err)
+	}
+	v.State, v.Version = vm.StateExpunging, 700
+	rec := c.saveRecord(dead, "expunge-vm", v.UUID, flow.Running, 2, 3, "expunge-on-host", map[string]any{"vm": v, "prev": vm.StateDestroyed})
+	c.AddDeadNode(t, dead)
+	eventually(t, func() bool { return c.record(rec).State == flow.RolledBack }, "flow record %s rolled back", rec)
+	if got := c.mustGet(v.UUID); got.State != vm.StateDestroyed {
+		t.Fatalf("VM %s after the abandoned expunge was rolled back, want Destroyed", got.State)
+	}
+	if _, err := c.act(v.UUID, "expungeVmInstance", nil); err != nil {
+		t.Fatalf("expunge again: %v", err)
+	}
+	if _, err := c.get(v.UUID); errcode.CodeOf(err) != errcode.ResourceNotFound {
+		t.Fatalf("VM after the second expunge: %v, want not found", err)
+	}
+	var vols int64
+	if err := c.DB().Table("volumes").Where("vm_instance_uuid = ? OR uuid = ?", v.UUID, v.RootVolumeUUID).Count(&vols).Error; err != nil {
+		t.Fatal(err)
+	}
+	if vols != 0 {
+		t.Errorf("%d volumes of the expunged VM left", vols)
 	}
 }

@@ -70,6 +70,7 @@ type Service struct {
 	stopF     *flow.Chain[opData]
 	rebootF   *flow.Chain[opData]
 	destroyF  *flow.Chain[opData]
+	expungeF  *flow.Chain[opData]
 	attachNic *flow.Chain[nicData]
 	flows     *flow.Registry
 
@@ -146,7 +147,10 @@ func New(opts Options) (*Service, error) {
 	if s.destroyF, err = s.destroyChain(); err != nil {
 		return nil, err
 	}
-	if s.flows, err = flow.NewRegistry(s.create, s.startF, s.attachNic, s.stopF, s.rebootF, s.destroyF); err != nil {
+	if s.expungeF, err = s.expungeChain(); err != nil {
+		return nil, err
+	}
+	if s.flows, err = flow.NewRegistry(s.create, s.startF, s.attachNic, s.stopF, s.rebootF, s.destroyF, s.expungeF); err != nil {
 		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())

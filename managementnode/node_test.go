@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -401,3 +402,50 @@ func TestForwardingIsBounded(t *testing.T) {
 		t.Fatalf("got %v, want SYS.1012 after too many hops", err)
 	}
 }
+
+// TestCallOwnerAgain: a call to a resource's owner whose queue has no
+// consumer yet (as while that node reconnects to the broker) fails with
+// nothing run for CallOwner, and is delivered by CallOwnerAgain, once,
+// when the owner serves.
+func TestCallOwnerAgain(t *testing.T) {
+	c := newCluster(t)
+	a, b := c.add("a"), c.add("b")
+	c.converged(2, a, b)
+	msg := NewOwnedMsg[lateReq, ProbeReply]("late", "test.Late")
+	res := ""
+	for i := 0; ; i++ {
+		if res = fmt.Sprintf("vm-%d", i); b.IsMine(res) {
+			break
+		}
+	}
+	var calls atomic.Int32
+	if _, err := CallOwner(context.Background(), a, msg, lateReq{UUID: res}); !OwnerGone(err) {
+		t.Fatalf("call to an owner that does not serve yet: %v, want its owner gone", err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		if err := b.ServeOwned("late", func(mux *cloudbus.Mux) {
+			Handle(mux, msg, func(context.Context, lateReq) (ProbeReply, error) {
+				calls.Add(1)
+				return ProbeReply{NodeUUID: b.UUID()}, nil
+			})
+		}); err != nil {
+			t.Error(err)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rep, err := CallOwnerAgain(ctx, a, msg, lateReq{UUID: res})
+	if err != nil || rep.NodeUUID != b.UUID() {
+		t.Fatalf("CallOwnerAgain: %v %+v, want the owner's answer once it serves", err, rep)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("the owner ran the call %d times, want once", n)
+	}
+}
+
+type lateReq struct {
+	UUID string `json:"uuid"`
+}
+
+func (r lateReq) ResourceUUID() string { return r.UUID }

@@ -2,9 +2,12 @@ package managementnode
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"mplane/cloudbus"
+	"mplane/errcode"
 )
 
 // Owned is the request of a message about one resource. Its ResourceUUID is
@@ -51,6 +54,40 @@ func CallOwner[Req Owned, Rep any](ctx context.Context, n *Node, m OwnedMsg[Req,
 		return zero, err
 	}
 	return cloudbus.Call(ctx, n.bus, target, m.Msg, req, append(opts, cloudbus.WithResource(uuid))...)
+}
+
+// CallOwnerAgain is CallOwner for a request that is safe to send twice (an
+// idempotent one): when the owner was not there to take it or went away
+// under it (OwnerGone: its queue had no consumer, as while its node
+// reconnects to the broker; it died, left or was replaced), it is sent
+// again, to the new owner once the ring has changed, with backoff, until
+// ctx ends or this node is fenced.
+func CallOwnerAgain[Req Owned, Rep any](ctx context.Context, n *Node, m OwnedMsg[Req, Rep], req Req, opts ...cloudbus.CallOption) (Rep, error) {
+	rep, err := CallOwner(ctx, n, m, req, opts...)
+	for pause := 100 * time.Millisecond; OwnerGone(err); pause = min(2*pause, 2*time.Second) {
+		select {
+		case <-ctx.Done():
+			return rep, err
+		case <-n.fenced:
+			return rep, err
+		case <-time.After(pause):
+		}
+		rep, err = CallOwner(ctx, n, m, req, opts...)
+	}
+	return rep, err
+}
+
+// OwnerGone reports a call that failed because the resource's owner was
+// not there to take it (nothing ran) or went away under it.
+func OwnerGone(err error) bool {
+	if errors.Is(err, cloudbus.ErrNotDelivered) {
+		return true
+	}
+	switch errcode.CodeOf(err) {
+	case errcode.NodeUnavailable, errcode.BusUnavailable, errcode.ShuttingDown:
+		return true
+	}
+	return false
 }
 
 // Handle registers fn as m's handler on mux (the Mux of m.Service, served

@@ -289,25 +289,14 @@ func runAgentCommand[Cmd, Rsp any](ctx context.Context, node *managementnode.Nod
 	if err := node.CheckLease(ctx); err != nil {
 		return rsp, err
 	}
-	rep, err := managementnode.CallOwner(ctx, node, MsgAgentCommand, req)
-	for pause := 100 * time.Millisecond; ownerGone(err); pause = min(2*pause, 2*time.Second) {
-		// The host's owner was gone before the command reached it (its
-		// queue has no consumer: nothing ran), or went away under the call
-		// (it died, left, or was replaced and the agent refused its
-		// token): send it again, to the new owner once the ring has
-		// changed. Agent commands are safe to repeat: a start of a running
-		// VM, a stop of a stopped one, a bridge that exists succeed; a
-		// volume that was made fails "already exists", it is not made
-		// twice.
-		select {
-		case <-ctx.Done():
-			return rsp, err
-		case <-node.Fenced():
-			return rsp, err
-		case <-time.After(pause):
-		}
-		rep, err = managementnode.CallOwner(ctx, node, MsgAgentCommand, req)
-	}
+	// The host's owner may be gone before the command reaches it (its
+	// queue has no consumer: nothing ran), or go away under the call (it
+	// died, left, or was replaced and the agent refused its token): the
+	// command is sent again, to the new owner once the ring has changed.
+	// Agent commands are safe to repeat: a start of a running VM, a stop
+	// of a stopped one, a bridge that exists succeed; a volume that was
+	// made fails "already exists", it is not made twice.
+	rep, err := managementnode.CallOwnerAgain(ctx, node, MsgAgentCommand, req)
 	if err != nil {
 		return rsp, err
 	}
@@ -319,18 +308,6 @@ func runAgentCommand[Cmd, Rsp any](ctx context.Context, node *managementnode.Nod
 	return rsp, nil
 }
 
-// ownerGone reports a call that failed because the host's owner was not
-// there to take it or went away under it.
-func ownerGone(err error) bool {
-	if errors.Is(err, cloudbus.ErrNotDelivered) {
-		return true
-	}
-	switch errcode.CodeOf(err) {
-	case errcode.NodeUnavailable, errcode.BusUnavailable, errcode.ShuttingDown:
-		return true
-	}
-	return false
-}
 
 func (s *Service) load(ctx context.Context, uuid string) (*HostVO, error) {
 	var h HostVO

@@ -198,7 +198,8 @@ func (b *Bridges) Stop(context.Context) error { return nil }
 // bridge to make: "". An L3 network on a VxlanNetworkPool is refused
 // (InvalidArgument), and so is a missing one. A createbridge that fails
 // fails the call, naming the L2 network, its bridge and the host, and
-// records nothing.
+// records nothing. The request goes to the host's owner, again while that
+// owner is briefly gone (it is idempotent).
 func (b *Bridges) Realize(ctx context.Context, hostUUID string, l3UUIDs []string) (map[string]string, error) {
 	return b.realizeOn(ctx, bridgesReq{HostUUID: hostUUID, L3NetworkUUIDs: l3UUIDs})
 }
@@ -220,7 +221,7 @@ func (b *Bridges) realizeOn(ctx context.Context, req bridgesReq) (map[string]str
 	if len(l3UUIDs) == 0 {
 		return map[string]string{}, nil
 	}
-	rep, err := managementnode.CallOwner(ctx, b.node, msgRealizeBridges, req)
+	rep, err := managementnode.CallOwnerAgain(ctx, b.node, msgRealizeBridges, req)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +236,7 @@ func (b *Bridges) realizeOn(ctx context.Context, req bridgesReq) (map[string]str
 // OnConnected). Failures are logged: the L2 networks concerned are
 // forgotten, and made again by the next VM start on them.
 func (b *Bridges) Reconnected(ctx context.Context, hostUUID string) {
-	if _, err := managementnode.CallOwner(ctx, b.node, msgResendBridges, bridgesReq{HostUUID: hostUUID}); err != nil {
+	if _, err := managementnode.CallOwnerAgain(ctx, b.node, msgResendBridges, bridgesReq{HostUUID: hostUUID}); err != nil {
 		b.log.Warn("bridges not sent again after the host connected", "host_uuid", hostUUID, "err", err)
 	}
 }

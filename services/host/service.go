@@ -308,7 +308,6 @@ func runAgentCommand[Cmd, Rsp any](ctx context.Context, node *managementnode.Nod
 	return rsp, nil
 }
 
-
 func (s *Service) load(ctx context.Context, uuid string) (*HostVO, error) {
 	var h HostVO
 	err := s.db.WithContext(ctx).First(&h, "uuid = ?", uuid).Error

@@ -59,6 +59,19 @@ type arrival struct {
 // vmMessagePrefix selects the resource messages whose spread is measured.
 const vmMessagePrefix = "vm."
 
+// withSession sends session with the requests for a node's operators'
+// endpoints (/admin/*, /debug/pprof/*), which a node serves on its API
+// listener to admin sessions only; the agents' /debug endpoints get none.
+type withSession struct{ session string }
+
+func (t withSession) RoundTrip(req *http.Request) (*http.Response, error) {
+	if p := req.URL.Path; (strings.HasPrefix(p, "/admin/") || strings.HasPrefix(p, "/debug/pprof/")) && t.session != "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("Authorization", "OAuth "+t.session)
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
 func getJSON(ctx context.Context, hc *http.Client, url string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -232,8 +245,8 @@ func profileFile(dir, label, node, op string) string {
 }
 
 // profile saves a CPU profile of seconds of a node into file.
-func profile(ctx context.Context, node string, seconds int, file string) error {
-	hc := &http.Client{Timeout: time.Duration(seconds)*time.Second + time.Minute}
+func profile(ctx context.Context, node, session string, seconds int, file string) error {
+	hc := &http.Client{Transport: withSession{session: session}, Timeout: time.Duration(seconds)*time.Second + time.Minute}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", node, seconds), nil)
 	if err != nil {
 		return err

@@ -107,6 +107,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := r.connect(ctx); err != nil {
 		return nil, err
 	}
+	// The nodes' /admin endpoints on their API listeners need an admin
+	// session: the bench account's (sessions are the cluster's, valid on
+	// every node).
+	r.admin.Transport = withSession{session: r.clients[0].Session()}
 	var err error
 	if r.cloud, r.stopBackup, err = prepareCloud(ctx, r.setup, o.Setup, o.AgentURLs, o.LocalStorageURL); err != nil {
 		return nil, err
@@ -219,7 +223,7 @@ func (r *runner) phase(ctx context.Context, op string, before []nodeSnap) []node
 			profWG.Add(1)
 			go func() {
 				defer profWG.Done()
-				if err := profile(ctx, node, r.o.ProfileSeconds, file); err != nil {
+				if err := profile(ctx, node, r.clients[0].Session(), r.o.ProfileSeconds, file); err != nil {
 					r.problem(fmt.Sprintf("CPU profile of %s: %v", node, err))
 					return
 				}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -191,6 +192,29 @@ func TestSQLiteCreatesParentDir(t *testing.T) {
 	gdb := open(t, "sqlite:"+path, Options{})
 	if err := gdb.Exec("CREATE TABLE t (id INTEGER)").Error; err != nil {
 		t.Fatal(err)
+	}
+	// The database holds sessions and host secrets: the owner's alone,
+	// its directory, its file and its WAL files.
+	if fi, err := os.Stat(filepath.Dir(path)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("directory of the database: %v, %v; want mode 0700", fi.Mode(), err)
+	}
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, %v; want mode 0600", filepath.Base(f), fi.Mode(), err)
+		}
+	}
+}
+
+// A database file made before, readable by others, is made private when
+// opened.
+func TestSQLiteExistingFileMadePrivate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mplane.db")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	open(t, "sqlite:"+path, Options{})
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("database file: %v, %v; want mode 0600", fi.Mode(), err)
 	}
 }
 

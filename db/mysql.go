@@ -53,11 +53,12 @@ func openMySQL(ctx context.Context, raw string, opts Options) (*gorm.DB, error) 
 }
 
 // readCommitted opens every connection at READ COMMITTED. The write fence
-// (managementnode.FenceWrites) makes each write conditional on its node's
+// (managementnode.FenceWrites) makes each update conditional on its node's
 // membership row; at REPEATABLE READ that condition would be a locking read,
-// so a transaction of a paused node would hold a shared lock on its row and
-// block its own eviction until it ends. At READ COMMITTED it is a plain read
-// of the latest committed row: an evicted node's write matches nothing.
+// so a transaction of a node would hold a shared lock on its row, blocking
+// its own heartbeat, and a paused one its eviction, until it ended. At READ
+// COMMITTED it is a plain read of the latest committed row: an evicted
+// node's update matches nothing.
 type readCommitted struct{ driver.Connector }
 
 func (c readCommitted) Connect(ctx context.Context) (driver.Conn, error) {

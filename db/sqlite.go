@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -28,7 +29,7 @@ func openSQLite(ctx context.Context, path string, opts Options) (*gorm.DB, error
 	}
 	memory := file == sqliteMemoryPath
 	if !memory && !strings.HasPrefix(file, "file:") {
-		if err := os.MkdirAll(filepath.Dir(file), 0o750); err != nil {
+		if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 			return nil, fmt.Errorf("open database: create directory for %s: %w", file, err)
 		}
 	}
@@ -52,6 +53,16 @@ func openSQLite(ctx context.Context, path string, opts Options) (*gorm.DB, error
 	if err := sqlDB.PingContext(ctx); err != nil {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("open database: sqlite %s: %w", file, err)
+	}
+	if !memory && !strings.HasPrefix(file, "file:") {
+		// It holds sessions and host secrets: the owner's alone. SQLite
+		// gives its -wal and -shm files the database file's mode.
+		for _, f := range []string{file, file + "-wal", file + "-shm"} {
+			if err := os.Chmod(f, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+				_ = sqlDB.Close()
+				return nil, fmt.Errorf("open database: make %s private (mode 0600): %w", f, err)
+			}
+		}
 	}
 
 	gdb, err := gorm.Open(&sqlite.Dialector{DriverName: sqliteDriverName, Conn: sqlDB}, gormConfig(opts))

@@ -36,19 +36,29 @@ func leaseExempt(ctx context.Context) context.Context {
 //
 // The check before a statement leaves a gap: a process paused between the
 // check and the statement sends it after its eviction. On MySQL the
-// database closes it: every checked insert, update and delete also carries
-// the condition that this node's membership row exists (inserts become
-// INSERT ... SELECT ... WHERE EXISTS, updates and deletes get AND EXISTS),
+// database closes it for updates, the writes that change what exists (a
+// VM's state, a flow record, a job's outcome, capacity): every checked
+// update also carries the condition that this node's membership row
+// exists (AND EXISTS (SELECT 1 FROM management_nodes WHERE uuid = ?)),
 // evaluated by the database when the statement runs. A node's row is never
-// written again once deleted (each process start is a new UUID), so a write
-// sent after the eviction matches nothing; the node, seeing no row
-// affected and its row gone, is fenced and the write fails with
-// NodeUnavailable. Raw statements (Exec) carry no condition and rely on the
-// check alone; the membership table itself cannot carry it.
+// written again once deleted (each process start is a new UUID), so an
+// update sent after the eviction matches nothing; the node, seeing no row
+// changed and its row gone, is fenced and the update fails with
+// NodeUnavailable. At READ COMMITTED (db.Open's) the condition is a plain
+// read, which holds no lock. Inserts and deletes carry no condition: for
+// INSERT ... SELECT and for a DELETE with a subquery InnoDB reads the
+// membership row with a shared lock even at READ COMMITTED, held to the
+// end of the transaction, which would block the node's own heartbeat
+// behind its transactions (and its eviction behind a paused one). They
+// rely on the check, which leaves at most the one statement in flight: an
+// insert is of a new row (a flow record, which a dead node's successor
+// rolls back, or a row such a flow's rollback removes), a delete one of
+// rows the takeover would remove anyway. Raw statements (Exec) carry no
+// condition either; the membership table itself cannot carry it.
 func (n *Node) FenceWrites(gdb *gorm.DB) error {
 	conditional := db.Dialect(gdb) == "mysql"
-	// check runs before every write; cond says the statement can carry
-	// the membership condition (not a raw one).
+	// check runs before every write; cond says the statement is to carry
+	// the membership condition (an update).
 	check := func(tx *gorm.DB, cond bool) {
 		tx.Statement.Settings.Delete(fenceMark)
 		if tx.Error != nil {
@@ -113,13 +123,11 @@ func (n *Node) FenceWrites(gdb *gorm.DB) error {
 	}
 	cb := gdb.Callback()
 	for _, err := range []error{
-		cb.Create().Before("gorm:create").Register("mplane:lease", func(tx *gorm.DB) { check(tx, true) }),
+		cb.Create().Before("gorm:create").Register("mplane:lease", func(tx *gorm.DB) { check(tx, false) }),
 		cb.Update().Before("gorm:update").Register("mplane:lease", func(tx *gorm.DB) { check(tx, true) }),
-		cb.Delete().Before("gorm:delete").Register("mplane:lease", func(tx *gorm.DB) { check(tx, true) }),
+		cb.Delete().Before("gorm:delete").Register("mplane:lease", func(tx *gorm.DB) { check(tx, false) }),
 		cb.Raw().Before("gorm:raw").Register("mplane:lease", func(tx *gorm.DB) { check(tx, false) }),
-		cb.Create().After("gorm:create").Register("mplane:fenced", verify),
 		cb.Update().After("gorm:update").Register("mplane:fenced", verify),
-		cb.Delete().After("gorm:delete").Register("mplane:fenced", verify),
 	} {
 		if err != nil {
 			return err
@@ -143,9 +151,9 @@ const (
 	fenceWritten = "written"
 )
 
-// conditionalWrites installs gdb's clause builders for WHERE (updates and
-// deletes) and VALUES (inserts) that add the membership condition to the
-// statements the check marked, wrapping the dialect's own builders.
+// conditionalWrites installs gdb's clause builder for WHERE that adds the
+// membership condition to the updates the check marked, wrapping the
+// dialect's own builder.
 func (n *Node) conditionalWrites(gdb *gorm.DB) {
 	marked := func(b clause.Builder) (*gorm.Statement, bool) {
 		stmt, ok := b.(*gorm.Statement)
@@ -172,9 +180,7 @@ func (n *Node) conditionalWrites(gdb *gorm.DB) {
 		stmt, ok := marked(b)
 		where, isWhere := c.Expression.(clause.Where)
 		if ok {
-			_, update := stmt.Clauses["UPDATE"]
-			_, del := stmt.Clauses["DELETE"]
-			ok = update || del
+			_, ok = stmt.Clauses["UPDATE"]
 		}
 		if !ok || !isWhere || len(where.Exprs) == 0 {
 			build(prevWhere, c, b)
@@ -186,32 +192,5 @@ func (n *Node) conditionalWrites(gdb *gorm.DB) {
 		member(b)
 		stmt.Settings.Store(fenceMark, fenceWritten)
 	}
-	prevValues := gdb.ClauseBuilders["VALUES"]
-	gdb.ClauseBuilders["VALUES"] = func(c clause.Clause, b clause.Builder) {
-		stmt, ok := marked(b)
-		values, isValues := c.Expression.(clause.Values)
-		if !ok || !isValues || len(values.Columns) == 0 || len(values.Values) == 0 {
-			build(prevValues, c, b)
-			return
-		}
-		// (cols) SELECT ?, ... FROM DUAL WHERE EXISTS (...) [UNION ALL ...]
-		b.WriteByte('(')
-		for i, col := range values.Columns {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteQuoted(col)
-		}
-		b.WriteString(") ")
-		for i, row := range values.Values {
-			if i > 0 {
-				b.WriteString(" UNION ALL ")
-			}
-			b.WriteString("SELECT ")
-			b.AddVar(b, row...)
-			b.WriteString(" FROM DUAL WHERE ")
-			member(b)
-		}
-		stmt.Settings.Store(fenceMark, fenceWritten)
-	}
+
 }

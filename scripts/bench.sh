@@ -179,10 +179,15 @@ start_cluster() {
 		# The first node creates the schema; the others join after.
 		if ((i == 1)); then wait_http "http://127.0.0.1:$p/readyz" 90 || return 1; fi
 	done
+	# /admin on the API listener needs an admin session (the cluster's:
+	# valid on every node).
+	local first=${NODES%%,*} session
+	session=$(curl -sf -X PUT "$first/v1/accounts/login" \
+		-d "{\"logInByAccount\": {\"accountName\": \"admin\", \"password\": \"$PASSWORD\"}}" | grep -o '"uuid": *"[0-9a-f]*"' | head -1 | grep -o '[0-9a-f]\{32\}')
 	for p in ${NODES//,/ }; do
 		wait_http "$p/readyz" 90 || return 1
 		for ((i = 0; i < 150; i++)); do
-			curl -sf "$p/admin/status" | grep -Eq "\"members\": *$n\b" && break
+			curl -sf -H "Authorization: OAuth $session" "$p/admin/status" | grep -Eq "\"members\": *$n\b" && break
 			sleep 0.2
 		done
 	done

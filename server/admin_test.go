@@ -22,6 +22,7 @@ import (
 
 	"mplane/admin"
 	"mplane/agents/protocol"
+	"mplane/api/auth"
 	"mplane/api/client"
 	"mplane/conf"
 	"mplane/errcode"
@@ -142,6 +143,14 @@ func TestAdminSocket(t *testing.T) {
 	path := e.AdminSocket()
 	dir := filepath.Dir(path)
 
+	// The data directory (the database, the agents' state) is the
+	// owner's alone, and so is the database file.
+	if fi, err := os.Stat(e.Config().DataDir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("data directory: %v, %v; want mode 0700", fi.Mode(), err)
+	}
+	if fi, err := os.Stat(filepath.Join(e.Config().DataDir, "mplane.db")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("database file: %v, %v; want mode 0600", fi.Mode(), err)
+	}
 	// Modes: the socket 0600 in a 0700 directory, under the link too.
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("run directory %s: %v, %v; want mode 0700", dir, fi.Mode(), err)
@@ -331,12 +340,28 @@ func TestAdminSocket(t *testing.T) {
 	}
 
 	// The same table over HTTP on the API listener: read-only commands
-	// only.
-	get := func(method, url, body string) (int, []byte) {
+	// only, to admin sessions only.
+	login := func(account, password string) string {
+		t.Helper()
+		c, err := client.New(e.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sess, err := c.Login(context.Background(), account, password)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sess.UUID
+	}
+	session := login(auth.AdminName, servertest.Password)
+	getAs := func(sess, method, url, body string) (int, []byte) {
 		t.Helper()
 		req, err := http.NewRequest(method, url, strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
+		}
+		if sess != "" {
+			req.Header.Set("Authorization", auth.Scheme+" "+sess)
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -345,6 +370,24 @@ func TestAdminSocket(t *testing.T) {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, b
+	}
+	get := func(method, url, body string) (int, []byte) { t.Helper(); return getAs(session, method, url, body) }
+	for _, path := range []string{"/admin/status", "/debug/pprof/", "/debug/pprof/symbol"} {
+		if code, b := getAs("", "GET", e.URL()+path, ""); code != 401 || !strings.Contains(string(b), "SYS.1008") {
+			t.Errorf("GET %s without a session: %d %s, want 401", path, code, b)
+		}
+	}
+	if code, b := getAs("", "POST", e.URL()+"/admin/probe?resource=r1&sleepMs=1", ""); code != 401 {
+		t.Errorf("POST /admin/probe without a session: %d %s, want 401", code, b)
+	}
+	if _, err := e.Auth().CreateAccount(context.Background(), "tenant", "tenant-password", auth.Normal); err != nil {
+		t.Fatal(err)
+	}
+	if code, b := getAs(login("tenant", "tenant-password"), "GET", e.URL()+"/admin/status", ""); code != 403 || !strings.Contains(string(b), "SYS.1009") {
+		t.Errorf("GET /admin/status as a normal account: %d %s, want 403", code, b)
+	}
+	if code, b := get("GET", e.URL()+"/debug/pprof/", ""); code != 200 {
+		t.Errorf("GET /debug/pprof/ as admin: %d %.200s", code, b)
 	}
 	var hst managementnode.Status
 	if code, b := get("GET", e.URL()+"/admin/status", ""); code != 200 || json.Unmarshal(b, &hst) != nil || hst.NodeUUID != st.NodeUUID {

@@ -72,8 +72,13 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (_ *Embedded, err 
 	if opts.Hosts < 0 || opts.Hosts > 64 {
 		return nil, fmt.Errorf("hosts must be between 0 and 64, got %d", opts.Hosts)
 	}
-	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "agents"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "agents"), 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	// The data directory holds the database (sessions, host secrets) and
+	// the agents' state: the owner's alone, also one made before.
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("make data directory %s private (mode 0700): %w", cfg.DataDir, err)
 	}
 	e := &Embedded{}
 	defer func() {

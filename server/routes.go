@@ -13,8 +13,10 @@ import (
 )
 
 // routes builds the API handler and the admin handler. With admin_listen
-// empty both are served on the API listener; otherwise the admin endpoints
-// (/admin/*, /debug/pprof/*) only on admin_listen. /healthz and /readyz are
+// empty both are served on the API listener, the admin endpoints
+// (/admin/*, /debug/pprof/*) to admin sessions only; otherwise the admin
+// endpoints only on admin_listen, without a session (bind it to loopback
+// or a management network). /healthz and /readyz are
 // on both. /admin/ serves the admin command table (admin.Handler): the
 // read-only commands on either listener, all of them only on admin_listen.
 // StorageEventPath is where storage agents (backup storage) post their
@@ -40,19 +42,21 @@ func (s *Server) routes() (apiHandler, adminHandler http.Handler) {
 	}
 	adminMux := http.NewServeMux()
 	health(adminMux)
-	adminRoutes := func(mux *http.ServeMux, mutating bool) {
-		mux.Handle("/admin/", admin.Handler(s.table, admin.HandlerOptions{Mutating: mutating}))
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	adminRoutes := func(mux *http.ServeMux, mutating bool, guard func(http.Handler) http.Handler) {
+		mux.Handle("/admin/", guard(admin.Handler(s.table, admin.HandlerOptions{Mutating: mutating})))
+		mux.Handle("/debug/pprof/", guard(http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/profile", guard(http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/symbol", guard(http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("/debug/pprof/trace", guard(http.HandlerFunc(pprof.Trace)))
 	}
-	adminRoutes(adminMux, true)
+	adminRoutes(adminMux, true, func(h http.Handler) http.Handler { return h })
 
 	mux := http.NewServeMux()
 	health(mux)
 	if s.cfg.AdminListen == "" {
-		adminRoutes(mux, false)
+		// On the API listener, reachable by anyone who reaches the API:
+		// an admin session is required.
+		adminRoutes(mux, false, s.auth.RequireAdmin)
 	}
 	mux.Handle(protocol.DefaultCallbackPath, s.agents.CallbackHandler())
 	mux.Handle(protocol.DefaultEventPath, s.hosts.EventHandler())

@@ -278,7 +278,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		ln.Close()
 		return nil, err
 	}
-	s.auth = auth.New(s.db, auth.Options{})
+	s.auth = auth.New(s.db, auth.Options{Logger: log.With("component", "auth")})
 	// What the API serves: every service's declared resources.
 	var resources []route.Resource
 	resources = append(resources, s.res.API()...)
@@ -305,13 +305,13 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 
 	// Serve HTTP first: connecting hosts needs the agents' callbacks.
 	apiHandler, adminHandler := s.routes()
-	s.serveHTTP(ln, apiHandler)
+	s.serveHTTP(newLimitListener(ln, apiMaxConnections), apiServer(apiHandler))
 	if cfg.AdminListen != "" {
 		aln, err := net.Listen("tcp", cfg.AdminListen)
 		if err != nil {
 			return nil, fmt.Errorf("listen on %s: %w (set admin_listen / --admin-listen to a free address, or empty)", cfg.AdminListen, err)
 		}
-		s.serveHTTP(aln, adminHandler)
+		s.serveHTTP(aln, adminServer(adminHandler))
 	}
 	// The admin socket last: its commands use every part. The global
 	// configurations after the hosts and the VMs, whose Start sets the
@@ -377,6 +377,9 @@ func (s *Server) Bridges() *network.Bridges { return s.nets }
 // DB is the node's database handle.
 func (s *Server) DB() *gorm.DB { return s.db }
 
+// Auth is the node's accounts and sessions service.
+func (s *Server) Auth() *auth.Service { return s.auth }
+
 // Node is the node's membership.
 func (s *Server) Node() *managementnode.Node { return s.node }
 
@@ -417,9 +420,8 @@ func (s *Server) stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// serveHTTP serves h on ln until Stop; a failure is reported on Failed.
-func (s *Server) serveHTTP(ln net.Listener, h http.Handler) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+// serveHTTP serves srv on ln until Stop; a failure is reported on Failed.
+func (s *Server) serveHTTP(ln net.Listener, srv *http.Server) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

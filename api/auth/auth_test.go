@@ -638,3 +638,73 @@ func TestSessionCacheBounded(t *testing.T) {
 		t.Error("entry outlived its cache lifetime")
 	}
 }
+
+// TestLoginLockout: five failed logins for one account from one client
+// lock that client out of that account (429, before any password check,
+// the right password included) for a minute, doubled at the next lockout;
+// another client, or another account from the same client, is not locked
+// out; a success clears the count.
+func TestLoginLockout(t *testing.T) {
+	gdb := openDB(t, testenv.SQLiteDSN(t))
+	clock := newFakeClock()
+	s := newService(t, gdb, clock, 0)
+	ctx := context.Background()
+	if _, err := ensureAdmin(ctx, gdb, "password", bcrypt.MinCost); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateAccount(ctx, "other", "other-password", Normal); err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	rest.Handle(mux, "PUT /accounts/login", s.LoginHandler())
+	login := func(client, account, password string) int {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("PUT", "/v1/accounts/login",
+			strings.NewReader(`{"logInByAccount": {"accountName": "`+account+`", "password": "`+password+`"}}`))
+		req.RemoteAddr = client + ":40000"
+		mux.ServeHTTP(rec, req)
+		if rec.Code == http.StatusTooManyRequests && !strings.Contains(rec.Body.String(), "too many failed logins") {
+			t.Fatalf("429 without saying why: %s", rec.Body)
+		}
+		return rec.Code
+	}
+	const attacker, operator = "192.0.2.66", "192.0.2.10"
+	// A success clears the count: four failures, a success, four more
+	// failures are no lockout.
+	for range loginMaxFailures - 1 {
+		if code := login(attacker, "admin", "guess"); code != 401 {
+			t.Fatalf("failed login: %d, want 401", code)
+		}
+	}
+	if code := login(attacker, "admin", "password"); code != 200 {
+		t.Fatalf("login after four failures: %d, want 200", code)
+	}
+	for range loginMaxFailures - 1 {
+		login(attacker, "admin", "guess")
+	}
+	if code := login(attacker, "admin", "guess"); code != 401 {
+		t.Fatalf("the fifth failure in a row: %d, want 401 (the lockout starts after it)", code)
+	}
+	if code := login(attacker, "admin", "password"); code != http.StatusTooManyRequests {
+		t.Fatalf("right password while locked out: %d, want 429", code)
+	}
+	if code := login(operator, "admin", "password"); code != 200 {
+		t.Fatalf("another client: %d, want 200", code)
+	}
+	if code := login(attacker, "other", "other-password"); code != 200 {
+		t.Fatalf("another account from the locked-out client: %d, want 200", code)
+	}
+	clock.Add(loginLockout + time.Second)
+	for range loginMaxFailures {
+		login(attacker, "admin", "guess")
+	}
+	clock.Add(loginLockout + time.Second)
+	if code := login(attacker, "admin", "password"); code != http.StatusTooManyRequests {
+		t.Fatalf("a minute into the second lockout: %d, want 429 (it lasts two)", code)
+	}
+	clock.Add(loginLockout)
+	if code := login(attacker, "admin", "password"); code != 200 {
+		t.Fatalf("after the second lockout: %d, want 200", code)
+	}
+}

@@ -34,8 +34,9 @@ func (l *logInByAccount) Validate() error {
 //
 //	{"logInByAccount": {"accountName": "admin", "password": "<plain or SHA-512 hex>"}}
 //
-// It answers 200 {"inventory": <Session>}, 400 for a malformed body, and 401
-// for a wrong name or password.
+// It answers 200 {"inventory": <Session>}, 400 for a malformed body, 401
+// for a wrong name or password, and 429 (Busy) for a client locked out of
+// the account after failed logins (loginLimiter).
 func (s *Service) LoginHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a, err := rest.DecodeAction(r, "logInByAccount")
@@ -48,7 +49,7 @@ func (s *Service) LoginHandler() http.Handler {
 			rest.WriteError(w, err)
 			return
 		}
-		sess, err := s.Login(r.Context(), body.AccountName, body.Password)
+		sess, err := s.login(r.Context(), clientOf(r), body.AccountName, body.Password)
 		if err != nil {
 			rest.WriteError(w, err)
 			return

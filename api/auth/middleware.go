@@ -75,3 +75,18 @@ func unauthorized(w http.ResponseWriter, err error) {
 	w.Header().Set("WWW-Authenticate", Scheme)
 	rest.WriteError(w, err)
 }
+
+// RequireAdmin is Middleware for the operators' endpoints (/admin/*,
+// /debug/pprof/* when they are served on the API listener): a session is
+// required, and it must be an admin account's; another account's is
+// answered 403 (PermissionDenied).
+func (s *Service) RequireAdmin(next http.Handler) http.Handler {
+	return s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, ok := FromContext(r.Context()); !ok || !id.Admin {
+			rest.WriteError(w, errcode.New(errcode.PermissionDenied,
+				"%s needs an admin account's session (or use the admin listener, admin_listen)", r.URL.Path))
+			return
+		}
+		next.ServeHTTP(w, r)
+	}))
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -55,6 +56,8 @@ type Options struct {
 	// CacheSize bounds the number of cached sessions. Zero means
 	// DefaultCacheSize (10000).
 	CacheSize int
+	// Logger gets the login lockouts; nil discards them.
+	Logger *slog.Logger
 }
 
 // Service logs accounts in and validates their sessions. It is safe for
@@ -70,6 +73,8 @@ type Service struct {
 	// that a wrong name costs the same time as a wrong password.
 	dummyOnce sync.Once
 	dummyHash string
+
+	limit *loginLimiter
 }
 
 // New returns a Service on db (which must hold the tables of Migrate).
@@ -89,7 +94,10 @@ func New(db *gorm.DB, opts Options) *Service {
 	if opts.CacheSize <= 0 {
 		opts.CacheSize = DefaultCacheSize
 	}
-	s := &Service{db: db, ttl: opts.SessionTTL, now: opts.Now, cost: opts.BcryptCost}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{db: db, ttl: opts.SessionTTL, now: opts.Now, cost: opts.BcryptCost, limit: newLoginLimiter(opts.Now, opts.Logger)}
 	if opts.CacheTTL > 0 {
 		s.cache = newSessionCache(opts.CacheTTL, opts.CacheSize)
 	}
@@ -110,17 +118,44 @@ func wrongCredentials() *errcode.Error {
 // errcode.Unauthenticated error, in about the same time. Names are
 // case-sensitive on every backend.
 func (s *Service) Login(ctx context.Context, accountName, password string) (Session, error) {
+	return s.login(ctx, "", accountName, password)
+}
+
+// login is Login for a client (its address; "" for none): a client locked
+// out of the account after failed logins is refused before any check, and
+// the password checks wait for a free slot (loginLimiter).
+func (s *Service) login(ctx context.Context, client, accountName, password string) (Session, error) {
+	if client != "" {
+		if err := s.limit.allow(client, accountName); err != nil {
+			return Session{}, err
+		}
+	}
+	fail := func() (Session, error) {
+		if client != "" {
+			s.limit.failed(client, accountName)
+		}
+		return Session{}, wrongCredentials()
+	}
 	var a Account
 	err := s.db.WithContext(ctx).Where("name = ?", accountName).Take(&a).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) || (err == nil && a.Name != accountName) {
-		checkPassword(s.dummy(), password)
-		return Session{}, wrongCredentials()
+		if _, cerr := s.limit.check(ctx, func() bool { return checkPassword(s.dummy(), password) }); cerr != nil {
+			return Session{}, cerr
+		}
+		return fail()
 	}
 	if err != nil {
 		return Session{}, fmt.Errorf("log in %q: %w", accountName, err)
 	}
-	if !checkPassword(a.PasswordHash, password) {
-		return Session{}, wrongCredentials()
+	ok, cerr := s.limit.check(ctx, func() bool { return checkPassword(a.PasswordHash, password) })
+	if cerr != nil {
+		return Session{}, cerr
+	}
+	if !ok {
+		return fail()
+	}
+	if client != "" {
+		s.limit.succeeded(client, accountName)
 	}
 	now := s.clock()
 	sess := Session{UUID: uid.New(), AccountUUID: a.UUID, ExpiredDate: now.Add(s.ttl), CreateDate: now}

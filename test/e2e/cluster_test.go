@@ -57,6 +57,7 @@ func (e *clusterEnv) startServer(name string) *server {
 		"MPLANE_RING_RESYNC_INTERVAL=2s",
 		"MPLANE_DRAIN_TIMEOUT=20s",
 		"MPLANE_LOG_LEVEL=info",
+		"MPLANE_ADMIN_PASSWORD=" + e2ePassword,
 	}, e.extraEnv...), "server")
 	p.url = fmt.Sprintf("http://127.0.0.1:%d", port)
 	s := &server{proc: p, runDir: runDir}

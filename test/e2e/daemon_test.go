@@ -62,7 +62,7 @@ func daemonStatus(t *testing.T, data, node string) (managementnode.Status, bool)
 func TestDaemonRespawnAndExit(t *testing.T) {
 	port := freePort(t)
 	data := filepath.Join(t.TempDir(), "data")
-	p := startProc(t, "run", nil, "run", "--hosts", "0", "--data-dir", data,
+	p := startProc(t, "run", []string{"MPLANE_ADMIN_PASSWORD=" + e2ePassword}, "run", "--hosts", "0", "--data-dir", data,
 		"--api-listen", fmt.Sprintf("127.0.0.1:%d", port), "--agent-port", "0")
 	p.url = fmt.Sprintf("http://127.0.0.1:%d", port)
 	testenv.Eventually(t, 60*time.Second, func() bool {

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"mplane/api/client"
 )
 
 var binary string
@@ -172,12 +174,39 @@ func postJSON(ctx context.Context, url string, v any) (int, error) {
 	return doJSON(ctx, http.MethodPost, url, v)
 }
 
+// e2ePassword is the admin password the suite's servers start with.
+const e2ePassword = "e2e-secret"
+
+// adminSessions are admin sessions by server base URL, for the operators'
+// endpoints (/admin/*, /debug/pprof/*), which the API listener serves to
+// admin sessions only.
+var adminSessions sync.Map
+
+func adminSession(ctx context.Context, base string, fresh bool) (string, error) {
+	if s, ok := adminSessions.Load(base); ok && !fresh {
+		return s.(string), nil
+	}
+	c, err := client.New(base)
+	if err != nil {
+		return "", err
+	}
+	sess, err := c.Login(ctx, "admin", e2ePassword)
+	if err != nil {
+		return "", fmt.Errorf("log in to %s for its admin endpoints: %w", base, err)
+	}
+	adminSessions.Store(base, sess.UUID)
+	return sess.UUID, nil
+}
+
 func doJSON(ctx context.Context, method, url string, v any) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	resp, err := doAuthorized(ctx, method, url, false)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized {
+		resp.Body.Close()
+		resp, err = doAuthorized(ctx, method, url, true) // the session expired with its server
+	}
 	if err != nil {
 		return 0, err
 	}
-	resp, err := httpc.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -188,4 +217,21 @@ func doJSON(ctx context.Context, method, url string, v any) (int, error) {
 		}
 	}
 	return resp.StatusCode, nil
+}
+
+// doAuthorized sends a request without a body, with an admin session when
+// it is for a server's operators' endpoints.
+func doAuthorized(ctx context.Context, method, url string, fresh bool) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if p := req.URL.Path; strings.HasPrefix(p, "/admin/") || strings.HasPrefix(p, "/debug/pprof") {
+		sess, err := adminSession(ctx, req.URL.Scheme+"://"+req.URL.Host, fresh)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "OAuth "+sess)
+	}
+	return httpc.Do(req)
 }

@@ -9,7 +9,7 @@ TESTFLAGS ?= -race -count=1 -timeout 25m
 STATICCHECK_VERSION ?= v0.8.2
 STATICCHECK_BIN     ?= $(or $(shell $(GO) env GOBIN),$(firstword $(subst :, ,$(shell $(GO) env GOPATH)))/bin)/staticcheck
 
-.PHONY: all build test chaos vet fmt-check staticcheck lint bench bench-micro bench-bus bench-thread bench-ring bench-agents run clean tidy
+.PHONY: all build test chaos vet fmt-check staticcheck lint bench bench-micro bench-bus bench-thread bench-ring bench-agents fuzz fuzz-short run clean tidy
 
 all: build
 
@@ -19,9 +19,10 @@ build:
 # The test command: lint (vet, gofmt check, staticcheck), then every test
 # with the race detector, RabbitMQ and MariaDB integration tests included
 # (they read MPLANE_TEST_AMQP_URL and MPLANE_TEST_MYSQL_DSN, loopback
-# defaults).
+# defaults), then each fuzz target for 3 s (fuzz-short).
 test: lint
 	$(GO) test $(TESTFLAGS) $(PKGS)
+	$(MAKE) fuzz-short
 
 # The chaos suite in full (docs/reliability.md): every fault scenario five
 # times on three nodes, three agents and the suite's own RabbitMQ and
@@ -75,6 +76,28 @@ bench-bus:
 
 bench-thread:
 	$(GO) test -run '^$$' -bench . -benchmem ./thread/
+
+# Go native fuzzing of the decoders of untrusted input (REST bodies and
+# queries, agent answers, callbacks and events, bus envelopes): every
+# target in turn, FUZZTIME each (go test -fuzz takes one target at a
+# time). A crasher is saved under the package's testdata/fuzz/<target>/;
+# commit it as a regression seed. The seeds run with every `go test`;
+# fuzz-short, a quick pass of 3s each, ends `make test`.
+FUZZTIME ?= 30s
+FUZZCMD = $(GO) test -run '^$$' -fuzztime $(FUZZTIME)
+fuzz:
+	$(FUZZCMD) -fuzz '^FuzzDecodeParams$$' ./api/rest
+	$(FUZZCMD) -fuzz '^FuzzDecodeAction$$' ./api/rest
+	$(FUZZCMD) -fuzz '^FuzzParse$$' ./api/query
+	$(FUZZCMD) -fuzz '^FuzzResultError$$' ./agents/agentclient
+	$(FUZZCMD) -fuzz '^FuzzCallback$$' ./agents/agentclient
+	$(FUZZCMD) -fuzz '^FuzzEventHandler$$' ./agents/agentclient
+	$(FUZZCMD) -fuzz '^FuzzProtocolObject$$' ./agents/agentclient
+	$(FUZZCMD) -fuzz '^FuzzDecodeEnvelope$$' ./cloudbus
+	$(FUZZCMD) -fuzz '^FuzzBusDelivery$$' ./cloudbus
+
+fuzz-short:
+	$(MAKE) fuzz FUZZTIME=3s
 
 run: build
 	./$(BIN) run

@@ -106,6 +106,9 @@ func encodeEnvelope(e *Envelope) ([]byte, error) {
 
 var errShortEnvelope = errors.New("envelope truncated")
 
+// maxHops bounds an envelope's hop count on the wire.
+const maxHops = 1 << 16
+
 func decodeEnvelope(data []byte) (*Envelope, error) {
 	if len(data) < 2 {
 		return nil, errShortEnvelope
@@ -123,6 +126,12 @@ func decodeEnvelope(data []byte) (*Envelope, error) {
 	h, n := binary.Uvarint(p)
 	if n <= 0 {
 		return nil, errShortEnvelope
+	}
+	if h > maxHops {
+		// No node forwards a message this often (managementnode bounds
+		// it far lower); as an int it could wrap negative and pass the
+		// bound.
+		return nil, fmt.Errorf("envelope hops %d out of range (at most %d)", h, maxHops)
 	}
 	e.Hops, p = int(h), p[n:]
 	var fields [9][]byte

@@ -234,7 +234,7 @@ func walk(raw json.RawMessage, t reflect.Type, path string) error {
 			return nil
 		}
 		for i, e := range elems {
-			if err := walk(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+			if err := walkElem(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
 				return err
 			}
 		}
@@ -244,12 +244,24 @@ func walk(raw json.RawMessage, t reflect.Type, path string) error {
 			return nil
 		}
 		for _, k := range sortedKeys(members) {
-			if err := walk(members[k], t.Elem(), path+"."+k); err != nil {
+			if err := walkElem(members[k], t.Elem(), path+"."+k); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// walkElem is walk for an element of a list or a map: a null one of a
+// struct type with required fields is refused (it would be a struct
+// without them), as a null required field is.
+func walkElem(raw json.RawMessage, t reflect.Type, path string) error {
+	if et := indirect(t); et.Kind() == reflect.Struct && bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		if info := structInfoOf(et); len(info.required) > 0 {
+			return invalid("%s must be an object with %s, not null", path, strings.Join(info.required, ", "))
+		}
+	}
+	return walk(raw, t, path)
 }
 
 type fieldInfo struct {

@@ -356,3 +356,32 @@ func TestURLBase(t *testing.T) {
 		t.Errorf("URL = %q", got)
 	}
 }
+
+// A null element of a list (or a map) of structs with required fields is
+// refused: it would decode to a struct without them.
+func TestDecodeParamsNullElementWithRequiredFields(t *testing.T) {
+	type named struct {
+		Name string `json:"name" api:"required"`
+	}
+	type params struct {
+		Items []named          `json:"items"`
+		Ptrs  []*named         `json:"ptrs"`
+		ByKey map[string]named `json:"byKey"`
+		Plain []disk           `json:"plain"`
+	}
+	for _, tc := range []struct{ body, details string }{
+		{`{"params": {"items": [{"name": "a"}, null]}}`, "params.items[1] must be an object with name, not null"},
+		{`{"params": {"ptrs": [null]}}`, "params.ptrs[0] must be an object with name, not null"},
+		{`{"params": {"byKey": {"k": null}}}`, "params.byKey.k must be an object with name, not null"},
+		{`{"params": {"items": [{}]}}`, "params.items[0].name is required"},
+	} {
+		var p params
+		_, err := DecodeParams(request(tc.body), &p)
+		wantError(t, err, errcode.InvalidArgument, tc.details)
+	}
+	// Without required fields a null element is the zero value, as before.
+	var p params
+	if _, err := DecodeParams(request(`{"params": {"plain": [null, {"size": 1}]}}`), &p); err != nil || len(p.Plain) != 2 {
+		t.Fatalf("null element of a struct without required fields: %v %+v", err, p)
+	}
+}

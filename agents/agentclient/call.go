@@ -3,6 +3,8 @@ package agentclient
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,8 +90,9 @@ func WithTimeout(d time.Duration) CallOption {
 
 // WithTaskUUID sets the task UUID instead of a random one. Sending again a
 // command whose task is still running on the agent is ignored there; the
-// task UUID must not be pending in this client. Task UUIDs authenticate
-// results: never use a guessable one.
+// task UUID must not be pending in this client. Results are authenticated
+// by the call's token (CallbackTokenParam), not by the task UUID, which
+// therefore need not be secret, only unique.
 func WithTaskUUID(id string) CallOption {
 	return func(o *callOptions) { o.taskUUID = id }
 }
@@ -158,7 +161,8 @@ func (c *Client) Start(ctx context.Context, agentURL, path string, cmd any, done
 	if id == "" {
 		id = uid.New()
 	}
-	cl := &call{taskUUID: id, agentURL: agentURL, path: path, started: now, deadline: deadline, done: done}
+	token := newToken()
+	cl := &call{taskUUID: id, token: token, agentURL: agentURL, path: path, started: now, deadline: deadline, done: done}
 
 	c.mu.Lock()
 	if c.closed {
@@ -179,7 +183,7 @@ func (c *Client) Start(ctx context.Context, agentURL, path string, cmd any, done
 
 	h := http.Header{}
 	h.Set(protocol.TaskUUIDHeader, id)
-	h.Set(protocol.CallbackURLHeader, c.opts.CallbackURL)
+	h.Set(protocol.CallbackURLHeader, c.callbackURL(token))
 	postCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	_, err = c.post(postCtx, agentURL, path, body, h, o.header, false)
@@ -200,6 +204,30 @@ func (c *Client) Start(ctx context.Context, agentURL, path string, cmd any, done
 		c.stats.sendFailed.Add(1)
 	}
 	return err
+}
+
+// CallbackTokenParam is the query parameter of the callback URL sent with
+// each async command (the callbackurl header) that carries the call's
+// token: 128 random bits in hex, one per call. The agent posts its result
+// to that URL as given (the Python framework and agents/agentserver both
+// do), and CallbackHandler accepts a result only with its call's token.
+const CallbackTokenParam = "token"
+
+// newToken is a call's callback token: 128 bits from crypto/rand, in hex.
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand.Read crashes the program rather than return an error)
+	return hex.EncodeToString(b[:])
+}
+
+// callbackURL is Options.CallbackURL with the call's token as a query
+// parameter.
+func (c *Client) callbackURL(token string) string {
+	sep := "?"
+	if strings.Contains(c.opts.CallbackURL, "?") {
+		sep = "&"
+	}
+	return c.opts.CallbackURL + sep + CallbackTokenParam + "=" + token
 }
 
 // CallSync sends a command to a sync path (e.g. /host/connect, /host/echo)

@@ -14,6 +14,9 @@ type Options struct {
 	// CallbackURL is the URL agents post results to: this node's address
 	// plus the path where CallbackHandler is mounted (e.g.
 	// http://10.0.0.5:8080/asyncrest/callback). Required by Start and Call.
+	// Each command carries it with the call's token added as a query
+	// parameter (CallbackTokenParam); it must not have a fragment nor a
+	// parameter of that name.
 	CallbackURL string
 	// HTTPClient sends commands. Default: a client with its own transport
 	// (up to 64 idle connections per agent), closed by Close. Deadlines come

@@ -28,15 +28,31 @@ func silentAgent(t *testing.T) (string, <-chan string) {
 	return hs.URL, ids
 }
 
+// recordingAgent is silentAgent handing the test each command's taskuuid
+// and callbackurl.
+func recordingAgent(t *testing.T) (string, <-chan sentCommand) {
+	t.Helper()
+	cmds := make(chan sentCommand, 16)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cmds <- sentCommand{taskUUID: r.Header.Get(protocol.TaskUUIDHeader), callbackURL: r.Header.Get(protocol.CallbackURLHeader)}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(hs.Close)
+	return hs.URL, cmds
+}
+
+type sentCommand struct{ taskUUID, callbackURL string }
+
 func TestCallbackHandlerAnswers(t *testing.T) {
-	url, ids := silentAgent(t)
+	url, cmds := recordingAgent(t)
 	n := newNode(t, 0)
 	cb := n.url + protocol.DefaultCallbackPath
 	results := make(chan agentclient.Result, 2)
 	if err := n.client.Start(t.Context(), url, "/vm/start", struct{}{}, func(r agentclient.Result) { results <- r }); err != nil {
 		t.Fatal(err)
 	}
-	id := <-ids
+	sent := <-cmds
+	id := sent.taskUUID
 	if got := n.client.Pending(); len(got) != 1 || got[0].TaskUUID != id || got[0].Path != "/vm/start" {
 		t.Fatalf("Pending() = %+v", got)
 	}
@@ -47,13 +63,13 @@ func TestCallbackHandlerAnswers(t *testing.T) {
 	if status := postCallback(t, cb, "ffffffffffffffffffffffffffffffff", `{"success":true}`); status != http.StatusNotFound {
 		t.Errorf("forged taskuuid: %d, want 404", status)
 	}
-	if status := postCallback(t, cb, id, `{"success":true,"error":""}`); status != http.StatusOK {
+	if status := postCallback(t, sent.callbackURL, id, `{"success":true,"error":""}`); status != http.StatusOK {
 		t.Errorf("pending taskuuid: %d, want 200", status)
 	}
 	if r := <-results; r.Err != nil || r.TaskUUID != id {
 		t.Fatalf("result %+v", r)
 	}
-	if status := postCallback(t, cb, id, `{"success":false,"error":"late"}`); status != http.StatusNotFound {
+	if status := postCallback(t, sent.callbackURL, id, `{"success":false,"error":"late"}`); status != http.StatusNotFound {
 		t.Errorf("duplicate: %d, want 404", status)
 	}
 	select {

@@ -36,14 +36,22 @@
 //     object command gets the remaining time before its deadline in
 //     protocol.TimeoutField (milliseconds), so an agent can give up on work
 //     nobody waits for.
-//   - The callback endpoint answers 400 without taskuuid, 404 for a task
-//     that is not pending, 200 otherwise, at once. Completed tasks are
-//     answered 404 as the protocol says; since an agent counts any HTTP
-//     answer as delivered, that acknowledges a duplicate delivery as well
-//     as 200 would, and the duplicate changes nothing.
-//   - The event endpoint answers 400 without commandpath and 404 for an
-//     unknown one, and hands the path, body, remote address and secret
-//     header of every other event to the user's function.
+//   - Results are authenticated: every async call has a token of its own
+//     (128 random bits, hex), sent only in the callbackurl of its command
+//     as the query parameter CallbackTokenParam; the agent posts to that
+//     URL as given. The callback endpoint answers 400 without taskuuid,
+//     404 for a task that is not pending, 403 for a pending one without
+//     its token (the call stays pending), all three without reading the
+//     body, 413 for a result over MaxResultBytes (the call fails), 200
+//     otherwise, at once. Completed tasks are answered 404 as the protocol
+//     says; since an agent counts any HTTP answer as delivered, that
+//     acknowledges a duplicate delivery as well as 200 would, and the
+//     duplicate changes nothing.
+//   - The event endpoint answers 400 without commandpath, 404 for an
+//     unknown one and 413 for a body over MaxBodyBytes (64 KiB by
+//     default), runs the user's Authorize on the URL and headers before
+//     it reads the body, and hands the path, body, remote address and
+//     secret header of every other event to the user's Handle.
 //
 // Lock order: Client.mu is a leaf; no user function (done, Handle) and no
 // I/O runs under it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -43,18 +44,32 @@ type EventOptions struct {
 	// request's goroutine: the agent waits for the answer, so hand slow
 	// work off (e.g. to the bus).
 	Handle func(ctx context.Context, ev Event) error
+	// Authorize, if set, runs before the body is read, with the event as
+	// Handle will get it but for its Body (nil): it authenticates the
+	// sender from the URL and headers (Query, Secret), so that nobody can
+	// make the node read a body, nor Handle run, without credentials. Its
+	// error answers the event as Handle's does, the body unread.
+	Authorize func(ctx context.Context, ev Event) error
 	// Paths are the known command paths. Default protocol.EventPaths().
 	Paths []string
-	// MaxBodyBytes bounds an event body. Default 16 MiB.
+	// MaxBodyBytes bounds an event body: a larger one is answered 413,
+	// unread if its Content-Length says so. Default DefaultMaxEventBytes.
 	MaxBodyBytes int64
 	// Logger receives the handler's logs. Default: discard.
 	Logger *slog.Logger
 }
 
+// DefaultMaxEventBytes is the default EventOptions.MaxBodyBytes: 64 KiB.
+// The events agents send are JSON objects of a few hundred bytes at most
+// (a VM state is about 110, a progress report about 150).
+const DefaultMaxEventBytes = 64 << 10
+
 // NewEventHandler returns the handler of the management node's event
 // endpoint (the sendCommandUrl given to agents): 400 without a commandpath
-// header, 404 for an unknown one, otherwise the status of Handle's error,
-// 200 when it returns nil. The answer's body is a result envelope.
+// header, 404 for an unknown one, 413 for a body larger than MaxBodyBytes,
+// then the status of Authorize's error (checked before the body is read)
+// or of Handle's, 200 when both return nil. The answer's body is a result
+// envelope.
 func NewEventHandler(opts EventOptions) http.Handler {
 	if opts.Handle == nil {
 		panic("agentclient: EventOptions.Handle is nil")
@@ -63,7 +78,7 @@ func NewEventHandler(opts EventOptions) http.Handler {
 		opts.Paths = protocol.EventPaths()
 	}
 	if opts.MaxBodyBytes <= 0 {
-		opts.MaxBodyBytes = 16 << 20
+		opts.MaxBodyBytes = DefaultMaxEventBytes
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -91,9 +106,8 @@ func (h *eventHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeEnvelope(w, http.StatusNotFound, "unknown commandpath "+path)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
-	if err != nil {
-		writeEnvelope(w, http.StatusBadRequest, "read event body: "+err.Error())
+	if r.ContentLength > h.opts.MaxBodyBytes {
+		h.tooLarge(w, r, path)
 		return
 	}
 	ip, _, err := net.SplitHostPort(r.RemoteAddr)
@@ -102,24 +116,52 @@ func (h *eventHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ev := Event{
 		Path:       path,
-		Body:       body,
 		RemoteAddr: r.RemoteAddr,
 		RemoteIP:   ip,
 		Secret:     r.Header.Get(protocol.SecretHeader),
 		Header:     r.Header.Clone(),
 		Query:      r.URL.Query(),
 	}
-	if err := h.opts.Handle(r.Context(), ev); err != nil {
-		status := errcode.CodeOf(err).HTTPStatus()
-		var e *errcode.Error
-		if !errors.As(err, &e) {
-			status = http.StatusInternalServerError
+	if h.opts.Authorize != nil {
+		if err := h.opts.Authorize(r.Context(), ev); err != nil {
+			h.refuse(w, r, path, err)
+			return
 		}
-		h.opts.Logger.Info("event refused", "commandpath", path, "remote_addr", r.RemoteAddr, "err", err)
-		writeEnvelope(w, status, err.Error())
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		h.tooLarge(w, r, path)
+		return
+	}
+	if err != nil {
+		writeEnvelope(w, http.StatusBadRequest, "read event body: "+err.Error())
+		return
+	}
+	ev.Body = body
+	if err := h.opts.Handle(r.Context(), ev); err != nil {
+		h.refuse(w, r, path, err)
 		return
 	}
 	writeEnvelope(w, http.StatusOK, "")
+}
+
+// refuse answers an event that Authorize or Handle refused, with the
+// status of the error's code (500 for an error without one).
+func (h *eventHandler) refuse(w http.ResponseWriter, r *http.Request, path string, err error) {
+	status := errcode.CodeOf(err).HTTPStatus()
+	var e *errcode.Error
+	if !errors.As(err, &e) {
+		status = http.StatusInternalServerError
+	}
+	h.opts.Logger.Info("event refused", "commandpath", path, "remote_addr", r.RemoteAddr, "err", err)
+	writeEnvelope(w, status, err.Error())
+}
+
+func (h *eventHandler) tooLarge(w http.ResponseWriter, r *http.Request, path string) {
+	h.opts.Logger.Warn("event body too large refused", "commandpath", path, "remote_addr", r.RemoteAddr,
+		"content_length", r.ContentLength, "max_bytes", h.opts.MaxBodyBytes)
+	w.Header().Set("Connection", "close")
+	writeEnvelope(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("event body larger than %d bytes", h.opts.MaxBodyBytes))
 }
 
 func writeEnvelope(w http.ResponseWriter, status int, msg string) {

@@ -9,6 +9,10 @@ import (
 // call is one async command waiting for its result.
 type call struct {
 	taskUUID string
+	// token authenticates the call's result: a random value (newToken)
+	// that only the callback URL sent with the command carries. Start
+	// always sets one.
+	token    string
 	agentURL string
 	path     string
 	started  time.Time
@@ -39,8 +43,18 @@ const (
 // that is what makes completion exactly-once among callback, timer,
 // context and send failure.
 func (c *Client) take(id string, why outcome) *call {
+	return c.takeIf(id, nil, why)
+}
+
+// takeIf is take, but only of want when want is not nil: a callback
+// authenticated for one call never completes another that took its task
+// UUID meanwhile.
+func (c *Client) takeIf(id string, want *call, why outcome) *call {
 	c.mu.Lock()
 	cl := c.pending[id]
+	if cl != nil && want != nil && cl != want {
+		cl = nil
+	}
 	if cl != nil {
 		delete(c.pending, id)
 		c.finished.add(id, finishedCall{agentURL: cl.agentURL, path: cl.path, outcome: why})
@@ -52,6 +66,14 @@ func (c *Client) take(id string, why outcome) *call {
 	cl.timer.Stop()
 	cl.stopCtx()
 	return cl
+}
+
+// lookup returns the pending call of task id, nil if there is none; the
+// call stays pending.
+func (c *Client) lookup(id string) *call {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pending[id]
 }
 
 // finishedCall is what is remembered of a call after it ended.
@@ -114,6 +136,7 @@ type counters struct {
 	started, succeeded, failed, timedOut, canceled, sendFailed, shutdown atomic.Uint64
 	syncCalls, syncFailed                                                atomic.Uint64
 	badCallbacks, duplicateCallbacks, lateCallbacks, unknownCallbacks    atomic.Uint64
+	rejectedCallbacks, oversizedCallbacks                                atomic.Uint64
 }
 
 // Stats are the client's counters since New.
@@ -135,6 +158,14 @@ type Stats struct {
 	SyncFailed uint64 `json:"syncFailed"`
 	// BadCallbacks counts callbacks without a taskuuid (answered 400).
 	BadCallbacks uint64 `json:"badCallbacks"`
+	// RejectedCallbacks counts callbacks for a pending task without the
+	// call's token or with a wrong one (answered 403, body unread, the
+	// call left pending): forged, or posted to another URL than the one
+	// the command gave.
+	RejectedCallbacks uint64 `json:"rejectedCallbacks"`
+	// OversizedCallbacks counts results larger than MaxResultBytes
+	// (answered 413); the call fails (counted in Failed too).
+	OversizedCallbacks uint64 `json:"oversizedCallbacks"`
 	// DuplicateCallbacks, LateCallbacks and UnknownCallbacks count callbacks
 	// answered 404: for a call that already had its result, for one that
 	// had timed out or been cancelled (the agent may have done the work),
@@ -159,6 +190,8 @@ func (c *Client) Stats() Stats {
 		SyncCalls:          s.syncCalls.Load(),
 		SyncFailed:         s.syncFailed.Load(),
 		BadCallbacks:       s.badCallbacks.Load(),
+		RejectedCallbacks:  s.rejectedCallbacks.Load(),
+		OversizedCallbacks: s.oversizedCallbacks.Load(),
 		DuplicateCallbacks: s.duplicateCallbacks.Load(),
 		LateCallbacks:      s.lateCallbacks.Load(),
 		UnknownCallbacks:   s.unknownCallbacks.Load(),

@@ -58,6 +58,14 @@ type Options struct {
 	// ArrivalLog is how many command arrivals are kept for /debug/arrivals.
 	// Default 100000.
 	ArrivalLog int
+	// OpenDebug serves GET /debug/arrivals without the host secret, for
+	// test harnesses that audit an agent's commands without knowing its
+	// host's secret. Off, it needs the secret (X-Mplane-Secret) once the
+	// agent has one, like a command, and answers 401 without it: the
+	// arrivals carry the task UUIDs of the commands still running. The
+	// other GET debug endpoints never need it; the POST ones need it
+	// either way, as commands do.
+	OpenDebug bool
 	// EventQueue bounds the events waiting to be sent; when full, new
 	// events are dropped and counted. Default 1024.
 	EventQueue int

@@ -18,9 +18,12 @@
 // Sync: /host/echo (empty answer), /host/connect, /vm/migrate/incoming
 // (agent to agent). Async: /host/ping, /host/capacity, /vm/start, /vm/stop,
 // /vm/reboot, /vm/destroy, /vm/attachdatavolume, /vm/detachdatavolume,
-// /vm/migrate, /vm/list. Debug: GET /debug/stats, GET /debug/arrivals,
-// POST /debug/vm/crash and /debug/vm/poweroff. Bodies are the types in
-// agents/protocol/kvm.go, field names as in ZStack.
+// /vm/migrate, /vm/list. Debug: GET /debug/stats, /debug/vms and
+// /debug/vm-arrivals (no secret needed), GET /debug/arrivals (the host
+// secret needed once the agent has one, unless Options.OpenDebug: it
+// lists task UUIDs), POST /debug/vm/crash and /debug/vm/poweroff (the
+// secret needed). Bodies are the types in agents/protocol/kvm.go, field
+// names as in ZStack.
 //
 // # Volumes
 //
@@ -101,9 +104,10 @@
 //     the highest seen is refused with 409 and nothing runs.
 //   - Observability: every command's arrival (time, path, task UUID) is
 //     recorded before any check (the last Options.ArrivalLog are kept,
-//     GET /debug/arrivals); a VM command that starts while another one on
-//     the same VM runs is counted as an overlap (the node must serialize
-//     the commands of a VM, so the count must stay 0). GET /debug/stats
+//     GET /debug/arrivals, with the host secret); a VM command that
+//     starts while another one on the same VM runs is counted as an
+//     overlap (the node must serialize the commands of a VM, so the count
+//     must stay 0). GET /debug/stats
 //     shows commands by path, overlaps, injected failures, events,
 //     VM counts by state, arrivals and the framework's counters.
 //   - Shutdown is idempotent: it stops accepting, lets running commands

@@ -140,13 +140,11 @@ func TestDebugEndpoints(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 
-	rsp, err = http.Get(a.url + protocol.PathDebugArrivals)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The arrivals (task UUIDs) need the host secret.
 	var arrivals []Arrival
-	_ = json.NewDecoder(rsp.Body).Decode(&arrivals)
-	_ = rsp.Body.Close()
+	if status := getDebug(t, a.url+protocol.PathDebugArrivals, "s1", &arrivals); status != http.StatusOK {
+		t.Fatalf("GET arrivals with the secret: %d", status)
+	}
 	if len(arrivals) != 2 || arrivals[0].Path != protocol.PathConnect || arrivals[1].Path != protocol.PathStartVM ||
 		arrivals[1].TaskUUID == "" || arrivals[1].At.Before(arrivals[0].At) {
 		t.Errorf("arrivals %+v", arrivals)
@@ -155,6 +153,72 @@ func TestDebugEndpoints(t *testing.T) {
 	// The mutating debug endpoints need the secret.
 	postDebug(t, a.url+protocol.PathDebugCrashVM, `{"vmUuid":"v1"}`, http.StatusUnauthorized)
 	postDebug(t, a.url+protocol.PathDebugStats, `{}`, http.StatusMethodNotAllowed)
+}
+
+// getDebug GETs a debug endpoint, with the host secret unless it is empty,
+// and decodes a 200 answer into v.
+func getDebug(t *testing.T, url, secret string, v any) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if secret != "" {
+		req.Header.Set(protocol.SecretHeader, secret)
+	}
+	rsp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rsp.Body.Close()
+	if rsp.StatusCode == http.StatusOK && v != nil {
+		if err := json.NewDecoder(rsp.Body).Decode(v); err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+	}
+	return rsp.StatusCode
+}
+
+// TestDebugArrivalsNeedTheSecret: /debug/arrivals lists the task UUIDs of
+// the commands, those still running among them; without the host secret
+// (or with a wrong one) it answers 401 and shows nothing, unless the agent
+// runs with OpenDebug. The other GET debug endpoints, which show no task,
+// still answer without it.
+func TestDebugArrivalsNeedTheSecret(t *testing.T) {
+	m := newMgmt(t)
+	a := startAgent(t, Options{})
+	open := startAgent(t, Options{OpenDebug: true})
+	for _, ag := range []*testAgent{a, open} {
+		m.connect(t, ag, "h1", "s1")
+		if err := m.client.Call(t.Context(), ag.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1")}, nil, agentclient.WithSecret("s1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, secret := range []string{"", "guess"} {
+		if status := getDebug(t, a.url+protocol.PathDebugArrivals, secret, nil); status != http.StatusUnauthorized {
+			t.Errorf("GET arrivals with secret %q: %d, want 401", secret, status)
+		}
+	}
+	for _, path := range []string{protocol.PathDebugStats, protocol.PathDebugVMs, protocol.PathDebugVMArrivals} {
+		if status := getDebug(t, a.url+path, "", nil); status != http.StatusOK {
+			t.Errorf("GET %s without the secret: %d, want 200", path, status)
+		}
+	}
+	for name, tc := range map[string]struct {
+		ag     *testAgent
+		secret string
+	}{"with the secret": {a, "s1"}, "OpenDebug, no secret": {open, ""}} {
+		var arrivals []Arrival
+		if status := getDebug(t, tc.ag.url+protocol.PathDebugArrivals, tc.secret, &arrivals); status != http.StatusOK {
+			t.Fatalf("%s: %d, want 200", name, status)
+		}
+		if len(arrivals) != 2 || arrivals[1].Path != protocol.PathStartVM || arrivals[1].TaskUUID == "" {
+			t.Errorf("%s: arrivals %+v", name, arrivals)
+		}
+	}
+	// OpenDebug opens the reading only: the mutating endpoints still need
+	// the secret.
+	postDebug(t, open.url+protocol.PathDebugCrashVM, `{"vmUuid":"v1"}`, http.StatusUnauthorized)
 }
 
 func TestArrivalLogKeepsTheLast(t *testing.T) {

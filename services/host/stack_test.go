@@ -486,8 +486,8 @@ func testRunAgentCommands(t *testing.T, ctx context.Context, st *servertest.Stac
 }
 
 // testAgentEvents posts events to the node's event endpoint as an agent
-// does: they are accepted with the host's secret or, without one, from the
-// host's own address, and refused otherwise.
+// does: they are accepted with the host's secret and the host named in the
+// URL, and refused otherwise, whatever address they come from.
 func testAgentEvents(t *testing.T, ctx context.Context, st *servertest.Stack) {
 	a := startAgent(t, "127.0.0.1:0", kvm.Options{})
 	h := addHost(t, ctx, st, a, "kvm")
@@ -506,10 +506,10 @@ func testAgentEvents(t *testing.T, ctx context.Context, st *servertest.Stack) {
 		{"right secret from another address", q, protocol.EventReportVMState, secret, body, "127.0.0.2", http.StatusOK},
 		{"wrong secret", q, protocol.EventReportVMState, "guess", body, "", http.StatusUnauthorized},
 		{"wrong secret from the host's address", q, protocol.EventReportVMState, secret + "x", body, "127.0.0.1", http.StatusUnauthorized},
-		{"no secret from the host's address", q, protocol.EventReportVMState, "", body, "127.0.0.1", http.StatusOK},
-		{"no secret from another address", q, protocol.EventReportVMState, "", body, "127.0.0.2", http.StatusForbidden},
-		{"host in the body", "", protocol.EventReportVMState, secret, `{"hostUuid":"` + h.UUID + `","vmUuid":"vm-x"}`, "", http.StatusOK},
-		{"wrong secret, host in the body", "", protocol.EventReportVMState, "guess", `{"hostUuid":"` + h.UUID + `"}`, "", http.StatusUnauthorized},
+		{"no secret from the host's address", q, protocol.EventReportVMState, "", body, "127.0.0.1", http.StatusUnauthorized},
+		{"no secret from another address", q, protocol.EventReportVMState, "", body, "127.0.0.2", http.StatusUnauthorized},
+		{"host in the body", "", protocol.EventReportVMState, secret, `{"hostUuid":"` + h.UUID + `","vmUuid":"vm-x"}`, "", http.StatusBadRequest},
+		{"wrong secret, host in the body", "", protocol.EventReportVMState, "guess", `{"hostUuid":"` + h.UUID + `"}`, "", http.StatusBadRequest},
 		{"no host named", "", protocol.EventReportVMState, secret, body, "", http.StatusBadRequest},
 		{"unknown host", "hostUuid=" + uid.New(), protocol.EventReportVMState, secret, body, "", http.StatusNotFound},
 	}

@@ -48,7 +48,7 @@ func localDirOf(stateFile string) string {
 func startAgent(t *testing.T, name string, port int, stateFile string, extra ...string) *agentProc {
 	t.Helper()
 	local := localDirOf(stateFile)
-	args := append([]string{"agent", "kvm", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--state-file", stateFile,
+	args := append([]string{"agent", "kvm", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--state-file", stateFile, "--open-debug",
 		"--storage", localStorageURL + "=" + local}, extra...)
 	p := startProc(t, name, nil, args...)
 	p.url = fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -220,16 +220,16 @@ func TestHostsWithRealAgents(t *testing.T) {
 		t.Fatalf("host after forged callbacks: %+v", h)
 	}
 	// 5. Events reach the host's owner through any node, which
-	// authenticates them: a wrong secret is refused (401); no secret is
-	// accepted only from the host's address (here 127.0.0.1, the test's
-	// own); an unknown host is 404.
+	// authenticates them before it reads them: a wrong secret or none is
+	// refused (401), from the host's own address too (here 127.0.0.1, the
+	// test's own); an unknown host is 404.
 	for _, c := range []struct {
 		host, secret string
 		want         int
 	}{
 		{hosts[1].UUID, "not-the-secret", http.StatusUnauthorized},
-		{hosts[1].UUID, "", http.StatusOK},
-		{"no-such-host", "", http.StatusNotFound},
+		{hosts[1].UUID, "", http.StatusUnauthorized},
+		{"no-such-host", "any-secret", http.StatusNotFound},
 	} {
 		for _, s := range []*server{a, b} {
 			req, _ := http.NewRequest(http.MethodPost, s.url+"/asyncrest/sendcommand?hostUuid="+c.host,

@@ -1,9 +1,13 @@
 package agentclient
 
 import (
+	"errors"
 	"sort"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"mplane/errcode"
 )
 
 // call is one async command waiting for its result.
@@ -36,7 +40,43 @@ const (
 	outcomeCanceled
 	outcomeSendFailed
 	outcomeShutdown
+	outcomeAgentGone
 )
+
+// AgentGone fails at once every call pending on the agent at agentURL,
+// which the caller found gone (its address refuses connections: the
+// process died, and with it the commands it was running). Their results
+// would never come; waiting would hold each caller to its deadline. The
+// calls fail with AgentError saying the command may have run before the
+// agent went: callers settle that from the host's state (a VM's) or by
+// undoing it idempotently. It answers how many calls it failed.
+func (c *Client) AgentGone(agentURL string, cause error) int {
+	c.mu.Lock()
+	var ids []string
+	for id, cl := range c.pending {
+		if cl.agentURL == agentURL {
+			ids = append(ids, id)
+		}
+	}
+	c.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		cl := c.take(id, outcomeAgentGone)
+		if cl == nil {
+			continue
+		}
+		n++
+		c.stats.agentGone.Add(1)
+		cl.finish(Result{TaskUUID: id, Err: errcode.Wrap(errcode.AgentError, cause,
+			"agent %s went away while it ran %s (task %s, for %v): its result will not come; the command may have run",
+			cl.agentURL, cl.path, id, time.Since(cl.started).Round(time.Millisecond))})
+	}
+	return n
+}
+
+// Refused reports an error of a call whose agent's address refused the
+// connection: nothing listens there (the agent is down).
+func Refused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
 // take removes the call from the pending table and reports it, or nil if
 // it already finished. Whoever takes a call is the only one to finish it:
@@ -137,6 +177,7 @@ type counters struct {
 	syncCalls, syncFailed                                                atomic.Uint64
 	badCallbacks, duplicateCallbacks, lateCallbacks, unknownCallbacks    atomic.Uint64
 	rejectedCallbacks, oversizedCallbacks                                atomic.Uint64
+	agentGone                                                            atomic.Uint64
 }
 
 // Stats are the client's counters since New.
@@ -154,6 +195,9 @@ type Stats struct {
 	// caller counts under TimedOut or Canceled.
 	SendFailed uint64 `json:"sendFailed"`
 	Shutdown   uint64 `json:"shutdown"`
+	// AgentGone counts calls failed by AgentGone: their agent went away
+	// while it ran them.
+	AgentGone  uint64 `json:"agentGone"`
 	SyncCalls  uint64 `json:"syncCalls"`
 	SyncFailed uint64 `json:"syncFailed"`
 	// BadCallbacks counts callbacks without a taskuuid (answered 400).
@@ -187,6 +231,7 @@ func (c *Client) Stats() Stats {
 		Canceled:           s.canceled.Load(),
 		SendFailed:         s.sendFailed.Load(),
 		Shutdown:           s.shutdown.Load(),
+		AgentGone:          s.agentGone.Load(),
 		SyncCalls:          s.syncCalls.Load(),
 		SyncFailed:         s.syncFailed.Load(),
 		BadCallbacks:       s.badCallbacks.Load(),

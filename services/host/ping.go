@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"mplane/agents/agentclient"
 )
 
 // tracker pings every host this node owns, every PingInterval. A host whose
@@ -137,6 +139,13 @@ func (t *tracker) check(ctx context.Context, h *HostVO, st *trackState) {
 	if err != nil {
 		st.failures++
 		s.log.Info("ping failed", "host_uuid", h.UUID, "failures", st.failures, "err", err)
+		if agentclient.Refused(err) {
+			// Nothing listens at the agent's address: it died, with the
+			// commands it ran; their results will not come.
+			if n := s.agents.AgentGone(agentURL(h), err); n > 0 {
+				s.log.Warn("the host's agent went away: its commands in flight failed", "host_uuid", h.UUID, "commands", n)
+			}
+		}
 		if st.failures >= s.maxPingFailures() {
 			if err := s.setStatus(ctx, h.UUID, StatusDisconnected); err != nil {
 				s.log.Warn("record host disconnected", "host_uuid", h.UUID, "err", err)

@@ -1,13 +1,16 @@
 package host_test
 
 import (
+	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	"mplane/agents/kvm"
 	"mplane/agents/protocol"
 	"mplane/conf"
+	"mplane/errcode"
 	"mplane/flow"
 	"mplane/internal/testenv"
 	"mplane/services/host"
@@ -117,5 +120,35 @@ func TestAbandonedDeleteIsRolledBack(t *testing.T) {
 	}
 	if n := hostRows(t, st, a); n != 0 {
 		t.Fatalf("%d rows after the delete run again", n)
+	}
+}
+
+// TestCommandsOfAnAgentThatWentAwayFailAtOnce: an agent that dies while it
+// runs a command never sends its result; the host's ping finds its address
+// refusing connections and fails the command at once, saying it may have
+// run, instead of holding its caller to the command's deadline.
+func TestCommandsOfAnAgentThatWentAwayFailAtOnce(t *testing.T) {
+	st, ctx := startStack(t, fastPing(1000))
+	a := startAgent(t, "127.0.0.1:0", kvm.Options{NoCallbackRate: 1, FaultPaths: []string{protocol.PathStartVM}})
+	h := addHost(t, ctx, st, a, "dying")
+	done := make(chan error, 1)
+	started := time.Now()
+	go func() {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		_, err := host.Run(cctx, st.Node(), h.UUID, protocol.StartVM, protocol.StartVMCmd{VMInstanceUUID: "vm-lost", CPUNum: 1, Memory: 1 << 20,
+			RootVolume: simRoot("vm-lost")})
+		done <- err
+	}()
+	testenv.Eventually(t, 30*time.Second, func() bool { return a.commands(protocol.PathStartVM) == 1 }, "the start reached the agent")
+	a.stop(t)
+	select {
+	case err := <-done:
+		if errcode.CodeOf(err) != errcode.AgentError || !strings.Contains(err.Error(), "went away") {
+			t.Fatalf("the command of the agent that went away: %v, want AgentError saying it went away", err)
+		}
+		t.Logf("failed %v after it was sent (its deadline: 2m)", time.Since(started).Round(time.Millisecond))
+	case <-time.After(30 * time.Second):
+		t.Fatal("the command of an agent that went away still waits 30 s later")
 	}
 }

@@ -145,15 +145,18 @@ func decodeEnvelope(data []byte) (*Envelope, error) {
 	e.ID, e.Name, e.Target, e.ReplyTo = string(fields[0]), string(fields[1]), string(fields[2]), string(fields[3])
 	e.APIID, e.ResourceUUID, e.From = string(fields[4]), string(fields[5]), string(fields[6])
 	if len(fields[7]) > 0 {
-		e.Caller = new(Identity)
-		if err := json.Unmarshal(fields[7], e.Caller); err != nil {
+		if err := json.Unmarshal(fields[7], &e.Caller); err != nil {
 			return nil, fmt.Errorf("decode caller: %w", err)
 		}
 	}
 	if len(fields[8]) > 0 {
-		e.Error = new(errcode.Error)
-		if err := json.Unmarshal(fields[8], e.Error); err != nil {
+		if err := json.Unmarshal(fields[8], &e.Error); err != nil {
 			return nil, fmt.Errorf("decode error: %w", err)
+		}
+		if e.Error != nil && e.Error.Code == "" {
+			// An error without a code would reach its caller as a 500
+			// of nothing; our encoder never writes one.
+			return nil, errors.New("decode error: the envelope's error has no code")
 		}
 	}
 	if len(p) > 0 {

@@ -290,3 +290,35 @@ func TestDecodeEnvelopeRefusesHopsOutOfRange(t *testing.T) {
 		t.Fatalf("hops 3: %+v, %v", e, err)
 	}
 }
+
+// A caller or an error that is JSON null decodes to none, and an error
+// without a code is refused: it would reach its caller as a codeless 500.
+func TestDecodeEnvelopeNullCallerAndError(t *testing.T) {
+	data, err := encodeEnvelope(&Envelope{Name: "x", Reply: true, Error: errcode.New(errcode.InvalidArgument, "bad")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := decodeEnvelope(data); err != nil || e.Error == nil || e.Error.Code != errcode.InvalidArgument {
+		t.Fatalf("an error envelope: %+v, %v", e, err)
+	}
+	build := func(caller, errJSON string) []byte {
+		good, err := encodeEnvelope(&Envelope{Name: "x", Reply: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The last two length-prefixed fields of the header are the caller
+		// and the error (both empty here): rewrite them.
+		head := good[:len(good)-2]
+		for _, f := range []string{caller, errJSON} {
+			head = binary.AppendUvarint(head, uint64(len(f)))
+			head = append(head, f...)
+		}
+		return head
+	}
+	if e, err := decodeEnvelope(build("null", "null")); err != nil || e.Caller != nil || e.Error != nil {
+		t.Fatalf("null caller and error: %+v, %v; want neither", e, err)
+	}
+	if e, err := decodeEnvelope(build("", `{"details":"no code"}`)); err == nil {
+		t.Fatalf("an error without a code decoded: %+v", e)
+	}
+}

@@ -449,3 +449,25 @@ type lateReq struct {
 }
 
 func (r lateReq) ResourceUUID() string { return r.UUID }
+
+// A lone node that is leaving has nobody to send a request to: a
+// CallOwnerAgain under way gives up at once instead of holding the node's
+// shutdown to the request's deadline.
+func TestCallOwnerAgainOnALoneLeavingNode(t *testing.T) {
+	c := newCluster(t)
+	a := c.add("a")
+	c.converged(1, a)
+	msg := NewOwnedMsg[lateReq, ProbeReply]("nobody", "test.Nobody")
+	if err := a.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	if _, err := CallOwnerAgain(ctx, a, msg, lateReq{UUID: "vm-1"}); !OwnerGone(err) {
+		t.Fatalf("CallOwnerAgain on a lone stopped node: %v, want its owner gone", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("CallOwnerAgain on a lone stopped node returned after %v, want at once", d)
+	}
+}

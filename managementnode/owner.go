@@ -61,10 +61,16 @@ func CallOwner[Req Owned, Rep any](ctx context.Context, n *Node, m OwnedMsg[Req,
 // under it (OwnerGone: its queue had no consumer, as while its node
 // reconnects to the broker; it died, left or was replaced), it is sent
 // again, to the new owner once the ring has changed, with backoff, until
-// ctx ends or this node is fenced.
+// ctx ends, this node is fenced, or it is leaving with no other node left.
 func CallOwnerAgain[Req Owned, Rep any](ctx context.Context, n *Node, m OwnedMsg[Req, Rep], req Req, opts ...cloudbus.CallOption) (Rep, error) {
 	rep, err := CallOwner(ctx, n, m, req, opts...)
 	for pause := 100 * time.Millisecond; OwnerGone(err); pause = min(2*pause, 2*time.Second) {
+		if n.stopped.Load() && len(n.Ring().Members) == 0 {
+			// This node is leaving and no other is left to own anything:
+			// nobody will take the request; its caller gives up now,
+			// rather than hold the node's shutdown to its deadline.
+			return rep, err
+		}
 		select {
 		case <-ctx.Done():
 			return rep, err

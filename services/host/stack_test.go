@@ -595,9 +595,18 @@ func testDeleteHost(t *testing.T, ctx context.Context, st *servertest.Stack) {
 		if got := getHost(t, ctx, st, h.UUID); got.Status != host.StatusConnected {
 			t.Fatalf("refused delete left the host %s", got.Status)
 		}
-		// Once the VM is gone, the host can go.
+		// A destroyed VM keeps its root volume on the host's local storage
+		// until it is expunged: the host cannot go before.
 		if err := deleteAndWait(ctx, c, "vm-instances", vm.UUID, ""); err != nil {
 			t.Fatalf("destroy the VM: %v", err)
+		}
+		err = deleteAndWait(ctx, c, "hosts", h.UUID, "")
+		wantAPIError(t, err, http.StatusServiceUnavailable, errcode.InvalidState, h.UUID, "1 volumes on its local storage", "expunge")
+		if got := getHost(t, ctx, st, h.UUID); got.State != host.StateEnabled {
+			t.Fatalf("the refused delete left the host %s, want Enabled", got.State)
+		}
+		if _, err := client.ActionAndWait[struct{}](ctx, c, "vm-instances", vm.UUID, "expungeVmInstance", map[string]any{}); err != nil {
+			t.Fatalf("expunge the VM: %v", err)
 		}
 		perHost := func(table string) int64 {
 			var n int64
@@ -606,8 +615,8 @@ func testDeleteHost(t *testing.T, ctx context.Context, st *servertest.Stack) {
 			}
 			return n
 		}
-		if perHost("local_storage_host_refs") == 0 || perHost("l2_network_host_refs") == 0 {
-			t.Fatal("the host has no local storage directory or no bridge recorded: the test needs both")
+		if perHost("local_storage_host_refs") == 0 || perHost("l2_network_host_refs") == 0 || perHost("image_caches") == 0 {
+			t.Fatal("the host has no local storage directory, bridge or image cache recorded: the test needs them")
 		}
 		if err := deleteAndWait(ctx, c, "hosts", h.UUID, ""); err != nil {
 			t.Fatalf("delete after the VM is gone: %v", err)
@@ -616,7 +625,7 @@ func testDeleteHost(t *testing.T, ctx context.Context, st *servertest.Stack) {
 			t.Fatalf("%d rows after delete", n)
 		}
 		// What other services kept for the host goes with it.
-		for _, table := range []string{"local_storage_host_refs", "l2_network_host_refs"} {
+		for _, table := range []string{"local_storage_host_refs", "l2_network_host_refs", "image_caches", "storage_reservations"} {
 			if n := perHost(table); n != 0 {
 				t.Errorf("%d rows of the deleted host left in %s", n, table)
 			}

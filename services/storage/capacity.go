@@ -183,10 +183,37 @@ func setMeasured(ctx context.Context, db *gorm.DB, ps, host string, total, avail
 
 // forgetHost deletes the directories of a host that is being deleted
 // from its LocalStorages, in the transaction that deletes the host
-// (host.Service.OnDelete): each storage's capacities become the sums over
-// its remaining hosts. Reservations of volumes still on the host stay
-// counted in the storage's available capacity until the volumes go.
+// (host.Service.OnDelete), with the image caches on them: each storage's
+// capacities become the sums over its remaining hosts. A host that still
+// holds volumes is refused (InvalidState).
 func forgetHost(tx *gorm.DB, hostUUID string) error {
+	// Volumes on the host's directories hold data only that host has:
+	// the host goes once they are gone (a destroyed VM's root volume goes
+	// when the VM is expunged).
+	if tx.Migrator().HasTable("volumes") {
+		var vols int64
+		if err := tx.Table("volumes").Where("host_uuid = ?", hostUUID).Count(&vols).Error; err != nil {
+			return fmt.Errorf("count the volumes on host %s: %w", hostUUID, err)
+		}
+		if vols > 0 {
+			return errcode.New(errcode.InvalidState,
+				"host %s still holds %d volumes on its local storage; expunge the VMs they belong to (destroyed VMs keep their root volume until expunged) or delete them first",
+				hostUUID, vols)
+		}
+	}
+	// The image caches on its directories go with it, and what they hold.
+	var caches []string
+	if err := tx.Model(&ImageCacheVO{}).Where("host_uuid = ?", hostUUID).Pluck("uuid", &caches).Error; err != nil {
+		return fmt.Errorf("read the image caches of host %s: %w", hostUUID, err)
+	}
+	if len(caches) > 0 {
+		if err := tx.Where("owner_uuid IN ?", caches).Delete(&StorageReservationVO{}).Error; err != nil {
+			return fmt.Errorf("release the image caches of host %s: %w", hostUUID, err)
+		}
+		if err := tx.Where("host_uuid = ?", hostUUID).Delete(&ImageCacheVO{}).Error; err != nil {
+			return fmt.Errorf("forget the image caches of host %s: %w", hostUUID, err)
+		}
+	}
 	var pss []string
 	if err := tx.Model(&LocalStorageHostRefVO{}).Where("host_uuid = ?", hostUUID).Pluck("primary_storage_uuid", &pss).Error; err != nil {
 		return fmt.Errorf("read the local storage directories of host %s: %w", hostUUID, err)

@@ -49,8 +49,7 @@ func (c *Client) serveCallback(w http.ResponseWriter, r *http.Request) {
 	// task must be pending and the URL must carry its call's token.
 	cl := c.lookup(id)
 	if cl == nil {
-		c.unknownCallback(id, r)
-		http.Error(w, "No callback found for taskuuid["+id+"]", http.StatusNotFound)
+		c.notPending(w, id, r)
 		return
 	}
 	if cl.token == "" || subtle.ConstantTimeCompare([]byte(r.URL.Query().Get(CallbackTokenParam)), []byte(cl.token)) != 1 {
@@ -73,8 +72,7 @@ func (c *Client) serveCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	if cl = c.takeIf(id, cl, outcomeResult); cl == nil {
 		// The call ended (deadline, cancellation) while the body came.
-		c.unknownCallback(id, r)
-		http.Error(w, "No callback found for taskuuid["+id+"]", http.StatusNotFound)
+		c.notPending(w, id, r)
 		return
 	}
 	res := Result{TaskUUID: id, Body: body}
@@ -106,8 +104,7 @@ func (c *Client) serveCallback(w http.ResponseWriter, r *http.Request) {
 func (c *Client) oversized(w http.ResponseWriter, id string, cl *call, r *http.Request) {
 	c.stats.oversizedCallbacks.Add(1)
 	if cl = c.takeIf(id, cl, outcomeResult); cl == nil {
-		c.unknownCallback(id, r)
-		http.Error(w, "No callback found for taskuuid["+id+"]", http.StatusNotFound)
+		c.notPending(w, id, r)
 		return
 	}
 	c.stats.failed.Add(1)
@@ -116,6 +113,12 @@ func (c *Client) oversized(w http.ResponseWriter, id string, cl *call, r *http.R
 	w.Header().Set("Connection", "close")
 	http.Error(w, "result larger than the client accepts", http.StatusRequestEntityTooLarge)
 	cl.finish(Result{TaskUUID: id, Err: agentFailure(cl.agentURL, cl.path, "result larger than the client accepts")})
+}
+
+// notPending answers 404 a result for a task nobody waits for (any more).
+func (c *Client) notPending(w http.ResponseWriter, id string, r *http.Request) {
+	c.unknownCallback(id, r)
+	http.Error(w, "No callback found for taskuuid["+id+"]", http.StatusNotFound)
 }
 
 func (c *Client) unknownCallback(id string, r *http.Request) {

@@ -2,6 +2,7 @@ package agentclient
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"time"
 
 	"mplane/agents/protocol"
 	"mplane/errcode"
@@ -143,6 +145,37 @@ func (h *eventHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeEnvelope(w, http.StatusOK, "")
+}
+
+// SecretAuthorizer is an EventOptions.Authorize for events whose sender
+// the URL names, in query parameter param (what the sender is: "host",
+// "backup storage"), and which must carry that sender's secret in
+// protocol.SecretHeader: no name is 400, no secret 401 (without a call to
+// secretOf), the sender's error from secretOf (a ResourceNotFound for an
+// unknown one: 404), a wrong secret 401 (compared in constant time).
+// Events without the secret are refused whatever their source address.
+func SecretAuthorizer(param, what string, secretOf func(ctx context.Context, uuid string) (string, error), log *slog.Logger) func(context.Context, Event) error {
+	return func(ctx context.Context, ev Event) error {
+		uuid := ev.Query.Get(param)
+		if uuid == "" {
+			return errcode.New(errcode.InvalidArgument, "event %s names no %s: no %s in the URL", ev.Path, what, param)
+		}
+		if ev.Secret == "" {
+			log.Warn("agent event without secret refused", "what", what, "uuid", uuid, "path", ev.Path, "remote_ip", ev.RemoteIP)
+			return errcode.New(errcode.Unauthenticated, "event for %s %s without %s", what, uuid, protocol.SecretHeader)
+		}
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		secret, err := secretOf(ctx, uuid)
+		if err != nil {
+			return err
+		}
+		if subtle.ConstantTimeCompare([]byte(ev.Secret), []byte(secret)) != 1 {
+			log.Warn("agent event with a wrong secret refused", "what", what, "uuid", uuid, "path", ev.Path, "remote_ip", ev.RemoteIP)
+			return errcode.New(errcode.Unauthenticated, "wrong %s for %s %s", protocol.SecretHeader, what, uuid)
+		}
+		return nil
+	}
 }
 
 // refuse answers an event that Authorize or Handle refused, with the

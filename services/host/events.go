@@ -15,49 +15,23 @@ import (
 	"mplane/managementnode"
 )
 
-// maxEventBytes bounds the body of an agent's event. The events our agents
-// send are at most a few hundred bytes (a VM state about 110, a progress
-// report about 150); 64 KiB leaves room for kvmagent's larger ones.
-const maxEventBytes = agentclient.DefaultMaxEventBytes
-
 // EventHandler is this node's event endpoint (the sendCommandUrl agents
-// get). Before it reads a body it authenticates the event (authorizeEvent):
-// the host named by the hostUuid query this node put in the URL, the
-// host's secret in protocol.SecretHeader. Then it hands the event to the
-// host's owner over the bus, which checks the secret again before anything
-// acts on it.
-func (s *Service) EventHandler() http.Handler {
-	return agentclient.NewEventHandler(agentclient.EventOptions{Logger: s.log, MaxBodyBytes: maxEventBytes,
-		Authorize: s.authorizeEvent, Handle: s.routeEvent})
-}
-
-// authorizeEvent runs before an event's body is read: the URL must name a
-// host (400), the event must carry a secret (401, without a look at the
-// database), the host must exist (404) and the secret be its own (401).
-// Events without a secret are refused whatever their source: the host's
+// get). Before it reads a body it authenticates the event
+// (agentclient.SecretAuthorizer): the host named by the hostUuid query this
+// node put in the URL, the host's secret in protocol.SecretHeader; events
+// without it are refused whatever their source, since the host's
 // registered address proves nothing (every host of an embedded cloud is
-// 127.0.0.1), so a legacy agent that cannot send the header has its events
-// refused too.
-func (s *Service) authorizeEvent(ctx context.Context, ev agentclient.Event) error {
-	hostUUID := ev.Query.Get("hostUuid")
-	if hostUUID == "" {
-		return errcode.New(errcode.InvalidArgument, "event %s names no host: no hostUuid in the URL", ev.Path)
-	}
-	if ev.Secret == "" {
-		s.log.Warn("agent event without secret refused", "host_uuid", hostUUID, "path", ev.Path, "remote_ip", ev.RemoteIP)
-		return errcode.New(errcode.Unauthenticated, "event for host %s without %s", hostUUID, protocol.SecretHeader)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	h, err := s.load(ctx, hostUUID)
-	if err != nil {
-		return err
-	}
-	if subtle.ConstantTimeCompare([]byte(ev.Secret), []byte(h.Secret)) != 1 {
-		s.log.Warn("agent event with a wrong secret refused", "host_uuid", h.UUID, "path", ev.Path, "remote_ip", ev.RemoteIP)
-		return errcode.New(errcode.Unauthenticated, "wrong %s for host %s", protocol.SecretHeader, h.UUID)
-	}
-	return nil
+// 127.0.0.1). Then it hands the event to the host's owner over the bus,
+// which checks the secret again before anything acts on it.
+func (s *Service) EventHandler() http.Handler {
+	return agentclient.NewEventHandler(agentclient.EventOptions{Logger: s.log, Handle: s.routeEvent,
+		Authorize: agentclient.SecretAuthorizer("hostUuid", "host", func(ctx context.Context, uuid string) (string, error) {
+			h, err := s.load(ctx, uuid)
+			if err != nil {
+				return "", err
+			}
+			return h.Secret, nil
+		}, s.log)})
 }
 
 // routeEvent forwards an authenticated event to its host's owner. A body

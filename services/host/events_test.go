@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,45 +13,6 @@ import (
 	"mplane/services/host"
 	"mplane/uid"
 )
-
-// sentBody is a request body that counts what the client sent of it.
-type sentBody struct {
-	r    io.Reader
-	sent atomic.Int64
-}
-
-func (b *sentBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	b.sent.Add(int64(n))
-	return n, err
-}
-
-// postEventExpecting posts an event with "Expect: 100-continue": the
-// client sends the body only once the node starts reading it, so the
-// bytes sent tell whether the node read the body before answering.
-func postEventExpecting(t *testing.T, st *servertest.Stack, query, path, secret string, body io.Reader, length int64) (status int, sent int64) {
-	t.Helper()
-	tr := &http.Transport{ExpectContinueTimeout: time.Minute}
-	defer tr.CloseIdleConnections()
-	sb := &sentBody{r: body}
-	req, err := http.NewRequest(http.MethodPost, st.URL+protocol.DefaultEventPath+query, sb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.ContentLength = length
-	req.Header.Set("Expect", "100-continue")
-	req.Header.Set(protocol.CommandPathHeader, path)
-	req.Header.Set("Content-Type", protocol.JSONContentType)
-	if secret != "" {
-		req.Header.Set(protocol.SecretHeader, secret)
-	}
-	rsp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatalf("post event %s: %v", path, err)
-	}
-	_ = rsp.Body.Close()
-	return rsp.StatusCode, sb.sent.Load()
-}
 
 // TestEventsAuthenticatedBeforeTheBody: the node's event endpoint settles
 // who sent an event from its URL and headers alone, before it reads a byte
@@ -88,9 +48,9 @@ func TestEventsAuthenticatedBeforeTheBody(t *testing.T) {
 			var body io.Reader = strings.NewReader(tc.body)
 			length := int64(len(tc.body))
 			if tc.length > 0 {
-				body, length = io.LimitReader(zeros{}, tc.length), tc.length
+				body, length = io.LimitReader(servertest.Zeros{}, tc.length), tc.length
 			}
-			status, sent := postEventExpecting(t, st, tc.query, protocol.EventReportVMState, tc.secret, body, length)
+			status, sent := servertest.PostEventExpecting(t, st.URL+protocol.DefaultEventPath+tc.query, protocol.EventReportVMState, tc.secret, body, length)
 			if status != tc.want {
 				t.Errorf("answered %d, want %d", status, tc.want)
 			}
@@ -120,12 +80,4 @@ func TestEventsAuthenticatedBeforeTheBody(t *testing.T) {
 		}
 		waitStatus(t, ctx, st, h.UUID, host.StatusConnected)
 	})
-}
-
-// zeros reads as an endless run of zero bytes.
-type zeros struct{}
-
-func (zeros) Read(p []byte) (int, error) {
-	clear(p)
-	return len(p), nil
 }

@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net"
@@ -258,43 +257,23 @@ func (s *Service) pingRound(ctx context.Context) error {
 // EventHandler is this node's event endpoint for backup storage agents:
 // an event must name its storage (the backupStorageUuid query this node
 // put in the URL) and carry the storage's secret, both checked before the
-// body is read (authorizeBackupEvent); bodies are at most 64 KiB (a
-// progress report is under 200 bytes).
+// body is read (agentclient.SecretAuthorizer).
 func (s *Service) EventHandler() http.Handler {
-	return agentclient.NewEventHandler(agentclient.EventOptions{Logger: s.log, MaxBodyBytes: agentclient.DefaultMaxEventBytes,
-		Authorize: s.authorizeBackupEvent, Handle: s.onBackupEvent})
+	return agentclient.NewEventHandler(agentclient.EventOptions{Logger: s.log, Handle: s.onBackupEvent,
+		Authorize: agentclient.SecretAuthorizer("backupStorageUuid", "backup storage", func(ctx context.Context, uuid string) (string, error) {
+			var b BackupStorageVO
+			err := s.db.WithContext(ctx).Select("uuid", "secret").Take(&b, "uuid = ?", uuid).Error
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return "", errcode.New(errcode.ResourceNotFound, "backup storage %s not found", uuid)
+			}
+			if err != nil {
+				return "", errcode.Wrap(errcode.Internal, err, "load backup storage %s", uuid)
+			}
+			return b.Secret, nil
+		}, s.log)})
 }
 
-// authorizeBackupEvent runs before an event's body is read: the URL must
-// name a backup storage (400), the event must carry a secret (401, without
-// a look at the database), the storage must exist (404) and the secret be
-// its own (401).
-func (s *Service) authorizeBackupEvent(ctx context.Context, ev agentclient.Event) error {
-	uuid := ev.Query.Get("backupStorageUuid")
-	if uuid == "" {
-		return errcode.New(errcode.InvalidArgument, "event %s names no backup storage: no backupStorageUuid in the URL", ev.Path)
-	}
-	if ev.Secret == "" {
-		s.log.Warn("backup storage event without secret refused", "bs_uuid", uuid, "path", ev.Path, "remote_ip", ev.RemoteIP)
-		return errcode.New(errcode.Unauthenticated, "missing %s for backup storage %s", protocol.SecretHeader, uuid)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	var b BackupStorageVO
-	if err := s.db.WithContext(ctx).Take(&b, "uuid = ?", uuid).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return errcode.New(errcode.ResourceNotFound, "backup storage %s not found", uuid)
-		}
-		return errcode.Wrap(errcode.Internal, err, "load backup storage %s", uuid)
-	}
-	if subtle.ConstantTimeCompare([]byte(ev.Secret), []byte(b.Secret)) != 1 {
-		s.log.Warn("backup storage event with a wrong secret refused", "bs_uuid", uuid, "path", ev.Path, "remote_ip", ev.RemoteIP)
-		return errcode.New(errcode.Unauthenticated, "wrong %s for backup storage %s", protocol.SecretHeader, uuid)
-	}
-	return nil
-}
-
-// onBackupEvent handles an event authorizeBackupEvent let in.
+// onBackupEvent handles an event EventHandler let in.
 func (s *Service) onBackupEvent(ctx context.Context, ev agentclient.Event) error {
 	s.progressEvent(ctx, ev.Query.Get("backupStorageUuid"), ev.Path, ev.Body)
 	return nil

@@ -4,9 +4,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"mplane/agents/protocol"
 	"mplane/server"
@@ -14,26 +12,6 @@ import (
 	"mplane/services/storage"
 	"mplane/uid"
 )
-
-// sentBody is a request body that counts what the client sent of it.
-type sentBody struct {
-	r    io.Reader
-	sent atomic.Int64
-}
-
-func (b *sentBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	b.sent.Add(int64(n))
-	return n, err
-}
-
-// zeros reads as an endless run of zero bytes.
-type zeros struct{}
-
-func (zeros) Read(p []byte) (int, error) {
-	clear(p)
-	return len(p), nil
-}
 
 // TestBackupEventsAuthenticatedBeforeTheBody: the backup storage event
 // endpoint settles who sent an event from its URL and headers alone: with
@@ -68,32 +46,14 @@ func TestBackupEventsAuthenticatedBeforeTheBody(t *testing.T) {
 			var body io.Reader = strings.NewReader(progress)
 			length := int64(len(progress))
 			if tc.length > 0 {
-				body, length = io.LimitReader(zeros{}, tc.length), tc.length
+				body, length = io.LimitReader(servertest.Zeros{}, tc.length), tc.length
 			}
-			sb := &sentBody{r: body}
-			req, err := http.NewRequest(http.MethodPost, st.URL+server.StorageEventPath+tc.query, sb)
-			if err != nil {
-				t.Fatal(err)
+			status, sent := servertest.PostEventExpecting(t, st.URL+server.StorageEventPath+tc.query, protocol.EventProgressReport, tc.secret, body, length)
+			if status != tc.want {
+				t.Errorf("answered %d, want %d", status, tc.want)
 			}
-			req.ContentLength = length
-			req.Header.Set("Expect", "100-continue")
-			req.Header.Set(protocol.CommandPathHeader, protocol.EventProgressReport)
-			req.Header.Set("Content-Type", protocol.JSONContentType)
-			if tc.secret != "" {
-				req.Header.Set(protocol.SecretHeader, tc.secret)
-			}
-			tr := &http.Transport{ExpectContinueTimeout: time.Minute}
-			defer tr.CloseIdleConnections()
-			rsp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = rsp.Body.Close()
-			if rsp.StatusCode != tc.want {
-				t.Errorf("answered %d, want %d", rsp.StatusCode, tc.want)
-			}
-			if read := sb.sent.Load() > 0; read != tc.read {
-				t.Errorf("the node read %d bytes of the body; want it read: %v", sb.sent.Load(), tc.read)
+			if read := sent > 0; read != tc.read {
+				t.Errorf("the node read %d bytes of the body; want it read: %v", sent, tc.read)
 			}
 		})
 	}

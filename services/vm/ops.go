@@ -329,24 +329,35 @@ func (s *Service) destroyChain() (*flow.Chain[opData], error) {
 // of a job whose node died, then run as its recorded flow.
 func (s *Service) runOp(ctx context.Context, req OpReq, op string, chain *flow.Chain[opData]) (VmInstanceVO, error) {
 	return inChain(ctx, s, req.UUID, op, func(ctx context.Context) (VmInstanceVO, error) {
-		if v, done, err := s.alreadyDone(ctx, req.UUID, op); err != nil || done {
+		v, done, err := s.runOpFlow(ctx, req, op, chain)
+		if done {
 			return deref(v), err
 		}
-		// Refused before anything is recorded when the VM is not in a
-		// state op starts from; the flow's first step begins on the VM
-		// loaded here (nothing else writes it: this is its chain).
-		v, err := s.loadWaiting(ctx, req.UUID)
 		if err != nil {
-			return VmInstanceVO{}, err
-		}
-		if err := checkTransition(v.UUID, op, v.State); err != nil {
-			return VmInstanceVO{}, err
-		}
-		if err := chain.Run(ctx, &opData{VM: *v, Type: req.Type}, flow.RunOptions{Resource: v.UUID}); err != nil {
 			return VmInstanceVO{}, err
 		}
 		return s.reply(ctx, v.UUID)
 	})
+}
+
+// runOpFlow is runOp's work in the VM's chain: done (with the VM, nil if
+// gone) when the re-run of a job finds op done already, else op's flow
+// run on the VM it loaded.
+func (s *Service) runOpFlow(ctx context.Context, req OpReq, op string, chain *flow.Chain[opData]) (_ *VmInstanceVO, done bool, _ error) {
+	if v, done, err := s.alreadyDone(ctx, req.UUID, op); err != nil || done {
+		return v, true, err
+	}
+	// Refused before anything is recorded when the VM is not in a state
+	// op starts from; the flow's first step begins on the VM loaded here
+	// (nothing else writes it: this is its chain).
+	v, err := s.loadWaiting(ctx, req.UUID)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := checkTransition(v.UUID, op, v.State); err != nil {
+		return nil, false, err
+	}
+	return v, false, chain.Run(ctx, &opData{VM: *v, Type: req.Type}, flow.RunOptions{Resource: v.UUID})
 }
 
 func (s *Service) handleStop(ctx context.Context, req OpReq) (VmInstanceVO, error) {
@@ -389,16 +400,7 @@ func (s *Service) expungeChain() (*flow.Chain[opData], error) {
 // expungeChain.
 func (s *Service) handleExpunge(ctx context.Context, req OpReq) (cloudbus.Empty, error) {
 	return inChain(ctx, s, req.UUID, "expunge", func(ctx context.Context) (cloudbus.Empty, error) {
-		if _, done, err := s.alreadyDone(ctx, req.UUID, "expunge"); err != nil || done {
-			return cloudbus.Empty{}, err
-		}
-		v, err := s.loadWaiting(ctx, req.UUID)
-		if err != nil {
-			return cloudbus.Empty{}, err
-		}
-		if err := checkTransition(v.UUID, "expunge", v.State); err != nil {
-			return cloudbus.Empty{}, err
-		}
-		return cloudbus.Empty{}, s.expungeF.Run(ctx, &opData{VM: *v}, flow.RunOptions{Resource: v.UUID})
+		_, _, err := s.runOpFlow(ctx, req, "expunge", s.expungeF)
+		return cloudbus.Empty{}, err
 	})
 }

@@ -93,6 +93,11 @@ type Config struct {
 	// FlowRetention is how long the records of flows that finished
 	// cleanly are kept before they are pruned.
 	FlowRetention time.Duration
+	// SessionTTL is how long a session lives after its login.
+	SessionTTL time.Duration
+	// JobRetention is how long finished API jobs are kept (their results
+	// can be read that long), and expired sessions.
+	JobRetention time.Duration
 
 	// AdminPassword is the initial admin password. Empty means one is
 	// generated at first start.
@@ -127,6 +132,8 @@ func Default() Config {
 		VMReconcileInterval:  time.Minute,
 		JobTimeout:           30 * time.Minute,
 		FlowRetention:        time.Hour,
+		SessionTTL:           2 * time.Hour,
+		JobRetention:         7 * 24 * time.Hour,
 		LogLevel:             "info",
 		LogFormat:            "text",
 		AdminPassword:        "",

@@ -78,6 +78,8 @@ func (c Config) Validate() error {
 		{"vm_command_timeout", c.VMCommandTimeout},
 		{"vm_reconcile_interval", c.VMReconcileInterval},
 		{"flow_retention", c.FlowRetention},
+		{"session_ttl", c.SessionTTL},
+		{"job_retention", c.JobRetention},
 	}
 	for _, p := range positive {
 		if p.d <= 0 {

@@ -24,7 +24,7 @@ const (
 func TestAPIDocIsCurrent(t *testing.T) {
 	st := servertest.Start(t, servertest.Options{Hosts: -1})
 	var routes strings.Builder
-	routes.WriteString("| method | path | action | call (job apiName) | params |\n|---|---|---|---|---|\n")
+	routes.WriteString("| method | path | action | call (job apiName) | params | normal accounts |\n|---|---|---|---|---|---|\n")
 	for _, e := range st.Endpoints() {
 		params := "—"
 		if len(e.Params) > 0 {
@@ -38,7 +38,7 @@ func TestAPIDocIsCurrent(t *testing.T) {
 		if e.Action != "" {
 			action = "`" + e.Action + "`"
 		}
-		fmt.Fprintf(&routes, "| %s | `%s` | %s | %s | %s |\n", e.Method, e.Path, action, call, params)
+		fmt.Fprintf(&routes, "| %s | `%s` | %s | %s | %s | %s |\n", e.Method, e.Path, action, call, params, e.Access)
 	}
 	var errs strings.Builder
 	errs.WriteString("| code | HTTP | retryable | meaning |\n|---|---|---|---|\n")

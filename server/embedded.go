@@ -14,6 +14,8 @@ import (
 
 	"mplane/agents/kvm"
 	bsagent "mplane/agents/storage"
+	"mplane/api/auth"
+	"mplane/api/tenancy"
 	"mplane/managementnode"
 	"mplane/services/cluster"
 	hostsvc "mplane/services/host"
@@ -189,8 +191,9 @@ func (e *Embedded) bootstrap(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := ensure(ctx, s, offering.Kind, DefaultOffering,
-		offering.CreateParams{Params: resource.Params{Name: DefaultOffering}, CPUNum: 1, MemorySize: 1 << 30}); err != nil {
+	offeringUUID, err := ensure(ctx, s, offering.Kind, DefaultOffering,
+		offering.CreateParams{Params: resource.Params{Name: DefaultOffering}, CPUNum: 1, MemorySize: 1 << 30})
+	if err != nil {
 		return err
 	}
 	bsUUID, err := e.ensureBackupStorage(ctx, zoneUUID)
@@ -240,7 +243,31 @@ func (e *Embedded) bootstrap(ctx context.Context) error {
 			return fmt.Errorf("add simulated host %s: %w", addr, err)
 		}
 	}
+	if err := e.shareDefaults(ctx, map[string]string{"instance_offerings": offeringUUID, "l3_networks": l3UUID}); err != nil {
+		return err
+	}
 	return e.ensurePrimaryStorage(ctx, zoneUUID, clusterUUID)
+}
+
+// shareDefaults makes the default offering, image and L3 network admin's
+// and public (shareResource toPublic): in the embedded cloud every account
+// can make a VM of them at once.
+func (e *Embedded) shareDefaults(ctx context.Context, byTable map[string]string) error {
+	db := e.Server.db.WithContext(ctx)
+	var img image.ImageVO
+	if err := db.Where("name = ?", DefaultImage).Take(&img).Error; err != nil {
+		return fmt.Errorf("find the default image: %w", err)
+	}
+	byTable["images"] = img.UUID
+	for table, uuid := range byTable {
+		if err := tenancy.Claim(ctx, db, table, uuid, auth.AdminUUID); err != nil {
+			return fmt.Errorf("own the default %s: %w", table, err)
+		}
+		if err := tenancy.Share(ctx, db, uuid, auth.AdminUUID, table, []string{""}); err != nil {
+			return fmt.Errorf("share the default %s: %w", table, err)
+		}
+	}
+	return nil
 }
 
 // ensureL2 returns the default L2 network (an L2NoVlanNetwork on

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/pprof"
@@ -9,6 +10,7 @@ import (
 	"mplane/agents/protocol"
 	"mplane/api/auth"
 	"mplane/api/rest"
+	"mplane/api/tenancy"
 	"mplane/managementnode"
 )
 
@@ -64,6 +66,13 @@ func (s *Server) routes() (apiHandler, adminHandler http.Handler) {
 	v1 := http.NewServeMux()
 	rest.Handle(v1, "PUT /accounts/login", s.auth.LoginHandler())
 	rest.Handle(v1, "DELETE /accounts/sessions/{uuid}", s.auth.LogoutHandler())
+	s.auth.RegisterAccounts(v1, auth.AccountsOptions{
+		Owned: func(ctx context.Context, account string) (map[string]int64, error) {
+			return s.portal.Guard().Owned(ctx, s.db, account)
+		},
+		Forget: func(ctx context.Context, account string) error { return tenancy.Forget(ctx, s.db, account) },
+	})
+	rest.Handle(v1, "PUT /accounts/resources/actions", s.portal.ShareHandler())
 	s.portal.Register(v1)
 	guarded := s.auth.Middleware(v1, auth.PublicPatterns()...)
 	for _, prefix := range rest.Prefixes() {

@@ -21,6 +21,7 @@ import (
 	"mplane/api/jobs"
 	"mplane/api/portal"
 	"mplane/api/route"
+	"mplane/api/tenancy"
 	"mplane/cloudbus"
 	"mplane/conf"
 	"mplane/db"
@@ -173,6 +174,9 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if generated != "" {
 		// Printed once, at the first start, on stdout for the operator.
 		fmt.Printf("admin account created; password: %s (change it, or set admin_password before the first start)\n", generated)
+	} else if cfg.AdminPassword != "" && !auth.AdminPasswordIs(startCtx, s.db, cfg.AdminPassword) {
+		log.Warn("admin_password differs from the admin account's password and is not applied: it sets the password at the first start only; " +
+			"change it with updateAccount (mplane ctl), or offline with `mplane admin reset-password`")
 	}
 
 	if s.bus, err = cloudbus.New(cloudbus.Options{URL: cfg.BusURL, Broker: broker, Namespace: cfg.BusPrefix, NodeUUID: nodeUUID,
@@ -278,7 +282,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		ln.Close()
 		return nil, err
 	}
-	s.auth = auth.New(s.db, auth.Options{Logger: log.With("component", "auth")})
+	s.auth = auth.New(s.db, auth.Options{Logger: log.With("component", "auth"), SessionTTL: cfg.SessionTTL})
 	// What the API serves: every service's declared resources.
 	var resources []route.Resource
 	resources = append(resources, s.res.API()...)
@@ -289,7 +293,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	resources = append(resources, s.gcs.API()...)
 	resources = append(resources, s.vols.API()...)
 	if s.portal, err = portal.New(portal.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Jobs: jobs.NewStore(s.db),
-		Logger: log, Resources: resources, JobTimeout: cfg.JobTimeout}); err != nil {
+		Logger: log, Resources: resources, JobTimeout: cfg.JobTimeout, JobRetention: cfg.JobRetention, Purge: s.auth.PurgeExpired}); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -342,6 +346,7 @@ func migrate(ctx context.Context, gdb *gorm.DB, kinds []resource.Kind) error {
 		vm.Migrate,
 		globalconfig.Migrate,
 		auth.Migrate,
+		tenancy.Migrate,
 		jobs.Migrate,
 	}
 	for _, m := range steps {

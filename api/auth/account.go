@@ -41,6 +41,8 @@ type Account struct {
 	UUID string      `gorm:"primaryKey;size:32" json:"uuid"`
 	Name string      `gorm:"size:255;not null;uniqueIndex" json:"name"`
 	Type AccountType `gorm:"size:32;not null" json:"type"`
+	// Description is free text about the account.
+	Description string `gorm:"size:2048;not null;default:''" json:"description,omitempty"`
 	// PasswordHash is bcrypt of the raw SHA-512 digest of the password; it
 	// never leaves the process.
 	PasswordHash string    `gorm:"size:128;not null" json:"-"`

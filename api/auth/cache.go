@@ -80,3 +80,15 @@ func (c *sessionCache) len() int {
 	defer c.mu.Unlock()
 	return len(c.entries)
 }
+
+// removeAccount drops the entries of an account's sessions (its password
+// changed, or it was deleted).
+func (c *sessionCache) removeAccount(account string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.entries {
+		if e.id.AccountUUID == account {
+			delete(c.entries, k)
+		}
+	}
+}

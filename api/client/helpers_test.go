@@ -105,7 +105,7 @@ func gatedHost(t *testing.T) (*servertest.Host, *servertest.Gate) {
 func jobsWithUUID(t *testing.T, id string) int64 {
 	t.Helper()
 	var n int64
-	if err := stack.DB().Model(&jobs.Job{}).Where("uuid = ?", id).Count(&n).Error; err != nil {
+	if err := stack.DB().Model(&jobs.Job{}).Where("uuid = ? OR client_uuid = ?", id, id).Count(&n).Error; err != nil {
 		t.Fatal(err)
 	}
 	return n

@@ -93,6 +93,22 @@ func (c *Client) Login(ctx context.Context, account, password string) (*Session,
 
 var errNoSession = errors.New("login answer has no inventory.uuid (the session)")
 
+// Logout ends the client's session on the server (DELETE
+// /v1/accounts/sessions/{uuid}) and forgets it; without a session it does
+// nothing. A session the server no longer knows is ended already.
+func (c *Client) Logout(ctx context.Context) error {
+	sess := c.Session()
+	if sess == "" {
+		return nil
+	}
+	r := request{op: "logout", method: http.MethodDelete, url: c.url("accounts", "sessions", sess), noAuth: true}
+	if _, err := c.call(ctx, r, nil, http.StatusOK); err != nil {
+		return err
+	}
+	c.SetSession("")
+	return nil
+}
+
 // Create starts the creation of a resource: POST /v1/<resourcePath> with
 // {"params": params}. resourcePath is the contract's ("zones", "hosts/kvm",
 // "l3-networks/<uuid>/ip-ranges"); params is anything that encodes to a

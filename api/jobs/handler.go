@@ -42,9 +42,10 @@ type LocationBody struct {
 }
 
 // Accepted answers a mutating call that started (or, on a retry, found) job
-// j: 202 {"location": "<base>/v1/api-jobs/<uuid>"}.
+// j: 202 {"location": "<base>/v1/api-jobs/<name>"}, the job as its caller
+// names it (its X-Job-UUID, if it gave one: Job.Name).
 func Accepted(w http.ResponseWriter, r *http.Request, baseURL string, j Job) {
-	rest.WriteJSON(w, http.StatusAccepted, LocationBody{Location: Location(r, baseURL, j.UUID)})
+	rest.WriteJSON(w, http.StatusAccepted, LocationBody{Location: Location(r, baseURL, j.Name())})
 }
 
 // FromRequest fills a NewJob from a mutating request: X-Job-UUID,
@@ -53,7 +54,7 @@ func Accepted(w http.ResponseWriter, r *http.Request, baseURL string, j Job) {
 func FromRequest(r *http.Request, apiName, resourceUUID string) NewJob {
 	id, _ := auth.FromContext(r.Context())
 	return NewJob{
-		UUID:         r.Header.Get(HeaderJobUUID),
+		ClientUUID:   r.Header.Get(HeaderJobUUID),
 		APIName:      apiName,
 		ResourceUUID: resourceUUID,
 		AccountUUID:  id.AccountUUID,
@@ -68,8 +69,7 @@ func FromRequest(r *http.Request, apiName, resourceUUID string) NewJob {
 //	202 {"location": "<base>/v1/api-jobs/<uuid>"}  still processing
 //	200 <the stored result>, e.g. {"inventory": {...}}  succeeded
 //	503 {"error": {...}}                            failed (the job's error)
-//	404 {"error": {...}}                            no such job
-//	403 {"error": {...}}                            another account's job (admins see all)
+//	404 {"error": {...}}                            no such job, or another account's (admins see all)
 //	401 {"error": {...}}                            no identity in the request
 //
 // ?wait=<duration> ("30s", or a number of seconds) holds the answer until
@@ -87,16 +87,12 @@ func (s *Store) Handler(opts HandlerOptions) http.Handler {
 			rest.WriteError(w, err)
 			return
 		}
-		jobUUID := r.PathValue("uuid")
-		j, err := s.Get(r.Context(), jobUUID)
+		j, err := s.lookup(r.Context(), r.PathValue("uuid"))
 		if err != nil {
 			writeReadError(w, err)
 			return
 		}
-		if err := authorize(r.Context(), j); err != nil {
-			rest.WriteError(w, err)
-			return
-		}
+		jobUUID := j.UUID
 		if !j.Finished() && wait > 0 {
 			ctx, cancel := context.WithTimeout(r.Context(), wait)
 			waited, err := s.Wait(ctx, jobUUID, opts.PollInterval)
@@ -119,7 +115,7 @@ func (s *Store) Handler(opts HandlerOptions) http.Handler {
 		case Failed:
 			rest.WriteJSON(w, http.StatusServiceUnavailable, rest.ErrorBody{Error: j.Err()})
 		default:
-			rest.WriteJSON(w, http.StatusAccepted, LocationBody{Location: Location(r, opts.BaseURL, j.UUID)})
+			rest.WriteJSON(w, http.StatusAccepted, LocationBody{Location: Location(r, opts.BaseURL, j.Name())})
 		}
 	})
 }
@@ -135,7 +131,33 @@ func writeReadError(w http.ResponseWriter, err error) {
 	rest.WriteError(w, err)
 }
 
-// authorize lets an admin see every job and an account its own.
+// lookup finds the job the caller names name: the job of that UUID if it
+// may see it, else the one it named so by X-Job-UUID.
+func (s *Store) lookup(ctx context.Context, name string) (Job, error) {
+	id, ok := auth.FromContext(ctx)
+	if !ok {
+		return Job{}, errcode.New(errcode.Unauthenticated, "no session: the api-jobs handler must run behind the auth middleware")
+	}
+	j, err := s.Get(ctx, name)
+	if err == nil && authorize(ctx, j) == nil {
+		return j, nil
+	}
+	if err != nil && !errcode.Has(err, errcode.ResourceNotFound) {
+		return Job{}, err
+	}
+	if validJobUUID.MatchString(name) {
+		if named, nerr := s.Get(ctx, ScopedUUID(id.AccountUUID, name)); nerr == nil {
+			return named, nil
+		} else if !errcode.Has(nerr, errcode.ResourceNotFound) {
+			return Job{}, nerr
+		}
+	}
+	return Job{}, errcode.New(errcode.ResourceNotFound, "api job %s not found", truncate(name, 100))
+}
+
+// authorize lets an admin see every job and an account its own; another
+// account's job is not found, as if it did not exist (no existence
+// oracle).
 func authorize(ctx context.Context, j Job) error {
 	id, ok := auth.FromContext(ctx)
 	switch {
@@ -144,7 +166,7 @@ func authorize(ctx context.Context, j Job) error {
 	case id.Admin || id.AccountUUID == j.AccountUUID:
 		return nil
 	}
-	return errcode.New(errcode.PermissionDenied, "api job %s belongs to another account", j.UUID)
+	return errcode.New(errcode.ResourceNotFound, "api job %s not found", truncate(j.UUID, 100))
 }
 
 func parseWait(v string, max time.Duration) (time.Duration, error) {

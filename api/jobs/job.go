@@ -1,6 +1,8 @@
 package jobs
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"time"
 
@@ -20,9 +22,10 @@ const (
 
 // Headers of the job protocol.
 const (
-	// HeaderJobUUID, on a mutating request, chooses the job's UUID: a retry
-	// with the same value gets the same job. On a webhook POST it names the
-	// job.
+	// HeaderJobUUID, on a mutating request, names the job in the caller's
+	// account: a retry with the same value and the same request gets the
+	// same job; each account has its own names (ScopedUUID). On a webhook
+	// POST it names the job as its caller did.
 	HeaderJobUUID = "X-Job-UUID"
 	// HeaderWebHook, on a mutating request, is the URL to POST the job's
 	// outcome to when it finishes.
@@ -47,7 +50,13 @@ type Job struct {
 	// Error is the JSON *errcode.Error of a failed job.
 	Error       string `json:"error,omitempty"`
 	AccountUUID string `gorm:"size:64;index" json:"accountUuid,omitempty"`
-	WebhookURL  string `gorm:"size:2048" json:"webhookUrl,omitempty"`
+	// ClientUUID is the caller's X-Job-UUID, if it gave one; the job's
+	// UUID is then ScopedUUID(AccountUUID, ClientUUID).
+	ClientUUID string `gorm:"size:64;not null;default:''" json:"-"`
+	// Digest identifies the request (method, URL and body): a retry with
+	// the same X-Job-UUID but another request is refused.
+	Digest     string `gorm:"size:64;not null;default:''" json:"-"`
+	WebhookURL string `gorm:"size:2048" json:"webhookUrl,omitempty"`
 	// Op is the call (its key in the portal's registry) and Body the
 	// request the portal built for it: with them any node can send the work
 	// again (jobs.Store.Orphans). Empty for jobs made before they existed.
@@ -87,4 +96,21 @@ func (j Job) Err() *errcode.Error {
 		return errcode.New(errcode.Internal, "job %s failed with an unreadable error: %.200s", j.UUID, j.Error)
 	}
 	return &e
+}
+
+// ScopedUUID is the UUID of the job an account names clientUUID (its
+// X-Job-UUID): 32 hex digits of a SHA-256 of both, so that each account has
+// a namespace of its own: no account can take, or learn of, a name another
+// uses.
+func ScopedUUID(account, clientUUID string) string {
+	sum := sha256.Sum256([]byte(account + "\x00" + clientUUID))
+	return hex.EncodeToString(sum[:16])
+}
+
+// Name is how the job's caller names it: its X-Job-UUID, or the UUID.
+func (j Job) Name() string {
+	if j.ClientUUID != "" {
+		return j.ClientUUID
+	}
+	return j.UUID
 }

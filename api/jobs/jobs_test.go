@@ -107,8 +107,22 @@ func TestCreate(t *testing.T) {
 	if len(j.UUID) != 32 || strings.Contains(j.UUID, "-") {
 		t.Errorf("generated UUID %q, want 32 hex digits", j.UUID)
 	}
-	if _, _, err := s.Create(ctx, NewJob{UUID: "j2", APIName: "zone.CreateZone", AccountUUID: "acc1"}); err != nil {
+	j2, _, err := s.Create(ctx, NewJob{ClientUUID: "j2", APIName: "zone.CreateZone", AccountUUID: "acc1", Digest: "d1"})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if j2.UUID != ScopedUUID("acc1", "j2") || j2.Name() != "j2" {
+		t.Errorf("job named j2 has UUID %s, name %s", j2.UUID, j2.Name())
+	}
+	// Another account's j2 is a job of its own: names are per account.
+	other, created, err := s.Create(ctx, NewJob{ClientUUID: "j2", APIName: "zone.DeleteZone", AccountUUID: "acc2", Digest: "d9"})
+	if err != nil || !created || other.UUID == j2.UUID {
+		t.Fatalf("acc2's j2: %+v, created %v, %v; want a job of its own", other, created, err)
+	}
+	// A retry of the same request finds the job.
+	again, created, err := s.Create(ctx, NewJob{ClientUUID: "j2", APIName: "zone.CreateZone", AccountUUID: "acc1", Digest: "d1"})
+	if err != nil || created || again.UUID != j2.UUID {
+		t.Fatalf("retry of j2: %+v, created %v, %v; want the same job", again, created, err)
 	}
 	tests := []struct {
 		name    string
@@ -116,13 +130,13 @@ func TestCreate(t *testing.T) {
 		code    errcode.Code
 		details string
 	}{
-		{"another API", NewJob{UUID: "j2", APIName: "zone.DeleteZone", AccountUUID: "acc1"}, errcode.InvalidArgument,
-			"X-Job-UUID j2 is already used by another request; choose a new one"},
-		{"another account", NewJob{UUID: "j2", APIName: "zone.CreateZone", AccountUUID: "acc2"}, errcode.InvalidArgument,
-			"X-Job-UUID j2 is already used by another request; choose a new one"},
-		{"bad uuid", NewJob{UUID: "a b", APIName: "x"}, errcode.InvalidArgument,
+		{"another API", NewJob{ClientUUID: "j2", APIName: "zone.DeleteZone", AccountUUID: "acc1", Digest: "d1"}, errcode.InvalidArgument,
+			"X-Job-UUID j2 was used for another request; a retry must repeat the request exactly, and a new request needs a new X-Job-UUID"},
+		{"another body", NewJob{ClientUUID: "j2", APIName: "zone.CreateZone", AccountUUID: "acc1", Digest: "d2"}, errcode.InvalidArgument,
+			"X-Job-UUID j2 was used for another request; a retry must repeat the request exactly, and a new request needs a new X-Job-UUID"},
+		{"bad uuid", NewJob{ClientUUID: "a b", APIName: "x"}, errcode.InvalidArgument,
 			`X-Job-UUID must be 1 to 64 letters, digits, '-' or '_', got "a b"`},
-		{"long uuid", NewJob{UUID: strings.Repeat("a", 65), APIName: "x"}, errcode.InvalidArgument, ""},
+		{"long uuid", NewJob{ClientUUID: strings.Repeat("a", 65), APIName: "x"}, errcode.InvalidArgument, ""},
 		{"relative webhook", NewJob{APIName: "x", WebhookURL: "/hook"}, errcode.InvalidArgument,
 			`X-Web-Hook must be an absolute http or https URL of at most 2048 bytes, got "/hook"`},
 		{"ftp webhook", NewJob{APIName: "x", WebhookURL: "ftp://h/x"}, errcode.InvalidArgument, ""},
@@ -269,6 +283,10 @@ func TestHandler(t *testing.T) {
 	if _, err := s.Fail(ctx, "broken", errcode.New(errcode.CapacityExhausted, "no host has 64 CPUs")); err != nil {
 		t.Fatal(err)
 	}
+	named, _, err := s.Create(ctx, NewJob{ClientUUID: "mine", APIName: "vm.StartVmInstance", AccountUUID: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	mux := http.NewServeMux()
 	rest.Handle(mux, "GET /api-jobs/{uuid}", s.Handler(HandlerOptions{}))
 
@@ -307,12 +325,18 @@ func TestHandler(t *testing.T) {
 				t.Errorf("body %s", a.raw)
 			}
 		}},
-		{"another account", "/v1/api-jobs/done", bob, 403, func(t *testing.T, a answer) {
-			if a.errorCode(t) != errcode.PermissionDenied || strings.Contains(a.raw, "vm1") {
+		{"another account: as if absent", "/v1/api-jobs/done", bob, 404, func(t *testing.T, a answer) {
+			if a.errorCode(t) != errcode.ResourceNotFound || strings.Contains(a.raw, "vm1") || !strings.Contains(a.raw, `"api job done not found"`) {
 				t.Errorf("body %s", a.raw)
 			}
 		}},
 		{"admin sees all", "/v1/api-jobs/done", admin, 200, nil},
+		{"by the caller's X-Job-UUID", "/v1/api-jobs/mine", alice, 202, func(t *testing.T, a answer) {
+			if a.raw != `{"location":"http://mn.example:8080/v1/api-jobs/mine"}`+"\n" || named.UUID == "mine" {
+				t.Errorf("body %s", a.raw)
+			}
+		}},
+		{"another account's X-Job-UUID names nothing", "/v1/api-jobs/mine", bob, 404, nil},
 		{"no identity", "/v1/api-jobs/done", nil, 401, func(t *testing.T, a answer) {
 			if a.errorCode(t) != errcode.Unauthenticated {
 				t.Errorf("body %s", a.raw)
@@ -371,7 +395,7 @@ func TestAcceptedAndFromRequest(t *testing.T) {
 	req.Header.Set(HeaderWebHook, "http://hook/x")
 	req = req.WithContext(auth.WithIdentity(req.Context(), auth.Identity{AccountUUID: "alice"}))
 	n := FromRequest(req, "vm.CreateVmInstance", "vm9")
-	if n != (NewJob{UUID: "client-id", APIName: "vm.CreateVmInstance", ResourceUUID: "vm9", AccountUUID: "alice", WebhookURL: "http://hook/x"}) {
+	if n != (NewJob{ClientUUID: "client-id", APIName: "vm.CreateVmInstance", ResourceUUID: "vm9", AccountUUID: "alice", WebhookURL: "http://hook/x"}) {
 		t.Errorf("FromRequest = %+v", n)
 	}
 	rec := httptest.NewRecorder()
@@ -550,5 +574,36 @@ func TestFailStale(t *testing.T) {
 				t.Errorf("stale job error %+v", j.Err())
 			}
 		})
+	}
+}
+
+func TestPurgeFinished(t *testing.T) {
+	s, gdb := newStore(t, testenv.SQLiteDSN(t))
+	ctx := context.Background()
+	for _, id := range []string{"old-done", "old-failed", "old-running", "new-done"} {
+		if _, _, err := s.Create(ctx, NewJob{UUID: id, APIName: "zone.CreateZone"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"old-done", "new-done"} {
+		if _, err := s.Succeed(ctx, id, map[string]any{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Fail(ctx, "old-failed", errcode.New(errcode.InvalidState, "no")); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().UTC().Add(-48 * time.Hour)
+	if err := gdb.Model(&Job{}).Where("uuid LIKE ?", "old-%").UpdateColumn("updated_at", old).Error; err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.PurgeFinished(ctx, 24*time.Hour, 1000)
+	if err != nil || n != 2 {
+		t.Fatalf("purged %d (%v), want the 2 old finished jobs", n, err)
+	}
+	var left []string
+	gdb.Model(&Job{}).Order("uuid").Pluck("uuid", &left)
+	if strings.Join(left, ",") != "new-done,old-running" {
+		t.Fatalf("jobs left %v, want the new one and the one still processing", left)
 	}
 }

@@ -54,6 +54,11 @@ type NewJob struct {
 	APIName      string
 	ResourceUUID string
 	AccountUUID  string
+	// ClientUUID is the caller's X-Job-UUID: the job's UUID is then
+	// ScopedUUID(AccountUUID, ClientUUID), and UUID is ignored.
+	ClientUUID string
+	// Digest identifies the request (RequestDigest).
+	Digest string
 	// WebhookURL is the client's X-Web-Hook: empty, or an absolute http or
 	// https URL.
 	WebhookURL string
@@ -74,18 +79,25 @@ func (s *Store) Create(ctx context.Context, n NewJob) (job Job, created bool, er
 	if n.APIName == "" {
 		return Job{}, false, errors.New("create api job: APIName is required")
 	}
-	if n.UUID == "" {
+	switch {
+	case n.ClientUUID != "":
+		if !validJobUUID.MatchString(n.ClientUUID) {
+			return Job{}, false, errcode.New(errcode.InvalidArgument,
+				"%s must be 1 to 64 letters, digits, '-' or '_', got %q", HeaderJobUUID, truncate(n.ClientUUID, 100))
+		}
+		n.UUID = ScopedUUID(n.AccountUUID, n.ClientUUID)
+	case n.UUID == "":
 		n.UUID = uid.New()
-	} else if !validJobUUID.MatchString(n.UUID) {
+	case !validJobUUID.MatchString(n.UUID):
 		return Job{}, false, errcode.New(errcode.InvalidArgument,
-			"%s must be 1 to 64 letters, digits, '-' or '_', got %q", HeaderJobUUID, truncate(n.UUID, 100))
+			"job UUID must be 1 to 64 letters, digits, '-' or '_', got %q", truncate(n.UUID, 100))
 	}
 	if err := checkWebhookURL(n.WebhookURL); err != nil {
 		return Job{}, false, err
 	}
 	j := Job{
 		UUID: n.UUID, APIName: n.APIName, ResourceUUID: n.ResourceUUID,
-		AccountUUID: n.AccountUUID, WebhookURL: n.WebhookURL, State: Processing,
+		AccountUUID: n.AccountUUID, ClientUUID: n.ClientUUID, Digest: n.Digest, WebhookURL: n.WebhookURL, State: Processing,
 		Op: n.Op, Body: n.Body,
 	}
 	err = s.db.WithContext(ctx).Create(&j).Error
@@ -99,9 +111,11 @@ func (s *Store) Create(ctx context.Context, n NewJob) (job Job, created bool, er
 	if err != nil {
 		return Job{}, false, fmt.Errorf("create api job %s: read the existing job: %w", n.UUID, err)
 	}
-	if existing.APIName != n.APIName || existing.AccountUUID != n.AccountUUID {
+	if existing.APIName != n.APIName || existing.AccountUUID != n.AccountUUID ||
+		(existing.Digest != "" && n.Digest != "" && existing.Digest != n.Digest) {
 		return Job{}, false, errcode.New(errcode.InvalidArgument,
-			"%s %s is already used by another request; choose a new one", HeaderJobUUID, n.UUID)
+			"%s %s was used for another request; a retry must repeat the request exactly, and a new request needs a new %s",
+			HeaderJobUUID, truncate(existing.Name(), 100), HeaderJobUUID)
 	}
 	return existing, false, nil
 }
@@ -262,6 +276,23 @@ func (s *Store) ClaimRedrive(ctx context.Context, j Job) (ok bool, err error) {
 		return false, fmt.Errorf("claim api job %s to send it again: %w", j.UUID, res.Error)
 	}
 	return res.RowsAffected == 1, nil
+}
+
+// PurgeFinished deletes up to limit jobs that finished before olderThan
+// ago, and returns how many: their results are no longer read.
+func (s *Store) PurgeFinished(ctx context.Context, olderThan time.Duration, limit int) (int64, error) {
+	cutoff := time.Now().UTC().Add(-olderThan)
+	var ids []string
+	err := s.db.WithContext(ctx).Model(&Job{}).Where("state IN ? AND updated_at < ?", []State{Succeeded, Failed}, cutoff).
+		Limit(limit).Pluck("uuid", &ids).Error
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	res := s.db.WithContext(ctx).Where("uuid IN ? AND state IN ?", ids, []State{Succeeded, Failed}).Delete(&Job{})
+	if res.Error != nil {
+		return 0, fmt.Errorf("purge finished api jobs: %w", res.Error)
+	}
+	return res.RowsAffected, nil
 }
 
 // FailStale fails every job that has been processing for longer than age,

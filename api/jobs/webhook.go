@@ -118,7 +118,7 @@ func (wh Webhook) post(ctx context.Context, client *http.Client, timeout time.Du
 		return false, err
 	}
 	req.Header.Set("Content-Type", rest.ContentType)
-	req.Header.Set(HeaderJobUUID, j.UUID)
+	req.Header.Set(HeaderJobUUID, j.Name())
 	req.Header.Set(HeaderJobSuccess, strconv.FormatBool(j.State == Succeeded))
 	resp, err := client.Do(req)
 	if err != nil {

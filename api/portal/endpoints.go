@@ -18,6 +18,8 @@ type Endpoint struct {
 	Params []string
 	// Resource is the declared resource's path.
 	Resource string
+	// Access is who may use it (route.Resource.Access).
+	Access route.Access
 }
 
 // Endpoints lists every route of the declared resources, in declaration
@@ -33,7 +35,7 @@ func (p *Portal) Endpoints() []Endpoint {
 func endpointsOf(res route.Resource) []Endpoint {
 	var out []Endpoint
 	add := func(method, path, action string, op *route.Op) {
-		e := Endpoint{Method: method, Path: "/" + path, Action: action, Resource: res.Path}
+		e := Endpoint{Method: method, Path: "/" + path, Action: action, Resource: res.Path, Access: res.Access}
 		if op != nil {
 			e.Call, e.Params = op.Name(), op.Params()
 		}

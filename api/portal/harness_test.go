@@ -17,6 +17,7 @@ import (
 	"mplane/api/auth"
 	"mplane/api/jobs"
 	"mplane/api/route"
+	"mplane/api/tenancy"
 	"mplane/cloudbus"
 	"mplane/db"
 	"mplane/managementnode"
@@ -64,6 +65,9 @@ func startHarness(t *testing.T, opts harnessOptions) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close(h.db) })
+	if err := tenancy.Migrate(ctx, h.db); err != nil {
+		t.Fatal(err)
+	}
 	if err := jobs.Migrate(ctx, h.db); err != nil {
 		t.Fatal(err)
 	}

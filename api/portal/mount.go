@@ -7,6 +7,7 @@ import (
 	"mplane/api/query"
 	"mplane/api/rest"
 	"mplane/api/route"
+	"mplane/api/tenancy"
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/uid"
@@ -31,7 +32,7 @@ func (p *Portal) mount(mux *http.ServeMux, res route.Resource) {
 	if res.Create != nil {
 		op := *res.Create
 		rest.HandleFunc(mux, "POST /"+res.CreatePath(), func(w http.ResponseWriter, r *http.Request) {
-			p.accept(w, r, op, uid.New(), r.PathValue("uuid"), nil)
+			p.accept(w, r, res, op, uid.New(), r.PathValue("uuid"), nil)
 		})
 	}
 	if len(res.Actions) > 0 {
@@ -42,7 +43,7 @@ func (p *Portal) mount(mux *http.ServeMux, res route.Resource) {
 		names := res.ActionNames()
 		rest.HandleFunc(mux, "PUT /"+res.Path+"/{uuid}/actions", func(w http.ResponseWriter, r *http.Request) {
 			uuid := r.PathValue("uuid")
-			if err := res.Query.Exists(r.Context(), p.db, res.Name, uuid); err != nil {
+			if err := p.onPath(r, res, res.Actions[0], uuid, true); err != nil {
 				rest.WriteError(w, err)
 				return
 			}
@@ -51,43 +52,80 @@ func (p *Portal) mount(mux *http.ServeMux, res route.Resource) {
 				rest.WriteError(w, err)
 				return
 			}
-			p.accept(w, r, byName[a.Name], uuid, "", &a)
+			p.accept(w, r, res, byName[a.Name], uuid, "", &a)
 		})
 	}
 	if res.Delete != nil {
 		op := *res.Delete
 		rest.HandleFunc(mux, "DELETE /"+res.Path+"/{uuid}", func(w http.ResponseWriter, r *http.Request) {
 			uuid := r.PathValue("uuid")
-			if op.MustExist() {
-				if err := res.Query.Exists(r.Context(), p.db, res.Name, uuid); err != nil {
-					rest.WriteError(w, err)
-					return
-				}
+			if err := p.onPath(r, res, op, uuid, op.MustExist()); err != nil {
+				rest.WriteError(w, err)
+				return
 			}
-			p.accept(w, r, op, uuid, "", nil)
+			p.accept(w, r, res, op, uuid, "", nil)
 		})
 	}
 	for _, op := range res.Calls {
 		rest.HandleFunc(mux, op.Method()+" /"+op.Path(), func(w http.ResponseWriter, r *http.Request) {
-			p.accept(w, r, op, "", "", nil)
+			p.accept(w, r, res, op, "", "", nil)
 		})
 	}
 }
 
+// onPath checks, before the body is read, an action or a delete of the
+// path's resource uuid: the caller may change such resources, the
+// resource exists (always for a normal account, whose delete of what it
+// cannot see is not found whether it exists or not; for an admin when
+// mustExist) and the caller owns it.
+func (p *Portal) onPath(r *http.Request, res route.Resource, op route.Op, uuid string, mustExist bool) error {
+	id, err := caller(r)
+	if err == nil {
+		err = mayChange(id, res, op)
+	}
+	if err == nil && (mustExist || !id.Admin) {
+		err = res.Query.Exists(scope(r.Context(), id), p.db, res.Name, uuid)
+	}
+	if err == nil {
+		err = p.mayAct(r.Context(), id, res, uuid)
+	}
+	return err
+}
+
 // accept validates a call and submits it: the job row, then the message to
-// api.portal, then 202 with the job's location. A retried request (same
-// X-Job-UUID) gets the existing job and starts nothing, unless the job's
-// work never started or its runner is gone (it is sent again), or the job
-// failed with a retryable error, which says nothing of it remains (it is
-// run again: retrying is what the error asks for).
-func (p *Portal) accept(w http.ResponseWriter, r *http.Request, op route.Op, uuid, parent string, action *rest.Action) {
-	body, resource, err := op.Accept(r.Context(), r, p.db, uuid, parent, action)
+// api.portal, then 202 with the job's location. The call's Build reads in
+// the caller's scope; a normal account may change only what it owns, and
+// what it creates is recorded as its own first (tenancy.go). A retried
+// request (same X-Job-UUID, same request) gets the existing job and starts
+// nothing, unless the job's work never started or its runner is gone (it
+// is sent again), or the job failed with a retryable error, which says
+// nothing of it remains (it is run again: retrying is what the error asks
+// for).
+func (p *Portal) accept(w http.ResponseWriter, r *http.Request, res route.Resource, op route.Op, uuid, parent string, action *rest.Action) {
+	id, err := caller(r)
+	if err == nil {
+		err = mayChange(id, res, op)
+	}
+	if err != nil {
+		rest.WriteError(w, err)
+		return
+	}
+	digest := digesting(r)
+	body, resource, err := op.Accept(scope(r.Context(), id), r, p.db, uuid, parent, action)
+	if err == nil {
+		switch {
+		case op.Creates():
+			err = tenancy.Claim(r.Context(), p.db, p.tableOf(res), resource, id.AccountUUID)
+		case resource != uuid: // an action's or a delete's own was checked before the body was read
+			err = p.mayAct(r.Context(), id, res, resource)
+		}
+	}
 	if err != nil {
 		rest.WriteError(w, err)
 		return
 	}
 	nj := jobs.FromRequest(r, op.Name(), resource)
-	nj.Op, nj.Body = op.Key(), string(body)
+	nj.Op, nj.Body, nj.Digest = op.Key(), string(body), digestOf(digest)
 	job, created, err := p.jobs.Create(r.Context(), nj)
 	if err != nil {
 		rest.WriteError(w, err)
@@ -126,12 +164,20 @@ func (p *Portal) accept(w http.ResponseWriter, r *http.Request, op route.Op, uui
 
 // query serves GET /<path> and GET /<path>/{uuid} from this node's database.
 func (p *Portal) query(w http.ResponseWriter, r *http.Request, res route.Resource, q route.Query, uuid string) {
+	id, err := caller(r)
+	if err == nil {
+		err = mayRead(id, res)
+	}
+	if err != nil {
+		rest.WriteError(w, err)
+		return
+	}
 	pq, err := query.Parse(q.Schema(), r.URL.Query())
 	if err != nil {
 		rest.WriteError(w, err)
 		return
 	}
-	rows, total, n, err := q.Find(r.Context(), p.db, pq, uuid)
+	rows, total, n, err := q.Find(scope(r.Context(), id), p.db, pq, uuid)
 	if err != nil {
 		rest.WriteError(w, errcode.Wrap(errcode.Internal, err, "query %s", res.Path))
 		return
@@ -146,4 +192,12 @@ func (p *Portal) query(w http.ResponseWriter, r *http.Request, res route.Resourc
 		return
 	}
 	rest.WriteJSON(w, http.StatusOK, rep)
+}
+
+// tableOf is the table of res's rows (its path if it has no query).
+func (p *Portal) tableOf(res route.Resource) string {
+	if t, ok := p.tables[res.Path]; ok {
+		return t
+	}
+	return res.Path
 }

@@ -14,6 +14,7 @@ import (
 
 	"mplane/api/jobs"
 	"mplane/api/route"
+	"mplane/api/tenancy"
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/flow"
@@ -37,6 +38,10 @@ type Options struct {
 	// JobTimeout bounds one API call from submission to result. Default
 	// 30m; SetJobTimeout changes it at run time.
 	JobTimeout time.Duration
+	// JobRetention is how long finished jobs are kept. Default 7 days.
+	JobRetention time.Duration
+	// Purge, if set, runs beside the job purge (the expired sessions).
+	Purge func(ctx context.Context) (int64, error)
 }
 
 // Portal serves the REST API and the api.portal queue.
@@ -59,6 +64,10 @@ type Portal struct {
 	jobMsgs  map[string]bool
 	runs     runs
 	recorder *flow.GormRecorder
+	// guard is the ownership filter on db; tables the table of each
+	// resource path.
+	guard  *tenancy.Guard
+	tables map[string]string
 	// ctx ends at Stop; bg counts the goroutines that drive jobs again and
 	// deliver webhooks.
 	ctx    context.Context
@@ -77,6 +86,9 @@ func New(opts Options) (*Portal, error) {
 	}
 	if opts.JobTimeout <= 0 {
 		opts.JobTimeout = 30 * time.Minute
+	}
+	if opts.JobRetention <= 0 {
+		opts.JobRetention = 7 * 24 * time.Hour
 	}
 	p := &Portal{opts: opts, log: opts.Logger.With("component", "portal"), db: opts.DB, bus: opts.Bus, node: opts.Node,
 		jobs: opts.Jobs, ops: map[string]route.Op{}, jobMsgs: map[string]bool{}, recorder: flow.NewGormRecorder(opts.DB)}
@@ -105,6 +117,14 @@ func New(opts Options) (*Portal, error) {
 			}
 		}
 	}
+	tables, byPath, err := tablesOf(opts.DB, opts.Resources)
+	if err != nil {
+		return nil, err
+	}
+	if p.guard, err = tenancy.Install(opts.DB, tables); err != nil {
+		return nil, err
+	}
+	p.tables = byPath
 	opts.Node.SetJobHook(p.runOnce)
 	return p, nil
 }
@@ -131,7 +151,40 @@ func (p *Portal) Start(ctx context.Context) error {
 	if err := p.opts.Scheduler.Every(p.ctx, 5*time.Second, 0.2, "api-job-redriver", p.redriveLoop); err != nil {
 		return err
 	}
+	if err := p.opts.Scheduler.Every(p.ctx, 10*time.Minute, 0.2, "owner-sweeper", p.sweepOwners); err != nil {
+		return err
+	}
+	if err := p.opts.Scheduler.Every(p.ctx, 10*time.Minute, 0.2, "api-job-purger", p.purge); err != nil {
+		return err
+	}
 	return p.opts.Scheduler.Every(p.ctx, time.Minute, 0.2, "api-job-sweeper", p.sweep)
+}
+
+// purge deletes the jobs finished longer than the retention ago, a batch
+// at a time, and runs Options.Purge.
+func (p *Portal) purge(ctx context.Context) error {
+	var total int64
+	for {
+		n, err := p.jobs.PurgeFinished(ctx, p.opts.JobRetention, 1000)
+		total += n
+		if err != nil {
+			return err
+		}
+		if n < 1000 || ctx.Err() != nil {
+			break
+		}
+	}
+	if total > 0 {
+		p.log.Info("purged finished API jobs", "jobs", total, "retention", p.opts.JobRetention)
+	}
+	if p.opts.Purge != nil {
+		n, err := p.opts.Purge(ctx)
+		if n > 0 {
+			p.log.Info("purged expired sessions", "sessions", n)
+		}
+		return err
+	}
+	return nil
 }
 
 // sweep fails the jobs still processing a minute after the job timeout

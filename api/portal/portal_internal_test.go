@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"mplane/api/rest"
 	"mplane/api/route"
 	"mplane/cloudbus"
+	"mplane/db"
 	"mplane/errcode"
 	"mplane/managementnode"
 	"mplane/thread"
@@ -164,7 +166,7 @@ func TestNewRefuses(t *testing.T) {
 	}
 	create := route.Create(msgCreateBox, build)
 	rename := route.Action("renameBox", msgRenameBox, build)
-	base := Options{DB: &gorm.DB{}, Bus: &cloudbus.Bus{}, Node: &managementnode.Node{}, Scheduler: thread.New(thread.Options{}), Jobs: jobs.NewStore(nil)}
+	base := Options{DB: openDB(t), Bus: &cloudbus.Bus{}, Node: &managementnode.Node{}, Scheduler: thread.New(thread.Options{}), Jobs: jobs.NewStore(nil)}
 	with := func(res ...route.Resource) Options { o := base; o.Resources = res; return o }
 	cases := []struct {
 		name string
@@ -475,7 +477,7 @@ func TestEndpoints(t *testing.T) {
 	res = append(res, route.Resource{Path: "crates", Create: route.Ptr(route.Create(msgCreateBox, func(_ context.Context, in route.In[boxParams]) (boxReq, error) {
 		return boxReq{UUID: in.UUID}, nil
 	}).At("boxes/{uuid}/crates"))})
-	p, err := New(Options{DB: &gorm.DB{}, Bus: &cloudbus.Bus{}, Node: &managementnode.Node{}, Scheduler: thread.New(thread.Options{}),
+	p, err := New(Options{DB: openDB(t), Bus: &cloudbus.Bus{}, Node: &managementnode.Node{}, Scheduler: thread.New(thread.Options{}),
 		Jobs: jobs.NewStore(nil), Resources: res[:1]})
 	if err != nil {
 		t.Fatal(err)
@@ -605,4 +607,15 @@ func TestSetJobTimeout(t *testing.T) {
 	if a.status == http.StatusOK || !errcode.Has(&e.Error, errcode.Timeout) {
 		t.Errorf("a call under a %s timeout answered %d %s, want its job failed with %s", short, a.status, a.body, errcode.Timeout)
 	}
+}
+
+// openDB opens a database of its own for t, closed at its end.
+func openDB(t *testing.T) *gorm.DB {
+	t.Helper()
+	gdb, err := db.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "new.db"), db.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close(gdb) })
+	return gdb
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"mplane/api/auth"
 	"mplane/api/client"
 	"mplane/api/jobs"
 	"mplane/api/portal"
@@ -367,6 +368,9 @@ func TestJobUUIDIdempotency(t *testing.T) {
 	if !strings.HasSuffix(first, "/v1/api-jobs/"+jobUUID) {
 		t.Fatalf("location %s, want the job %s", first, jobUUID)
 	}
+	if _, err := jobs.NewStore(s.DB()).Get(context.Background(), jobs.ScopedUUID(auth.AdminUUID, jobUUID)); err != nil {
+		t.Fatalf("the job the admin names %s: %v", jobUUID, err)
+	}
 	job := s.finished(first)
 	if job.status != http.StatusOK {
 		t.Fatalf("job %d %s", job.status, job.body)
@@ -392,7 +396,9 @@ func TestJobUUIDIdempotency(t *testing.T) {
 	bad := []struct {
 		name, method, path, body, jobUUID, detail string
 	}{
-		{"the job UUID of another call", http.MethodPut, "", `{"paintGadget": {"color": "red"}}`, jobUUID, "is already used by another request"},
+		{"the job UUID of another call", http.MethodPut, "", `{"paintGadget": {"color": "red"}}`, jobUUID, "was used for another request"},
+		{"the job UUID of another body", http.MethodPost, "/v1/portal-test-gadgets", `{"params": {"name": "twice", "color": "blue"}}`, jobUUID,
+			"was used for another request; a retry must repeat the request exactly"},
 		{"a malformed job UUID", http.MethodPost, "/v1/portal-test-gadgets", body, "not a job!", "X-Job-UUID must be 1 to 64 letters"},
 	}
 	var g struct{ Inventory gadgetVO }

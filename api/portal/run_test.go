@@ -82,8 +82,9 @@ func startCounters(t *testing.T, gated bool) (*harness, *counters) {
 // runner had died.
 func (h *harness) jobRow(runNode string, age time.Duration) jobs.Job {
 	h.t.Helper()
-	id := uid.New()
-	j := jobs.Job{UUID: uid.New(), APIName: msgCreateCounter.Name(), ResourceUUID: id, State: jobs.Processing, AccountUUID: "admin-account",
+	id, name := uid.New(), uid.New()
+	j := jobs.Job{UUID: jobs.ScopedUUID("admin-account", name), ClientUUID: name, APIName: msgCreateCounter.Name(), ResourceUUID: id,
+		State: jobs.Processing, AccountUUID: "admin-account",
 		Op: createCounter.Key(), Body: `{"uuid":"` + id + `"}`, RunNode: runNode}
 	if err := h.db.Create(&j).Error; err != nil {
 		h.t.Fatal(err)
@@ -149,7 +150,7 @@ func TestRetryOfALostJobSendsIt(t *testing.T) {
 	h, c := startCounters(t, false)
 	j := h.jobRow("", 0) // accepted, then its message was lost
 	retry := func() answer {
-		return h.do(http.MethodPost, "/v1/counters", `{"params": {}}`, jobs.HeaderJobUUID, j.UUID)
+		return h.do(http.MethodPost, "/v1/counters", `{"params": {}}`, jobs.HeaderJobUUID, j.ClientUUID)
 	}
 	a := h.finished(h.accepted(retry()))
 	if a.status != http.StatusOK || c.runs.Load() != 1 {
@@ -174,7 +175,7 @@ func TestRetryAfterARetryableFailureRunsAgain(t *testing.T) {
 		return got
 	}
 	retry := func(j jobs.Job) answer {
-		return h.do(http.MethodPost, "/v1/counters", `{"params": {}}`, jobs.HeaderJobUUID, j.UUID)
+		return h.do(http.MethodPost, "/v1/counters", `{"params": {}}`, jobs.HeaderJobUUID, j.ClientUUID)
 	}
 	unavailable := failed(errcode.New(errcode.DBUnavailable, "database unavailable"))
 	if a := h.finished(h.accepted(retry(unavailable))); a.status != http.StatusOK || c.runs.Load() != 1 {

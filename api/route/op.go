@@ -56,6 +56,7 @@ type Op struct {
 	path      string // a create's own path, if not the resource's; a call's path
 	action    string // an action's ZStack name
 	mustExist bool
+	creates   bool // a call that makes the resource it is routed by
 	impl      op
 }
 
@@ -150,6 +151,16 @@ func (o Op) Path() string { return o.path }
 // Method is a call's HTTP method (POST, PUT or DELETE); "" for the other
 // ops, whose method their kind decides.
 func (o Op) Method() string { return o.method }
+
+// Creates reports whether o makes the resource it is routed by (the UUID
+// Accept returns is new): Create, CreateUnder, and a Call marked with
+// Creating. The portal records the caller as the new resource's owner
+// before the job.
+func (o Op) Creates() bool { return o.kind == kindCreate || o.creates }
+
+// Creating marks a call that makes the resource it is routed by (POST
+// /volumes/data): see Creates.
+func (o Op) Creating() Op { o.creates = true; return o }
 
 // MustExist reports whether the resource in the path must exist (404
 // otherwise) before the call is accepted.
@@ -572,6 +583,50 @@ type Resource struct {
 	// Calls are the resource's calls on paths of their own (Call): attach
 	// and detach.
 	Calls []Op
+	// Access is who may use the resource: the zero value, AdminOnly, for
+	// infrastructure.
+	Access Access
+}
+
+// Access is who may use a resource. Admin accounts may do everything; it
+// says what normal accounts may.
+type Access int
+
+// The accesses.
+const (
+	// AdminOnly is infrastructure (hosts, storage, L2 networks, global
+	// configuration): a normal account's every call is refused, 403.
+	AdminOnly Access = iota
+	// ReadOnly: normal accounts query it (zones, which a create names);
+	// only admins change it.
+	ReadOnly
+	// Owned: each account creates its own and sees and changes only those
+	// (VMs, volumes); another account's do not exist for it (404).
+	Owned
+	// Shared: admins create it and share it (shareResource); a normal
+	// account sees and uses those shared to it or to everyone, and changes
+	// none (instance and disk offerings, L3 networks).
+	Shared
+	// OwnedShared: each account creates its own, changes only those, and
+	// may share them; it also sees and uses those shared to it (images).
+	OwnedShared
+)
+
+// String names a.
+func (a Access) String() string {
+	switch a {
+	case AdminOnly:
+		return "admin only"
+	case ReadOnly:
+		return "read by all"
+	case Owned:
+		return "owned"
+	case Shared:
+		return "shared by admins"
+	case OwnedShared:
+		return "owned, shareable"
+	}
+	return fmt.Sprintf("Access(%d)", int(a))
 }
 
 // Ops lists r's mutating calls.

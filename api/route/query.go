@@ -2,8 +2,10 @@ package route
 
 import (
 	"context"
+	"sync"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/schema"
 
 	"mplane/api/query"
 	"mplane/errcode"
@@ -118,3 +120,18 @@ func (q Query) Exists(ctx context.Context, db *gorm.DB, what, uuid string) error
 	}
 	return nil
 }
+
+// Model is a new, zero row of q's model (a pointer).
+func (q Query) Model() any { return q.model }
+
+// Table is the name of the table of q's model.
+func (q Query) Table(db *gorm.DB) (string, error) {
+	s, err := schema.Parse(q.model, &schemas, db.NamingStrategy)
+	if err != nil {
+		return "", err
+	}
+	return s.Table, nil
+}
+
+// schemas caches the models' parsed schemas for Table.
+var schemas sync.Map

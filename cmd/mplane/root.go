@@ -24,7 +24,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newConfigCmd(), newServerCmd(), newAgentCmd(), ctl.NewCommand(), newRunCmd(), newBenchCmd(), newDaemonCmd())
+	root.AddCommand(newVersionCmd(), newConfigCmd(), newServerCmd(), newAgentCmd(), ctl.NewCommand(), newRunCmd(), newBenchCmd(), newDaemonCmd(), newAdminCmd())
 	return root
 }
 

@@ -4,6 +4,7 @@ package diskoffering
 
 import (
 	"fmt"
+	"mplane/api/route"
 
 	"mplane/services/resource"
 )
@@ -51,7 +52,7 @@ func (p *CreateParams) Validate() error {
 // Kind is the disk offering's simple kind: POST/GET/DELETE
 // /v1/disk-offerings, updateDiskOffering.
 var Kind = resource.NewKind(resource.Spec[DiskOfferingVO, CreateParams]{
-	Name: "disk-offering", Noun: "DiskOffering", Path: "disk-offerings", What: "disk offering",
+	Name: "disk-offering", Noun: "DiskOffering", Path: "disk-offerings", Access: route.Shared, What: "disk offering",
 	New: func(b resource.Base, p CreateParams) DiskOfferingVO {
 		return DiskOfferingVO{Base: b, DiskSize: p.DiskSize, SortKey: p.SortKey, AllocatorStrategy: p.AllocatorStrategy,
 			State: "Enabled", Type: "DefaultDiskOfferingType"}

@@ -14,6 +14,7 @@ import (
 func (s *Service) API() []route.Resource {
 	return []route.Resource{{
 		Path:   "images",
+		Access: route.OwnedShared,
 		Name:   "image",
 		Query:  route.QueryOf[ImageVO](route.Preload("BackupStorageRefs")),
 		Create: route.Ptr(route.Create(MsgCreate, acceptCreate)),

@@ -17,7 +17,7 @@ import (
 // inventory has its DNS servers and IP ranges. A delete refuses while an IP
 // of the network is used.
 var L3Kind = resource.NewKind(resource.Spec[L3NetworkVO, L3Params]{
-	Name: "l3-network", Noun: "L3Network", Path: "l3-networks", What: "l3 network",
+	Name: "l3-network", Noun: "L3Network", Path: "l3-networks", What: "l3 network", Access: route.Shared,
 	Check:  func(ctx context.Context, db *gorm.DB, p *L3Params) error { return p.Check(ctx, db) },
 	New:    l3Row, // unused: Create inserts, under the L2 network's lock
 	Create: createL3,

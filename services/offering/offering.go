@@ -3,6 +3,7 @@
 package offering
 
 import (
+	"mplane/api/route"
 	"mplane/services/resource"
 )
 
@@ -52,7 +53,7 @@ func (p *CreateParams) Validate() error {
 // Kind is the offering's simple kind: POST/GET/DELETE
 // /v1/instance-offerings, updateInstanceOffering.
 var Kind = resource.NewKind(resource.Spec[InstanceOfferingVO, CreateParams]{
-	Name: "instance-offering", Noun: "InstanceOffering", Path: "instance-offerings", What: "instance offering",
+	Name: "instance-offering", Noun: "InstanceOffering", Path: "instance-offerings", Access: route.Shared, What: "instance offering",
 	New: func(b resource.Base, p CreateParams) InstanceOfferingVO {
 		return InstanceOfferingVO{Base: b, CPUNum: p.CPUNum, CPUSpeed: p.CPUSpeed, MemorySize: p.MemorySize, State: "Enabled", Type: "UserVm"}
 	},

@@ -62,7 +62,7 @@ func (c *CreateOf[VO, P]) bindCall(k kindCore[VO]) boundAction {
 			}
 		}
 		return CreateReq[P]{UUID: uid.New(), Params: in.Params}, nil
-	})
+	}).Creating()
 	register := func(mux *cloudbus.Mux, s *Service) {
 		managementnode.Handle(mux, c.Msg, func(ctx context.Context, req CreateReq[P]) (VO, error) {
 			return inChain(ctx, s, k.chain(req.UUID), "create", func(ctx context.Context) (VO, error) {

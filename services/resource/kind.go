@@ -75,6 +75,9 @@ type Spec[VO any, P any] struct {
 	Query []route.QueryOption
 	// Views are query-only paths over some of the kind's rows.
 	Views []View
+	// Access is who may use the kind (route.Resource.Access); its views
+	// share it. The zero value is admin only.
+	Access route.Access
 }
 
 // View is a query-only path over the rows of a kind for which Where (with
@@ -390,6 +393,7 @@ func (k *KindOf[VO, P]) resources() []route.Resource {
 		Name:   k.spec.What,
 		Query:  route.QueryOf[VO](k.spec.Query...),
 		Create: route.Ptr(create),
+		Access: k.spec.Access,
 		Delete: route.Ptr(route.Delete(k.MsgDelete, func(_ context.Context, in route.In[route.DeleteParams]) (DeleteReq, error) {
 			return DeleteReq{UUID: in.UUID, Mode: in.Params.Mode}, nil
 		})),
@@ -401,7 +405,7 @@ func (k *KindOf[VO, P]) resources() []route.Resource {
 		res.Calls = append(res.Calls, route.Call(http.MethodPost, alias, k.MsgCreate, func(ctx context.Context, in route.In[P]) (CreateReq[P], error) {
 			in.UUID = uid.New()
 			return build(ctx, in)
-		}))
+		}).Creating())
 	}
 	for _, c := range k.calls {
 		res.Calls = append(res.Calls, c.op)
@@ -416,7 +420,7 @@ func (k *KindOf[VO, P]) resources() []route.Resource {
 		if what == "" {
 			what = k.spec.What
 		}
-		out = append(out, route.Resource{Path: v.Path, Name: what, Query: route.QueryOf[VO](opts...)})
+		out = append(out, route.Resource{Path: v.Path, Name: what, Query: route.QueryOf[VO](opts...), Access: k.spec.Access})
 	}
 	return out
 }

@@ -170,8 +170,8 @@ func (s *Service) API() []route.Resource {
 			return Ref{UUID: in.UUID}, nil
 		})),
 		Calls: []route.Op{
-			route.Call(http.MethodPost, "primary-storage/local-storage", MsgAddPrimaryStorage, addPrimary(TypeLocalStorage)),
-			route.Call(http.MethodPost, "primary-storage/smp", MsgAddPrimaryStorage, addPrimary(TypeSharedMountPoint)),
+			route.Call(http.MethodPost, "primary-storage/local-storage", MsgAddPrimaryStorage, addPrimary(TypeLocalStorage)).Creating(),
+			route.Call(http.MethodPost, "primary-storage/smp", MsgAddPrimaryStorage, addPrimary(TypeSharedMountPoint)).Creating(),
 			route.Call(http.MethodPost, psAttach, MsgAttachPrimaryStorage, clusterRef),
 			route.Call(http.MethodDelete, psAttach, MsgDetachPrimaryStorage, clusterRef),
 		},
@@ -193,7 +193,7 @@ func (s *Service) API() []route.Resource {
 					p := in.Params
 					return AddBackupStorageReq{UUID: uid.New(), Name: p.Name, Description: p.Description, URL: p.URL, Hostname: p.Hostname,
 						AgentPort: p.AgentPort, Username: p.Username, SSHPort: p.SSHPort}, nil
-				}),
+				}).Creating(),
 			route.Call(http.MethodPost, bsAttach, MsgAttachBackupStorage, zoneRef),
 			route.Call(http.MethodDelete, bsAttach, MsgDetachBackupStorage, zoneRef),
 		},

@@ -29,6 +29,7 @@ func (s *Service) API() []route.Resource {
 	nics, nicCalls, nicActions := s.nicAPI()
 	return []route.Resource{nics, {
 		Path:   "vm-instances",
+		Access: route.Owned,
 		Name:   "VM",
 		Query:  route.QueryOf[VmInstanceVO](route.Preload("VMNics"), route.Preload("VMNics.UsedIPs"), route.PreloadOrdered("AllVolumes", volumeOrder)),
 		Create: route.Ptr(route.Create(MsgCreate, s.acceptCreate)),

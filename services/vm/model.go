@@ -79,3 +79,9 @@ type VmNicVO struct {
 
 // TableName is vm_nics.
 func (VmNicVO) TableName() string { return "vm_nics" }
+
+// TenancyRef makes a NIC its VM owner's (tenancy.Child).
+func (n *VmNicVO) TenancyRef() (uuid, parent string) { return n.UUID, n.VMInstanceUUID }
+
+// TenancyParentColumn is the column naming a NIC's VM.
+func (VmNicVO) TenancyParentColumn() string { return "vm_instance_uuid" }

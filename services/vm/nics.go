@@ -155,7 +155,7 @@ func (p *UpdateParams) Validate() error {
 // NIC's usedIps), AttachL3NetworkToVm, DetachL3NetworkFromVm, and the VM
 // actions setVmStaticIp and updateVmInstance.
 func (s *Service) nicAPI() (route.Resource, []route.Op, []route.Op) {
-	nics := route.Resource{Path: "vm-instances/nics", Name: "VM NIC", Query: route.QueryOf[VmNicVO](route.Preload("UsedIPs"))}
+	nics := route.Resource{Path: "vm-instances/nics", Name: "VM NIC", Access: route.Owned, Query: route.QueryOf[VmNicVO](route.Preload("UsedIPs"))}
 	calls := []route.Op{
 		route.Call(http.MethodPost, "vm-instances/{vmInstanceUuid}/l3-networks/{l3NetworkUuid}", MsgAttachL3,
 			func(ctx context.Context, in route.In[AttachL3Params]) (NicReq, error) {

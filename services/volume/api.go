@@ -140,9 +140,10 @@ func (s *Service) API() []route.Resource {
 		}
 	}
 	return []route.Resource{{
-		Path:  "volumes",
-		Name:  "volume",
-		Query: route.QueryOf[VolumeVO](),
+		Path:   "volumes",
+		Access: route.Owned,
+		Name:   "volume",
+		Query:  route.QueryOf[VolumeVO](),
 		Actions: []route.Op{
 			route.Action("updateVolume", MsgUpdate, func(_ context.Context, in route.In[resource.UpdateParams]) (UpdateReq, error) {
 				return UpdateReq{UUID: in.UUID, Name: in.Params.Name, Description: in.Params.Description}, nil
@@ -161,9 +162,9 @@ func (s *Service) API() []route.Resource {
 			return Ref{UUID: in.UUID, Mode: in.Params.Mode}, nil
 		})),
 		Calls: []route.Op{
-			route.Call(http.MethodPost, "volumes/data", MsgCreate, create),
-			route.Call(http.MethodPost, "volumes/data/from/volume-snapshots/{volumeSnapshotUuid}", MsgCreate, copyOf(SourceSnapshot)),
-			route.Call(http.MethodPost, "volumes/data/from/volumes/{volumeUuid}", MsgCreate, copyOf(SourceVolume)),
+			route.Call(http.MethodPost, "volumes/data", MsgCreate, create).Creating(),
+			route.Call(http.MethodPost, "volumes/data/from/volume-snapshots/{volumeSnapshotUuid}", MsgCreate, copyOf(SourceSnapshot)).Creating(),
+			route.Call(http.MethodPost, "volumes/data/from/volumes/{volumeUuid}", MsgCreate, copyOf(SourceVolume)).Creating(),
 			route.Call(http.MethodPost, "volumes/data/from/data-volume-templates/{imageUuid}", MsgCreate,
 				func(ctx context.Context, in route.In[TemplateParams]) (CreateReq, error) {
 					p := in.Params
@@ -177,7 +178,7 @@ func (s *Service) API() []route.Resource {
 					}
 					return CreateReq{UUID: newUUID(), Name: p.Name, Description: p.Description, Source: SourceImage, SourceUUID: img.UUID,
 						PrimaryStorageUUID: p.PrimaryStorageUUID, HostUUID: p.HostUUID}, nil
-				}),
+				}).Creating(),
 			route.Call(http.MethodPost, "volumes/{volumeUuid}/volume-snapshots", MsgCreateSnapshot,
 				func(ctx context.Context, in route.In[SnapshotParams]) (SnapshotReq, error) {
 					v, err := Load(ctx, in.DB, in.Params.VolumeUUID)
@@ -188,9 +189,10 @@ func (s *Service) API() []route.Resource {
 				}),
 		},
 	}, {
-		Path:  "volume-snapshots",
-		Name:  "volume snapshot",
-		Query: route.QueryOf[VolumeSnapshotVO](),
+		Path:   "volume-snapshots",
+		Access: route.Owned,
+		Name:   "volume snapshot",
+		Query:  route.QueryOf[VolumeSnapshotVO](),
 		Actions: []route.Op{
 			route.Action("revertVolumeFromSnapshot", MsgRevert, func(ctx context.Context, in route.In[struct{}]) (SnapshotRef, error) {
 				ref, err := snapshotRef(ctx, in.DB, in.UUID)

@@ -71,3 +71,17 @@ type VolumeSnapshotVO struct {
 
 // TableName is volume_snapshots.
 func (VolumeSnapshotVO) TableName() string { return "volume_snapshots" }
+
+// TenancyRef makes a volume created with a VM (its root volume, the data
+// volumes of its create) the VM owner's (tenancy.Child); a volume created
+// alone has a record of its own, made at the API edge.
+func (v *VolumeVO) TenancyRef() (uuid, parent string) { return v.UUID, v.VMInstanceUUID }
+
+// TenancyParentColumn is the column naming a volume's VM.
+func (VolumeVO) TenancyParentColumn() string { return "vm_instance_uuid" }
+
+// TenancyRef makes a snapshot its volume owner's (tenancy.Child).
+func (s *VolumeSnapshotVO) TenancyRef() (uuid, parent string) { return s.UUID, s.VolumeUUID }
+
+// TenancyParentColumn is the column naming a snapshot's volume.
+func (VolumeSnapshotVO) TenancyParentColumn() string { return "volume_uuid" }

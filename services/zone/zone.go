@@ -2,6 +2,7 @@
 package zone
 
 import (
+	"mplane/api/route"
 	"mplane/services/resource"
 )
 
@@ -25,7 +26,7 @@ func (p *CreateParams) Validate() error { return resource.Invalid(p.Problems()) 
 
 // Kind is the zone's simple kind: POST/GET/DELETE /v1/zones, updateZone.
 var Kind = resource.NewKind(resource.Spec[ZoneVO, CreateParams]{
-	Name: "zone", Noun: "Zone", Path: "zones",
+	Name: "zone", Noun: "Zone", Path: "zones", Access: route.ReadOnly,
 	New: func(b resource.Base, _ CreateParams) ZoneVO { return ZoneVO{Base: b, State: "Enabled", Type: "zstack"} },
 	Dependents: []resource.Dependent{
 		{Table: "clusters", Column: "zone_uuid", What: "clusters"},

@@ -65,6 +65,17 @@ func TestCtlLoginStoresSessionFile(t *testing.T) {
 	if out := e.ok("logout"); !strings.Contains(out, "Logged out") {
 		t.Fatalf("logout output %q", out)
 	}
+	// The session ended on the server: it is refused from now on.
+	if got := e.last(http.MethodDelete, "/v1/accounts/sessions/"+stored.Session); got.Status != http.StatusOK {
+		t.Fatalf("logout's DELETE of the session: %+v", got)
+	}
+	req, _ := http.NewRequest(http.MethodGet, e.url+"/v1/zones", nil)
+	req.Header.Set("Authorization", "OAuth "+stored.Session)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the logged-out session: %v %v, want 401", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	if _, err := os.Stat(e.sessionFile); !os.IsNotExist(err) {
 		t.Fatalf("session file still there after logout: %v", err)
 	}

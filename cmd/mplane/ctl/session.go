@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"mplane/api/client"
 	"mplane/errcode"
 )
 
@@ -183,10 +184,16 @@ func loginPassword(r *invocation, account, flagPassword string, fromStdin bool) 
 func newLogoutCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "logout",
-		Short: "Forget the stored session (removes the session file)",
+		Short: "End the stored session on the server and remove the session file",
 		Args:  argsNone,
 		RunE: runE(g, func(r *invocation, _ []string) error {
 			path := g.sessionPath()
+			if stored, _ := loadSessionFile(path); stored != nil && stored.Session != "" {
+				if err := endSession(r, stored); err != nil {
+					fmt.Fprintf(r.errOut, "warning: could not end the session on %s (%v); it stays valid there until it expires%s\n",
+						stored.URL, err, expiresSuffix(stored.ExpiredDate))
+				}
+			}
 			err := os.Remove(path)
 			switch {
 			case errors.Is(err, fs.ErrNotExist):
@@ -199,4 +206,22 @@ func newLogoutCmd(g *globals) *cobra.Command {
 			return nil
 		}),
 	}
+}
+
+// endSession logs the stored session out on the API that made it.
+func endSession(r *invocation, stored *sessionFileData) error {
+	c, err := client.New(stored.URL, clientOptions...)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetSession(stored.Session)
+	return c.Logout(r.ctx())
+}
+
+func expiresSuffix(date string) string {
+	if date == "" {
+		return ""
+	}
+	return " at " + date
 }

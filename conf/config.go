@@ -93,6 +93,9 @@ type Config struct {
 	// FlowRetention is how long the records of flows that finished
 	// cleanly are kept before they are pruned.
 	FlowRetention time.Duration
+	// QuotaDefaults are the quotas of accounts without values of their
+	// own: "name=value,..." (quota.ParseLimits).
+	QuotaDefaults string
 	// SessionTTL is how long a session lives after its login.
 	SessionTTL time.Duration
 	// JobRetention is how long finished API jobs are kept (their results
@@ -133,6 +136,7 @@ func Default() Config {
 		JobTimeout:           30 * time.Minute,
 		FlowRetention:        time.Hour,
 		SessionTTL:           2 * time.Hour,
+		QuotaDefaults:        "vm.num=20,vm.cpuNum=80,vm.memorySize=85899345920,volume.data.num=40,volume.capacity=10995116277760,snapshot.volume.num=200",
 		JobRetention:         7 * 24 * time.Hour,
 		LogLevel:             "info",
 		LogFormat:            "text",

@@ -132,6 +132,8 @@ var fields = []field{
 		ptr: func(c *Config) any { return &c.JobTimeout }},
 	{key: "flow_retention", usage: "how long the records of flows that finished cleanly are kept",
 		ptr: func(c *Config) any { return &c.FlowRetention }},
+	{key: "quota_defaults", usage: "the quotas of accounts without values of their own: name=value,... of vm.num, vm.cpuNum, vm.memorySize, volume.data.num, volume.capacity, snapshot.volume.num",
+		ptr: func(c *Config) any { return &c.QuotaDefaults }},
 	{key: "session_ttl", usage: "how long a session lives after its login",
 		ptr: func(c *Config) any { return &c.SessionTTL }},
 	{key: "job_retention", usage: "how long finished API jobs (and their results) are kept before they are purged",

@@ -86,6 +86,9 @@ func (c Config) Validate() error {
 			bad(p.key, "must be > 0 (got %s)", p.d)
 		}
 	}
+	if _, err := ParseQuotas(c.QuotaDefaults); err != nil {
+		bad("quota_defaults", "%v", err)
+	}
 	if _, err := c.VMCommandTimeoutsMap(); err != nil {
 		bad("vm_command_timeouts", "%v", err)
 	}

@@ -26,6 +26,7 @@ const (
 	ShuttingDown      Code = "SYS.1016"
 	OutcomeUnknown    Code = "SYS.1017"
 	DBUnavailable     Code = "SYS.1018"
+	QuotaExceeded     Code = "SYS.1019"
 )
 
 // Entry describes one code of the catalogue.
@@ -60,6 +61,7 @@ var catalogue = []Entry{
 	{ShuttingDown, "management node is shutting down", true, http.StatusServiceUnavailable},
 	{OutcomeUnknown, "the operation may or may not have run; read the resource to learn its state before trying again", false, http.StatusGatewayTimeout},
 	{DBUnavailable, "database unavailable; try again", true, http.StatusServiceUnavailable},
+	{QuotaExceeded, "the account's quota would be exceeded", false, http.StatusForbidden},
 }
 
 var byCode = func() map[Code]Entry {

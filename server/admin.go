@@ -80,6 +80,7 @@ func (s *Server) liveSettings() map[string]func(conf.Config) error {
 		"vm_orphan_policy":       func(c conf.Config) error { return s.vms.SetOrphanPolicy(c.VMOrphanPolicy) },
 		"job_timeout":            func(c conf.Config) error { return s.portal.SetJobTimeout(c.JobTimeout) },
 		"flow_retention":         func(c conf.Config) error { return s.vms.SetFlowRetention(c.FlowRetention) },
+		"quota_defaults":         func(c conf.Config) error { return s.quota.SetDefaults(c.QuotaDefaults) },
 	}
 }
 
@@ -104,6 +105,9 @@ func globalConfigs() []globalconfig.Definition {
 			Description: "how long one API call may take, from its submission to its result"},
 		{Category: "flow", Name: "retention", Type: globalconfig.TypeDuration, Key: "flow_retention",
 			Description: "how long the records of flows that finished cleanly are kept before they are pruned"},
+		{Category: "quota", Name: "defaults", Type: globalconfig.TypeString, Key: "quota_defaults",
+			Description: "the quotas of accounts without values of their own, as name=value,... (vm.num, vm.cpuNum, vm.memorySize, " +
+				"volume.data.num, volume.capacity, snapshot.volume.num)"},
 	}
 }
 

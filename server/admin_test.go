@@ -255,7 +255,7 @@ func TestAdminSocket(t *testing.T) {
 	if !slices.Equal(keys, conf.Keys()) {
 		t.Errorf("config show keys %q, want %q", keys, conf.Keys())
 	}
-	liveWant := []string{"flow_retention", "host_ping_interval", "host_ping_max_failures", "job_timeout", "log_level", "vm_allocation_strategy", "vm_orphan_policy"}
+	liveWant := []string{"flow_retention", "host_ping_interval", "host_ping_max_failures", "job_timeout", "log_level", "quota_defaults", "vm_allocation_strategy", "vm_orphan_policy"}
 	sort.Strings(cs.Live)
 	if !slices.Equal(cs.Live, liveWant) {
 		t.Errorf("live settings %q, want %q", cs.Live, liveWant)
@@ -300,7 +300,7 @@ func TestAdminSocket(t *testing.T) {
 	// Settings that cannot change live are refused, naming those that can.
 	refused(t, path, errcode.InvalidArgument, []string{"config", "set", "api_listen", "127.0.0.1:1"},
 		"api_listen cannot change while the node runs",
-		"host_ping_interval, host_ping_max_failures, vm_allocation_strategy, vm_orphan_policy, job_timeout, flow_retention, log_level")
+		"host_ping_interval, host_ping_max_failures, vm_allocation_strategy, vm_orphan_policy, job_timeout, flow_retention, quota_defaults, log_level")
 	refused(t, path, errcode.InvalidArgument, []string{"config", "set", "admin_password", "x"}, "admin_password cannot change")
 	if got := e.Config().APIListen; got != "127.0.0.1:0" {
 		t.Errorf("api_listen changed to %q", got)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/pprof"
@@ -70,8 +71,11 @@ func (s *Server) routes() (apiHandler, adminHandler http.Handler) {
 		Owned: func(ctx context.Context, account string) (map[string]int64, error) {
 			return s.portal.Guard().Owned(ctx, s.db, account)
 		},
-		Forget: func(ctx context.Context, account string) error { return tenancy.Forget(ctx, s.db, account) },
+		Forget: func(ctx context.Context, account string) error {
+			return errors.Join(tenancy.Forget(ctx, s.db, account), s.quota.Forget(ctx, account))
+		},
 	})
+	s.quota.Register(v1)
 	rest.Handle(v1, "PUT /accounts/resources/actions", s.portal.ShareHandler())
 	s.portal.Register(v1)
 	guarded := s.auth.Middleware(v1, auth.PublicPatterns()...)

@@ -20,6 +20,7 @@ import (
 	"mplane/api/auth"
 	"mplane/api/jobs"
 	"mplane/api/portal"
+	"mplane/api/quota"
 	"mplane/api/route"
 	"mplane/api/tenancy"
 	"mplane/cloudbus"
@@ -105,6 +106,7 @@ type Server struct {
 	l2     network.L2Kinds
 	nets   *network.Bridges
 	auth   *auth.Service
+	quota  *quota.Service
 	portal *portal.Portal
 	url    string
 
@@ -283,6 +285,10 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	s.auth = auth.New(s.db, auth.Options{Logger: log.With("component", "auth"), SessionTTL: cfg.SessionTTL})
+	s.quota = quota.New(s.db)
+	if err := s.quota.SetDefaults(cfg.QuotaDefaults); err != nil {
+		return nil, fmt.Errorf("quota_defaults: %w", err)
+	}
 	// What the API serves: every service's declared resources.
 	var resources []route.Resource
 	resources = append(resources, s.res.API()...)
@@ -293,7 +299,8 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	resources = append(resources, s.gcs.API()...)
 	resources = append(resources, s.vols.API()...)
 	if s.portal, err = portal.New(portal.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Jobs: jobs.NewStore(s.db),
-		Logger: log, Resources: resources, JobTimeout: cfg.JobTimeout, JobRetention: cfg.JobRetention, Purge: s.auth.PurgeExpired}); err != nil {
+		Logger: log, Resources: resources, JobTimeout: cfg.JobTimeout, JobRetention: cfg.JobRetention, Purge: s.auth.PurgeExpired,
+		Quota: s.quota}); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -347,6 +354,7 @@ func migrate(ctx context.Context, gdb *gorm.DB, kinds []resource.Kind) error {
 		globalconfig.Migrate,
 		auth.Migrate,
 		tenancy.Migrate,
+		quota.Migrate,
 		jobs.Migrate,
 	}
 	for _, m := range steps {

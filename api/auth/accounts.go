@@ -203,7 +203,7 @@ func (s *Service) queryAccounts(w http.ResponseWriter, r *http.Request, uuid str
 		rest.WriteError(w, err)
 		return
 	}
-	pq, err := query.Parse(accountSchema, r.URL.Query())
+	pq, err := query.ParseRaw(accountSchema, r.URL.RawQuery)
 	if err != nil {
 		rest.WriteError(w, err)
 		return
@@ -340,7 +340,7 @@ func (s *Service) endSessions(ctx context.Context, account, keep string) error {
 	if s.cache != nil {
 		s.cache.removeAccount(account)
 	}
-	if err := s.db.WithContext(ctx).Where("account_uuid = ? AND uuid <> ?", account, keep).Delete(&Session{}).Error; err != nil {
+	if err := s.db.WithContext(ctx).Where("account_uuid = ? AND uuid <> ?", account, StoredID(keep)).Delete(&Session{}).Error; err != nil {
 		return errcode.Wrap(errcode.Internal, err, "end the sessions of account %s", account)
 	}
 	return nil

@@ -102,6 +102,13 @@ func testAccountsAPI(t *testing.T, dsn string) {
 		t.Fatalf("alice: %s", out["inventory"])
 	}
 	aliceSess := e.login("alice", "alice-password")
+	// The table holds no live session id: only its hash.
+	var raw, hashed int64
+	e.s.db.Model(&Session{}).Where("uuid = ?", aliceSess).Count(&raw)
+	e.s.db.Model(&Session{}).Where("uuid = ?", StoredID(aliceSess)).Count(&hashed)
+	if raw != 0 || hashed != 1 {
+		t.Fatalf("sessions rows: %d with the session id, %d with its hash; want 0 and 1", raw, hashed)
+	}
 	for _, tc := range []struct {
 		name, body, session string
 		status              int
@@ -110,7 +117,7 @@ func testAccountsAPI(t *testing.T, dsn string) {
 		{"by a normal account", `{"params": {"name": "bob", "password": "bob-password"}}`, aliceSess, 403, "creating an account needs an admin account"},
 		{"a taken name", `{"params": {"name": "alice", "password": "other-password"}}`, admin, 400, `account name "alice" is already taken`},
 		{"a short password", `{"params": {"name": "bob", "password": "short"}}`, admin, 400, "password must be 8 to 1024 characters"},
-		{"a NUL in the name", `{"params": {"name": "b\u0000b", "password": "bob-password"}}`, admin, 400, "must not hold control or format characters"},
+		{"a NUL in the name", `{"params": {"name": "b\u0000b", "password": "bob-password"}}`, admin, 400, "must not hold a NUL character"},
 		{"a bidi override in the name", `{"params": {"name": "b\u202eb", "password": "bob-password"}}`, admin, 400, "must not hold control or format characters"},
 		{"a long name", `{"params": {"name": "` + strings.Repeat("n", 256) + `", "password": "bob-password"}}`, admin, 400, "account name must be 1 to 255 bytes"},
 		{"an unknown type", `{"params": {"name": "bob", "password": "bob-password", "type": "Root"}}`, admin, 400, "type must be Normal or SystemAdmin"},

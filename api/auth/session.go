@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -159,7 +161,9 @@ func (s *Service) login(ctx context.Context, client, accountName, password strin
 	}
 	now := s.clock()
 	sess := Session{UUID: uid.New(), AccountUUID: a.UUID, ExpiredDate: now.Add(s.ttl), CreateDate: now}
-	if err := s.db.WithContext(ctx).Create(&sess).Error; err != nil {
+	row := sess
+	row.UUID = StoredID(sess.UUID) // the table holds no live session id
+	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
 		return Session{}, fmt.Errorf("log in %q: create session: %w", accountName, err)
 	}
 	return sess, nil
@@ -195,10 +199,10 @@ func (s *Service) Validate(ctx context.Context, sessionUUID string) (Identity, e
 	err := s.db.WithContext(ctx).Model(&Session{}).
 		Select("sessions.uuid, sessions.account_uuid, sessions.expired_date, accounts.name, accounts.type").
 		Joins("JOIN accounts ON accounts.uuid = sessions.account_uuid").
-		Where("sessions.uuid = ?", sessionUUID).
+		Where("sessions.uuid = ?", StoredID(sessionUUID)).
 		Take(&row).Error
 	// MariaDB's default collation matches "ABC" to "abc": compare exactly.
-	if errors.Is(err, gorm.ErrRecordNotFound) || (err == nil && row.UUID != sessionUUID) {
+	if errors.Is(err, gorm.ErrRecordNotFound) || (err == nil && row.UUID != StoredID(sessionUUID)) {
 		return Identity{}, errcode.New(errcode.Unauthenticated, "unknown session")
 	}
 	if err != nil {
@@ -214,13 +218,22 @@ func (s *Service) Validate(ctx context.Context, sessionUUID string) (Identity, e
 	return id, nil
 }
 
+// StoredID is what the sessions table holds for the session id: the first
+// 128 bits of its SHA-256, in hex. A copy of the table (a backup, a stolen
+// database file) gives no live session: the id is 122 random bits, so the
+// hash cannot be turned back into it.
+func StoredID(sessionUUID string) string {
+	sum := sha256.Sum256([]byte(sessionUUID))
+	return hex.EncodeToString(sum[:16])
+}
+
 // Logout deletes a session. Logging out a session that does not exist
 // (already logged out, expired and purged) is not an error.
 func (s *Service) Logout(ctx context.Context, sessionUUID string) error {
 	if s.cache != nil {
 		s.cache.remove(sessionUUID)
 	}
-	if err := s.db.WithContext(ctx).Where("uuid = ?", sessionUUID).Delete(&Session{}).Error; err != nil {
+	if err := s.db.WithContext(ctx).Where("uuid = ?", StoredID(sessionUUID)).Delete(&Session{}).Error; err != nil {
 		return fmt.Errorf("log out: %w", err)
 	}
 	return nil

@@ -27,7 +27,13 @@ func (p *Portal) mount(mux *http.ServeMux, res route.Resource) {
 	if res.Query.Declared() {
 		q := res.Query
 		rest.HandleFunc(mux, "GET /"+res.Path, func(w http.ResponseWriter, r *http.Request) { p.query(w, r, res, q, "") })
-		rest.HandleFunc(mux, "GET /"+res.Path+"/{uuid}", func(w http.ResponseWriter, r *http.Request) { p.query(w, r, res, q, r.PathValue("uuid")) })
+		rest.HandleFunc(mux, "GET /"+res.Path+"/{uuid}", func(w http.ResponseWriter, r *http.Request) {
+			if err := rest.CheckUUID("the uuid in the path", r.PathValue("uuid")); err != nil {
+				rest.WriteError(w, err)
+				return
+			}
+			p.query(w, r, res, q, r.PathValue("uuid"))
+		})
 	}
 	if res.Create != nil {
 		op := *res.Create
@@ -79,6 +85,9 @@ func (p *Portal) mount(mux *http.ServeMux, res route.Resource) {
 // cannot see is not found whether it exists or not; for an admin when
 // mustExist) and the caller owns it.
 func (p *Portal) onPath(r *http.Request, res route.Resource, op route.Op, uuid string, mustExist bool) error {
+	if err := rest.CheckUUID("the uuid in the path", uuid); err != nil {
+		return err // a malformed one is the caller's mistake, not a resource deleted already
+	}
 	id, err := caller(r)
 	if err == nil {
 		err = mayChange(id, res, op)
@@ -133,6 +142,15 @@ func (p *Portal) accept(w http.ResponseWriter, r *http.Request, res route.Resour
 	}
 	switch {
 	case created:
+		if err := p.reserve(r.Context(), id, op, job); err != nil {
+			// Refused before any work: the job ends with the refusal, so a
+			// retry of the request finds it.
+			if _, ferr := p.jobs.FailUnstarted(r.Context(), job.UUID, errcode.From(err)); ferr != nil {
+				p.log.Warn("record a refused API job", "job_uuid", job.UUID, "err", ferr)
+			}
+			rest.WriteError(w, err)
+			return
+		}
 		ctx := cloudbus.WithMeta(r.Context(), cloudbus.Meta{APIID: job.UUID})
 		sub := submission{JobUUID: job.UUID, Op: op.Key(), Body: body}
 		if err := cloudbus.Send(ctx, p.bus, p.bus.SharedTarget(SharedQueue), msgSubmit, sub, cloudbus.WithTimeout(p.JobTimeout())); err != nil {
@@ -141,6 +159,10 @@ func (p *Portal) accept(w http.ResponseWriter, r *http.Request, res route.Resour
 			p.redrive(r.Context(), job)
 		}
 	case jobs.Rerunnable(job):
+		if err := p.reserve(r.Context(), id, op, job); err != nil {
+			rest.WriteError(w, err)
+			return
+		}
 		if again, ok, err := p.jobs.Reopen(r.Context(), job); err != nil {
 			rest.WriteError(w, err)
 			return
@@ -172,7 +194,7 @@ func (p *Portal) query(w http.ResponseWriter, r *http.Request, res route.Resourc
 		rest.WriteError(w, err)
 		return
 	}
-	pq, err := query.Parse(q.Schema(), r.URL.Query())
+	pq, err := query.ParseRaw(q.Schema(), r.URL.RawQuery)
 	if err != nil {
 		rest.WriteError(w, err)
 		return

@@ -13,6 +13,7 @@ import (
 	"gorm.io/gorm"
 
 	"mplane/api/jobs"
+	"mplane/api/quota"
 	"mplane/api/route"
 	"mplane/api/tenancy"
 	"mplane/cloudbus"
@@ -42,6 +43,8 @@ type Options struct {
 	JobRetention time.Duration
 	// Purge, if set, runs beside the job purge (the expired sessions).
 	Purge func(ctx context.Context) (int64, error)
+	// Quota, if set, limits what normal accounts create (see api/quota).
+	Quota *quota.Service
 }
 
 // Portal serves the REST API and the api.portal queue.
@@ -297,7 +300,7 @@ func (p *Portal) drive(ctx context.Context, sub submission) (cloudbus.Empty, err
 		p.log.Error("record job outcome", "job_uuid", sub.JobUUID, "err", ferr)
 	default:
 		p.log.Info("API job failed before its work started", "job_uuid", sub.JobUUID, "api", job.APIName, "err", err)
-		p.deliver(job)
+		p.finished(job)
 	}
 	return cloudbus.Empty{}, nil
 }

@@ -222,7 +222,7 @@ func TestDeleteModeReachesBuild(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run("query "+tc.query, func(t *testing.T) {
-			a := h.do(http.MethodDelete, "/v1/loose-boxes/nobox"+tc.query, "")
+			a := h.do(http.MethodDelete, "/v1/loose-boxes/0000000000000000000000000000b0c5"+tc.query, "")
 			if a.status != tc.status {
 				t.Fatalf("answer %d %s, want %d", a.status, a.body, tc.status)
 			}
@@ -242,25 +242,25 @@ func TestDeleteModeReachesBuild(t *testing.T) {
 
 func TestExistingDelete(t *testing.T) {
 	h, b := startBoxes(t, false)
-	if err := h.db.Create(&boxVO{UUID: "box1", Name: "one"}).Error; err != nil {
+	if err := h.db.Create(&boxVO{UUID: "000000000000000000000000000b0c51", Name: "one"}).Error; err != nil {
 		t.Fatal(err)
 	}
-	a := h.do(http.MethodDelete, "/v1/boxes/nobox?deleteMode=Enforcing", "")
-	if a.status != http.StatusNotFound || !strings.Contains(string(a.body), "box nobox not found") {
+	a := h.do(http.MethodDelete, "/v1/boxes/0000000000000000000000000000b0c5?deleteMode=Enforcing", "")
+	if a.status != http.StatusNotFound || !strings.Contains(string(a.body), "box 0000000000000000000000000000b0c5 not found") {
 		t.Fatalf("delete of a missing box: %d %s, want 404", a.status, a.body)
 	}
 	if got := b.takeModes(); len(got) != 0 {
 		t.Errorf("Build ran for a refused delete: %q", got)
 	}
-	if job := h.finished(h.accepted(h.do(http.MethodDelete, "/v1/boxes/box1", ""))); job.status != http.StatusOK {
+	if job := h.finished(h.accepted(h.do(http.MethodDelete, "/v1/boxes/000000000000000000000000000b0c51", ""))); job.status != http.StatusOK {
 		t.Fatalf("delete job: %d %s", job.status, job.body)
 	}
 	var n int64
-	h.db.Model(&boxVO{}).Where("uuid = ?", "box1").Count(&n)
+	h.db.Model(&boxVO{}).Where("uuid = ?", "000000000000000000000000000b0c51").Count(&n)
 	if n != 0 {
-		t.Errorf("box1 still there after its delete")
+		t.Errorf("the box still there after its delete")
 	}
-	if a := h.do(http.MethodDelete, "/v1/boxes/box1", ""); a.status != http.StatusNotFound {
+	if a := h.do(http.MethodDelete, "/v1/boxes/000000000000000000000000000b0c51", ""); a.status != http.StatusNotFound {
 		t.Errorf("second delete: %d %s, want 404", a.status, a.body)
 	}
 }
@@ -320,8 +320,8 @@ func TestDatabaseErrorsAreInternal(t *testing.T) {
 	h, _ := startBoxes(t, false)
 	cases := []struct{ method, path, body string }{
 		{http.MethodGet, "/v1/ghosts", ""},
-		{http.MethodGet, "/v1/ghosts/g1", ""},
-		{http.MethodPut, "/v1/ghosts/g1/actions", `{"hauntGhost": {}}`},
+		{http.MethodGet, "/v1/ghosts/00000000000000000000000000000061", ""},
+		{http.MethodPut, "/v1/ghosts/00000000000000000000000000000061/actions", `{"hauntGhost": {}}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {

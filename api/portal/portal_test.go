@@ -198,7 +198,7 @@ func TestCreateErrors(t *testing.T) {
 		{"bad tags", `{"params": {"name": "x", "color": "red"}, "systemTags": "a"}`, "systemTags must be an array of strings"},
 		{"Validate", `{"params": {"name": "x", "color": "pink"}}`, `color must be red, blue or green, got "pink"`},
 		{"Validate of the name", `{"params": {"name": " ", "color": "red"}}`, "name is required"},
-		{"Build checks the reference", `{"params": {"name": "x", "color": "red", "zoneUuid": "nozone"}}`, "zoneUuid nozone does not exist"},
+		{"Build checks the reference", `{"params": {"name": "x", "color": "red", "zoneUuid": "0000000000000000000000000000beef"}}`, "zoneUuid 0000000000000000000000000000beef does not exist"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

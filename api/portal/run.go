@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"mplane/api/auth"
 	"mplane/api/jobs"
 	"mplane/api/route"
 	"mplane/cloudbus"
@@ -230,7 +231,7 @@ func (p *Portal) record(jobUUID string, result any, failure *errcode.Error) {
 			if failure != nil {
 				p.log.Info("API job failed", "job_uuid", jobUUID, "api", job.APIName, "resource_uuid", job.ResourceUUID, "code", failure.Code, "err", failure)
 			}
-			p.deliver(job)
+			p.finished(job)
 			return
 		case errcode.Has(err, errcode.InvalidState), errcode.Has(err, errcode.ResourceNotFound):
 			return // recorded already, or gone
@@ -250,6 +251,21 @@ func (p *Portal) record(jobUUID string, result any, failure *errcode.Error) {
 		}
 		pause = min(pause*2, 5*time.Second)
 	}
+}
+
+// finished follows a job's end: its webhook, and the release of the
+// quota of what it made or deleted that no longer exists, in the
+// background.
+func (p *Portal) finished(job jobs.Job) {
+	p.deliver(job)
+	if p.opts.Quota == nil || job.AccountUUID == auth.AdminUUID {
+		return // admin has no quota
+	}
+	p.bg.Add(1)
+	go func() {
+		defer p.bg.Done()
+		p.settleQuota(job)
+	}()
 }
 
 // deliver posts a finished job to its webhook, in the background.
@@ -391,7 +407,7 @@ func (p *Portal) redrive(ctx context.Context, j jobs.Job) bool {
 	if time.Until(deadline) <= 0 {
 		if job, err := p.jobs.FailUnstarted(ctx, j.UUID, errcode.New(errcode.Timeout,
 			"the job's deadline (job timeout %s) passed before its work could be sent", p.JobTimeout())); err == nil {
-			p.deliver(job)
+			p.finished(job)
 		}
 		return false
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -13,6 +15,8 @@ import (
 	"gorm.io/gorm"
 
 	"mplane/api/auth"
+	"mplane/api/jobs"
+	"mplane/api/quota"
 	"mplane/api/rest"
 	"mplane/api/route"
 	"mplane/api/tenancy"
@@ -155,6 +159,13 @@ func (p *Portal) sweepOwners(ctx context.Context) error {
 	made, forgot, err := p.guard.Sweep(ctx, p.db, p.JobTimeout()+10*time.Minute)
 	if made > 0 || forgot > 0 {
 		p.log.Info("ownership records swept", "made", made, "forgot", forgot)
+	}
+	if p.opts.Quota != nil {
+		n, qerr := p.opts.Quota.Sweep(ctx, p.JobTimeout()+10*time.Minute)
+		if n > 0 {
+			p.log.Info("quota of gone resources released", "claims", n)
+		}
+		err = errors.Join(err, qerr)
 	}
 	return err
 }
@@ -311,4 +322,37 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+// reserve takes, for a normal account's create, the quota its request
+// demands (quota.Demander), before the job's work is sent.
+func (p *Portal) reserve(ctx context.Context, id auth.Identity, op route.Op, job jobs.Job) error {
+	if p.opts.Quota == nil || id.Admin {
+		return nil
+	}
+	req, err := op.Request(json.RawMessage(job.Body))
+	if err != nil {
+		return err
+	}
+	d, ok := req.(quota.Demander)
+	if !ok {
+		return nil
+	}
+	resource, table, demand := d.QuotaDemand()
+	return p.opts.Quota.Reserve(ctx, id.AccountUUID, resource, table, job.UUID, demand)
+}
+
+// settleQuota releases, once a job has finished, the quota of what it made
+// or acted on that no longer exists.
+func (p *Portal) settleQuota(job jobs.Job) {
+	if p.opts.Quota == nil || !job.Finished() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if n, err := p.opts.Quota.Settle(ctx, job.UUID, job.ResourceUUID); err != nil {
+		p.log.Warn("release the quota of a finished job: left to the sweeper", "job_uuid", job.UUID, "err", err)
+	} else if n > 0 {
+		p.log.Debug("quota released", "job_uuid", job.UUID, "claims", n)
+	}
 }

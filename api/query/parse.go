@@ -16,6 +16,7 @@ const (
 	MaxLimit      = 10000 // the largest limit accepted
 	MaxConditions = 64    // q parameters in one query
 	MaxListValues = 1000  // values in one ?= or !?= list
+	MaxValues     = 2000  // values of all the conditions of one query
 )
 
 // Op is a query operator.
@@ -99,10 +100,14 @@ func Parse(schema *Schema, values url.Values) (*Query, error) {
 	if len(items) > MaxConditions {
 		return nil, invalid("too many q parameters: %d; at most %d", len(items), MaxConditions)
 	}
+	nvalues := 0
 	for _, item := range items {
 		c, err := schema.parseCondition(item)
 		if err != nil {
 			return nil, err
+		}
+		if nvalues += len(c.Values); nvalues > MaxValues {
+			return nil, invalid("too many values in the q parameters: more than %d in all; split the query", MaxValues)
 		}
 		q.Conditions = append(q.Conditions, c)
 	}
@@ -147,6 +152,21 @@ func Parse(schema *Schema, values url.Values) (*Query, error) {
 		}
 	}
 	return q, nil
+}
+
+// ParseRaw is Parse of a raw URL query string (http.Request.URL.RawQuery).
+// Unlike url.URL.Query, which drops a parameter holding a ';' without a
+// word (so that "q=name=x;" would return every row), it refuses such a
+// query: a ';' in a value must be sent as %3B.
+func ParseRaw(schema *Schema, rawQuery string) (*Query, error) {
+	values, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		if strings.Contains(err.Error(), "semicolon") {
+			return nil, invalid("the query string holds a ';': parameters are separated by '&', and a ';' in a value must be sent as %%3B")
+		}
+		return nil, invalid("malformed query string: %v", err)
+	}
+	return Parse(schema, values)
 }
 
 // single returns the one value of a parameter that may be given once.

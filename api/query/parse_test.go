@@ -348,3 +348,34 @@ func TestReply(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRawRefusesWhatURLQueryDrops(t *testing.T) {
+	// url.URL.Query drops "q=name=x;" silently: the query would return
+	// every row. ParseRaw refuses it.
+	if vs, _ := url.ParseQuery("q=name=x;"); len(vs["q"]) != 0 {
+		t.Fatalf("url.ParseQuery kept %v: the premise changed", vs)
+	}
+	_, err := ParseRaw(vmSchema, "q=name=x;")
+	if e := errcode.From(err); err == nil || e.Code != errcode.InvalidArgument || !strings.Contains(e.Details, "holds a ';'") {
+		t.Fatalf("ParseRaw of a ';': %v, want a 400 naming it", err)
+	}
+	q, err := ParseRaw(vmSchema, "q=name=x%3B")
+	if err != nil || len(q.Conditions) != 1 || q.Conditions[0].Values[0] != "x;" {
+		t.Fatalf("ParseRaw of an encoded ';': %+v %v", q, err)
+	}
+	if _, err := ParseRaw(vmSchema, "q=%zz"); errcode.CodeOf(err) != errcode.InvalidArgument {
+		t.Fatalf("ParseRaw of a bad escape: %v", err)
+	}
+}
+
+func TestParseBoundsTheValuesOfAQuery(t *testing.T) {
+	list := strings.TrimSuffix(strings.Repeat("a,", MaxListValues), ",")
+	qs := []string{"name?=" + list, "state?=" + list}
+	if _, err := Parse(vmSchema, url.Values{"q": qs}); err != nil {
+		t.Fatalf("2 lists of %d: %v", MaxListValues, err)
+	}
+	_, err := Parse(vmSchema, url.Values{"q": append(qs, "zoneUuid?=a")})
+	if e := errcode.From(err); err == nil || e.Code != errcode.InvalidArgument || !strings.Contains(e.Details, fmt.Sprintf("more than %d in all", MaxValues)) {
+		t.Fatalf("past %d values: %v, want a 400", MaxValues, err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"mplane/errcode"
 )
@@ -73,6 +74,12 @@ func readObject(r *http.Request, shape string) (map[string]json.RawMessage, erro
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, invalid("request body is empty; expected %s", shape)
+	}
+	if !utf8.Valid(data) {
+		return nil, invalid("request body is not valid UTF-8")
+	}
+	if err := noDuplicateKeys(data); err != nil {
+		return nil, err
 	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(data, &top); err != nil {
@@ -214,6 +221,9 @@ func walk(raw json.RawMessage, t reflect.Type, path string) error {
 			f, ok := info.byName[name]
 			if !ok {
 				return invalid("%s: unknown field %q; allowed fields: %s", path, name, strings.Join(info.names, ", "))
+			}
+			if err := checkMember(name, members[name], path+"."+name); err != nil {
+				return err
 			}
 			if err := walk(members[name], f.typ, path+"."+name); err != nil {
 				return err

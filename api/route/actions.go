@@ -80,6 +80,18 @@ func (s *actionSet) drive(ctx context.Context, n *managementnode.Node, body json
 	return o.drive(ctx, n, c.Body)
 }
 
+func (s *actionSet) request(body json.RawMessage) (any, error) {
+	var c chosen
+	if err := json.Unmarshal(body, &c); err != nil {
+		return nil, errcode.Wrap(errcode.MalformedMessage, err, "decode %s", s.name())
+	}
+	o, ok := s.ops[c.Action]
+	if !ok {
+		return nil, errcode.New(errcode.UnknownMessage, "no action %q of %s on this node (mixed versions?)", c.Action, s.name())
+	}
+	return o.request(c.Body)
+}
+
 func (s *actionSet) outcome(msg string, body, reply json.RawMessage) (any, bool, error) {
 	var c chosen
 	if err := json.Unmarshal(body, &c); err != nil {

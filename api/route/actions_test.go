@@ -87,12 +87,12 @@ func TestAcceptCallActions(t *testing.T) {
 		want       widgetReq
 		detail     string
 	}{
-		{"variables from the path", `{"paintWidget": {"colour": "red"}}`, widgetReq{UUID: "w1", Parent: "b1", Name: "red"}, ""},
-		{"the other action", `{"scrubWidget": {}}`, widgetReq{UUID: "w1", Parent: "b1", Name: "scrubbed"}, ""},
-		{"tags beside the action", `{"scrubWidget": {}, "systemTags": ["a::b"]}`, widgetReq{UUID: "w1", Parent: "b1", Name: "scrubbed"}, ""},
-		{"body repeats the path", `{"paintWidget": {"colour": "red", "boxUuid": "b1"}}`, widgetReq{UUID: "w1", Parent: "b1", Name: "red"}, ""},
-		{"body contradicts the path", `{"paintWidget": {"colour": "red", "widgetUuid": "w2"}}`, widgetReq{},
-			`the body gives widgetUuid "w2" but the path gives "w1"`},
+		{"variables from the path", `{"paintWidget": {"colour": "red"}}`, widgetReq{UUID: "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1", Parent: "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1", Name: "red"}, ""},
+		{"the other action", `{"scrubWidget": {}}`, widgetReq{UUID: "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1", Parent: "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1", Name: "scrubbed"}, ""},
+		{"tags beside the action", `{"scrubWidget": {}, "systemTags": ["a::b"]}`, widgetReq{UUID: "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1", Parent: "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1", Name: "scrubbed"}, ""},
+		{"body repeats the path", `{"paintWidget": {"colour": "red", "boxUuid": "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1"}}`, widgetReq{UUID: "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1", Parent: "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1", Name: "red"}, ""},
+		{"body contradicts the path", `{"paintWidget": {"colour": "red", "widgetUuid": "e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2"}}`, widgetReq{},
+			`the body gives widgetUuid "e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2" but the path gives "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1"`},
 		{"validate runs with the path's variables", `{"paintWidget": {}}`, widgetReq{}, "colour is required"},
 		{"a field of the other action", `{"scrubWidget": {"colour": "red"}}`, widgetReq{}, `scrubWidget: unknown field "colour"`},
 		{"unknown action", `{"bendWidget": {}}`, widgetReq{}, `unknown action "bendWidget"; valid actions: paintWidget, scrubWidget`},
@@ -102,9 +102,9 @@ func TestAcceptCallActions(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := httptest.NewRequest(http.MethodPut, "/v1/boxes/b1/widgets/w1/actions", strings.NewReader(tc.body))
-			r.SetPathValue("boxUuid", "b1")
-			r.SetPathValue("widgetUuid", "w1")
+			r := httptest.NewRequest(http.MethodPut, "/v1/boxes/b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1/widgets/e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1/actions", strings.NewReader(tc.body))
+			r.SetPathValue("boxUuid", "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1")
+			r.SetPathValue("widgetUuid", "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1")
 			body, resource, err := op.Accept(context.Background(), r, gdb, "", "", nil)
 			if tc.body == "" {
 				wantCode(t, err, errcode.InvalidArgument, "")

@@ -72,21 +72,21 @@ func TestAcceptCall(t *testing.T) {
 		want                       widgetReq
 		detail                     string
 	}{
-		{"post, variables from the path", "POST", "/v1/boxes/b1/widgets/w1", `{"params": {"note": "n"}}`, post, widgetReq{UUID: "w1", Parent: "b1", Name: "n"}, ""},
-		{"post, empty body", "POST", "/v1/boxes/b1/widgets/w1", ``, post, widgetReq{UUID: "w1", Parent: "b1"}, ""},
-		{"post, body repeats the path", "POST", "/v1/boxes/b1/widgets/w1", `{"params": {"boxUuid": "b1", "widgetUuid": "w1"}}`, post, widgetReq{UUID: "w1", Parent: "b1"}, ""},
-		{"post, body contradicts the path", "POST", "/v1/boxes/b1/widgets/w1", `{"params": {"boxUuid": "b2"}}`, post, widgetReq{},
-			`the body gives boxUuid "b2" but the path gives "b1"`},
-		{"post, unknown field", "POST", "/v1/boxes/b1/widgets/w1", `{"params": {"colour": "red"}}`, post, widgetReq{}, "colour"},
-		{"post, validate runs", "POST", "/v1/boxes/b1/widgets/w1", `{"params": {"note": "bad"}}`, post, widgetReq{}, "note must not be bad"},
-		{"post, empty body validates", "POST", "/v1/boxes/b1/widgets/", ``, route.Call(http.MethodPost, "boxes/{boxUuid}/widgets/", msgAction, buildAttach),
+		{"post, variables from the path", "POST", "/v1/boxes/b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1/widgets/e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1", `{"params": {"note": "n"}}`, post, widgetReq{UUID: "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1", Parent: "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1", Name: "n"}, ""},
+		{"post, empty body", "POST", "/v1/boxes/b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1/widgets/e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1", ``, post, widgetReq{UUID: "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1", Parent: "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1"}, ""},
+		{"post, body repeats the path", "POST", "/v1/boxes/b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1/widgets/e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1", `{"params": {"boxUuid": "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1", "widgetUuid": "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1"}}`, post, widgetReq{UUID: "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1", Parent: "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1"}, ""},
+		{"post, body contradicts the path", "POST", "/v1/boxes/b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1/widgets/e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1", `{"params": {"boxUuid": "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2"}}`, post, widgetReq{},
+			`the body gives boxUuid "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2" but the path gives "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1"`},
+		{"post, unknown field", "POST", "/v1/boxes/b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1/widgets/e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1", `{"params": {"colour": "red"}}`, post, widgetReq{}, "colour"},
+		{"post, validate runs", "POST", "/v1/boxes/b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1/widgets/e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1", `{"params": {"note": "bad"}}`, post, widgetReq{}, "note must not be bad"},
+		{"post, empty body validates", "POST", "/v1/boxes/b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1/widgets/", ``, route.Call(http.MethodPost, "boxes/{boxUuid}/widgets/", msgAction, buildAttach),
 			widgetReq{}, "widgetUuid is required"},
-		{"delete, query fills the rest", "DELETE", "/v1/boxes/b1/widgets?widgetUuid=w9&note=x", ``, del, widgetReq{UUID: "w9", Parent: "b1", Name: "x"}, ""},
-		{"delete, unknown query parameter", "DELETE", "/v1/boxes/b1/widgets?widgetUuid=w9&colour=red", ``, del, widgetReq{},
+		{"delete, query fills the rest", "DELETE", "/v1/boxes/b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1/widgets?widgetUuid=e9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e9&note=x", ``, del, widgetReq{UUID: "e9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e9", Parent: "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1", Name: "x"}, ""},
+		{"delete, unknown query parameter", "DELETE", "/v1/boxes/b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1/widgets?widgetUuid=e9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e9&colour=red", ``, del, widgetReq{},
 			`unknown query parameter "colour"; this call takes boxUuid, note, widgetUuid`},
-		{"delete, query repeats the path", "DELETE", "/v1/boxes/b1/widgets?widgetUuid=w9&boxUuid=b1", ``, del, widgetReq{},
+		{"delete, query repeats the path", "DELETE", "/v1/boxes/b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1/widgets?widgetUuid=e9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e9&boxUuid=b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1", ``, del, widgetReq{},
 			`query parameter "boxUuid" repeats a path variable`},
-		{"delete, validate runs", "DELETE", "/v1/boxes/b1/widgets", ``, del, widgetReq{}, "widgetUuid is required"},
+		{"delete, validate runs", "DELETE", "/v1/boxes/b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1/widgets", ``, del, widgetReq{}, "widgetUuid is required"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

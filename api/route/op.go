@@ -65,6 +65,7 @@ type op interface {
 	params() reflect.Type
 	accept(ctx context.Context, src source) (json.RawMessage, string, error)
 	drive(ctx context.Context, n *managementnode.Node, body json.RawMessage) (any, error)
+	request(body json.RawMessage) (any, error)
 	outcome(msg string, body, reply json.RawMessage) (any, bool, error)
 	messages() []string
 	withoutResult() op
@@ -188,6 +189,10 @@ func (o Op) Accept(ctx context.Context, r *http.Request, db *gorm.DB, uuid, pare
 func (o Op) Drive(ctx context.Context, n *managementnode.Node, body json.RawMessage) (any, error) {
 	return o.impl.drive(ctx, n, body)
 }
+
+// Request decodes body, as Accept made it, into the message's request (a
+// Req value): what the portal asks of it (quota.Demander).
+func (o Op) Request(body json.RawMessage) (any, error) { return o.impl.request(body) }
 
 // Outcome shapes reply, the owner's answer to the message named msg, into
 // the job's result, for a job of o whose body (as Accept built it) is body.
@@ -401,6 +406,11 @@ func (t *typed[P, Req, Rep]) fillVars(p *P, src source) (map[string]string, erro
 		if val == "" {
 			continue
 		}
+		if strings.HasSuffix(name, "Uuid") || name == "uuid" {
+			if err := rest.CheckUUID("{"+name+"} in the path", val); err != nil {
+				return nil, err
+			}
+		}
 		v.FieldByIndex(idx).SetString(val)
 		set[name] = val
 	}
@@ -415,6 +425,11 @@ func (t *typed[P, Req, Rep]) fillVars(p *P, src source) (map[string]string, erro
 		}
 		if _, inPath := set[k]; inPath {
 			return nil, errcode.New(errcode.InvalidArgument, "query parameter %q repeats a path variable; leave it out", k)
+		}
+		if strings.HasSuffix(k, "Uuid") && q.Get(k) != "" {
+			if err := rest.CheckUUID("query parameter "+k, q.Get(k)); err != nil {
+				return nil, err
+			}
 		}
 		v.FieldByIndex(idx).SetString(q.Get(k))
 	}
@@ -531,6 +546,14 @@ func (t *typed[P, Req, Rep]) drive(ctx context.Context, n *managementnode.Node, 
 		return nil, err
 	}
 	return t.result(rep), nil
+}
+
+func (t *typed[P, Req, Rep]) request(body json.RawMessage) (any, error) {
+	var req Req
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, errcode.Wrap(errcode.MalformedMessage, err, "decode %s", t.msg.Name())
+	}
+	return req, nil
 }
 
 func (t *typed[P, Req, Rep]) outcome(msg string, _, reply json.RawMessage) (any, bool, error) {

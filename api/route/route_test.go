@@ -301,16 +301,16 @@ func TestAcceptCreateUnder(t *testing.T) {
 		want   string
 		detail string
 	}{
-		{"parent from the path", `{"params": {"name": "w"}}`, "box1|box1", ""},
-		{"validate sees the parent", `{"params": {"name": "w", "requireParent": true}}`, "box1|box1", ""},
-		{"body names the same parent", `{"params": {"name": "w", "parentUuid": "box1"}}`, "box1|box1", ""},
-		{"body names another parent", `{"params": {"name": "w", "parentUuid": "box2"}}`, "", "the body names parent box2 but the path names box1"},
-		{"body clears the parent", `{"params": {"name": "w", "parentUuid": ""}}`, "", "the body names parent  but the path names box1"},
+		{"parent from the path", `{"params": {"name": "w"}}`, "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0|b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0", ""},
+		{"validate sees the parent", `{"params": {"name": "w", "requireParent": true}}`, "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0|b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0", ""},
+		{"body names the same parent", `{"params": {"name": "w", "parentUuid": "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"}}`, "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0|b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0", ""},
+		{"body names another parent", `{"params": {"name": "w", "parentUuid": "b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3"}}`, "", "the body names parent b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3 but the path names b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"},
+		{"body clears the parent", `{"params": {"name": "w", "parentUuid": ""}}`, "", "the body names parent  but the path names b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := httptest.NewRequest(http.MethodPost, "/v1/boxes/box1/widgets", strings.NewReader(tc.body))
-			body, resource, err := op.Accept(context.Background(), r, gdb, "new-uuid", "box1", nil)
+			r := httptest.NewRequest(http.MethodPost, "/v1/boxes/b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0/widgets", strings.NewReader(tc.body))
+			body, resource, err := op.Accept(context.Background(), r, gdb, "new-uuid", "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0", nil)
 			if tc.detail != "" {
 				wantCode(t, err, errcode.InvalidArgument, tc.detail)
 				return

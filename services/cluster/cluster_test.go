@@ -33,7 +33,8 @@ func TestClusterAPI(t *testing.T) {
 	}{
 		{"no name", map[string]any{"zoneUuid": st.Defaults["zone"]}, "name is required"},
 		{"no zone", map[string]any{"name": "x"}, "zoneUuid is required"},
-		{"unknown zone", map[string]any{"name": "x", "zoneUuid": "nozone"}, "zoneUuid nozone does not exist"},
+		{"unknown zone", map[string]any{"name": "x", "zoneUuid": "0000000000000000000000000000beef"}, "zoneUuid 0000000000000000000000000000beef does not exist"},
+		{"malformed zone", map[string]any{"name": "x", "zoneUuid": "nozone"}, `params.zoneUuid must be a UUID (32 lowercase hexadecimal digits), got "nozone"`},
 		{"other hypervisor", map[string]any{"name": "x", "zoneUuid": st.Defaults["zone"], "hypervisorType": "ESX"}, `hypervisorType must be KVM, got "ESX"`},
 		{"two problems", map[string]any{"hypervisorType": "Xen"}, "name is required; zoneUuid is required; hypervisorType must be KVM"},
 	} {

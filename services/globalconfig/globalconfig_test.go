@@ -93,6 +93,7 @@ func TestListDefaults(t *testing.T) {
 		"api/job.timeout":        {"Duration", "30m0s"},
 		"flow/retention":         {"Duration", "1h0m0s"},
 		"vm/orphan.policy":       {"String", "Stop"},
+		"quota/defaults":         {"String", conf.Default().QuotaDefaults},
 	}
 	if len(rows) != len(want) {
 		t.Errorf("%d configurations listed, want %d: %+v", len(rows), len(want), rows)

@@ -3,6 +3,8 @@
 package offering
 
 import (
+	"fmt"
+
 	"mplane/api/route"
 	"mplane/services/resource"
 )
@@ -11,6 +13,7 @@ import (
 const (
 	MaxCPUNum     = 1024
 	MinMemorySize = 16 << 20 // 16 MiB
+	MaxMemorySize = 64 << 40 // 64 TiB
 )
 
 // InstanceOfferingVO is a row of instance_offerings and, as JSON, the
@@ -41,8 +44,8 @@ func (p *CreateParams) Validate() error {
 	if p.CPUNum < 1 || p.CPUNum > MaxCPUNum {
 		problems = append(problems, "cpuNum must be between 1 and 1024")
 	}
-	if p.MemorySize < MinMemorySize {
-		problems = append(problems, "memorySize must be at least 16777216 bytes (16 MiB)")
+	if p.MemorySize < MinMemorySize || p.MemorySize > MaxMemorySize {
+		problems = append(problems, fmt.Sprintf("memorySize must be from %d bytes (16 MiB) to %d bytes (64 TiB), got %d", MinMemorySize, int64(MaxMemorySize), p.MemorySize))
 	}
 	if p.CPUSpeed < 0 {
 		problems = append(problems, "cpuSpeed must not be negative")

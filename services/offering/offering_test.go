@@ -34,7 +34,8 @@ func TestOfferingAPI(t *testing.T) {
 	}{
 		{"no cpu", map[string]any{"name": "x", "memorySize": 1 << 30}, "cpuNum must be between 1 and 1024"},
 		{"too many cpus", map[string]any{"name": "x", "cpuNum": 1025, "memorySize": 1 << 30}, "cpuNum must be between 1 and 1024"},
-		{"little memory", map[string]any{"name": "x", "cpuNum": 1, "memorySize": 1 << 20}, "memorySize must be at least 16777216"},
+		{"little memory", map[string]any{"name": "x", "cpuNum": 1, "memorySize": 1 << 20}, "memorySize must be from 16777216 bytes (16 MiB) to 70368744177664 bytes (64 TiB), got 1048576"},
+		{"int64-max memory", map[string]any{"name": "x", "cpuNum": 1, "memorySize": int64(1<<63 - 1)}, "memorySize must be from 16777216 bytes (16 MiB)"},
 		{"negative speed", map[string]any{"name": "x", "cpuNum": 1, "memorySize": 1 << 30, "cpuSpeed": -1}, "cpuSpeed must not be negative"},
 		{"no name", map[string]any{"cpuNum": 1, "memorySize": 1 << 30}, "name is required"},
 		{"memory as text", map[string]any{"name": "x", "cpuNum": 1, "memorySize": "1G"}, "memorySize must be"},

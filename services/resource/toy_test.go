@@ -192,7 +192,7 @@ func TestToyResourceOverREST(t *testing.T) {
 		{map[string]any{"name": "x", "color": "green"}, errcode.InvalidArgument, "color must be red or blue"},
 		{map[string]any{"name": "", "color": "red"}, errcode.InvalidArgument, "name is required"},
 		{map[string]any{"name": "x", "color": "red", "size": 3}, errcode.InvalidArgument, "size"},
-		{map[string]any{"name": "x", "color": "red", "zoneUuid": "nozone"}, errcode.InvalidArgument, "zoneUuid nozone does not exist"},
+		{map[string]any{"name": "x", "color": "red", "zoneUuid": "0000000000000000000000000000beef"}, errcode.InvalidArgument, "zoneUuid 0000000000000000000000000000beef does not exist"},
 	} {
 		_, err := c.Create(ctx, "toys", bad.params)
 		if client.StatusCode(err) != http.StatusBadRequest || !errcode.Has(err, bad.code) || !strings.Contains(err.Error(), bad.detail) {

@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"mplane/api/quota"
 	"mplane/cloudbus"
 	"mplane/managementnode"
 )
@@ -65,3 +66,13 @@ var (
 	MsgDestroy = managementnode.NewOwnedMsg[OpReq, VmInstanceVO](BusService, "vm.DestroyVmInstance")
 	MsgExpunge = managementnode.NewOwnedMsg[OpReq, cloudbus.Empty](BusService, "vm.ExpungeVmInstance")
 )
+
+// QuotaDemand is what a VM create takes of its account's quota
+// (quota.Demander): one VM, its vCPUs and its memory.
+func (r CreateReq) QuotaDemand() (string, string, map[string]int64) {
+	d := map[string]int64{quota.VMNum: 1}
+	if r.Sizing != nil {
+		d[quota.VMCPUNum], d[quota.VMMemorySize] = int64(r.Sizing.CPUNum), r.Sizing.MemorySize
+	}
+	return r.UUID, VmInstanceVO{}.TableName(), d
+}

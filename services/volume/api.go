@@ -1,6 +1,8 @@
 package volume
 
 import (
+	"fmt"
+
 	"context"
 	"net/http"
 	"slices"
@@ -31,8 +33,8 @@ type CreateDataVolumeParams struct {
 func (p *CreateDataVolumeParams) Validate() error {
 	problems := p.Problems()
 	switch {
-	case p.DiskSize < 0:
-		problems = append(problems, "diskSize must be a positive number of bytes")
+	case p.DiskSize < 0 || p.DiskSize > diskoffering.MaxDiskSize:
+		problems = append(problems, fmt.Sprintf("diskSize must be a positive number of bytes, at most %d (64 TiB), got %d", int64(diskoffering.MaxDiskSize), p.DiskSize))
 	case p.DiskOfferingUUID == "" && p.DiskSize == 0:
 		problems = append(problems, "diskOfferingUuid or diskSize is required")
 	case p.DiskOfferingUUID != "" && p.DiskSize != 0:
@@ -82,8 +84,8 @@ type ResizeParams struct {
 
 // Validate checks the size.
 func (p *ResizeParams) Validate() error {
-	if p.Size <= 0 {
-		return errcode.New(errcode.InvalidArgument, "size must be a positive number of bytes, got %d", p.Size)
+	if p.Size <= 0 || p.Size > diskoffering.MaxDiskSize {
+		return errcode.New(errcode.InvalidArgument, "size must be a positive number of bytes, at most %d (64 TiB), got %d", int64(diskoffering.MaxDiskSize), p.Size)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"mplane/api/quota"
 	"mplane/cloudbus"
 	"mplane/managementnode"
 )
@@ -97,3 +98,16 @@ var (
 	MsgAttach = managementnode.NewOwnedMsg[AttachReq, VolumeVO](BusService, "volume.AttachDataVolume")
 	MsgDetach = managementnode.NewOwnedMsg[DetachReq, VolumeVO](BusService, "volume.DetachDataVolume")
 )
+
+// QuotaDemand is what a data volume create takes of its account's quota
+// (quota.Demander): one data volume and its size, when the API node knows
+// it (from the size or the offering; a copy's is its source's, not
+// counted).
+func (r CreateReq) QuotaDemand() (string, string, map[string]int64) {
+	return r.UUID, VolumeVO{}.TableName(), map[string]int64{quota.VolumeDataNum: 1, quota.VolumeCapacity: r.Size}
+}
+
+// QuotaDemand is what a snapshot takes of its account's quota: one.
+func (r SnapshotReq) QuotaDemand() (string, string, map[string]int64) {
+	return r.SnapshotUUID, VolumeSnapshotVO{}.TableName(), map[string]int64{quota.SnapshotNum: 1}
+}

@@ -685,7 +685,7 @@ func TestClusterVMCreatesSurviveKill(t *testing.T) {
 			continue
 		}
 		var job jobs.Job
-		if err := gdb.Take(&job, "uuid = ?", jobUUIDs[i]).Error; err != nil {
+		if err := gdb.Take(&job, "client_uuid = ? OR uuid = ?", jobUUIDs[i], jobUUIDs[i]).Error; err != nil {
 			t.Errorf("job of create k-%03d: %v", i, err)
 			continue
 		}

@@ -1,0 +1,82 @@
+package server_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"mplane/errcode"
+	"mplane/server/servertest"
+)
+
+// TestBadInputIsRefusedAtTheEdge: each kind of bad input an audit of the
+// API sent is answered 400 with what to fix, and changes nothing: no job,
+// no row.
+func TestBadInputIsRefusedAtTheEdge(t *testing.T) {
+	st := servertest.Start(t, servertest.Options{Hosts: -1})
+	admin := st.Client.Session()
+	list := strings.TrimSuffix(strings.Repeat("x,", 1000), ",")
+	var manyLists []string
+	for i := 0; i < 33; i++ {
+		manyLists = append(manyLists, "q=name?="+list)
+	}
+	cases := []struct {
+		name, method, path, body, detail string
+	}{
+		{"a malformed UUID in a delete's path", http.MethodDelete, "/v1/zones/not-a-uuid", "",
+			`the uuid in the path must be a UUID (32 lowercase hexadecimal digits), got "not-a-uuid"`},
+		{"a malformed UUID in a get's path", http.MethodGet, "/v1/zones/ZONE", "", "the uuid in the path must be a UUID"},
+		{"a malformed UUID in an action's path", http.MethodPut, "/v1/zones/1234/actions", `{"updateZone": {"name": "z"}}`, "the uuid in the path must be a UUID"},
+		{"a malformed UUID in a call's path", http.MethodPost, "/v1/clusters/abc/primary-storage/" + st.Defaults["ps"], "",
+			`{clusterUuid} in the path must be a UUID`},
+		{"a malformed UUID in the params", http.MethodPost, "/v1/clusters", `{"params": {"name": "c", "zoneUuid": "zone-1", "hypervisorType": "KVM"}}`,
+			`params.zoneUuid must be a UUID (32 lowercase hexadecimal digits), got "zone-1"`},
+		{"a ';' in a query", http.MethodGet, "/v1/zones?q=name=x;", "", "the query string holds a ';'"},
+		{"33 lists of 1,000 values", http.MethodGet, "/v1/zones?" + strings.Join(manyLists, "&"), "", "too many values in the q parameters"},
+		{"a name of a million bytes", http.MethodPost, "/v1/zones", `{"params": {"name": "` + strings.Repeat("n", 1_000_000) + `"}}`,
+			"name must be at most 255 characters"},
+		{"a NUL in a name", http.MethodPost, "/v1/zones", `{"params": {"name": "a\u0000b"}}`, "params.name must not hold a NUL character"},
+		{"a bidi override in a name", http.MethodPost, "/v1/zones", `{"params": {"name": "a\u202eb"}}`,
+			"params.name must not hold control or format characters (found U+202E)"},
+		{"an int64-max memory size", http.MethodPost, "/v1/instance-offerings", `{"params": {"name": "o", "cpuNum": 1, "memorySize": 9223372036854775807}}`,
+			"memorySize must be from 16777216 bytes (16 MiB) to 70368744177664 bytes (64 TiB)"},
+		{"a file:// image URL", http.MethodPost, "/v1/images", `{"params": {"name": "i", "url": "file:///etc/shadow", "backupStorageUuids": ["` + st.DefaultBackupStorage(t) + `"]}}`,
+			"url must be an http or https URL"},
+		{"a field given twice", http.MethodPost, "/v1/zones", `{"params": {"name": "z1", "name": "z2"}}`, `field "name" is given twice`},
+		{"invalid UTF-8", http.MethodPost, "/v1/zones", "{\"params\": {\"name\": \"z\xff\"}}", "request body is not valid UTF-8"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := apiCall(t, st, admin, tc.method, tc.path, tc.body)
+			var body struct{ Error *errcode.Error }
+			_ = json.Unmarshal(a.body, &body)
+			if a.status != http.StatusBadRequest || body.Error == nil || body.Error.Code != errcode.InvalidArgument || !strings.Contains(body.Error.Details, tc.detail) {
+				t.Fatalf("%s %s: %s, want 400 with %q", tc.method, truncated(tc.path), truncated(a.String()), tc.detail)
+			}
+		})
+	}
+	var jobsN, zones int64
+	st.DB().Table("api_jobs").Count(&jobsN)
+	st.DB().Table("zones").Count(&zones)
+	if jobsN != 0 || zones != 1 {
+		t.Errorf("%d jobs and %d zones after the bad requests, want none and the default zone", jobsN, zones)
+	}
+	// The same requests made right are accepted: the checks refuse only
+	// what they say.
+	if a := apiCall(t, st, admin, http.MethodGet, "/v1/zones?q=name=x%3B", ""); a.status != http.StatusOK || !bytes.Contains(a.body, []byte(`"inventories":[]`)) {
+		t.Errorf("an encoded ';': %s", a)
+	}
+	if a := apiCall(t, st, admin, http.MethodPost, "/v1/zones", `{"params": {"name": "z\u00e9\u4e16 ok", "description": "line one\nline two"}}`); a.status != http.StatusAccepted {
+		t.Errorf("a name in UTF-8 and a description with a newline: %s", a)
+	}
+}
+
+func truncated(s string) string {
+	if len(s) > 300 {
+		return s[:300] + fmt.Sprintf("... (%d bytes)", len(s))
+	}
+	return s
+}

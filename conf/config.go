@@ -93,6 +93,10 @@ type Config struct {
 	// FlowRetention is how long the records of flows that finished
 	// cleanly are kept before they are pruned.
 	FlowRetention time.Duration
+	// WebhookAllow are the networks (CIDRs, comma-separated) an X-Web-Hook
+	// may reach although they are internal (loopback, link-local): the
+	// node refuses those by default.
+	WebhookAllow string
 	// QuotaDefaults are the quotas of accounts without values of their
 	// own: "name=value,..." (quota.ParseLimits).
 	QuotaDefaults string

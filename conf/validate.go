@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"mplane/internal/netguard"
 )
 
 var busPrefixRE = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
@@ -85,6 +87,9 @@ func (c Config) Validate() error {
 		if p.d <= 0 {
 			bad(p.key, "must be > 0 (got %s)", p.d)
 		}
+	}
+	if _, err := netguard.ParsePrefixes(c.WebhookAllow); err != nil {
+		bad("webhook_allow", "%v", err)
 	}
 	if _, err := ParseQuotas(c.QuotaDefaults); err != nil {
 		bad("quota_defaults", "%v", err)

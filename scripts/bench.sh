@@ -173,7 +173,7 @@ start_cluster() {
 		start "node$i" env MPLANE_BUS_URL="$AMQP_URL" MPLANE_BUS_PREFIX="bench_${RUN_ID}_$SCEN" \
 			MPLANE_DATABASE_DSN="mysql://root:@tcp(127.0.0.1:3306)/$db" MPLANE_API_LISTEN="127.0.0.1:$p" \
 			MPLANE_ADMIN_PASSWORD="$PASSWORD" MPLANE_DATA_DIR="$TMP/$SCEN-node$i" MPLANE_LOG_LEVEL=warn \
-			MPLANE_DRAIN_TIMEOUT=5s "$BIN" server
+			MPLANE_DRAIN_TIMEOUT=5s MPLANE_WEBHOOK_ALLOW=127.0.0.1 "$BIN" server
 		NODE_PIDS+=("${SCEN_PIDS[-1]}")
 		NODES+="${NODES:+,}http://127.0.0.1:$p"
 		# The first node creates the schema; the others join after.
@@ -267,7 +267,9 @@ scenario_a() {
 	free_port p
 	# The in-process hosts of `mplane run` report 32 vCPUs each (room for
 	# 96 VMs) and would count as management CPU: external agents instead.
-	start node1 "$BIN" run --hosts 0 --data-dir "$TMP/a-data" --api-listen "127.0.0.1:$p" \
+	# The bench's webhook receiver is on loopback, which the node refuses by
+	# default.
+	start node1 env MPLANE_WEBHOOK_ALLOW=127.0.0.1 "$BIN" run --hosts 0 --data-dir "$TMP/a-data" --api-listen "127.0.0.1:$p" \
 		--admin-password "$PASSWORD" --log-level warn
 	NODE_PIDS+=("${SCEN_PIDS[-1]}")
 	wait_http "http://127.0.0.1:$p/readyz" 90 || return 1

@@ -26,6 +26,7 @@ import (
 	"mplane/cloudbus"
 	"mplane/conf"
 	"mplane/db"
+	"mplane/internal/netguard"
 	"mplane/managementnode"
 	"mplane/services/cluster"
 	"mplane/services/diskoffering"
@@ -300,7 +301,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	resources = append(resources, s.vols.API()...)
 	if s.portal, err = portal.New(portal.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Jobs: jobs.NewStore(s.db),
 		Logger: log, Resources: resources, JobTimeout: cfg.JobTimeout, JobRetention: cfg.JobRetention, Purge: s.auth.PurgeExpired,
-		Quota: s.quota}); err != nil {
+		Quota: s.quota, WebhookPolicy: webhookPolicy(cfg)}); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -462,3 +463,11 @@ func (s *Server) serveHTTP(ln net.Listener, srv *http.Server) {
 
 // Endpoints lists the REST routes this node serves from declared resources.
 func (s *Server) Endpoints() []portal.Endpoint { return s.portal.Endpoints() }
+
+// webhookPolicy is what an X-Web-Hook may reach: anything but the node's
+// own and link-local addresses (netguard.Internal), unless webhook_allow
+// names them.
+func webhookPolicy(cfg conf.Config) netguard.Policy {
+	allow, _ := netguard.ParsePrefixes(cfg.WebhookAllow) // checked by conf.Validate
+	return netguard.Policy{Allow: allow, Default: netguard.Internal}
+}

@@ -2,12 +2,21 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"mplane/api/client"
+	"mplane/api/jobs"
+	"mplane/conf"
 	"mplane/errcode"
 	"mplane/server/servertest"
 )
@@ -79,4 +88,77 @@ func truncated(s string) string {
 		return s[:300] + fmt.Sprintf("... (%d bytes)", len(s))
 	}
 	return s
+}
+
+// TestWebhookCannotReachTheNode: an X-Web-Hook to the node's own address is
+// refused at once (400), and one whose name resolves to loopback is
+// refused when dialled: the receiver never hears of the job (before, the
+// node posted to its own /admin/probe).
+func TestWebhookCannotReachTheNode(t *testing.T) {
+	st := servertest.Start(t, servertest.Options{Hosts: -1, Configure: func(c *conf.Config) { c.WebhookAllow = "" }})
+	admin := st.Client.Session()
+	var calls atomic.Int64
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { calls.Add(1) }))
+	defer hook.Close()
+	_, port, _ := net.SplitHostPort(hook.Listener.Addr().String())
+
+	req := func(webhook string) apiAnswer {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		r, _ := http.NewRequestWithContext(ctx, http.MethodPost, st.URL+"/v1/zones", strings.NewReader(`{"params": {"name": "hooked"}}`))
+		r.Header.Set("Authorization", "OAuth "+admin)
+		r.Header.Set(jobs.HeaderWebHook, webhook)
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		return apiAnswer{status: resp.StatusCode, body: data}
+	}
+	for _, u := range []string{st.URL + "/admin/probe", "http://[::1]:" + port + "/hook", "http://169.254.169.254/latest/meta-data"} {
+		a := req(u)
+		if a.status != http.StatusBadRequest || !bytes.Contains(a.body, []byte("not allowed; an operator may allow it with webhook_allow")) {
+			t.Errorf("X-Web-Hook %s: %s, want 400", u, a)
+		}
+	}
+	a := req("http://localhost:" + port + "/hook")
+	if a.status != http.StatusAccepted {
+		t.Fatalf("X-Web-Hook by a name: %s, want 202 (checked when dialled)", a)
+	}
+	var loc jobs.LocationBody
+	_ = json.Unmarshal(a.body, &loc)
+	if w := apiCall(t, st, admin, http.MethodGet, strings.TrimPrefix(loc.Location, st.URL)+"?wait=30s", ""); w.status != http.StatusOK {
+		t.Fatalf("the job: %s", w)
+	}
+	// Delivery is tried and refused at the dial; give it the time a
+	// delivery takes.
+	time.Sleep(500 * time.Millisecond)
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("the loopback receiver got %d webhooks, want none", n)
+	}
+}
+
+// TestAddingAHostDoesNotEchoWhatAnswered: a host added at an address where
+// something other than an agent listens fails with fixed words, not with
+// what that port answered (adding hosts must not be a port scanner).
+func TestAddingAHostDoesNotEchoWhatAnswered(t *testing.T) {
+	st := servertest.Start(t, servertest.Options{Hosts: -1})
+	secret := "the-foreign-service-says-" + strings.Repeat("x", 8)
+	foreign := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+		fmt.Fprint(w, secret)
+	}))
+	defer foreign.Close()
+	port := foreign.Listener.Addr().(*net.TCPAddr).Port
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := client.CreateAndWait[struct{ UUID string }](ctx, st.Client, "hosts/kvm",
+		map[string]any{"name": "h", "managementIp": "127.0.0.1", "agentPort": port, "clusterUuid": st.Defaults["cluster"]})
+	if err == nil {
+		t.Fatal("a host added at a port without an agent")
+	}
+	if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "418") || !strings.Contains(err.Error(), "what answered is not an agent") {
+		t.Fatalf("the add failed with %v: want fixed words, without what the port answered", err)
+	}
 }

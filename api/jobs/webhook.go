@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"mplane/api/rest"
+	"mplane/internal/netguard"
 )
 
 // Defaults of Webhook.
@@ -35,10 +36,21 @@ type Webhook struct {
 	// Backoff is the pause before the second attempt, doubled before each
 	// next one. Zero means 1s.
 	Backoff time.Duration
+	// Policy is which addresses a webhook may reach, checked on the
+	// address dialled (after DNS), when Client is nil. The zero Policy
+	// allows every address; see netguard.Internal for what the node
+	// refuses by default.
+	Policy netguard.Policy
 }
 
-var noRedirectClient = &http.Client{
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+// client is a client that does not follow redirects (a 3xx answer is a
+// failed delivery) and dials only what the policy allows.
+func (wh Webhook) client(timeout time.Duration) *http.Client {
+	return &http.Client{
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Transport: &http.Transport{DialContext: wh.Policy.DialContext(timeout), DisableKeepAlives: true,
+			TLSHandshakeTimeout: timeout, ResponseHeaderTimeout: timeout},
+	}
 }
 
 // Deliver POSTs j's outcome to j.WebhookURL, ZStack style: the body is the
@@ -52,8 +64,10 @@ var noRedirectClient = &http.Client{
 // webhook is a no-op.
 //
 // Deliver blocks: call it from a goroutine the caller owns and waits for.
-// The URL is the client's choice; if the management network must not be
-// reachable from it, restrict that at the network level.
+// The URL is the client's choice: Policy decides which addresses it may
+// reach (the portal refuses the node's own and link-local ones unless
+// webhook_allow names them); other parts of the management network are
+// best fenced at the network level too.
 func (wh Webhook) Deliver(ctx context.Context, j Job) error {
 	if j.WebhookURL == "" {
 		return nil
@@ -73,7 +87,7 @@ func (wh Webhook) Deliver(ctx context.Context, j Job) error {
 	}
 	client := wh.Client
 	if client == nil {
-		client = noRedirectClient
+		client = wh.client(timeout)
 	}
 
 	body := []byte(j.ResultJSON())

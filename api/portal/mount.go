@@ -135,6 +135,10 @@ func (p *Portal) accept(w http.ResponseWriter, r *http.Request, res route.Resour
 	}
 	nj := jobs.FromRequest(r, op.Name(), resource)
 	nj.Op, nj.Body, nj.Digest = op.Key(), string(body), digestOf(digest)
+	if err := p.checkWebhook(nj.WebhookURL); err != nil {
+		rest.WriteError(w, err)
+		return
+	}
 	job, created, err := p.jobs.Create(r.Context(), nj)
 	if err != nil {
 		rest.WriteError(w, err)

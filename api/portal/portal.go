@@ -19,6 +19,7 @@ import (
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/flow"
+	"mplane/internal/netguard"
 	"mplane/managementnode"
 	"mplane/thread"
 )
@@ -45,6 +46,10 @@ type Options struct {
 	Purge func(ctx context.Context) (int64, error)
 	// Quota, if set, limits what normal accounts create (see api/quota).
 	Quota *quota.Service
+	// WebhookPolicy is which addresses an X-Web-Hook may reach: checked
+	// on the URL's host when the call is accepted (an address literal) and
+	// on the address dialled at delivery.
+	WebhookPolicy netguard.Policy
 }
 
 // Portal serves the REST API and the api.portal queue.
@@ -95,6 +100,7 @@ func New(opts Options) (*Portal, error) {
 	}
 	p := &Portal{opts: opts, log: opts.Logger.With("component", "portal"), db: opts.DB, bus: opts.Bus, node: opts.Node,
 		jobs: opts.Jobs, ops: map[string]route.Op{}, jobMsgs: map[string]bool{}, recorder: flow.NewGormRecorder(opts.DB)}
+	p.webhook.Policy = opts.WebhookPolicy
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.jobTimeout.Store(int64(opts.JobTimeout))
 	paths := map[string]bool{}

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"net/http"
+	"net/url"
 	"time"
 
 	"gorm.io/gorm"
@@ -355,4 +356,20 @@ func (p *Portal) settleQuota(job jobs.Job) {
 	} else if n > 0 {
 		p.log.Debug("quota released", "job_uuid", job.UUID, "claims", n)
 	}
+}
+
+// checkWebhook refuses an X-Web-Hook whose host is an address the policy
+// does not allow (a name is checked when it is dialled).
+func (p *Portal) checkWebhook(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil // jobs.Store.Create refuses it, with the rules
+	}
+	if err := p.opts.WebhookPolicy.CheckHost(u.Hostname()); err != nil {
+		return errcode.New(errcode.InvalidArgument, "%s: %v; an operator may allow it with webhook_allow", jobs.HeaderWebHook, err)
+	}
+	return nil
 }

@@ -147,7 +147,7 @@ func TestBenchAgainstEmbeddedCloud(t *testing.T) {
 		agents = append(agents, "http://"+l.Addr().String())
 	}
 	cfg, err := conf.Load("", []string{"MPLANE_DATA_DIR=" + dir, "MPLANE_API_LISTEN=127.0.0.1:0",
-		"MPLANE_ADMIN_PASSWORD=bench-test", "MPLANE_DRAIN_TIMEOUT=1s"}, nil)
+		"MPLANE_ADMIN_PASSWORD=bench-test", "MPLANE_DRAIN_TIMEOUT=1s", "MPLANE_WEBHOOK_ALLOW=127.0.0.1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

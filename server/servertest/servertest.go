@@ -144,7 +144,9 @@ func launch(opts Options, dir string) (*Stack, error) {
 		hosts = 0
 	}
 	cfg, err := conf.Load("", []string{"MPLANE_DATA_DIR=" + dir, "MPLANE_API_LISTEN=127.0.0.1:0",
-		"MPLANE_ADMIN_PASSWORD=" + Password, "MPLANE_DRAIN_TIMEOUT=1s"}, nil)
+		"MPLANE_ADMIN_PASSWORD=" + Password, "MPLANE_DRAIN_TIMEOUT=1s",
+		// Tests' webhook receivers are on loopback, which the node refuses by default.
+		"MPLANE_WEBHOOK_ALLOW=127.0.0.0/8"}, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"gorm.io/gorm"
 
+	"mplane/agents/agentclient"
 	"mplane/cloudbus"
 	mdb "mplane/db"
 	"mplane/errcode"
@@ -93,6 +95,15 @@ func (s *Service) addChain() (*flow.Chain[addData], error) {
 			h := d.Host
 			_, err := thread.Sync(ctx, s.sched, thread.Task{Signature: chainOf(h.UUID), Name: "connect", Level: 1},
 				func(ctx context.Context) (struct{}, error) { return struct{}{}, s.connect(ctx, &h, s.opts.ConnectWait) })
+			var none noAgent
+			if errors.As(err, &none) {
+				// Nothing there answered as an agent: the caller learns
+				// that, not what answered (adding hosts must not be a port
+				// scanner). The operator finds the details in the log.
+				s.log.Warn("add host: the agent could not be connected", "host_uuid", h.UUID, "address", agentURL(&h), "err", err)
+				return errcode.New(errcode.AgentError, "add host %s: no agent could be connected at %s (%s); check managementIp and agentPort, "+
+					"and that the agent runs there (the management node's log has the details)", h.UUID, agentURL(&h), connectFailure(err))
+			}
 			if err != nil {
 				return errcode.Wrap(errcode.AgentError, err, "add host %s: connect the agent at %s", h.UUID, agentURL(&h))
 			}
@@ -304,4 +315,19 @@ func (s *Service) delete(ctx context.Context, ref HostRef) (cloudbus.Empty, erro
 		s.log.Info("host deleted", "host_uuid", ref.UUID)
 	}
 	return cloudbus.Empty{}, err
+}
+
+// connectFailure says in a few fixed words why an agent could not be
+// connected, without what the address answered.
+func connectFailure(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, context.DeadlineExceeded), errcode.Has(err, errcode.Timeout), errors.As(err, &ne) && ne.Timeout():
+		return "no answer in time"
+	case errors.As(err, new(*agentclient.StatusError)):
+		return "what answered is not an agent, or refused the connect"
+	}
+	return "not reachable as an agent"
 }

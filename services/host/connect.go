@@ -23,7 +23,7 @@ const AgentVersion = "mplane-1"
 func (s *Service) connect(ctx context.Context, h *HostVO, waitUp time.Duration) error {
 	url := agentURL(h)
 	if err := s.waitEcho(ctx, url, waitUp); err != nil {
-		return err
+		return noAgent{err}
 	}
 	secret := agentclient.WithSecret(h.Secret)
 	var crsp protocol.ConnectRsp
@@ -142,3 +142,10 @@ func (s *Service) connected(uuid string) <-chan struct{} {
 	}()
 	return done
 }
+
+// noAgent is a connect that failed before an agent answered its echo:
+// nothing at the address is known to be an agent.
+type noAgent struct{ err error }
+
+func (e noAgent) Error() string { return e.err.Error() }
+func (e noAgent) Unwrap() error { return e.err }

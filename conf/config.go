@@ -93,6 +93,10 @@ type Config struct {
 	// FlowRetention is how long the records of flows that finished
 	// cleanly are kept before they are pruned.
 	FlowRetention time.Duration
+	// AgentClaimToken is sent with every connect of a host's agent; an
+	// agent started with the same --claim-token accepts only such a
+	// connect to claim it.
+	AgentClaimToken string
 	// WebhookAllow are the networks (CIDRs, comma-separated) an X-Web-Hook
 	// may reach although they are internal (loopback, link-local): the
 	// node refuses those by default.

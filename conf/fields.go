@@ -132,6 +132,8 @@ var fields = []field{
 		ptr: func(c *Config) any { return &c.JobTimeout }},
 	{key: "flow_retention", usage: "how long the records of flows that finished cleanly are kept",
 		ptr: func(c *Config) any { return &c.FlowRetention }},
+	{key: "agent_claim_token", usage: "token sent with every agent connect; an agent started with the same --claim-token is claimed only with it", secret: true,
+		ptr: func(c *Config) any { return &c.AgentClaimToken }},
 	{key: "webhook_allow", usage: "networks (CIDRs, comma-separated) an X-Web-Hook may reach although internal (loopback, link-local, refused by default)",
 		ptr: func(c *Config) any { return &c.WebhookAllow }},
 	{key: "quota_defaults", usage: "the quotas of accounts without values of their own: name=value,... of vm.num, vm.cpuNum, vm.memorySize, volume.data.num, volume.capacity, snapshot.volume.num",

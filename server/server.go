@@ -235,7 +235,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	s.onStop(func(context.Context) error { s.agents.Close(); return nil })
 	if s.hosts, err = hostsvc.New(hostsvc.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Agents: s.agents, Logger: log,
 		EventURL: s.url + protocol.DefaultEventPath, PingInterval: cfg.HostPingInterval,
-		MaxPingFailures: cfg.HostPingMaxFailures, ChainLevel: cfg.HostChainLevel}); err != nil {
+		MaxPingFailures: cfg.HostPingMaxFailures, ChainLevel: cfg.HostChainLevel, ClaimToken: cfg.AgentClaimToken}); err != nil {
 		ln.Close()
 		return nil, err
 	}

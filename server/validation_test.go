@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"mplane/agents/kvm"
 	"mplane/api/client"
 	"mplane/api/jobs"
 	"mplane/conf"
@@ -160,5 +161,24 @@ func TestAddingAHostDoesNotEchoWhatAnswered(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "418") || !strings.Contains(err.Error(), "what answered is not an agent") {
 		t.Fatalf("the add failed with %v: want fixed words, without what the port answered", err)
+	}
+}
+
+// TestAgentClaimToken: with agent_claim_token set, the node claims an
+// agent started with the same token; an agent that expects another token
+// refuses the node, and the host is not added.
+func TestAgentClaimToken(t *testing.T) {
+	st := servertest.Start(t, servertest.Options{Hosts: -1, Configure: func(c *conf.Config) { c.AgentClaimToken = "the-cloud's-token" }})
+	ok := st.AddHost(t, servertest.AgentOptions{Agent: kvm.Options{ClaimToken: "the-cloud's-token"}})
+	if ok.UUID == "" {
+		t.Fatal("no host")
+	}
+	other := st.StartAgent(t, servertest.AgentOptions{Agent: kvm.Options{ClaimToken: "another cloud's"}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := client.CreateAndWait[struct{ UUID string }](ctx, st.Client, "hosts/kvm",
+		map[string]any{"name": "theirs", "managementIp": other.IP, "agentPort": other.Port, "clusterUuid": st.Defaults["cluster"]})
+	if err == nil || !strings.Contains(err.Error(), "claim token") {
+		t.Fatalf("adding an agent that expects another claim token: %v, want refused for the claim token", err)
 	}
 }

@@ -66,6 +66,13 @@ type Options struct {
 	// other GET debug endpoints never need it; the POST ones need it
 	// either way, as commands do.
 	OpenDebug bool
+	// ClaimToken, if set, is what a connect must carry (protocol.ClaimHeader)
+	// to give the host a secret: the first connect, which claims it, and a
+	// connect that replaces the secret (an explicit re-claim, by a cloud
+	// that lost it). Without it the first connect from anyone claims the
+	// host (the Python agent's behaviour) and only removing the state file
+	// frees it again.
+	ClaimToken string
 	// EventQueue bounds the events waiting to be sent; when full, new
 	// events are dropped and counted. Default 1024.
 	EventQueue int

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -229,5 +230,60 @@ func TestArrivalLogKeepsTheLast(t *testing.T) {
 	got := l.list()
 	if len(got) != 3 || got[0].Path != "c" || got[2].Path != "e" || l.count != 5 {
 		t.Errorf("arrivals %+v, count %d", got, l.count)
+	}
+}
+
+// TestClaimToken: an agent started with a claim token is claimed only by a
+// connect that carries it (before, a fresh agent took the first connect
+// from anyone, who then held it); a different secret later needs the
+// token again (an explicit re-claim); without the token nothing changes.
+func TestClaimToken(t *testing.T) {
+	m := newMgmt(t)
+	a := startAgent(t, Options{ClaimToken: "claim-me"})
+	tryConnect := func(secret string, opts ...agentclient.CallOption) error {
+		var rsp protocol.ConnectRsp
+		err := m.client.CallSync(t.Context(), a.url, protocol.PathConnect,
+			protocol.ConnectCmd{HostUUID: "h1", SendCommandURL: m.eventURL, Version: "test", Secret: secret}, &rsp, opts...)
+		if err == nil && !rsp.Success {
+			err = fmt.Errorf("connect answered %+v", rsp)
+		}
+		return err
+	}
+	claim := agentclient.WithHeader(protocol.ClaimHeader, "claim-me")
+	for name, opts := range map[string][]agentclient.CallOption{
+		"no token":    nil,
+		"wrong token": {agentclient.WithHeader(protocol.ClaimHeader, "guess")},
+	} {
+		if err := tryConnect("attacker", opts...); err == nil {
+			t.Fatalf("a fresh agent claimed with %s", name)
+		}
+	}
+	a.mu.Lock()
+	held := a.secret
+	a.mu.Unlock()
+	if held != "" {
+		t.Fatalf("a refused connect gave the host secret %q", held)
+	}
+	if err := tryConnect("s1", claim); err != nil {
+		t.Fatalf("claim with the token: %v", err)
+	}
+	// The owner reconnects with its secret, with or without the token.
+	if err := tryConnect("s1", agentclient.WithSecret("s1")); err != nil {
+		t.Fatalf("reconnect with the secret: %v", err)
+	}
+	// Another secret: refused with the old secret alone, taken with the
+	// token (a re-claim).
+	if err := tryConnect("s2", agentclient.WithSecret("s1")); err == nil {
+		t.Fatal("the secret replaced without the claim token")
+	}
+	if err := tryConnect("s2", claim); err != nil {
+		t.Fatalf("re-claim with the token: %v", err)
+	}
+	if err := m.client.CallSync(t.Context(), a.url, protocol.PathEcho, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.client.Call(t.Context(), a.url, protocol.PathStartVM, protocol.StartVMCmd{VMInstanceUUID: "v1", RootVolume: testRoot("v1")}, nil,
+		agentclient.WithSecret("s1")); err == nil {
+		t.Fatal("the old secret still works after the re-claim")
 	}
 }

@@ -65,6 +65,15 @@ func (a *Agent) check(r *http.Request, route agentserver.Route) error {
 	a.mu.Lock()
 	secret := a.secret
 	a.mu.Unlock()
+	if route.Path == protocol.PathConnect && a.claimed(r) {
+		return a.checkFence(r, route.Path) // an explicit re-claim: the token stands for the secret
+	}
+	if route.Path == protocol.PathConnect && secret == "" && a.opts.ClaimToken != "" {
+		a.counters.rejected.Add(1)
+		a.log.Warn("connect without the claim token refused", "remote_addr", r.RemoteAddr)
+		return &agentserver.StatusError{Status: http.StatusUnauthorized,
+			Msg: "this host is not claimed yet: a connect must carry its claim token (" + protocol.ClaimHeader + ")"}
+	}
 	if !secretOK(secret, r.Header.Get(protocol.SecretHeader)) {
 		a.counters.rejected.Add(1)
 		a.log.Warn("command without the host secret refused", "path", route.Path, "remote_addr", r.RemoteAddr)
@@ -111,14 +120,26 @@ func secretOK(held, got string) bool {
 	return subtle.ConstantTimeCompare([]byte(held), []byte(got)) == 1
 }
 
+// claimed reports whether r carries the agent's claim token.
+func (a *Agent) claimed(r *http.Request) bool {
+	tok := r.Header.Get(protocol.ClaimHeader)
+	return a.opts.ClaimToken != "" && tok != "" && subtle.ConstantTimeCompare([]byte(a.opts.ClaimToken), []byte(tok)) == 1
+}
+
 func (a *Agent) connect(ctx context.Context, req *agentserver.Request, cmd protocol.ConnectCmd) (protocol.ConnectRsp, error) {
 	if err := a.sleep(ctx); err != nil {
 		return protocol.ConnectRsp{}, err
 	}
+	claim := a.opts.ClaimToken != "" && subtle.ConstantTimeCompare([]byte(a.opts.ClaimToken), []byte(req.Header.Get(protocol.ClaimHeader))) == 1
 	a.mu.Lock()
+	if a.opts.ClaimToken != "" && cmd.Secret != a.secret && !claim {
+		a.mu.Unlock()
+		return protocol.ConnectRsp{}, &agentserver.StatusError{Status: http.StatusUnauthorized,
+			Msg: "giving this host a secret needs its claim token (" + protocol.ClaimHeader + ")"}
+	}
 	// admit checked the header; check again under the lock, in case a
 	// concurrent connect changed the secret in between.
-	if !secretOK(a.secret, req.Header.Get(protocol.SecretHeader)) {
+	if !claim && !secretOK(a.secret, req.Header.Get(protocol.SecretHeader)) {
 		a.mu.Unlock()
 		return protocol.ConnectRsp{}, errSecretChanged
 	}

@@ -32,6 +32,12 @@ const (
 	// their arrival log, so an audit can tell which node's commands a host
 	// took, and that none came from a node after it was fenced.
 	NodeHeader = "X-Mplane-Node"
+	// ClaimHeader is mplane's addition: the claim token a management node
+	// sends with /host/connect (its agent_claim_token). An agent started
+	// with a claim token takes a connect that gives it a secret (its
+	// first, or one that replaces the secret it holds: an explicit
+	// re-claim) only with that token.
+	ClaimHeader = "X-Mplane-Claim-Token"
 )
 
 // TimeoutField is the command body field (an integer, milliseconds) in which

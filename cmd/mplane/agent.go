@@ -72,6 +72,8 @@ func newAgentKVMCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&opts.Listen, "listen", "127.0.0.1:7070", "address to listen on (port 0 picks a free port)")
 	f.StringVar(&opts.StateFile, "state-file", "", "file keeping VM states and the host secret across restarts (none: memory only)")
+	f.StringVar(&opts.ClaimToken, "claim-token", os.Getenv("MPLANE_AGENT_CLAIM_TOKEN"), "the token a management node's connect must carry to claim this host (its agent_claim_token); "+
+		"default $MPLANE_AGENT_CLAIM_TOKEN; empty: the first connect from anyone claims it")
 	f.BoolVar(&opts.OpenDebug, "open-debug", false, "serve GET /debug/arrivals (the commands' task UUIDs) without the host secret, for test harnesses")
 	f.DurationVar(&opts.Latency, "latency", 0, "latency added to every command but /host/echo")
 	f.DurationVar(&opts.StorageLatency, "storage-latency", 0, "latency added before every storage command (a slow disk)")

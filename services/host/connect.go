@@ -28,7 +28,11 @@ func (s *Service) connect(ctx context.Context, h *HostVO, waitUp time.Duration) 
 	secret := agentclient.WithSecret(h.Secret)
 	var crsp protocol.ConnectRsp
 	cmd := protocol.ConnectCmd{HostUUID: h.UUID, SendCommandURL: s.eventURL(h.UUID), Version: AgentVersion, Secret: h.Secret}
-	if err := s.agents.CallSync(ctx, url, protocol.PathConnect, cmd, &crsp, secret, s.fence()); err != nil {
+	opts := []agentclient.CallOption{secret, s.fence()}
+	if s.opts.ClaimToken != "" {
+		opts = append(opts, agentclient.WithHeader(protocol.ClaimHeader, s.opts.ClaimToken))
+	}
+	if err := s.agents.CallSync(ctx, url, protocol.PathConnect, cmd, &crsp, opts...); err != nil {
 		return err
 	}
 	var cap protocol.CapacityRsp

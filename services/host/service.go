@@ -47,6 +47,10 @@ type Options struct {
 	// ChainLevel is how many commands may run at once on one host
 	// (default 10, as in ZStack).
 	ChainLevel int
+	// ClaimToken is sent with every connect (protocol.ClaimHeader): an
+	// agent started with the same claim token takes a connect that gives
+	// it a secret only with it. Empty sends none.
+	ClaimToken string
 	// ConnectWait bounds how long adding a host waits for its agent to
 	// answer /host/echo. Default 10s.
 	ConnectWait time.Duration

@@ -93,6 +93,9 @@ type Config struct {
 	// FlowRetention is how long the records of flows that finished
 	// cleanly are kept before they are pruned.
 	FlowRetention time.Duration
+	// AccountSubmitRate bounds the calls per second each normal account
+	// may submit on one node (bursts of twice as many); 0 is no bound.
+	AccountSubmitRate int
 	// AgentClaimToken is sent with every connect of a host's agent; an
 	// agent started with the same --claim-token accepts only such a
 	// connect to claim it.
@@ -144,6 +147,7 @@ func Default() Config {
 		JobTimeout:           30 * time.Minute,
 		FlowRetention:        time.Hour,
 		SessionTTL:           2 * time.Hour,
+		AccountSubmitRate:    100,
 		QuotaDefaults:        "vm.num=20,vm.cpuNum=80,vm.memorySize=85899345920,volume.data.num=40,volume.capacity=10995116277760,snapshot.volume.num=200",
 		JobRetention:         7 * 24 * time.Hour,
 		LogLevel:             "info",

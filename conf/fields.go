@@ -132,6 +132,8 @@ var fields = []field{
 		ptr: func(c *Config) any { return &c.JobTimeout }},
 	{key: "flow_retention", usage: "how long the records of flows that finished cleanly are kept",
 		ptr: func(c *Config) any { return &c.FlowRetention }},
+	{key: "account_submit_rate", usage: "calls per second each normal account may submit on one node (bursts of twice as many); 0 for no bound",
+		ptr: func(c *Config) any { return &c.AccountSubmitRate }},
 	{key: "agent_claim_token", usage: "token sent with every agent connect; an agent started with the same --claim-token is claimed only with it", secret: true,
 		ptr: func(c *Config) any { return &c.AgentClaimToken }},
 	{key: "webhook_allow", usage: "networks (CIDRs, comma-separated) an X-Web-Hook may reach although internal (loopback, link-local, refused by default)",

@@ -106,6 +106,9 @@ func (c Config) Validate() error {
 	if c.HostPingMaxFailures < 1 {
 		bad("host_ping_max_failures", "must be >= 1 (got %d)", c.HostPingMaxFailures)
 	}
+	if c.AccountSubmitRate < 0 {
+		bad("account_submit_rate", "must be >= 0 (got %d)", c.AccountSubmitRate)
+	}
 	if c.HostChainLevel < 1 {
 		bad("host_chain_level", "must be >= 1 (got %d)", c.HostChainLevel)
 	}

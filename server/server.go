@@ -301,7 +301,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	resources = append(resources, s.vols.API()...)
 	if s.portal, err = portal.New(portal.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Jobs: jobs.NewStore(s.db),
 		Logger: log, Resources: resources, JobTimeout: cfg.JobTimeout, JobRetention: cfg.JobRetention, Purge: s.auth.PurgeExpired,
-		Quota: s.quota, WebhookPolicy: webhookPolicy(cfg)}); err != nil {
+		Quota: s.quota, WebhookPolicy: webhookPolicy(cfg), AccountSubmitRate: float64(cfg.AccountSubmitRate)}); err != nil {
 		ln.Close()
 		return nil, err
 	}

@@ -1,7 +1,10 @@
 package portal
 
 import (
+	"math"
 	"net/http"
+	"strconv"
+	"time"
 
 	"mplane/api/jobs"
 	"mplane/api/query"
@@ -114,6 +117,12 @@ func (p *Portal) accept(w http.ResponseWriter, r *http.Request, res route.Resour
 	id, err := caller(r)
 	if err == nil {
 		err = mayChange(id, res, op)
+	}
+	if err == nil && !id.Admin {
+		var wait time.Duration
+		if wait, err = p.limit.allow(id.AccountUUID); err != nil {
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		}
 	}
 	if err != nil {
 		rest.WriteError(w, err)

@@ -46,6 +46,10 @@ type Options struct {
 	Purge func(ctx context.Context) (int64, error)
 	// Quota, if set, limits what normal accounts create (see api/quota).
 	Quota *quota.Service
+	// AccountSubmitRate bounds how many calls per second each normal
+	// account may submit on this node (bursts of twice as many); 0 is no
+	// bound. Admin accounts are not bound.
+	AccountSubmitRate float64
 	// WebhookPolicy is which addresses an X-Web-Hook may reach: checked
 	// on the URL's host when the call is accepted (an address literal) and
 	// on the address dialled at delivery.
@@ -72,6 +76,8 @@ type Portal struct {
 	jobMsgs  map[string]bool
 	runs     runs
 	recorder *flow.GormRecorder
+	// limit bounds each normal account's submissions.
+	limit *submitLimiter
 	// guard is the ownership filter on db; tables the table of each
 	// resource path.
 	guard  *tenancy.Guard
@@ -101,6 +107,7 @@ func New(opts Options) (*Portal, error) {
 	p := &Portal{opts: opts, log: opts.Logger.With("component", "portal"), db: opts.DB, bus: opts.Bus, node: opts.Node,
 		jobs: opts.Jobs, ops: map[string]route.Op{}, jobMsgs: map[string]bool{}, recorder: flow.NewGormRecorder(opts.DB)}
 	p.webhook.Policy = opts.WebhookPolicy
+	p.limit = newSubmitLimiter(opts.AccountSubmitRate)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.jobTimeout.Store(int64(opts.JobTimeout))
 	paths := map[string]bool{}

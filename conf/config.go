@@ -93,6 +93,11 @@ type Config struct {
 	// FlowRetention is how long the records of flows that finished
 	// cleanly are kept before they are pruned.
 	FlowRetention time.Duration
+	// TLSCertFile and TLSKeyFile, both set, make the API listener serve
+	// HTTPS with that certificate and key (PEM files); its URL, which
+	// agents post their results to, is then https.
+	TLSCertFile string
+	TLSKeyFile  string
 	// AccountSubmitRate bounds the calls per second each normal account
 	// may submit on one node (bursts of twice as many); 0 is no bound.
 	AccountSubmitRate int

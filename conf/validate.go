@@ -106,6 +106,9 @@ func (c Config) Validate() error {
 	if c.HostPingMaxFailures < 1 {
 		bad("host_ping_max_failures", "must be >= 1 (got %d)", c.HostPingMaxFailures)
 	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("tls_cert_file", "tls_cert_file and tls_key_file are set together (got only one)")
+	}
 	if c.AccountSubmitRate < 0 {
 		bad("account_submit_rate", "must be >= 0 (got %d)", c.AccountSubmitRate)
 	}

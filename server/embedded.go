@@ -16,6 +16,7 @@ import (
 	bsagent "mplane/agents/storage"
 	"mplane/api/auth"
 	"mplane/api/tenancy"
+	"mplane/internal/tlsconf"
 	"mplane/managementnode"
 	"mplane/services/cluster"
 	hostsvc "mplane/services/host"
@@ -89,6 +90,12 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (_ *Embedded, err 
 		}
 	}()
 	log := opts.Logger
+	// The agents post their results to the node's URL: over HTTPS, they
+	// trust its certificate.
+	callbacks, err := tlsconf.Client(cfg.TLSCertFile)
+	if err != nil {
+		return nil, err
+	}
 	// The agents first: the node reconnects known hosts as soon as it runs.
 	for i := 0; i < opts.Hosts; i++ {
 		port := 0
@@ -101,6 +108,7 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (_ *Embedded, err 
 		if log != nil {
 			aopts.Logger = log.With("agent", addr)
 		}
+		aopts.Server.HTTPClient = callbacks
 		a, err := kvm.New(aopts)
 		if err != nil {
 			return nil, err
@@ -112,6 +120,7 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (_ *Embedded, err 
 		e.Agents = append(e.Agents, a.Addr())
 	}
 	bopts := bsagent.Options{Root: filepath.Join(cfg.DataDir, "backup-storage"), Listen: "127.0.0.1:0"}
+	bopts.Server.HTTPClient = callbacks
 	if log != nil {
 		bopts.Logger = log.With("agent", "backup-storage")
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,7 @@ import (
 	"mplane/conf"
 	"mplane/db"
 	"mplane/internal/netguard"
+	"mplane/internal/tlsconf"
 	"mplane/managementnode"
 	"mplane/services/cluster"
 	"mplane/services/diskoffering"
@@ -198,6 +200,14 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	host, _, _ := net.SplitHostPort(cfg.AdvertiseAddr())
 	port := ln.Addr().(*net.TCPAddr).Port
 	s.url = "http://" + net.JoinHostPort(host, strconv.Itoa(port))
+	var apiTLS *tls.Config
+	if cfg.TLSCertFile != "" {
+		if apiTLS, err = tlsconf.Server(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		s.url = "https://" + net.JoinHostPort(host, strconv.Itoa(port))
+	}
 
 	s.sched = thread.New(thread.Options{Logger: log})
 	s.onStop(func(ctx context.Context) error {
@@ -317,7 +327,12 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 
 	// Serve HTTP first: connecting hosts needs the agents' callbacks.
 	apiHandler, adminHandler := s.routes()
-	s.serveHTTP(newLimitListener(ln, apiMaxConnections), apiServer(apiHandler))
+	var api net.Listener = newLimitListener(ln, apiMaxConnections)
+	if apiTLS != nil {
+		// Outermost, so that the server sees TLS connections (r.TLS).
+		api = tls.NewListener(api, apiTLS)
+	}
+	s.serveHTTP(api, apiServer(apiHandler))
 	if cfg.AdminListen != "" {
 		aln, err := net.Listen("tcp", cfg.AdminListen)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"mplane/agents/kvm"
 	"mplane/agents/protocol"
 	"mplane/agents/storage"
+	"mplane/internal/tlsconf"
 )
 
 // newAgentCmd is "mplane agent": the agents mplane ships, each run as its
@@ -34,6 +35,7 @@ func newAgentKVMCmd() *cobra.Command {
 		opts     kvm.Options
 		logLevel string
 		storages []string
+		caFile   string
 	)
 	cmd := &cobra.Command{
 		Use:   "kvm",
@@ -66,12 +68,16 @@ func newAgentKVMCmd() *cobra.Command {
 			if err := opts.Validate(); err != nil {
 				return err
 			}
+			if opts.Server.HTTPClient, err = tlsconf.Client(caFile); err != nil {
+				return err
+			}
 			return runKVMAgent(cmd, opts)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&opts.Listen, "listen", "127.0.0.1:7070", "address to listen on (port 0 picks a free port)")
 	f.StringVar(&opts.StateFile, "state-file", "", "file keeping VM states and the host secret across restarts (none: memory only)")
+	f.StringVar(&caFile, "ca-file", "", "PEM certificates to trust, beside the system's, when posting results to a node that serves HTTPS (tls_cert_file)")
 	f.StringVar(&opts.ClaimToken, "claim-token", os.Getenv("MPLANE_AGENT_CLAIM_TOKEN"), "the token a management node's connect must carry to claim this host (its agent_claim_token); "+
 		"default $MPLANE_AGENT_CLAIM_TOKEN; empty: the first connect from anyone claims it")
 	f.BoolVar(&opts.OpenDebug, "open-debug", false, "serve GET /debug/arrivals (the commands' task UUIDs) without the host secret, for test harnesses")
@@ -152,6 +158,7 @@ func newAgentStorageCmd() *cobra.Command {
 	var (
 		opts     storage.Options
 		logLevel string
+		caFile   string
 	)
 	cmd := &cobra.Command{
 		Use:   "storage",
@@ -170,11 +177,16 @@ func newAgentStorageCmd() *cobra.Command {
 			if err := opts.Validate(); err != nil {
 				return err
 			}
+			var err error
+			if opts.Server.HTTPClient, err = tlsconf.Client(caFile); err != nil {
+				return err
+			}
 			return runStorageAgent(cmd, opts)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&opts.Root, "root", "", "directory the agent serves (created if missing; required)")
+	f.StringVar(&caFile, "ca-file", "", "PEM certificates to trust, beside the system's, when posting results to a node that serves HTTPS (tls_cert_file)")
 	f.StringVar(&opts.Listen, "listen", "127.0.0.1:7080", "address to listen on (port 0 picks a free port)")
 	f.StringVar(&opts.QemuImg, "qemu-img", "", `qemu-img binary ("": found on PATH; "none": raw files only)`)
 	f.IntVar(&opts.DownloadRetries, "download-retries", 3, "times an interrupted download is resumed before it fails (negative: never)")

@@ -39,6 +39,7 @@ import (
 
 	"mplane/api/client"
 	"mplane/conf"
+	"mplane/internal/tlsconf"
 	"mplane/server"
 	"mplane/services/resource"
 
@@ -60,6 +61,9 @@ type Options struct {
 	// failure injection between client and server); the client then talks
 	// to a test server in front of the node.
 	Wrap func(http.Handler) http.Handler
+	// CAFile, for a node configured to serve HTTPS (Configure), is what
+	// the stack's client trusts.
+	CAFile string
 }
 
 // Stack is a running embedded cloud.
@@ -175,7 +179,15 @@ func launch(opts Options, dir string) (*Stack, error) {
 		s.closers = append(s.closers, func() error { ts.Close(); return nil })
 		s.URL = ts.URL
 	}
-	c, err := client.New(s.URL, client.WithPollInterval(time.Millisecond, 20*time.Millisecond))
+	copts := []client.Option{client.WithPollInterval(time.Millisecond, 20*time.Millisecond)}
+	if opts.CAFile != "" {
+		hc, err := tlsconf.Client(opts.CAFile)
+		if err != nil {
+			return s, err
+		}
+		copts = append(copts, client.WithHTTPClient(hc))
+	}
+	c, err := client.New(s.URL, copts...)
 	if err != nil {
 		return s, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"mplane/api/client"
 	"mplane/errcode"
+	"mplane/internal/tlsconf"
 )
 
 // Environment variables of mplane ctl. They are read here, under
@@ -38,6 +39,7 @@ type globals struct {
 	url         string
 	output      string
 	sessionFile string
+	caFile      string
 }
 
 // NewCommand is "mplane ctl": the command-line client of the REST API.
@@ -65,6 +67,7 @@ func NewCommand() *cobra.Command {
 	f := cmd.PersistentFlags()
 	f.StringVar(&g.url, "url", defaultURL, "API URL (env "+envURL+"; else the URL of the last login)")
 	f.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	f.StringVar(&g.caFile, "ca-file", os.Getenv("MPLANE_CTL_CA_FILE"), "PEM certificates to trust beside the system's, for a node serving HTTPS with a private CA (env MPLANE_CTL_CA_FILE)")
 	f.StringVar(&g.sessionFile, "session-file", "", "session file (env "+envSessionFile+"; default ~/.config/mplane/ctl.json)")
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return report(c, errcode.New(errcode.InvalidArgument, "%v", err))
@@ -140,7 +143,15 @@ func newInvocation(cmd *cobra.Command, g *globals) (*invocation, error) {
 		return nil, fmt.Errorf("%w; log in again with `mplane ctl login`", err)
 	}
 	r.url = resolveURL(cmd, g, stored)
-	c, err := client.New(r.url, clientOptions...)
+	opts := clientOptions
+	if g.caFile != "" {
+		hc, err := tlsconf.Client(g.caFile)
+		if err != nil {
+			return nil, errcode.New(errcode.InvalidArgument, "--ca-file: %v", err)
+		}
+		opts = append(append([]client.Option(nil), opts...), client.WithHTTPClient(hc))
+	}
+	c, err := client.New(r.url, opts...)
 	if err != nil {
 		return nil, errcode.New(errcode.InvalidArgument, "--url: %v", err)
 	}

@@ -98,6 +98,11 @@ type Config struct {
 	// agents post their results to, is then https.
 	TLSCertFile string
 	TLSKeyFile  string
+	// AgentScheme is how the node reaches its agents: "http" or "https"
+	// (agents started with --tls-cert and --tls-key); AgentCAFile is what
+	// it trusts of their certificates, beside the system's.
+	AgentScheme string
+	AgentCAFile string
 	// AccountSubmitRate bounds the calls per second each normal account
 	// may submit on one node (bursts of twice as many); 0 is no bound.
 	AccountSubmitRate int
@@ -153,6 +158,7 @@ func Default() Config {
 		FlowRetention:        time.Hour,
 		SessionTTL:           2 * time.Hour,
 		AccountSubmitRate:    100,
+		AgentScheme:          "http",
 		QuotaDefaults:        "vm.num=20,vm.cpuNum=80,vm.memorySize=85899345920,volume.data.num=40,volume.capacity=10995116277760,snapshot.volume.num=200",
 		JobRetention:         7 * 24 * time.Hour,
 		LogLevel:             "info",

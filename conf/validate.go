@@ -109,6 +109,9 @@ func (c Config) Validate() error {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		bad("tls_cert_file", "tls_cert_file and tls_key_file are set together (got only one)")
 	}
+	if c.AgentScheme != "http" && c.AgentScheme != "https" {
+		bad("agent_scheme", "must be http or https (got %q)", c.AgentScheme)
+	}
 	if c.AccountSubmitRate < 0 {
 		bad("account_submit_rate", "must be >= 0 (got %d)", c.AccountSubmitRate)
 	}

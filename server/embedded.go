@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -96,6 +97,17 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (_ *Embedded, err 
 	if err != nil {
 		return nil, err
 	}
+	// With agent_scheme https the in-process agents serve HTTPS with the
+	// node's certificate.
+	var agentTLS *tls.Config
+	if cfg.AgentScheme == "https" {
+		if cfg.TLSCertFile == "" {
+			return nil, errors.New("agent_scheme https in the embedded cloud needs tls_cert_file and tls_key_file: its agents serve that certificate")
+		}
+		if agentTLS, err = tlsconf.Server(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			return nil, err
+		}
+	}
 	// The agents first: the node reconnects known hosts as soon as it runs.
 	for i := 0; i < opts.Hosts; i++ {
 		port := 0
@@ -108,7 +120,7 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (_ *Embedded, err 
 		if log != nil {
 			aopts.Logger = log.With("agent", addr)
 		}
-		aopts.Server.HTTPClient = callbacks
+		aopts.Server.HTTPClient, aopts.Server.TLS = callbacks, agentTLS
 		a, err := kvm.New(aopts)
 		if err != nil {
 			return nil, err
@@ -120,7 +132,7 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (_ *Embedded, err 
 		e.Agents = append(e.Agents, a.Addr())
 	}
 	bopts := bsagent.Options{Root: filepath.Join(cfg.DataDir, "backup-storage"), Listen: "127.0.0.1:0"}
-	bopts.Server.HTTPClient = callbacks
+	bopts.Server.HTTPClient, bopts.Server.TLS = callbacks, agentTLS
 	if log != nil {
 		bopts.Logger = log.With("agent", "backup-storage")
 	}

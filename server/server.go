@@ -241,11 +241,20 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	kinds = append(Kinds(s.l2), opts.ExtraKinds...)
-	s.agents = agentclient.New(agentclient.Options{CallbackURL: s.url + protocol.DefaultCallbackPath, Logger: log})
+	agentHTTP, err := tlsconf.Client(cfg.AgentCAFile)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("agent_ca_file: %w", err)
+	}
+	if agentHTTP != nil {
+		agentHTTP.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+		s.onStop(func(context.Context) error { agentHTTP.CloseIdleConnections(); return nil })
+	}
+	s.agents = agentclient.New(agentclient.Options{CallbackURL: s.url + protocol.DefaultCallbackPath, Logger: log, HTTPClient: agentHTTP})
 	s.onStop(func(context.Context) error { s.agents.Close(); return nil })
 	if s.hosts, err = hostsvc.New(hostsvc.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Agents: s.agents, Logger: log,
 		EventURL: s.url + protocol.DefaultEventPath, PingInterval: cfg.HostPingInterval,
-		MaxPingFailures: cfg.HostPingMaxFailures, ChainLevel: cfg.HostChainLevel, ClaimToken: cfg.AgentClaimToken}); err != nil {
+		MaxPingFailures: cfg.HostPingMaxFailures, ChainLevel: cfg.HostChainLevel, ClaimToken: cfg.AgentClaimToken, AgentScheme: cfg.AgentScheme}); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -255,7 +264,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	}
 	s.hosts.OnConnected(func(ctx context.Context, h hostsvc.HostVO) { s.nets.Reconnected(ctx, h.UUID) })
 	s.hosts.OnDelete(network.HostDeleted)
-	if s.store, err = storage.New(storage.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Hosts: s.hosts, Agents: s.agents,
+	if s.store, err = storage.New(storage.Options{AgentScheme: cfg.AgentScheme, DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Hosts: s.hosts, Agents: s.agents,
 		Logger: log, EventURL: s.url + StorageEventPath}); err != nil {
 		ln.Close()
 		return nil, err

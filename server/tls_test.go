@@ -60,10 +60,22 @@ func selfSigned(t *testing.T) (certFile, keyFile string) {
 // TestAPIOverTLS: with tls_cert_file and tls_key_file the API is HTTPS
 // only; a client that trusts the certificate logs in and creates a VM,
 // whose agents post their results to the node over HTTPS; a client that
-// does not trust it, and plain HTTP, get nothing.
+// does not trust it, and plain HTTP, get nothing. With agent_scheme https
+// the node also reaches its agents (hosts and backup storage) over HTTPS
+// only, and the host agent downloads the image from the backup storage's
+// over HTTPS.
 func TestAPIOverTLS(t *testing.T) {
+	for name, agents := range map[string]string{"agents over http": "http", "agents over https": "https"} {
+		t.Run(name, func(t *testing.T) { testAPIOverTLS(t, agents) })
+	}
+}
+
+func testAPIOverTLS(t *testing.T, agentScheme string) {
 	cert, key := selfSigned(t)
-	st := servertest.Start(t, servertest.Options{CAFile: cert, Configure: func(c *conf.Config) { c.TLSCertFile, c.TLSKeyFile = cert, key }})
+	st := servertest.Start(t, servertest.Options{CAFile: cert, Configure: func(c *conf.Config) {
+		c.TLSCertFile, c.TLSKeyFile = cert, key
+		c.AgentScheme, c.AgentCAFile = agentScheme, cert
+	}})
 	if !strings.HasPrefix(st.URL, "https://") {
 		t.Fatalf("the node's URL is %s, want https", st.URL)
 	}
@@ -81,6 +93,17 @@ func TestAPIOverTLS(t *testing.T) {
 	defer untrusting.Close()
 	if _, err := untrusting.Login(ctx, "admin", servertest.Password); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("a client that does not trust the certificate: %v, want a certificate error", err)
+	}
+	if agentScheme == "https" {
+		// The hosts' agents answer HTTPS only.
+		for _, addr := range st.Agents {
+			if resp, err := http.Post("http://"+addr+"/host/echo", "application/json", nil); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					t.Errorf("agent %s answered plain HTTP", addr)
+				}
+			}
+		}
 	}
 	plain := "http://" + strings.TrimPrefix(st.URL, "https://") + "/v1/zones"
 	resp, err := http.Get(plain)

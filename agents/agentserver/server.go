@@ -2,6 +2,7 @@ package agentserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +43,8 @@ type Options struct {
 	// HTTPClient posts results and events. Default: a client with its own
 	// transport (closed by Shutdown). Its Timeout, if set, applies too.
 	HTTPClient *http.Client
+	// TLS, if set, makes Serve serve HTTPS with it.
+	TLS *tls.Config
 
 	// MaxBodyBytes bounds a command's body. Default 64 MiB.
 	MaxBodyBytes int64
@@ -403,6 +406,9 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 // Shutdown, ErrClosed if Shutdown was called before, or the listener's
 // error. It may be called for several listeners.
 func (s *Server) Serve(l net.Listener) error {
+	if s.opts.TLS != nil {
+		l = tls.NewListener(l, s.opts.TLS)
+	}
 	hs := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 30 * time.Second,

@@ -2,6 +2,7 @@ package kvm
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -311,8 +312,12 @@ func (a *Agent) Handler() http.Handler {
 	})
 }
 
-// Serve serves the agent on l until Shutdown; it returns nil then.
+// Serve serves the agent on l until Shutdown; it returns nil then. With
+// Options.Server.TLS it serves HTTPS.
 func (a *Agent) Serve(l net.Listener) error {
+	if a.opts.Server.TLS != nil {
+		l = tls.NewListener(l, a.opts.Server.TLS)
+	}
 	err := a.hs.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil

@@ -65,6 +65,8 @@ func (a *Agent) mountStorage() (err error) {
 			QemuImg: a.opts.StorageQemuImg,
 			Logger:  a.log.With("storage_url", u),
 			Server:  a.opts.Server,
+			// Downloads from backup storage trust what the agent trusts.
+			HTTPClient: a.opts.Server.HTTPClient,
 		})
 		if err != nil {
 			return fmt.Errorf("kvm agent storage %s: %w", u, err)

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -237,8 +238,12 @@ func (a *Agent) Root() string { return a.root }
 // HasQemuImg reports whether the agent works with qemu-img (qcow2).
 func (a *Agent) HasQemuImg() bool { return a.qemu.ok() }
 
-// Serve serves the agent on l until Shutdown; it returns nil then.
+// Serve serves the agent on l until Shutdown; it returns nil then. With
+// Options.Server.TLS it serves HTTPS.
 func (a *Agent) Serve(l net.Listener) error {
+	if a.opts.Server.TLS != nil {
+		l = tls.NewListener(l, a.opts.Server.TLS)
+	}
 	err := a.hs.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil

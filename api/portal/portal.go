@@ -173,6 +173,20 @@ func (p *Portal) Start(ctx context.Context) error {
 	if err := p.opts.Scheduler.Every(p.ctx, 10*time.Minute, 0.2, "api-job-purger", p.purge); err != nil {
 		return err
 	}
+	if p.opts.Quota != nil {
+		// A create whose job failed before its rollback ended (a timeout,
+		// a dead node) leaves its claims until its row is gone: look again
+		// at the recently failed jobs.
+		if err := p.opts.Scheduler.Every(p.ctx, 15*time.Second, 0.2, "quota-settler", func(ctx context.Context) error {
+			n, err := p.opts.Quota.SettleFailed(ctx, time.Hour)
+			if n > 0 {
+				p.log.Info("quota of failed creates released", "claims", n)
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+	}
 	return p.opts.Scheduler.Every(p.ctx, time.Minute, 0.2, "api-job-sweeper", p.sweep)
 }
 

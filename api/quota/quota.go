@@ -318,6 +318,21 @@ func (s *Service) Sweep(ctx context.Context, olderThan time.Duration) (int64, er
 	return s.releaseGone(ctx, claims)
 }
 
+// SettleFailed releases the claims of jobs that failed in the last since
+// whose resources do not exist: a create that failed while its owner was
+// still rolling it back (its job timed out, its node died), whose row went
+// after the job's own settling looked. It returns how many it released.
+func (s *Service) SettleFailed(ctx context.Context, since time.Duration) (int64, error) {
+	var claims []ClaimVO
+	err := s.db.WithContext(ctx).
+		Where("job_uuid IN (SELECT uuid FROM api_jobs WHERE state = ? AND updated_at > ?)", "failed", time.Now().UTC().Add(-since)).
+		Limit(1000).Find(&claims).Error
+	if err != nil {
+		return 0, errcode.Wrap(errcode.Internal, err, "read the claims of failed jobs")
+	}
+	return s.releaseGone(ctx, claims)
+}
+
 // Usage is one quota of an account, in ZStack's form.
 type Usage struct {
 	Name  string `json:"name"`

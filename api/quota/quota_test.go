@@ -160,3 +160,28 @@ func TestClaimsFollowTheResources(t *testing.T) {
 		t.Error("a negative default accepted")
 	}
 }
+
+// A create whose job failed while its row still existed (its rollback had
+// not ended) is released once the row is gone, by SettleFailed.
+func TestSettleFailedReleasesLateRollbacks(t *testing.T) {
+	gdb := migrated(t, testenv.SQLiteDSN(t))
+	s := quota.New(gdb)
+	ctx := context.Background()
+	if err := s.Reserve(ctx, tenant, vmUUID(7), "vm_instances", "job-7", map[string]int64{quota.VMNum: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := gdb.Create(&vmRow{UUID: vmUUID(7)}).Error; err != nil {
+		t.Fatal(err)
+	}
+	gdb.Exec("ALTER TABLE api_jobs ADD COLUMN updated_at DATETIME")
+	gdb.Exec("INSERT INTO api_jobs (uuid, state, updated_at) VALUES ('job-7', 'failed', ?)", time.Now().UTC())
+	if n, _ := s.Settle(ctx, "job-7", vmUUID(7)); n != 0 {
+		t.Fatalf("settled %d while the row exists", n)
+	}
+	if err := gdb.Delete(&vmRow{UUID: vmUUID(7)}).Error; err != nil { // the rollback ends
+		t.Fatal(err)
+	}
+	if n, err := s.SettleFailed(ctx, time.Hour); err != nil || n != 1 {
+		t.Fatalf("SettleFailed released %d (%v), want 1", n, err)
+	}
+}

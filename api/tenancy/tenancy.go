@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -44,7 +46,9 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 	if err := db.WithContext(ctx).AutoMigrate(&RefVO{}, &ShareVO{}); err != nil {
 		return fmt.Errorf("migrate tenancy tables: %w", err)
 	}
-	return nil
+	// The callbacks, before the database serves anything (they see no
+	// table until Install).
+	return guardOf(db).registerOn(db)
 }
 
 // Visibility is what a normal account sees of a table.
@@ -81,7 +85,28 @@ type Child interface {
 
 // Guard is the filter installed on a database.
 type Guard struct {
-	tables map[string]Table
+	tables atomic.Pointer[map[string]Table]
+	once   sync.Once
+	regErr error
+}
+
+// guards are the guards by database (its *gorm.Config, shared by every
+// session made from it): the callbacks are registered once per database,
+// before it is used (Migrate); Install only sets the tables, so it never
+// changes callbacks while other goroutines query (GORM's callback
+// registration is not safe for that).
+var guards sync.Map
+
+func guardOf(db *gorm.DB) *Guard {
+	g, _ := guards.LoadOrStore(db.Config, &Guard{})
+	return g.(*Guard)
+}
+
+func (g *Guard) tab() map[string]Table {
+	if m := g.tables.Load(); m != nil {
+		return *m
+	}
+	return nil
 }
 
 const (
@@ -89,52 +114,47 @@ const (
 	inheritCallback = "tenancy:inherit"
 )
 
-// Install puts the filter and the Child callback on db (every session made
-// from it); installing again replaces the tables.
+// registerOn puts the filter and the Child callback on db, once.
+func (g *Guard) registerOn(db *gorm.DB) error {
+	g.once.Do(func() {
+		cb := db.Callback()
+		g.regErr = errors.Join(
+			cb.Query().Before("gorm:query").Register(scopeCallback, g.filter),
+			cb.Row().Before("gorm:row").Register(scopeCallback, g.filter),
+			cb.Create().After("gorm:create").Register(inheritCallback, g.inherit))
+	})
+	return g.regErr
+}
+
+// Install sets the tables the filter knows on db's guard (registering its
+// callbacks if Migrate did not); installing again replaces the tables.
 func Install(db *gorm.DB, tables []Table) (*Guard, error) {
-	g := &Guard{tables: map[string]Table{}}
+	m := map[string]Table{}
 	for _, t := range tables {
 		if t.Name == "" {
 			return nil, errors.New("tenancy: a table without a name")
 		}
-		if old, ok := g.tables[t.Name]; ok && old.Visibility != t.Visibility {
+		if old, ok := m[t.Name]; ok && old.Visibility != t.Visibility {
 			return nil, fmt.Errorf("tenancy: table %s declared with two visibilities", t.Name)
 		}
-		g.tables[t.Name] = t
+		m[t.Name] = t
 	}
-	cb := db.Callback()
-	if err := register(cb.Query().Before("gorm:query"), cb.Query().Get(scopeCallback) != nil, scopeCallback, g.filter); err != nil {
+	g := guardOf(db)
+	if err := g.registerOn(db); err != nil {
 		return nil, err
 	}
-	if err := register(cb.Row().Before("gorm:row"), cb.Row().Get(scopeCallback) != nil, scopeCallback, g.filter); err != nil {
-		return nil, err
-	}
-	if err := register(cb.Create().After("gorm:create"), cb.Create().Get(inheritCallback) != nil, inheritCallback, g.inherit); err != nil {
-		return nil, err
-	}
+	g.tables.Store(&m)
 	return g, nil
-}
-
-type registrar interface {
-	Register(name string, fn func(*gorm.DB)) error
-	Replace(name string, fn func(*gorm.DB)) error
-}
-
-func register(p registrar, exists bool, name string, fn func(*gorm.DB)) error {
-	if exists {
-		return p.Replace(name, fn)
-	}
-	return p.Register(name, fn)
 }
 
 // Shareable reports whether rows of table may be shared.
 func (g *Guard) Shareable(table string) bool {
-	return g.tables[table].Visibility == OwnerOrShared
+	return g.tab()[table].Visibility == OwnerOrShared
 }
 
 // Known reports whether the guard knows table.
 func (g *Guard) Known(table string) bool {
-	_, ok := g.tables[table]
+	_, ok := g.tab()[table]
 	return ok
 }
 
@@ -186,7 +206,7 @@ func (g *Guard) filter(db *gorm.DB) {
 	if account == "" || db.Error != nil {
 		return
 	}
-	t, ok := g.tables[db.Statement.Table]
+	t, ok := g.tab()[db.Statement.Table]
 	if !ok || t.Visibility == Everyone {
 		return
 	}
@@ -368,8 +388,9 @@ func Forget(ctx context.Context, db *gorm.DB, account string) error {
 }
 
 func (g *Guard) tableNames() []string {
-	names := make([]string, 0, len(g.tables))
-	for n := range g.tables {
+	tables := g.tab()
+	names := make([]string, 0, len(tables))
+	for n := range tables {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -391,7 +412,7 @@ func (g *Guard) Sweep(ctx context.Context, db *gorm.DB, olderThan time.Duration)
 		if !db.Migrator().HasTable(name) {
 			continue
 		}
-		t := g.tables[name]
+		t := g.tab()[name]
 		if t.ParentColumn != "" {
 			var rows []struct{ UUID, Parent string }
 			err := db.Table(name).Select("uuid AS uuid, " + t.ParentColumn + " AS parent").

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
@@ -36,6 +37,8 @@ func newAgentKVMCmd() *cobra.Command {
 		logLevel string
 		storages []string
 		caFile   string
+		tlsCert  string
+		tlsKey   string
 	)
 	cmd := &cobra.Command{
 		Use:   "kvm",
@@ -71,6 +74,9 @@ func newAgentKVMCmd() *cobra.Command {
 			if opts.Server.HTTPClient, err = tlsconf.Client(caFile); err != nil {
 				return err
 			}
+			if opts.Server.TLS, err = serverTLS(tlsCert, tlsKey); err != nil {
+				return err
+			}
 			return runKVMAgent(cmd, opts)
 		},
 	}
@@ -78,6 +84,8 @@ func newAgentKVMCmd() *cobra.Command {
 	f.StringVar(&opts.Listen, "listen", "127.0.0.1:7070", "address to listen on (port 0 picks a free port)")
 	f.StringVar(&opts.StateFile, "state-file", "", "file keeping VM states and the host secret across restarts (none: memory only)")
 	f.StringVar(&caFile, "ca-file", "", "PEM certificates to trust, beside the system's, when posting results to a node that serves HTTPS (tls_cert_file)")
+	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate: with --tls-key the agent serves HTTPS (the nodes then need agent_scheme https)")
+	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&opts.ClaimToken, "claim-token", os.Getenv("MPLANE_AGENT_CLAIM_TOKEN"), "the token a management node's connect must carry to claim this host (its agent_claim_token); "+
 		"default $MPLANE_AGENT_CLAIM_TOKEN; empty: the first connect from anyone claims it")
 	f.BoolVar(&opts.OpenDebug, "open-debug", false, "serve GET /debug/arrivals (the commands' task UUIDs) without the host secret, for test harnesses")
@@ -159,6 +167,8 @@ func newAgentStorageCmd() *cobra.Command {
 		opts     storage.Options
 		logLevel string
 		caFile   string
+		tlsCert  string
+		tlsKey   string
 	)
 	cmd := &cobra.Command{
 		Use:   "storage",
@@ -181,12 +191,18 @@ func newAgentStorageCmd() *cobra.Command {
 			if opts.Server.HTTPClient, err = tlsconf.Client(caFile); err != nil {
 				return err
 			}
+			if opts.Server.TLS, err = serverTLS(tlsCert, tlsKey); err != nil {
+				return err
+			}
+			opts.HTTPClient = opts.Server.HTTPClient // downloads trust the same
 			return runStorageAgent(cmd, opts)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&opts.Root, "root", "", "directory the agent serves (created if missing; required)")
 	f.StringVar(&caFile, "ca-file", "", "PEM certificates to trust, beside the system's, when posting results to a node that serves HTTPS (tls_cert_file)")
+	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate: with --tls-key the agent serves HTTPS (the nodes then need agent_scheme https)")
+	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&opts.Listen, "listen", "127.0.0.1:7080", "address to listen on (port 0 picks a free port)")
 	f.StringVar(&opts.QemuImg, "qemu-img", "", `qemu-img binary ("": found on PATH; "none": raw files only)`)
 	f.IntVar(&opts.DownloadRetries, "download-retries", 3, "times an interrupted download is resumed before it fails (negative: never)")
@@ -203,4 +219,16 @@ func runStorageAgent(cmd *cobra.Command, opts storage.Options) error {
 	return runAgent(cmd, a, opts.Logger, func(addr string) string {
 		return fmt.Sprintf("mplane storage agent listening on http://%s (root %s)", addr, a.Root())
 	})
+}
+
+// serverTLS is the TLS of an agent started with --tls-cert and --tls-key
+// (nil without them).
+func serverTLS(cert, key string) (*tls.Config, error) {
+	switch {
+	case cert == "" && key == "":
+		return nil, nil
+	case cert == "" || key == "":
+		return nil, fmt.Errorf("--tls-cert and --tls-key are given together")
+	}
+	return tlsconf.Server(cert, key)
 }

@@ -100,12 +100,12 @@ func (s *Service) addChain() (*flow.Chain[addData], error) {
 				// Nothing there answered as an agent: the caller learns
 				// that, not what answered (adding hosts must not be a port
 				// scanner). The operator finds the details in the log.
-				s.log.Warn("add host: the agent could not be connected", "host_uuid", h.UUID, "address", agentURL(&h), "err", err)
+				s.log.Warn("add host: the agent could not be connected", "host_uuid", h.UUID, "address", s.agentURL(&h), "err", err)
 				return errcode.New(errcode.AgentError, "add host %s: no agent could be connected at %s (%s); check managementIp and agentPort, "+
-					"and that the agent runs there (the management node's log has the details)", h.UUID, agentURL(&h), connectFailure(err))
+					"and that the agent runs there (the management node's log has the details)", h.UUID, s.agentURL(&h), connectFailure(err))
 			}
 			if err != nil {
-				return errcode.Wrap(errcode.AgentError, err, "add host %s: connect the agent at %s", h.UUID, agentURL(&h))
+				return errcode.Wrap(errcode.AgentError, err, "add host %s: connect the agent at %s", h.UUID, s.agentURL(&h))
 			}
 			return nil
 		}},
@@ -151,7 +151,7 @@ func (s *Service) add(ctx context.Context, req AddKVMHostReq) (HostVO, error) {
 	if err != nil {
 		return HostVO{}, err
 	}
-	s.log.Info("host added", "host_uuid", h.UUID, "address", agentURL(&h))
+	s.log.Info("host added", "host_uuid", h.UUID, "address", s.agentURL(&h))
 	return *loaded, nil
 }
 
@@ -209,7 +209,7 @@ func (s *Service) reconnect(ctx context.Context, h *HostVO) error {
 		if se := (*flow.StepError)(nil); errors.As(err, &se) && se.Step == "connect-agent" && len(se.RollbackErrors) == 0 {
 			err = se.Err // the agent's failure; the host is Disconnected
 		}
-		return errcode.Wrap(errcode.AgentError, err, "reconnect host %s at %s", h.UUID, agentURL(h))
+		return errcode.Wrap(errcode.AgentError, err, "reconnect host %s at %s", h.UUID, s.agentURL(h))
 	}
 	if d.Superseded {
 		return nil // the newer reconnect runs the hooks

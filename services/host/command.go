@@ -44,9 +44,9 @@ func (s *Service) command(ctx context.Context, req AgentCommandReq) (AgentComman
 				opts = append(opts, agentclient.WithHeader(protocol.StorageHeader, req.Storage))
 			}
 			if protocol.IsSync(req.Path) {
-				err = s.agents.CallSync(ctx, agentURL(h), req.Path, cmd, &out, opts...)
+				err = s.agents.CallSync(ctx, s.agentURL(h), req.Path, cmd, &out, opts...)
 			} else {
-				err = s.agents.Call(ctx, agentURL(h), req.Path, cmd, &out, opts...)
+				err = s.agents.Call(ctx, s.agentURL(h), req.Path, cmd, &out, opts...)
 			}
 			if err != nil {
 				return AgentCommandRep{}, err

@@ -21,7 +21,7 @@ const AgentVersion = "mplane-1"
 // the host's secret, then /host/capacity; the host is then Connected with
 // its capacity recorded.
 func (s *Service) connect(ctx context.Context, h *HostVO, waitUp time.Duration) error {
-	url := agentURL(h)
+	url := s.agentURL(h)
 	if err := s.waitEcho(ctx, url, waitUp); err != nil {
 		return noAgent{err}
 	}
@@ -95,7 +95,7 @@ func (s *Service) recordConnected(ctx context.Context, uuid string, cap protocol
 // connected by someone else): the host must be reconnected.
 func (s *Service) pingOnce(ctx context.Context, h *HostVO) (mismatch bool, err error) {
 	var rsp protocol.PingRsp
-	if err := s.agents.Call(ctx, agentURL(h), protocol.PathPing, protocol.PingCmd{HostUUID: h.UUID}, &rsp,
+	if err := s.agents.Call(ctx, s.agentURL(h), protocol.PathPing, protocol.PingCmd{HostUUID: h.UUID}, &rsp,
 		agentclient.WithSecret(h.Secret), s.fence(), agentclient.WithTimeout(s.opts.PingInterval)); err != nil {
 		return false, err
 	}

@@ -142,7 +142,7 @@ func (t *tracker) check(ctx context.Context, h *HostVO, st *trackState) {
 		if agentclient.Refused(err) {
 			// Nothing listens at the agent's address: it died, with the
 			// commands it ran; their results will not come.
-			if n := s.agents.AgentGone(agentURL(h), err); n > 0 {
+			if n := s.agents.AgentGone(s.agentURL(h), err); n > 0 {
 				s.log.Warn("the host's agent went away: its commands in flight failed", "host_uuid", h.UUID, "commands", n)
 			}
 		}

@@ -47,6 +47,9 @@ type Options struct {
 	// ChainLevel is how many commands may run at once on one host
 	// (default 10, as in ZStack).
 	ChainLevel int
+	// AgentScheme is how the hosts' agents are reached: "http" (the
+	// default) or "https".
+	AgentScheme string
 	// ClaimToken is sent with every connect (protocol.ClaimHeader): an
 	// agent started with the same claim token takes a connect that gives
 	// it a secret only with it. Empty sends none.
@@ -332,8 +335,12 @@ func (s *Service) get(ctx context.Context, ref HostRef) (HostVO, error) {
 	return *h, nil
 }
 
-func agentURL(h *HostVO) string {
-	return "http://" + net.JoinHostPort(h.ManagementIP, strconv.Itoa(h.AgentPort))
+func (s *Service) agentURL(h *HostVO) string {
+	scheme := s.opts.AgentScheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	return scheme + "://" + net.JoinHostPort(h.ManagementIP, strconv.Itoa(h.AgentPort))
 }
 
 func (s *Service) eventURL(hostUUID string) string {

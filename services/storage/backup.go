@@ -25,8 +25,8 @@ import (
 const DefaultBackupAgentPort = 7080
 
 // AgentURL is the base URL of a backup storage's agent.
-func (b *BackupStorageVO) AgentURL() string {
-	return "http://" + net.JoinHostPort(b.Hostname, strconv.Itoa(b.AgentPort))
+func (b *BackupStorageVO) agentURL(scheme string) string {
+	return scheme + "://" + net.JoinHostPort(b.Hostname, strconv.Itoa(b.AgentPort))
 }
 
 func (s *Service) backupEventURL(uuid string) string {
@@ -60,9 +60,9 @@ func (s *Service) addBackup(ctx context.Context, req AddBackupStorageReq) (Backu
 			if derr := s.db.WithContext(dctx).Delete(&BackupStorageVO{}, "uuid = ?", b.UUID).Error; derr != nil {
 				s.log.Error("remove a backup storage whose agent did not connect", "bs_uuid", b.UUID, "err", derr)
 			}
-			return BackupStorageVO{}, errcode.Wrap(errcode.AgentError, err, "add backup storage: connect its agent at %s", b.AgentURL())
+			return BackupStorageVO{}, errcode.Wrap(errcode.AgentError, err, "add backup storage: connect its agent at %s", s.backupURL(&b))
 		}
-		s.log.Info("backup storage added", "bs_uuid", b.UUID, "agent", b.AgentURL())
+		s.log.Info("backup storage added", "bs_uuid", b.UUID, "agent", s.backupURL(&b))
 		loaded, err := LoadBackup(ctx, s.db, b.UUID)
 		if err != nil {
 			return BackupStorageVO{}, err
@@ -76,7 +76,7 @@ func (s *Service) addBackup(ctx context.Context, req AddBackupStorageReq) (Backu
 func (s *Service) connectBackup(ctx context.Context, b *BackupStorageVO) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	url := b.AgentURL()
+	url := s.backupURL(b)
 	if err := s.agents.CallSync(ctx, url, protocol.PathStorageEcho, nil, nil); err != nil {
 		return err
 	}
@@ -101,7 +101,7 @@ func RunBackup[Cmd, Rsp any](ctx context.Context, s *Service, b *BackupStorageVO
 	ctx, cancel := context.WithTimeout(ctx, s.opts.AgentTimeout)
 	defer cancel()
 	var raw json.RawMessage
-	if err := s.agents.Call(ctx, b.AgentURL(), c.Path, cmd, &raw, agentclient.WithSecret(b.Secret)); err != nil {
+	if err := s.agents.Call(ctx, s.backupURL(b), c.Path, cmd, &raw, agentclient.WithSecret(b.Secret)); err != nil {
 		return rsp, errcode.Wrap(errcode.AgentError, err, "%s on backup storage %s", c.Path, b.UUID)
 	}
 	if err := json.Unmarshal(raw, &rsp); err != nil {
@@ -192,7 +192,7 @@ func (s *Service) reconnectBackup(ctx context.Context, ref Ref) (BackupStorageVO
 		}
 		if err := s.connectBackup(ctx, b); err != nil {
 			_ = s.db.WithContext(ctx).Model(&BackupStorageVO{}).Where("uuid = ?", b.UUID).Update("status", StatusDisconnected).Error
-			return BackupStorageVO{}, errcode.Wrap(errcode.AgentError, err, "reconnect backup storage %s at %s", b.UUID, b.AgentURL())
+			return BackupStorageVO{}, errcode.Wrap(errcode.AgentError, err, "reconnect backup storage %s at %s", b.UUID, s.backupURL(b))
 		}
 		b, err = LoadBackup(ctx, s.db, ref.UUID)
 		if err != nil {
@@ -234,7 +234,7 @@ func (s *Service) pingRound(ctx context.Context) error {
 		}
 		pctx, cancel := context.WithTimeout(ctx, s.opts.PingInterval)
 		var rsp protocol.StoragePingRsp
-		err := s.agents.Call(pctx, b.AgentURL(), protocol.PathStoragePing, protocol.StoragePingCmd{UUID: b.UUID}, &rsp,
+		err := s.agents.Call(pctx, s.backupURL(b), protocol.PathStoragePing, protocol.StoragePingCmd{UUID: b.UUID}, &rsp,
 			agentclient.WithSecret(b.Secret), agentclient.WithTimeout(s.opts.PingInterval))
 		cancel()
 		switch {

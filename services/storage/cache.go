@@ -74,7 +74,7 @@ func (s *Service) EnsureCached(ctx context.Context, p *PrimaryStorageVO, placeHo
 		return nil, errcode.Wrap(errcode.Internal, err, "reserve the cache of image %s", src.ImageUUID)
 	}
 	rsp, err := Run(ctx, s, p, hostUUID, protocol.FetchImage, protocol.FetchImageCmd{ImageUUID: src.ImageUUID,
-		BackupStorageURL: src.Backup.AgentURL(), BackupStoragePath: src.Path, BackupStorageSecret: src.Backup.Secret,
+		BackupStorageURL: s.backupURL(src.Backup), BackupStoragePath: src.Path, BackupStorageSecret: src.Backup.Secret,
 		InstallPath: CachePath(src.ImageUUID), Md5Sum: src.Md5Sum})
 	if err != nil {
 		if rerr := Release(context.WithoutCancel(ctx), s.db, owner); rerr != nil {

@@ -24,13 +24,16 @@ const BusService = "storage"
 // Options configure the storage service. Zero values take the documented
 // defaults.
 type Options struct {
-	DB        *gorm.DB             // required
-	Bus       *cloudbus.Bus        // required
-	Node      *managementnode.Node // required
-	Scheduler *thread.Scheduler    // required
-	Hosts     *host.Service        // required: storage commands of primary storage go through the hosts' agents
-	Agents    *agentclient.Client  // required: backup storage agents are called with it
-	Logger    *slog.Logger
+	// AgentScheme is how the storage agents are reached: "http" (the
+	// default) or "https".
+	AgentScheme string
+	DB          *gorm.DB             // required
+	Bus         *cloudbus.Bus        // required
+	Node        *managementnode.Node // required
+	Scheduler   *thread.Scheduler    // required
+	Hosts       *host.Service        // required: storage commands of primary storage go through the hosts' agents
+	Agents      *agentclient.Client  // required: backup storage agents are called with it
+	Logger      *slog.Logger
 	// EventURL is this node's event endpoint for backup storage agents
 	// (EventHandler), given to them at connect as their sendCommandUrl.
 	EventURL string // required
@@ -180,4 +183,13 @@ func LoadBackup(ctx context.Context, db *gorm.DB, uuid string) (*BackupStorageVO
 		return nil, errcode.Wrap(errcode.Internal, err, "load backup storage %s", uuid)
 	}
 	return &b, nil
+}
+
+// backupURL is the URL of b's agent.
+func (s *Service) backupURL(b *BackupStorageVO) string {
+	scheme := s.opts.AgentScheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	return b.agentURL(scheme)
 }

@@ -98,6 +98,9 @@ type Config struct {
 	// agents post their results to, is then https.
 	TLSCertFile string
 	TLSKeyFile  string
+	// AgentNetworks are the networks (CIDRs, comma-separated) the agents
+	// of hosts and backup storage may be on; empty is any.
+	AgentNetworks string
 	// AgentScheme is how the node reaches its agents: "http" or "https"
 	// (agents started with --tls-cert and --tls-key); AgentCAFile is what
 	// it trusts of their certificates, beside the system's.

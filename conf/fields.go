@@ -136,6 +136,8 @@ var fields = []field{
 		ptr: func(c *Config) any { return &c.TLSCertFile }},
 	{key: "tls_key_file", usage: "PEM private key of tls_cert_file",
 		ptr: func(c *Config) any { return &c.TLSKeyFile }},
+	{key: "agent_networks", usage: "networks (CIDRs, comma-separated) the agents of hosts and backup storage may be on; the node connects nowhere else; empty for any",
+		ptr: func(c *Config) any { return &c.AgentNetworks }},
 	{key: "agent_scheme", usage: "how the node reaches its agents: http, or https (agents started with --tls-cert and --tls-key)",
 		ptr: func(c *Config) any { return &c.AgentScheme }},
 	{key: "agent_ca_file", usage: "PEM certificates the node trusts, beside the system's, for agents that serve HTTPS",

@@ -88,6 +88,9 @@ func (c Config) Validate() error {
 			bad(p.key, "must be > 0 (got %s)", p.d)
 		}
 	}
+	if _, err := netguard.ParsePrefixes(c.AgentNetworks); err != nil {
+		bad("agent_networks", "%v", err)
+	}
 	if _, err := netguard.ParsePrefixes(c.WebhookAllow); err != nil {
 		bad("webhook_allow", "%v", err)
 	}

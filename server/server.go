@@ -241,20 +241,20 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	kinds = append(Kinds(s.l2), opts.ExtraKinds...)
-	agentHTTP, err := tlsconf.Client(cfg.AgentCAFile)
+	agentHTTP, err := agentClient(cfg)
 	if err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("agent_ca_file: %w", err)
+		return nil, err
 	}
 	if agentHTTP != nil {
-		agentHTTP.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
 		s.onStop(func(context.Context) error { agentHTTP.CloseIdleConnections(); return nil })
 	}
 	s.agents = agentclient.New(agentclient.Options{CallbackURL: s.url + protocol.DefaultCallbackPath, Logger: log, HTTPClient: agentHTTP})
 	s.onStop(func(context.Context) error { s.agents.Close(); return nil })
 	if s.hosts, err = hostsvc.New(hostsvc.Options{DB: s.db, Bus: s.bus, Node: s.node, Scheduler: s.sched, Agents: s.agents, Logger: log,
 		EventURL: s.url + protocol.DefaultEventPath, PingInterval: cfg.HostPingInterval,
-		MaxPingFailures: cfg.HostPingMaxFailures, ChainLevel: cfg.HostChainLevel, ClaimToken: cfg.AgentClaimToken, AgentScheme: cfg.AgentScheme}); err != nil {
+		MaxPingFailures: cfg.HostPingMaxFailures, ChainLevel: cfg.HostChainLevel, ClaimToken: cfg.AgentClaimToken, AgentScheme: cfg.AgentScheme,
+		AddressPolicy: agentPolicy(cfg)}); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -494,4 +494,32 @@ func (s *Server) Endpoints() []portal.Endpoint { return s.portal.Endpoints() }
 func webhookPolicy(cfg conf.Config) netguard.Policy {
 	allow, _ := netguard.ParsePrefixes(cfg.WebhookAllow) // checked by conf.Validate
 	return netguard.Policy{Allow: allow, Default: netguard.Internal}
+}
+
+// agentPolicy is where the node's agents may be: agent_networks, or
+// anywhere.
+func agentPolicy(cfg conf.Config) netguard.Policy {
+	nets, _ := netguard.ParsePrefixes(cfg.AgentNetworks) // checked by conf.Validate
+	return netguard.Only(nets, "is not in agent_networks")
+}
+
+// agentClient is the HTTP client of the node's agent calls when they need
+// one of their own: agents over HTTPS with a private CA (agent_ca_file),
+// or agent_networks, enforced on every address dialled. Nil for the
+// agent client's default.
+func agentClient(cfg conf.Config) (*http.Client, error) {
+	if cfg.AgentCAFile == "" && cfg.AgentNetworks == "" {
+		return nil, nil
+	}
+	hc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	if cfg.AgentCAFile != "" {
+		var err error
+		if hc, err = tlsconf.Client(cfg.AgentCAFile); err != nil {
+			return nil, fmt.Errorf("agent_ca_file: %w", err)
+		}
+	}
+	tr := hc.Transport.(*http.Transport)
+	tr.MaxIdleConnsPerHost = 64
+	tr.DialContext = agentPolicy(cfg).DialContext(30 * time.Second)
+	return hc, nil
 }

@@ -182,3 +182,21 @@ func TestAgentClaimToken(t *testing.T) {
 		t.Fatalf("adding an agent that expects another claim token: %v, want refused for the claim token", err)
 	}
 }
+
+// TestAgentNetworks: with agent_networks a host at an address literal
+// outside is refused at once (400), one inside is added; the dialer that
+// refuses the rest (names included) is netguard's (TestOnly).
+func TestAgentNetworks(t *testing.T) {
+	// The embedded cloud's own agents are at 127.0.0.1.
+	st := servertest.Start(t, servertest.Options{Hosts: -1, Configure: func(c *conf.Config) { c.AgentNetworks = "127.0.0.1/32" }})
+	admin := st.Client.Session()
+	a := apiCall(t, st, admin, http.MethodPost, "/v1/hosts/kvm",
+		`{"params": {"name": "h", "managementIp": "127.0.0.2", "agentPort": 7070, "clusterUuid": "`+st.Defaults["cluster"]+`"}}`)
+	if a.status != http.StatusBadRequest || !bytes.Contains(a.body, []byte("address 127.0.0.2 is not in agent_networks")) {
+		t.Fatalf("a host outside agent_networks: %s, want 400", a)
+	}
+	// One inside is added (the dialer lets it through).
+	if h := st.AddHost(t, servertest.AgentOptions{}); h.UUID == "" {
+		t.Fatal("a host in agent_networks was not added")
+	}
+}

@@ -22,6 +22,18 @@ type Policy struct {
 	Allow   []netip.Prefix
 	Deny    []netip.Prefix
 	Default []netip.Prefix
+	// Refusal says why an address of Default is refused ("is internal
+	// ... and not allowed" if empty).
+	Refusal string
+}
+
+// Only is the policy that allows the networks nets and refuses every
+// other address, saying why; with no nets it allows everything.
+func Only(nets []netip.Prefix, why string) Policy {
+	if len(nets) == 0 {
+		return Policy{}
+	}
+	return Policy{Allow: nets, Default: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}, Refusal: why}
 }
 
 // Internal are the networks a webhook may not reach unless allowed: the
@@ -79,6 +91,9 @@ func (p Policy) Check(a netip.Addr) error {
 	case contains(p.Allow, a):
 		return nil
 	case contains(p.Default, a):
+		if p.Refusal != "" {
+			return fmt.Errorf("address %s %s", a, p.Refusal)
+		}
 		return fmt.Errorf("address %s is internal (loopback, link-local, unspecified or multicast) and not allowed", a)
 	}
 	return nil

@@ -61,3 +61,25 @@ func TestDialerChecksTheAddressDialled(t *testing.T) {
 	}
 	c.Close()
 }
+
+func TestOnly(t *testing.T) {
+	nets, _ := netguard.ParsePrefixes("10.0.0.0/8")
+	p := netguard.Only(nets, "is not in agent_networks")
+	if err := p.Check(netip.MustParseAddr("10.2.3.4")); err != nil {
+		t.Errorf("inside: %v", err)
+	}
+	if err := p.Check(netip.MustParseAddr("192.0.2.1")); err == nil || err.Error() != "address 192.0.2.1 is not in agent_networks" {
+		t.Errorf("outside: %v", err)
+	}
+	if err := p.Check(netip.MustParseAddr("2001:db8::1")); err == nil {
+		t.Error("an IPv6 address outside allowed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := p.Dialer(time.Second).DialContext(ctx, "tcp", "localhost:1"); err == nil || !strings.Contains(err.Error(), "is not in agent_networks") {
+		t.Errorf("dial a name outside: %v", err)
+	}
+	if err := netguard.Only(nil, "x").Check(netip.MustParseAddr("192.0.2.1")); err != nil {
+		t.Errorf("no networks allows all: %v", err)
+	}
+}

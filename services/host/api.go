@@ -21,6 +21,9 @@ func (s *Service) API() []route.Resource {
 		Query: route.QueryOf[HostVO](),
 		Create: route.Ptr(route.Create(MsgAddKVMHost, func(ctx context.Context, in route.In[AddKVMHostParams]) (AddKVMHostReq, error) {
 			p := in.Params
+			if err := s.opts.AddressPolicy.CheckHost(p.ManagementIP); err != nil {
+				return AddKVMHostReq{}, errcode.New(errcode.InvalidArgument, "managementIp: %v; agent_networks names the networks agents may be on", err)
+			}
 			c, err := resource.Load[cluster.ClusterVO](ctx, in.DB, "cluster", p.ClusterUUID)
 			if err != nil {
 				if errcode.Has(err, errcode.ResourceNotFound) {

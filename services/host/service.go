@@ -20,6 +20,7 @@ import (
 	"mplane/cloudbus"
 	"mplane/errcode"
 	"mplane/flow"
+	"mplane/internal/netguard"
 	"mplane/managementnode"
 	"mplane/services/resource"
 	"mplane/thread"
@@ -47,6 +48,10 @@ type Options struct {
 	// ChainLevel is how many commands may run at once on one host
 	// (default 10, as in ZStack).
 	ChainLevel int
+	// AddressPolicy is where hosts' agents may be: an address literal
+	// outside it is refused when the host is added (the agent client's
+	// dialer refuses the rest).
+	AddressPolicy netguard.Policy
 	// AgentScheme is how the hosts' agents are reached: "http" (the
 	// default) or "https".
 	AgentScheme string

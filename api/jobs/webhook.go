@@ -48,8 +48,8 @@ type Webhook struct {
 func (wh Webhook) client(timeout time.Duration) *http.Client {
 	return &http.Client{
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Transport: &http.Transport{DialContext: wh.Policy.DialContext(timeout), DisableKeepAlives: true,
-			TLSHandshakeTimeout: timeout, ResponseHeaderTimeout: timeout},
+		// Each attempt's context bounds it (post).
+		Transport: &http.Transport{DialContext: wh.Policy.DialContext(timeout), DisableKeepAlives: true},
 	}
 }
 

@@ -138,7 +138,7 @@ heartbeat_threshold: 7
 				"--drain-timeout=1m", "--call-timeout=5s", "--startup-timeout=2m", "--ring-resync-interval=1s",
 				"--log-format=json", "--log-level=debug", "--host-ping-interval=750ms", "--host-ping-max-failures=4",
 				"--host-chain-level=2", "--vm-allocation-strategy=MostUsed", "--vm-orphan-policy=Adopt", "--vm-command-timeout=2m", "--vm-command-timeouts=start=10m,stop=1m", "--vm-reconcile-interval=30s", "--job-timeout=5m", "--flow-retention=90m",
-				"--session-ttl=30m", "--job-retention=24h", "--quota-defaults=vm.num=5", "--account-submit-rate=7"},
+				"--session-ttl=30m", "--job-retention=24h", "--quota-defaults=vm.num=5", "--account-submit-rate=7", "--agent-scheme=https"},
 			check: func(t *testing.T, c Config) {
 				want := Config{
 					DataDir: "/var/lib/mplane", BusURL: "amqp://u:p@mq:5672/", BusPrefix: "mplane",
@@ -149,7 +149,7 @@ heartbeat_threshold: 7
 					LogLevel: "debug", LogFormat: "json", AdminPassword: "s3cret",
 					HostPingInterval: 750 * time.Millisecond, HostPingMaxFailures: 4, HostChainLevel: 2,
 					VMAllocationStrategy: AllocationMostUsed, VMOrphanPolicy: OrphanAdopt, VMCommandTimeout: 2 * time.Minute, VMCommandTimeouts: "start=10m,stop=1m", VMReconcileInterval: 30 * time.Second, JobTimeout: 5 * time.Minute, FlowRetention: 90 * time.Minute,
-					SessionTTL: 30 * time.Minute, JobRetention: 24 * time.Hour, QuotaDefaults: "vm.num=5", AccountSubmitRate: 7,
+					SessionTTL: 30 * time.Minute, JobRetention: 24 * time.Hour, QuotaDefaults: "vm.num=5", AccountSubmitRate: 7, AgentScheme: "https",
 				}
 				if c != want {
 					t.Errorf("got  %+v\nwant %+v", c, want)

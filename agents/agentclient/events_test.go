@@ -2,8 +2,10 @@ package agentclient_test
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"sync/atomic"
 	"testing"
 
@@ -88,5 +90,41 @@ func TestEventAuthorizeRunsBeforeTheBody(t *testing.T) {
 	small := agentclient.NewEventHandler(opts)
 	if status, read := send(small, "?hostUuid=h1", "s1", 101, false); status != http.StatusRequestEntityTooLarge || read != 0 {
 		t.Errorf("MaxBodyBytes 100, 101 bytes: %d after reading %d; want 413 unread", status, read)
+	}
+}
+
+// TestSecretAuthorizer: an event carries the host's secret in the header,
+// or, for an agent that cannot send it (ZStack's Python agents), the event
+// token of the secret in its sendCommandUrl; nothing else is taken.
+func TestSecretAuthorizer(t *testing.T) {
+	auth := agentclient.SecretAuthorizer("hostUuid", "host", func(_ context.Context, uuid string) (string, error) {
+		if uuid != "h1" {
+			return "", errcode.New(errcode.ResourceNotFound, "host %s not found", uuid)
+		}
+		return "s1", nil
+	}, slog.New(slog.DiscardHandler))
+	ev := func(query, secret string) agentclient.Event {
+		q, _ := url.ParseQuery(query)
+		return agentclient.Event{Path: protocol.EventReportVMState, Query: q, Secret: secret}
+	}
+	token := agentclient.EventToken("s1")
+	if token == "s1" || len(token) != 32 || agentclient.EventToken("s2") == token {
+		t.Fatalf("EventToken %q: want 32 hex digits, not the secret, one per secret", token)
+	}
+	for _, tc := range []struct {
+		name, query, secret string
+		code                errcode.Code
+	}{
+		{"the secret", "hostUuid=h1", "s1", ""},
+		{"the token", "hostUuid=h1&token=" + token, "", ""},
+		{"neither", "hostUuid=h1", "", errcode.Unauthenticated},
+		{"a wrong secret", "hostUuid=h1&token=" + token, "guess", errcode.Unauthenticated},
+		{"a wrong token", "hostUuid=h1&token=" + agentclient.EventToken("guess"), "", errcode.Unauthenticated},
+		{"the secret as the token", "hostUuid=h1&token=s1", "", errcode.Unauthenticated},
+		{"another host", "hostUuid=h2&token=" + token, "", errcode.ResourceNotFound},
+	} {
+		if err := auth(context.Background(), ev(tc.query, tc.secret)); errcode.CodeOf(err) != tc.code {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.code)
+		}
 	}
 }

@@ -27,7 +27,7 @@ func (s *Service) connect(ctx context.Context, h *HostVO, waitUp time.Duration) 
 	}
 	secret := agentclient.WithSecret(h.Secret)
 	var crsp protocol.ConnectRsp
-	cmd := protocol.ConnectCmd{HostUUID: h.UUID, SendCommandURL: s.eventURL(h.UUID), Version: AgentVersion, Secret: h.Secret}
+	cmd := protocol.ConnectCmd{HostUUID: h.UUID, SendCommandURL: s.eventURL(h), Version: AgentVersion, Secret: h.Secret}
 	opts := []agentclient.CallOption{secret, s.fence()}
 	if s.opts.ClaimToken != "" {
 		opts = append(opts, agentclient.WithHeader(protocol.ClaimHeader, s.opts.ClaimToken))
@@ -99,7 +99,7 @@ func (s *Service) pingOnce(ctx context.Context, h *HostVO) (mismatch bool, err e
 		agentclient.WithSecret(h.Secret), s.fence(), agentclient.WithTimeout(s.opts.PingInterval)); err != nil {
 		return false, err
 	}
-	return rsp.HostUUID != h.UUID || rsp.SendCommandURL != s.eventURL(h.UUID), nil
+	return rsp.HostUUID != h.UUID || rsp.SendCommandURL != s.eventURL(h), nil
 }
 
 // OnConnected registers fn to run after one of this node's hosts is added

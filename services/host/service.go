@@ -348,12 +348,19 @@ func (s *Service) agentURL(h *HostVO) string {
 	return scheme + "://" + net.JoinHostPort(h.ManagementIP, strconv.Itoa(h.AgentPort))
 }
 
-func (s *Service) eventURL(hostUUID string) string {
+// eventURL is the sendCommandUrl h's agent posts its events to: the host
+// and, for agents that cannot send the secret header, the event token of
+// its secret (agentclient.EventToken).
+func (s *Service) eventURL(h *HostVO) string {
 	sep := "?"
 	if strings.Contains(s.opts.EventURL, "?") {
 		sep = "&"
 	}
-	return s.opts.EventURL + sep + "hostUuid=" + hostUUID
+	u := s.opts.EventURL + sep + "hostUuid=" + h.UUID
+	if h.Secret != "" {
+		u += "&" + agentclient.EventTokenParam + "=" + agentclient.EventToken(h.Secret)
+	}
+	return u
 }
 
 func chainOf(hostUUID string) string { return "host-" + hostUUID }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"mplane/agents/agentclient"
 	"mplane/agents/kvm"
 	"mplane/agents/protocol"
 	"mplane/api/client"
@@ -512,6 +513,10 @@ func testAgentEvents(t *testing.T, ctx context.Context, st *servertest.Stack) {
 		{"wrong secret, host in the body", "", protocol.EventReportVMState, "guess", `{"hostUuid":"` + h.UUID + `"}`, "", http.StatusBadRequest},
 		{"no host named", "", protocol.EventReportVMState, secret, body, "", http.StatusBadRequest},
 		{"unknown host", "hostUuid=" + uid.New(), protocol.EventReportVMState, secret, body, "", http.StatusNotFound},
+		// A Python agent posts to its sendCommandUrl, which holds the
+		// event token, without the header.
+		{"the event token of the sendCommandUrl", q + "&token=" + agentclient.EventToken(secret), protocol.EventReportVMState, "", body, "", http.StatusOK},
+		{"a wrong event token", q + "&token=" + agentclient.EventToken("guess"), protocol.EventReportVMState, "", body, "", http.StatusUnauthorized},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

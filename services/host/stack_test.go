@@ -325,7 +325,7 @@ func testPingDisconnectsAndReconnects(t *testing.T, ctx context.Context, st *ser
 func testPingReconnectsAgentThatForgotItsHost(t *testing.T, ctx context.Context, st *servertest.Stack) {
 	a := startAgent(t, "127.0.0.1:0", kvm.Options{})
 	h := addHost(t, ctx, st, a, "kvm")
-	eventURL := st.URL + protocol.DefaultEventPath + "?hostUuid=" + h.UUID
+	eventURL := st.URL + protocol.DefaultEventPath + "?hostUuid=" + h.UUID + "&" + agentclient.EventTokenParam + "=" + agentclient.EventToken(secretOf(t, st, h.UUID))
 
 	// Restarted with a fresh state: it answers pings for no host, and the
 	// owner connects it again.

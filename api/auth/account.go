@@ -12,7 +12,6 @@ import (
 	"gorm.io/gorm"
 
 	"mplane/errcode"
-	"mplane/uid"
 )
 
 // AccountType is the type of an account. The values are ZStack's.
@@ -123,19 +122,7 @@ func (s *Service) CreateAccount(ctx context.Context, name, password string, typ 
 	case typ != Admin && typ != Normal:
 		return Account{}, errcode.New(errcode.InvalidArgument, "account type must be %s or %s, got %q", Admin, Normal, typ)
 	}
-	hash, err := hashPassword(password, s.cost)
-	if err != nil {
-		return Account{}, fmt.Errorf("create account %q: hash password: %w", name, err)
-	}
-	a := Account{UUID: uid.New(), Name: name, Type: typ, PasswordHash: hash}
-	err = s.db.WithContext(ctx).Create(&a).Error
-	if errors.Is(err, gorm.ErrDuplicatedKey) {
-		return Account{}, errcode.New(errcode.InvalidArgument, "account name %q is already taken", name)
-	}
-	if err != nil {
-		return Account{}, fmt.Errorf("create account %q: %w", name, err)
-	}
-	return a, nil
+	return s.createAccount(ctx, name, password, "", typ)
 }
 
 // newUUID returns a ZStack-style UUID: 32 lowercase hex digits.

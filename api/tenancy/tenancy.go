@@ -152,12 +152,6 @@ func (g *Guard) Shareable(table string) bool {
 	return g.tab()[table].Visibility == OwnerOrShared
 }
 
-// Known reports whether the guard knows table.
-func (g *Guard) Known(table string) bool {
-	_, ok := g.tab()[table]
-	return ok
-}
-
 type scopeKey struct{}
 
 // Scope returns ctx in which the queries of the tables the guard filters
